@@ -1,0 +1,35 @@
+/* buf: a growable byte buffer, the currency of every render and result.
+ * Allocation failure aborts: a daemon that cannot allocate a few KiB has
+ * nothing better to do, and every caller stays free of NULL checks. */
+#ifndef ORCHFS_BUF_H
+#define ORCHFS_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+struct buf {
+	char *data;   /* always NUL-terminated when non-NULL */
+	size_t len;
+	size_t cap;
+};
+
+#define BUF_INIT {NULL, 0, 0}
+
+void buf_reserve(struct buf *b, size_t extra);
+void buf_append(struct buf *b, const void *data, size_t len);
+void buf_puts(struct buf *b, const char *s);
+void buf_putc(struct buf *b, char c);
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+void buf_reset(struct buf *b);
+void buf_free(struct buf *b);
+/* Hands the bytes to the caller (NUL-terminated, never NULL) and empties b. */
+char *buf_steal(struct buf *b);
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+
+#endif

@@ -1,0 +1,24 @@
+/* err: one error type for every failed command, and the one builder of the
+ * SPEC's error object, shared by the mount and the HTTP/WebSocket API:
+ *   {"error":{"status":409,"errno":"ELOOP","message":"...","path":"mma/dag/mutate"}}
+ */
+#ifndef ORCHFS_ERR_H
+#define ORCHFS_ERR_H
+
+#include "buf.h"
+
+struct orch_err {
+	int errnum;          /* positive errno; 0 = no error */
+	char message[512];
+};
+
+/* Records errnum and a formatted message; returns -errnum so handlers can
+ * `return err_set(e, EINVAL, "...")`. */
+int err_set(struct orch_err *e, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+const char *err_name(int errnum);        /* "ELOOP" */
+int err_http_status(int errnum);         /* 409 */
+/* Appends the error object (one line, newline-terminated) for a failure at path. */
+void err_render(const struct orch_err *e, const char *path, struct buf *out);
+
+#endif

@@ -1,0 +1,33 @@
+/* json: the few cJSON helpers orchfs needs on top of cJSON itself.
+ * cJSON keeps numbers as doubles and clamps valueint to INT_MAX, so 64-bit
+ * counters and money are printed as raw text and parsed with range checks. */
+#ifndef ORCHFS_JSON_H
+#define ORCHFS_JSON_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* Prints root compactly with a trailing newline into out, then deletes root. */
+void json_emit(cJSON *root, struct buf *out);
+cJSON *json_add_i64(cJSON *obj, const char *name, int64_t v);
+/* Money: integer micro-dollars printed as USD with 6 decimals ("1.250000"). */
+cJSON *json_add_usd(cJSON *obj, const char *name, int64_t micro);
+/* "2026-11-24T11:20:11.123Z", or null for 0. */
+cJSON *json_add_time(cJSON *obj, const char *name, int64_t ms);
+cJSON *json_add_str_or_null(cJSON *obj, const char *name, const char *s);
+
+/* Whole numbers only, within [min, max]; false for anything else. */
+bool json_int(const cJSON *v, int64_t min, int64_t max, int64_t *out);
+/* Non-negative decimal number of USD into micro-dollars, rounded. */
+bool json_usd(const cJSON *v, int64_t *micro);
+
+/* Formats ms since the epoch as ISO-8601 UTC into out (>= 25 bytes). */
+void time_iso(int64_t ms, char *out, size_t size);
+int64_t time_now_ms(void);
+/* Monotonic clock in nanoseconds, for durations and deadlines. */
+int64_t time_mono_ns(void);
+
+#endif
