@@ -1,0 +1,185 @@
+/* orch: the one context struct and the model of SPEC section 1 (tracks, tasks,
+ * workers, pipeline, usage). Every field here is guarded by orch.lock unless a
+ * comment says otherwise; sub-stores (events, context, telemetry) have locks of
+ * their own and never take this one, so the order is always orch -> sub-store. */
+#ifndef ORCHFS_ORCH_H
+#define ORCHFS_ORCH_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "buf.h"
+#include "err.h"
+#include "events.h"
+#include "json.h"
+
+#define ID_MAX 64            /* [a-z0-9][a-z0-9_-]{0,63} */
+#define MODEL_MAX 128
+
+enum task_status {
+	TASK_BLOCKED, TASK_READY, TASK_RUNNING, TASK_DONE, TASK_FAILED,
+	TASK_KILLED, TASK_SKIPPED, TASK_HELD,
+};
+enum worker_status { WORKER_RUNNING, WORKER_EXITED, WORKER_FAILED, WORKER_KILLED, WORKER_LOST };
+enum track_status { TRACK_ACTIVE, TRACK_DONE, TRACK_FAILED, TRACK_OVER_BUDGET };
+enum pipeline_status { PIPE_RUNNING, PIPE_PAUSED, PIPE_FROZEN };
+
+/* Token counts of one model; cost is derived from these and the price table. */
+struct usage {
+	char model[MODEL_MAX + 1];
+	int64_t input, output, cache_read, cache_write;
+	int64_t reports;
+};
+
+struct usage_set {
+	struct usage *v;
+	size_t n;
+};
+
+struct track {
+	char id[ID_MAX + 1];
+	char *title;
+	int64_t budget_micro;      /* -1: no budget */
+	enum track_status status;  /* recomputed by sched_recompute */
+	int64_t created_ms;
+	struct track *next;        /* creation order */
+};
+
+struct task {
+	char id[ID_MAX + 1];
+	struct track *track;
+	char *title, *command, *cwd, *model;
+	char **env;                /* "KEY=VALUE" */
+	size_t nenv;
+	int retries;               /* retries left */
+	int retries_initial;
+	int timeout_s;
+	int priority;
+	uint64_t order;            /* creation order, the scheduler's tie-break */
+	enum task_status status;
+	struct task **deps;
+	size_t ndeps;
+	int *workers;              /* every attempt, oldest first */
+	size_t nworkers;
+	int64_t created_ms;
+	struct task *next;
+};
+
+struct worker {
+	int id;
+	enum worker_status status;
+	char task_id[ID_MAX + 1];  /* "" when spawned by hand */
+	char track_id[ID_MAX + 1];
+	char *command, *cwd, *model;
+	char **env;
+	size_t nenv;
+	pid_t pid;
+	int pidfd;                 /* -1 once reaped */
+	int stdin_fd;              /* write end of the worker's stdin; -1 when closed */
+	int64_t started_ms, ended_ms;
+	int64_t started_ns;        /* monotonic, for the timeout */
+	int timeout_s;
+	int exit_code;             /* -1 unless it exited */
+	int term_signal;           /* 0 unless a signal ended it */
+	bool timed_out;
+	bool kill_requested;       /* a kill command: the end status is `killed` */
+	int64_t kill_deadline_ns;  /* SIGKILL after this (0 = none pending) */
+	char *log_path;
+	struct usage_set usage;
+	struct buf trace;          /* this worker's event lines */
+};
+
+struct price {
+	char model[MODEL_MAX + 1];
+	/* pico-dollars per token == micro-dollars per million tokens: integers keep
+	 * the arithmetic exact for any price quoted to 1e-6 USD per Mtok */
+	int64_t input, output, cache_read, cache_write;
+};
+
+struct orch_config {
+	char *mount;               /* absolute mountpoint */
+	char *state_dir;
+	char *pricing_file;
+	char *api_url;             /* ORCHFS_API for workers; NULL when HTTP is off */
+	char *token_file;
+	int max_workers;
+	int kill_grace_s;
+	int telemetry_hz;
+	size_t max_write;          /* EFBIG above; default 1 MiB */
+};
+
+struct ctx_store;
+struct telemetry;
+struct hashmap;
+
+struct orch {
+	pthread_mutex_t lock;
+	pthread_cond_t changed;    /* signalled with lock held on every state change */
+	struct orch_config cfg;
+	int64_t started_ms;
+
+	enum pipeline_status pipeline;
+	int max_workers;
+	struct track *tracks, **tracks_tail;
+	struct task *tasks, **tasks_tail;
+	struct hashmap *task_index, *track_index;
+	size_t ntasks, ntracks;
+	uint64_t next_order;
+	struct worker **workers;   /* workers[id - 1]; ids are never reused */
+	size_t nworkers, workers_cap;
+	int running;               /* workers in WORKER_RUNNING */
+
+	struct price *prices;
+	size_t nprices;
+
+	struct buf last_error;     /* the error object of the last failed write */
+	uint64_t version;          /* bumped on every change; render caches key on it */
+
+	int wake_fd;               /* eventfd: wakes the scheduler */
+	pthread_t sched_thread;
+	bool sched_started, stopping;
+
+	struct events events;
+	struct ctx_store *ctx;
+	struct telemetry *tm;
+};
+
+/* orch.c: life cycle */
+int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *err);
+int orch_start(struct orch *o);          /* starts the scheduler thread */
+/* No new workers; TERM to running ones, KILL after the grace; joins threads. */
+void orch_shutdown(struct orch *o);
+void orch_destroy(struct orch *o);
+void orch_wake(struct orch *o);          /* any thread; nudges the scheduler */
+/* Called with the lock held after any change: bumps version, wakes waiters. */
+void orch_touch(struct orch *o);
+void orch_record_error(struct orch *o, const struct orch_err *e, const char *path);
+
+/* model.c: lookups and names (lock held) */
+bool id_valid(const char *id);
+struct task *task_find(struct orch *o, const char *id);
+struct track *track_find(struct orch *o, const char *id);
+struct worker *worker_find(struct orch *o, int id);
+const char *task_status_name(enum task_status s);
+const char *worker_status_name(enum worker_status s);
+const char *track_status_name(enum track_status s);
+const char *pipeline_status_name(enum pipeline_status s);
+struct track *track_new(struct orch *o, const char *id, const char *title, int64_t budget_micro);
+void task_free(struct task *t);
+void worker_free(struct worker *w);
+char **strv_dup(char *const *v, size_t n);
+void strv_free(char **v, size_t n);
+/* Publishes an event and appends it to worker w's trace when w is not NULL. */
+uint64_t orch_event(struct orch *o, struct worker *w, const char *channel, const char *type,
+		    cJSON *data);
+
+/* hashmap: string -> pointer, for task and track ids */
+struct hashmap *hashmap_new(void);
+void hashmap_free(struct hashmap *m);
+void *hashmap_get(struct hashmap *m, const char *key);
+void hashmap_put(struct hashmap *m, const char *key, void *value);
+void hashmap_del(struct hashmap *m, const char *key);
+
+#endif
