@@ -43,6 +43,7 @@ struct track {
 	char *title;
 	int64_t budget_micro;      /* -1: no budget */
 	enum track_status status;  /* recomputed by sched_recompute */
+	struct usage_set usage;    /* every report of its workers */
 	int64_t created_ms;
 	struct track *next;        /* creation order */
 };
@@ -64,6 +65,8 @@ struct task {
 	int *workers;              /* every attempt, oldest first */
 	size_t nworkers;
 	int64_t created_ms;
+	unsigned visit;            /* DFS mark, compared with orch.visit_gen */
+	signed char viable;        /* sched_recompute's memo: can it still complete? */
 	struct task *next;
 };
 
@@ -101,6 +104,7 @@ struct price {
 struct orch_config {
 	char *mount;               /* absolute mountpoint */
 	char *state_dir;
+	char *workdir;             /* default cwd of workers: where the daemon was started */
 	char *pricing_file;
 	char *api_url;             /* ORCHFS_API for workers; NULL when HTTP is off */
 	char *token_file;
@@ -127,12 +131,14 @@ struct orch {
 	struct hashmap *task_index, *track_index;
 	size_t ntasks, ntracks;
 	uint64_t next_order;
+	unsigned visit_gen;
 	struct worker **workers;   /* workers[id - 1]; ids are never reused */
 	size_t nworkers, workers_cap;
 	int running;               /* workers in WORKER_RUNNING */
 
 	struct price *prices;
 	size_t nprices;
+	struct usage_set usage;    /* every report of every worker */
 
 	struct buf last_error;     /* the error object of the last failed write */
 	uint64_t version;          /* bumped on every change; render caches key on it */

@@ -1,0 +1,489 @@
+/* dag: atomic DAG mutation batches with an undo log, and cycle paths. */
+#include "dag.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "render.h"
+#include "scheduler.h"
+
+enum undo_kind { U_ADD_TASK, U_REMOVE_TASK, U_ADD_DEP, U_REMOVE_DEP, U_STATUS, U_ADD_TRACK };
+
+struct undo {
+	enum undo_kind kind;
+	struct task *task;
+	struct task *other;        /* dep for *_DEP; predecessor in the list for U_REMOVE_TASK */
+	size_t index;              /* dep position for U_REMOVE_DEP */
+	enum task_status old_status;
+	struct track *track;
+};
+
+struct batch {
+	struct orch *o;
+	struct undo *log;
+	size_t n, cap;
+	cJSON *events;             /* [ [channel, type, data], ... ] published on commit */
+	struct task **cancel;      /* tasks whose running worker is killed on commit */
+	size_t ncancel;
+};
+
+bool dag_dep_satisfied(const struct task *dep)
+{
+	return dep->status == TASK_DONE || dep->status == TASK_SKIPPED;
+}
+
+size_t dag_dependents(struct orch *o, const struct task *t, struct task **out, size_t max)
+{
+	size_t n = 0;
+	for (struct task *x = o->tasks; x; x = x->next)
+		for (size_t i = 0; i < x->ndeps; i++)
+			if (x->deps[i] == t) {
+				if (n < max)
+					out[n] = x;
+				n++;
+				break;
+			}
+	return n;
+}
+
+static void undo_push(struct batch *b, struct undo u)
+{
+	if (b->n == b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 16;
+		b->log = xrealloc(b->log, b->cap * sizeof *b->log);
+	}
+	b->log[b->n++] = u;
+}
+
+static void batch_event(struct batch *b, const char *channel, const char *type, cJSON *data)
+{
+	cJSON *e = cJSON_CreateArray();
+	cJSON_AddItemToArray(e, cJSON_CreateString(channel));
+	cJSON_AddItemToArray(e, cJSON_CreateString(type));
+	cJSON_AddItemToArray(e, data);
+	cJSON_AddItemToArray(b->events, e);
+}
+
+static cJSON *event_data(const char *task, const char *dep)
+{
+	cJSON *d = cJSON_CreateObject();
+	cJSON_AddStringToObject(d, "task", task);
+	if (dep)
+		cJSON_AddStringToObject(d, "dep", dep);
+	return d;
+}
+
+static void task_list_unlink(struct orch *o, struct task *t, struct task **pred_out)
+{
+	struct task **pp = &o->tasks, *pred = NULL;
+	while (*pp != t) {
+		pred = *pp;
+		pp = &(*pp)->next;
+	}
+	*pp = t->next;
+	if (o->tasks_tail == &t->next)
+		o->tasks_tail = pp;
+	t->next = NULL;
+	*pred_out = pred;
+}
+
+static void task_list_insert_after(struct orch *o, struct task *pred, struct task *t)
+{
+	struct task **pp = pred ? &pred->next : &o->tasks;
+	t->next = *pp;
+	*pp = t;
+	if (!t->next)
+		o->tasks_tail = &t->next;
+}
+
+/* Finds a path of deps from `from` to `to` (DFS, iterative so a long chain
+ * cannot overflow the stack). On success path holds from..to. */
+static bool dag_find_path(struct orch *o, struct task *from, struct task *to,
+			  struct task ***path, size_t *plen)
+{
+	unsigned gen = ++o->visit_gen;
+	size_t cap = 64, depth = 0;
+	struct task **stack = xmalloc(cap * sizeof *stack);
+	size_t *next = xmalloc(cap * sizeof *next);
+	stack[0] = from;
+	next[0] = 0;
+	from->visit = gen;
+	depth = 1;
+	while (depth) {
+		struct task *t = stack[depth - 1];
+		if (t == to) {
+			free(next);
+			*path = stack;
+			*plen = depth;
+			return true;
+		}
+		if (next[depth - 1] == t->ndeps) {
+			depth--;
+			continue;
+		}
+		struct task *d = t->deps[next[depth - 1]++];
+		if (d->visit == gen)
+			continue;
+		d->visit = gen;
+		if (depth == cap) {
+			cap *= 2;
+			stack = xrealloc(stack, cap * sizeof *stack);
+			next = xrealloc(next, cap * sizeof *next);
+		}
+		stack[depth] = d;
+		next[depth] = 0;
+		depth++;
+	}
+	free(stack);
+	free(next);
+	return false;
+}
+
+static int op_add_dep(struct batch *b, struct task *t, struct task *d, struct orch_err *err)
+{
+	for (size_t i = 0; i < t->ndeps; i++)
+		if (t->deps[i] == d)
+			return 0;   /* already there: writing the same edge twice is harmless */
+	if (t == d)
+		return err_set(err, ELOOP, "adding %s -> %s makes a cycle: %s -> %s", t->id, d->id,
+			       t->id, d->id);
+	struct task **path;
+	size_t n;
+	if (dag_find_path(b->o, d, t, &path, &n)) {
+		struct buf msg = BUF_INIT;
+		buf_printf(&msg, "adding %s -> %s makes a cycle: %s", t->id, d->id, t->id);
+		for (size_t i = 0; i < n; i++)
+			buf_printf(&msg, " -> %s", path[i]->id);
+		err_set(err, ELOOP, "%s", msg.data);
+		buf_free(&msg);
+		free(path);
+		return -ELOOP;
+	}
+	t->deps = xrealloc(t->deps, (t->ndeps + 1) * sizeof *t->deps);
+	t->deps[t->ndeps++] = d;
+	undo_push(b, (struct undo){.kind = U_ADD_DEP, .task = t, .other = d});
+	batch_event(b, "dag", "dag.dep_added", event_data(t->id, d->id));
+	return 0;
+}
+
+static int op_add_task(struct batch *b, const struct task_spec *s, const char *track_id,
+		       struct orch_err *err)
+{
+	struct orch *o = b->o;
+	struct track *k = track_find(o, track_id);
+	if (!track_id[0])
+		return err_set(err, EINVAL, "add_task %s: \"track\" is required", s->id);
+	if (!k)
+		return err_set(err, ENOENT, "add_task %s: no track \"%s\"", s->id, track_id);
+	if (task_find(o, s->id))
+		return err_set(err, EEXIST, "task \"%s\" already exists", s->id);
+	for (size_t i = 0; i < s->ndeps; i++)
+		if (strcmp(s->deps[i], s->id) && !task_find(o, s->deps[i]))
+			return err_set(err, ENOENT, "task %s: no task \"%s\" to depend on", s->id,
+				       s->deps[i]);
+
+	struct task *t = xcalloc(1, sizeof *t);
+	strcpy(t->id, s->id);
+	t->track = k;
+	t->title = xstrdup(s->title ? s->title : s->id);
+	t->command = xstrdup(s->command);
+	t->cwd = s->cwd ? xstrdup(s->cwd) : NULL;
+	t->model = s->model ? xstrdup(s->model) : NULL;
+	t->env = strv_dup(s->env, s->nenv);
+	t->nenv = s->nenv;
+	t->retries = t->retries_initial = s->retries;
+	t->timeout_s = s->timeout_s;
+	t->priority = s->priority;
+	t->order = o->next_order++;
+	t->status = TASK_BLOCKED;
+	t->created_ms = time_now_ms();
+	task_list_insert_after(o, o->tasks ? (struct task *)((char *)o->tasks_tail -
+							       offsetof(struct task, next))
+					   : NULL,
+			       t);
+	hashmap_put(o->task_index, t->id, t);
+	o->ntasks++;
+	undo_push(b, (struct undo){.kind = U_ADD_TASK, .task = t});
+	cJSON *d = event_data(t->id, NULL);
+	cJSON_AddStringToObject(d, "track", k->id);
+	batch_event(b, "dag", "dag.task_added", d);
+	for (size_t i = 0; i < s->ndeps; i++) {
+		int rc = op_add_dep(b, t, task_find(o, s->deps[i]), err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int op_remove_task(struct batch *b, struct task *t, struct orch_err *err)
+{
+	struct orch *o = b->o;
+	if (t->status == TASK_RUNNING)
+		return err_set(err, EBUSY, "task %s is running (worker %d); cancel it first", t->id,
+			       t->nworkers ? t->workers[t->nworkers - 1] : 0);
+	struct task *dependents[4];
+	size_t n = dag_dependents(o, t, dependents, 4);
+	if (n) {
+		struct buf msg = BUF_INIT;
+		for (size_t i = 0; i < n && i < 4; i++)
+			buf_printf(&msg, "%s%s", i ? ", " : "", dependents[i]->id);
+		err_set(err, EBUSY, "task %s is a dep of %s%s; remove those edges first", t->id,
+			msg.data, n > 4 ? ", ..." : "");
+		buf_free(&msg);
+		return -EBUSY;
+	}
+	struct task *pred;
+	task_list_unlink(o, t, &pred);
+	hashmap_del(o->task_index, t->id);
+	o->ntasks--;
+	undo_push(b, (struct undo){.kind = U_REMOVE_TASK, .task = t, .other = pred});
+	batch_event(b, "dag", "dag.task_removed", event_data(t->id, NULL));
+	return 0;
+}
+
+static int op_remove_dep(struct batch *b, struct task *t, struct task *d, struct orch_err *err)
+{
+	for (size_t i = 0; i < t->ndeps; i++) {
+		if (t->deps[i] != d)
+			continue;
+		memmove(&t->deps[i], &t->deps[i + 1], (t->ndeps - i - 1) * sizeof *t->deps);
+		t->ndeps--;
+		undo_push(b, (struct undo){.kind = U_REMOVE_DEP, .task = t, .other = d, .index = i});
+		batch_event(b, "dag", "dag.dep_removed", event_data(t->id, d->id));
+		return 0;
+	}
+	return err_set(err, ENOENT, "task %s does not depend on %s", t->id, d->id);
+}
+
+static void set_status(struct batch *b, struct task *t, enum task_status s)
+{
+	undo_push(b, (struct undo){.kind = U_STATUS, .task = t, .old_status = t->status});
+	cJSON *d = event_data(t->id, NULL);
+	cJSON_AddStringToObject(d, "track", t->track->id);
+	cJSON_AddStringToObject(d, "from", task_status_name(t->status));
+	cJSON_AddStringToObject(d, "to", task_status_name(s));
+	batch_event(b, "dag", "task.status", d);
+	t->status = s;
+}
+
+static int op_status(struct batch *b, const struct dag_op *op, struct task *t,
+		     struct orch_err *err)
+{
+	enum task_status s = t->status;
+	switch (op->kind) {
+	case DAG_RETRY:
+		if (s != TASK_FAILED && s != TASK_KILLED)
+			return err_set(err, EBUSY, "task %s is %s; only failed or killed tasks can be retried",
+				       t->id, task_status_name(s));
+		set_status(b, t, TASK_BLOCKED);
+		return 0;
+	case DAG_SKIP:
+		if (s == TASK_RUNNING || s == TASK_DONE)
+			return err_set(err, EBUSY, "task %s is %s and cannot be skipped%s", t->id,
+				       task_status_name(s), s == TASK_RUNNING ? "; cancel it first" : "");
+		if (s != TASK_SKIPPED)
+			set_status(b, t, TASK_SKIPPED);
+		return 0;
+	case DAG_HOLD:
+		if (s == TASK_HELD)
+			return 0;
+		if (s != TASK_BLOCKED && s != TASK_READY)
+			return err_set(err, EBUSY, "task %s is %s; only blocked or ready tasks can be held",
+				       t->id, task_status_name(s));
+		set_status(b, t, TASK_HELD);
+		return 0;
+	case DAG_RELEASE:
+		if (s != TASK_HELD)
+			return err_set(err, EBUSY, "task %s is %s, not held", t->id, task_status_name(s));
+		set_status(b, t, TASK_BLOCKED);
+		return 0;
+	case DAG_CANCEL:
+		if (s != TASK_BLOCKED && s != TASK_READY && s != TASK_HELD && s != TASK_RUNNING)
+			return err_set(err, EBUSY, "task %s is %s; there is nothing to cancel", t->id,
+				       task_status_name(s));
+		if (s == TASK_RUNNING) {
+			b->cancel = xrealloc(b->cancel, (b->ncancel + 1) * sizeof *b->cancel);
+			b->cancel[b->ncancel++] = t;
+		}
+		set_status(b, t, TASK_KILLED);
+		return 0;
+	default:
+		return err_set(err, EINVAL, "unknown operation");
+	}
+}
+
+static int op_apply(struct batch *b, const struct dag_op *op, struct orch_err *err)
+{
+	struct orch *o = b->o;
+	if (op->kind == DAG_ADD_TASK)
+		return op_add_task(b, &op->spec, op->track, err);
+	struct task *t = task_find(o, op->task);
+	if (!t)
+		return err_set(err, ENOENT, "no task \"%s\"", op->task);
+	struct task *d = NULL;
+	if (op->kind == DAG_ADD_DEP || op->kind == DAG_REMOVE_DEP) {
+		d = task_find(o, op->dep);
+		if (!d)
+			return err_set(err, ENOENT, "no task \"%s\"", op->dep);
+	}
+	switch (op->kind) {
+	case DAG_REMOVE_TASK:
+		return op_remove_task(b, t, err);
+	case DAG_ADD_DEP:
+		return op_add_dep(b, t, d, err);
+	case DAG_REMOVE_DEP:
+		return op_remove_dep(b, t, d, err);
+	default:
+		return op_status(b, op, t, err);
+	}
+}
+
+static void batch_rollback(struct batch *b)
+{
+	struct orch *o = b->o;
+	for (size_t i = b->n; i-- > 0;) {
+		struct undo *u = &b->log[i];
+		struct task *t = u->task, *pred;
+		switch (u->kind) {
+		case U_ADD_TASK:
+			task_list_unlink(o, t, &pred);
+			hashmap_del(o->task_index, t->id);
+			o->ntasks--;
+			task_free(t);
+			break;
+		case U_REMOVE_TASK:
+			task_list_insert_after(o, u->other, t);
+			hashmap_put(o->task_index, t->id, t);
+			o->ntasks++;
+			break;
+		case U_ADD_DEP:
+			t->ndeps--;  /* undone in reverse, so it is the last one */
+			break;
+		case U_REMOVE_DEP:
+			t->deps = xrealloc(t->deps, (t->ndeps + 1) * sizeof *t->deps);
+			memmove(&t->deps[u->index + 1], &t->deps[u->index],
+				(t->ndeps - u->index) * sizeof *t->deps);
+			t->deps[u->index] = u->other;
+			t->ndeps++;
+			break;
+		case U_STATUS:
+			t->status = u->old_status;
+			break;
+		case U_ADD_TRACK:
+			for (struct track **pp = &o->tracks; *pp; pp = &(*pp)->next)
+				if (*pp == u->track) {
+					*pp = u->track->next;
+					if (o->tracks_tail == &u->track->next)
+						o->tracks_tail = pp;
+					break;
+				}
+			hashmap_del(o->track_index, u->track->id);
+			o->ntracks--;
+			free(u->track->title);
+			free(u->track);
+			break;
+		}
+	}
+}
+
+static void batch_commit(struct batch *b)
+{
+	struct orch *o = b->o;
+	for (size_t i = 0; i < b->n; i++)
+		if (b->log[i].kind == U_REMOVE_TASK)
+			task_free(b->log[i].task);
+	cJSON *e;
+	cJSON_ArrayForEach(e, b->events) {
+		cJSON *data = cJSON_DetachItemFromArray(e, 2);
+		orch_event(o, NULL, cJSON_GetArrayItem(e, 0)->valuestring,
+			   cJSON_GetArrayItem(e, 1)->valuestring, data);
+	}
+	for (size_t i = 0; i < b->ncancel; i++) {
+		struct task *t = b->cancel[i];
+		struct worker *w = t->nworkers ? worker_find(o, t->workers[t->nworkers - 1]) : NULL;
+		if (w && w->status == WORKER_RUNNING)
+			sched_kill(o, w, SIGTERM, -1, NULL);
+	}
+	sched_recompute(o);
+	orch_touch(o);
+}
+
+static void batch_free(struct batch *b)
+{
+	free(b->log);
+	free(b->cancel);
+	cJSON_Delete(b->events);
+}
+
+int dag_mutate(struct orch *o, const struct cmd_mutate *m, struct buf *result,
+	       struct orch_err *err)
+{
+	struct batch b = {.o = o, .events = cJSON_CreateArray()};
+	for (size_t i = 0; i < m->nops; i++) {
+		int rc = op_apply(&b, &m->ops[i], err);
+		if (rc) {
+			if (m->nops > 1) {
+				struct buf msg = BUF_INIT;
+				buf_printf(&msg, "operation %zu of %zu: %s; nothing was changed", i + 1,
+					   m->nops, err->message);
+				err_set(err, err->errnum, "%s", msg.data);
+				buf_free(&msg);
+			}
+			batch_rollback(&b);
+			batch_free(&b);
+			return rc;
+		}
+	}
+	batch_commit(&b);
+	batch_free(&b);
+	cJSON *r = cJSON_CreateObject();
+	json_add_i64(r, "applied", (int64_t)m->nops);
+	json_add_i64(r, "seq", (int64_t)events_seq(&o->events));
+	json_emit(r, result);
+	return 0;
+}
+
+int dag_create_track(struct orch *o, const struct cmd_plan *p, struct buf *result,
+		     struct orch_err *err)
+{
+	if (track_find(o, p->id))
+		return err_set(err, EEXIST, "track \"%s\" already exists", p->id);
+	struct batch b = {.o = o, .events = cJSON_CreateArray()};
+	struct track *k = track_new(o, p->id, p->title, p->budget_micro);
+	undo_push(&b, (struct undo){.kind = U_ADD_TRACK, .track = k});
+	cJSON *d = cJSON_CreateObject();
+	cJSON_AddStringToObject(d, "track", k->id);
+	cJSON_AddStringToObject(d, "title", k->title);
+	json_add_i64(d, "tasks", (int64_t)p->ntasks);
+	batch_event(&b, "dag", "track.created", d);
+
+	/* Nodes first, edges second: a plan may list a task before its deps. */
+	int rc = 0;
+	for (size_t i = 0; i < p->ntasks && !rc; i++) {
+		struct task_spec node = p->tasks[i];
+		node.ndeps = 0;
+		rc = op_add_task(&b, &node, k->id, err);
+	}
+	for (size_t i = 0; i < p->ntasks && !rc; i++) {
+		const struct task_spec *s = &p->tasks[i];
+		struct task *t = task_find(o, s->id);
+		for (size_t j = 0; j < s->ndeps && !rc; j++) {
+			struct task *dep = task_find(o, s->deps[j]);
+			rc = dep ? op_add_dep(&b, t, dep, err)
+				 : err_set(err, ENOENT, "task %s: no task \"%s\" to depend on", s->id,
+					   s->deps[j]);
+		}
+	}
+	if (rc) {
+		batch_rollback(&b);
+		batch_free(&b);
+		return rc;
+	}
+	batch_commit(&b);
+	batch_free(&b);
+	json_emit(render_track(o, k, true), result);
+	return 0;
+}

@@ -1,0 +1,827 @@
+/* nodes: the namespace table, its renders and its control-file handlers. */
+#include "nodes.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "context.h"
+#include "dag.h"
+#include "pricing.h"
+#include "render.h"
+#include "scheduler.h"
+#include "telemetry.h"
+
+/* The kind of object a wildcard segment names. */
+enum wild { W_NONE, W_WORKER, W_TRACK, W_TASK, W_CTX };
+
+typedef int (*render_fn)(struct orch *o, const struct node *n, struct buf *out);
+typedef int (*apply_fn)(struct orch *o, const struct node *n, const char *in, size_t len,
+			const char *cwd, struct buf *result, struct orch_err *err);
+
+struct node_def {
+	const char *pattern;    /* one segment may be "*", the wildcard */
+	enum node_type type;
+	unsigned flags;
+	enum wild wild;
+	render_fn render;
+	apply_fn apply;
+};
+
+/* --- helpers --- */
+
+static struct worker *arg_worker(struct orch *o, const struct node *n)
+{
+	char *end;
+	long id = strtol(n->arg, &end, 10);
+	if (*end || id < 1 || id > INT_MAX || n->arg[0] == '0')
+		return NULL;
+	return worker_find(o, (int)id);
+}
+
+static bool wild_exists(struct orch *o, enum wild w, const char *arg)
+{
+	struct node n;
+	snprintf(n.arg, sizeof n.arg, "%s", arg);
+	switch (w) {
+	case W_WORKER: return arg_worker(o, &n) != NULL;
+	case W_TRACK: return id_valid(arg) && track_find(o, arg) != NULL;
+	case W_TASK: return id_valid(arg) && task_find(o, arg) != NULL;
+	case W_CTX: return ctx_exists(o->ctx, arg);
+	default: return true;
+	}
+}
+
+static int emit_locked(struct orch *o, cJSON *(*fn)(struct orch *), struct buf *out)
+{
+	pthread_mutex_lock(&o->lock);
+	cJSON *doc = fn(o);
+	pthread_mutex_unlock(&o->lock);
+	json_emit(doc, out);
+	return 0;
+}
+
+/* --- renders --- */
+
+static const char readme_text[] =
+	"orchfs: an orchestration daemon whose state is this file system.\n"
+	"\n"
+	"state.json            everything, with the current event seq\n"
+	"last_error            the last failed write, as an error object\n"
+	"mma/pipeline/         status, max_workers (writable), pause (\"freeze\" freezes), resume\n"
+	"mma/workers.json      all workers;  mma/workers/spawn  \"COMMAND\" or JSON\n"
+	"mma/workers/kill      \"ID [SIGNAL] [grace=SECONDS]\"\n"
+	"mma/workers/ID/       status info.json log trace usage stdin kill\n"
+	"mma/tracks/create     a plan: {\"id\",\"title\",\"budget_usd\"?,\"tasks\":[...]}\n"
+	"mma/tracks/ID/        status info.json budget (writable, USD)\n"
+	"mma/tasks/ID/         status info.json deps worker (symlink to its latest worker)\n"
+	"mma/dag.json dag.dot  the DAG;  mma/dag/mutate  one operation a line:\n"
+	"                      remove_task T | add_dep T D | remove_dep T D | retry T\n"
+	"                      skip T | hold T | release T | cancel T  (or JSON, with add_task)\n"
+	"context/              state.json aggregate files/NAME\n"
+	"context/inject        \"PATH\" | \"skeleton PATH\" | \"PATH as NAME\" | \"text TEXT\" | JSON\n"
+	"context/remove        \"NAME\"\n"
+	"metrics/financial.json  tokens and cost;  system/telemetry.json  the daemon's vitals\n"
+	"\n"
+	"A write to a control file is one command; read the same descriptor back for the\n"
+	"result, or the error object. Usage reports go to mma/workers/ID/usage:\n"
+	"  model=NAME in=N out=N [cache_read=N] [cache_write=N]   (or JSON)\n";
+
+static int r_readme(struct orch *o, const struct node *n, struct buf *out)
+{
+	buf_puts(out, readme_text);
+	return 0;
+}
+
+static cJSON *telemetry_doc(struct orch *o)
+{
+	cJSON *t = tm_json(o->tm);
+	pthread_mutex_lock(&o->lock);
+	cJSON *w = cJSON_AddObjectToObject(t, "workers");
+	cJSON_AddNumberToObject(w, "running", o->running);
+	cJSON_AddNumberToObject(w, "total", (double)o->nworkers);
+	pthread_mutex_unlock(&o->lock);
+	cJSON *e = cJSON_AddObjectToObject(t, "events");
+	pthread_mutex_lock(&o->events.lock);
+	json_add_i64(e, "seq", (int64_t)o->events.seq);
+	json_add_i64(e, "depth", (int64_t)o->events.count);
+	json_add_i64(e, "capacity", (int64_t)o->events.cap);
+	json_add_i64(e, "evicted", (int64_t)o->events.evicted);
+	pthread_mutex_unlock(&o->events.lock);
+	return t;
+}
+
+static int r_state(struct orch *o, const struct node *n, struct buf *out)
+{
+	pthread_mutex_lock(&o->lock);
+	cJSON *doc = render_state(o);
+	pthread_mutex_unlock(&o->lock);
+	cJSON_AddItemToObject(doc, "context", ctx_state_json(o->ctx));
+	cJSON_AddItemToObject(doc, "telemetry", telemetry_doc(o));
+	json_emit(doc, out);
+	return 0;
+}
+
+static int r_telemetry(struct orch *o, const struct node *n, struct buf *out)
+{
+	json_emit(telemetry_doc(o), out);
+	return 0;
+}
+
+static int r_last_error(struct orch *o, const struct node *n, struct buf *out)
+{
+	pthread_mutex_lock(&o->lock);
+	if (o->last_error.len)
+		buf_append(out, o->last_error.data, o->last_error.len);
+	else
+		buf_puts(out, "{\"error\":null}\n");
+	pthread_mutex_unlock(&o->lock);
+	return 0;
+}
+
+static int r_pipeline_status(struct orch *o, const struct node *n, struct buf *out)
+{
+	pthread_mutex_lock(&o->lock);
+	buf_printf(out, "%s\n", pipeline_status_name(o->pipeline));
+	pthread_mutex_unlock(&o->lock);
+	return 0;
+}
+
+static int r_max_workers(struct orch *o, const struct node *n, struct buf *out)
+{
+	pthread_mutex_lock(&o->lock);
+	buf_printf(out, "%d\n", o->max_workers);
+	pthread_mutex_unlock(&o->lock);
+	return 0;
+}
+
+static int r_workers(struct orch *o, const struct node *n, struct buf *out)
+{
+	return emit_locked(o, render_workers, out);
+}
+
+static int r_tracks(struct orch *o, const struct node *n, struct buf *out)
+{
+	return emit_locked(o, render_tracks, out);
+}
+
+static int r_dag(struct orch *o, const struct node *n, struct buf *out)
+{
+	return emit_locked(o, render_dag, out);
+}
+
+static int r_financial(struct orch *o, const struct node *n, struct buf *out)
+{
+	return emit_locked(o, render_financial, out);
+}
+
+static int r_dag_dot(struct orch *o, const struct node *n, struct buf *out)
+{
+	pthread_mutex_lock(&o->lock);
+	render_dag_dot(o, out);
+	pthread_mutex_unlock(&o->lock);
+	return 0;
+}
+
+/* Per-object renders: look the object up under the lock, ENOENT if it went. */
+enum obj_view { V_STATUS, V_INFO, V_TRACE, V_USAGE, V_DEPS, V_BUDGET };
+
+static int r_worker_view(struct orch *o, const struct node *n, struct buf *out, enum obj_view v)
+{
+	pthread_mutex_lock(&o->lock);
+	struct worker *w = arg_worker(o, n);
+	cJSON *doc = NULL;
+	if (w && v == V_STATUS)
+		buf_printf(out, "%s\n", worker_status_name(w->status));
+	else if (w && v == V_INFO)
+		doc = render_worker(o, w);
+	else if (w && v == V_TRACE)
+		buf_append(out, w->trace.data, w->trace.len);
+	else if (w && v == V_USAGE)
+		doc = render_usage(o, &w->usage);
+	pthread_mutex_unlock(&o->lock);
+	if (doc)
+		json_emit(doc, out);
+	return w ? 0 : -ENOENT;
+}
+
+static int r_worker_status(struct orch *o, const struct node *n, struct buf *out)
+{
+	return r_worker_view(o, n, out, V_STATUS);
+}
+static int r_worker_info(struct orch *o, const struct node *n, struct buf *out)
+{
+	return r_worker_view(o, n, out, V_INFO);
+}
+static int r_worker_trace(struct orch *o, const struct node *n, struct buf *out)
+{
+	return r_worker_view(o, n, out, V_TRACE);
+}
+static int r_worker_usage(struct orch *o, const struct node *n, struct buf *out)
+{
+	return r_worker_view(o, n, out, V_USAGE);
+}
+
+static int r_track_view(struct orch *o, const struct node *n, struct buf *out, enum obj_view v)
+{
+	pthread_mutex_lock(&o->lock);
+	struct track *k = track_find(o, n->arg);
+	cJSON *doc = NULL;
+	if (k && v == V_STATUS) {
+		buf_printf(out, "%s\n", track_status_name(k->status));
+	} else if (k && v == V_INFO) {
+		doc = render_track(o, k, true);
+	} else if (k && v == V_BUDGET) {
+		if (k->budget_micro >= 0)
+			buf_printf(out, "%lld.%06lld\n", (long long)(k->budget_micro / 1000000),
+				   (long long)(k->budget_micro % 1000000));
+		else
+			buf_puts(out, "none\n");
+	}
+	pthread_mutex_unlock(&o->lock);
+	if (doc)
+		json_emit(doc, out);
+	return k ? 0 : -ENOENT;
+}
+
+static int r_track_status(struct orch *o, const struct node *n, struct buf *out)
+{
+	return r_track_view(o, n, out, V_STATUS);
+}
+static int r_track_info(struct orch *o, const struct node *n, struct buf *out)
+{
+	return r_track_view(o, n, out, V_INFO);
+}
+static int r_track_budget(struct orch *o, const struct node *n, struct buf *out)
+{
+	return r_track_view(o, n, out, V_BUDGET);
+}
+
+static int r_task_view(struct orch *o, const struct node *n, struct buf *out, enum obj_view v)
+{
+	pthread_mutex_lock(&o->lock);
+	struct task *t = task_find(o, n->arg);
+	cJSON *doc = NULL;
+	if (t && v == V_STATUS)
+		buf_printf(out, "%s\n", task_status_name(t->status));
+	else if (t && v == V_INFO)
+		doc = render_task(o, t, true);
+	else if (t && v == V_DEPS)
+		for (size_t i = 0; i < t->ndeps; i++)
+			buf_printf(out, "%s\n", t->deps[i]->id);
+	pthread_mutex_unlock(&o->lock);
+	if (doc)
+		json_emit(doc, out);
+	return t ? 0 : -ENOENT;
+}
+
+static int r_task_status(struct orch *o, const struct node *n, struct buf *out)
+{
+	return r_task_view(o, n, out, V_STATUS);
+}
+static int r_task_info(struct orch *o, const struct node *n, struct buf *out)
+{
+	return r_task_view(o, n, out, V_INFO);
+}
+static int r_task_deps(struct orch *o, const struct node *n, struct buf *out)
+{
+	return r_task_view(o, n, out, V_DEPS);
+}
+
+static int r_ctx_state(struct orch *o, const struct node *n, struct buf *out)
+{
+	json_emit(ctx_state_json(o->ctx), out);
+	return 0;
+}
+
+static int r_ctx_aggregate(struct orch *o, const struct node *n, struct buf *out)
+{
+	ctx_render_aggregate(o->ctx, out);
+	return 0;
+}
+
+static int r_ctx_file(struct orch *o, const struct node *n, struct buf *out)
+{
+	return ctx_render_file(o->ctx, n->arg, out);
+}
+
+/* --- control handlers --- */
+
+static int a_pause(struct orch *o, const struct node *n, const char *in, size_t len,
+		   const char *cwd, struct buf *result, struct orch_err *err)
+{
+	bool freeze = cmd_parse_freeze(in, len);
+	pthread_mutex_lock(&o->lock);
+	sched_pause(o, freeze);
+	json_emit(render_pipeline(o), result);
+	pthread_mutex_unlock(&o->lock);
+	return 0;
+}
+
+static int a_resume(struct orch *o, const struct node *n, const char *in, size_t len,
+		    const char *cwd, struct buf *result, struct orch_err *err)
+{
+	pthread_mutex_lock(&o->lock);
+	sched_resume(o);
+	json_emit(render_pipeline(o), result);
+	pthread_mutex_unlock(&o->lock);
+	return 0;
+}
+
+static int a_max_workers(struct orch *o, const struct node *n, const char *in, size_t len,
+			 const char *cwd, struct buf *result, struct orch_err *err)
+{
+	int64_t v;
+	int rc = cmd_parse_int(in, len, 1, 4096, &v, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&o->lock);
+	sched_set_max_workers(o, (int)v);
+	json_emit(render_pipeline(o), result);
+	pthread_mutex_unlock(&o->lock);
+	return 0;
+}
+
+static int a_spawn(struct orch *o, const struct node *n, const char *in, size_t len,
+		   const char *cwd, struct buf *result, struct orch_err *err)
+{
+	struct cmd_spawn s;
+	int rc = cmd_parse_spawn(in, len, &s, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&o->lock);
+	struct task *t = NULL;
+	struct worker *w;
+	if (s.task[0] && !(t = task_find(o, s.task)))
+		rc = err_set(err, ENOENT, "no task \"%s\"", s.task);
+	else if (s.track[0] && !track_find(o, s.track))
+		rc = err_set(err, ENOENT, "no track \"%s\"", s.track);
+	else if (t && s.track[0] && strcmp(t->track->id, s.track))
+		rc = err_set(err, EINVAL, "task %s belongs to track %s, not %s", t->id,
+			     t->track->id, s.track);
+	else if (t && t->status != TASK_READY && t->status != TASK_BLOCKED &&
+		 t->status != TASK_FAILED && t->status != TASK_KILLED && t->status != TASK_HELD)
+		rc = err_set(err, EBUSY, "task %s is %s", t->id, task_status_name(t->status));
+	if (!rc) {
+		/* A hand spawn for a task runs the given command as that task's attempt. */
+		if (t) {
+			char *cmd = t->command;
+			t->command = s.command;
+			rc = sched_spawn(o, &s, t, &w, err);
+			t->command = cmd;
+		} else {
+			rc = sched_spawn(o, &s, NULL, &w, err);
+		}
+	}
+	if (!rc) {
+		if (t)
+			sched_recompute(o);
+		json_emit(render_worker(o, w), result);
+	}
+	pthread_mutex_unlock(&o->lock);
+	cmd_spawn_free(&s);
+	return rc;
+}
+
+static int kill_worker(struct orch *o, int id, const struct cmd_kill *k, struct buf *result,
+		       struct orch_err *err)
+{
+	pthread_mutex_lock(&o->lock);
+	struct worker *w = worker_find(o, id);
+	int rc = w ? sched_kill(o, w, k->signal, k->grace_s, err)
+		   : err_set(err, ENOENT, "no worker %d", id);
+	if (!rc)
+		json_emit(render_worker(o, w), result);
+	pthread_mutex_unlock(&o->lock);
+	return rc;
+}
+
+static int a_kill(struct orch *o, const struct node *n, const char *in, size_t len,
+		  const char *cwd, struct buf *result, struct orch_err *err)
+{
+	struct cmd_kill k;
+	int rc = cmd_parse_kill(in, len, false, &k, err);
+	return rc ? rc : kill_worker(o, k.id, &k, result, err);
+}
+
+static int a_worker_kill(struct orch *o, const struct node *n, const char *in, size_t len,
+			 const char *cwd, struct buf *result, struct orch_err *err)
+{
+	struct cmd_kill k;
+	int rc = cmd_parse_kill(in, len, true, &k, err);
+	return rc ? rc : kill_worker(o, atoi(n->arg), &k, result, err);
+}
+
+static int a_usage(struct orch *o, const struct node *n, const char *in, size_t len,
+		   const char *cwd, struct buf *result, struct orch_err *err)
+{
+	struct usage u;
+	int rc = cmd_parse_usage(in, len, &u, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&o->lock);
+	struct worker *w = arg_worker(o, n);
+	if (w) {
+		sched_report_usage(o, w, &u);
+		json_emit(render_usage(o, &w->usage), result);
+	} else {
+		rc = err_set(err, ENOENT, "no worker %s", n->arg);
+	}
+	pthread_mutex_unlock(&o->lock);
+	return rc;
+}
+
+static int a_stdin(struct orch *o, const struct node *n, const char *in, size_t len,
+		   const char *cwd, struct buf *result, struct orch_err *err)
+{
+	int rc = 0;
+	pthread_mutex_lock(&o->lock);
+	struct worker *w = arg_worker(o, n);
+	if (!w) {
+		rc = err_set(err, ENOENT, "no worker %s", n->arg);
+	} else if (w->status != WORKER_RUNNING || w->stdin_fd < 0) {
+		rc = err_set(err, EBUSY, "worker %d has ended (%s)", w->id,
+			     worker_status_name(w->status));
+	} else {
+		ssize_t r = write(w->stdin_fd, in, len);
+		if (r < 0 && errno == EAGAIN)
+			rc = err_set(err, EAGAIN, "worker %d is not reading its stdin (pipe full)", w->id);
+		else if (r < 0)
+			rc = err_set(err, EBUSY, "worker %d stdin: %s", w->id, strerror(errno));
+		else if ((size_t)r < len)
+			rc = err_set(err, EAGAIN, "worker %d took %zd of %zu bytes (pipe full)", w->id, r, len);
+		else
+			buf_printf(result, "{\"worker\":%d,\"bytes\":%zu}\n", w->id, len);
+	}
+	pthread_mutex_unlock(&o->lock);
+	return rc;
+}
+
+static int a_create(struct orch *o, const struct node *n, const char *in, size_t len,
+		    const char *cwd, struct buf *result, struct orch_err *err)
+{
+	struct cmd_plan p;
+	int rc = cmd_parse_plan(in, len, &p, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&o->lock);
+	rc = dag_create_track(o, &p, result, err);
+	pthread_mutex_unlock(&o->lock);
+	cmd_plan_free(&p);
+	return rc;
+}
+
+static int a_budget(struct orch *o, const struct node *n, const char *in, size_t len,
+		    const char *cwd, struct buf *result, struct orch_err *err)
+{
+	int64_t micro;
+	int rc = cmd_parse_usd(in, len, &micro, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&o->lock);
+	struct track *k = track_find(o, n->arg);
+	if (k) {
+		cJSON *d = cJSON_CreateObject();
+		cJSON_AddStringToObject(d, "track", k->id);
+		json_add_usd(d, "budget_usd", micro);
+		k->budget_micro = micro;
+		orch_event(o, NULL, "metrics", "track.budget", d);
+		sched_recompute(o);
+		orch_wake(o);
+		json_emit(render_track(o, k, false), result);
+	} else {
+		rc = err_set(err, ENOENT, "no track \"%s\"", n->arg);
+	}
+	pthread_mutex_unlock(&o->lock);
+	return rc;
+}
+
+static int a_mutate(struct orch *o, const struct node *n, const char *in, size_t len,
+		    const char *cwd, struct buf *result, struct orch_err *err)
+{
+	struct cmd_mutate m;
+	int rc = cmd_parse_mutate(in, len, &m, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&o->lock);
+	rc = dag_mutate(o, &m, result, err);
+	pthread_mutex_unlock(&o->lock);
+	cmd_mutate_free(&m);
+	return rc;
+}
+
+static void touch_locked(struct orch *o)
+{
+	pthread_mutex_lock(&o->lock);
+	orch_touch(o);
+	pthread_mutex_unlock(&o->lock);
+}
+
+static int a_inject(struct orch *o, const struct node *n, const char *in, size_t len,
+		    const char *cwd, struct buf *result, struct orch_err *err)
+{
+	struct ctx_inject_req req;
+	int rc = cmd_parse_inject(in, len, cwd, &req, err);
+	if (rc)
+		return rc;
+	rc = ctx_inject(o->ctx, &req, result, err);
+	ctx_inject_req_free(&req);
+	if (!rc)
+		touch_locked(o);
+	return rc;
+}
+
+static int a_remove(struct orch *o, const struct node *n, const char *in, size_t len,
+		    const char *cwd, struct buf *result, struct orch_err *err)
+{
+	char name[ID_MAX + 1];
+	int rc = cmd_parse_name(in, len, name, err);
+	if (!rc)
+		rc = ctx_remove(o->ctx, name, result, err);
+	if (!rc)
+		touch_locked(o);
+	return rc;
+}
+
+/* --- the table --- */
+
+#define DIR_(p, w) {p, NODE_DIR, 0, w, NULL, NULL}
+#define DOC(p, w, r) {p, NODE_FILE, NODE_DOC, w, r, NULL}
+#define VOL(p, w, r) {p, NODE_FILE, NODE_DOC | NODE_VOLATILE, w, r, NULL}
+#define CTL(p, w, a) {p, NODE_FILE, NODE_CTL, w, NULL, a}
+#define VAL(p, w, r, a) {p, NODE_FILE, NODE_DOC | NODE_CTL, w, r, a}
+
+static const struct node_def node_table[] = {
+	DIR_("", W_NONE),
+	VOL("state.json", W_NONE, r_state),
+	DOC("last_error", W_NONE, r_last_error),
+	DOC("README", W_NONE, r_readme),
+	DIR_("mma", W_NONE),
+	DIR_("mma/pipeline", W_NONE),
+	DOC("mma/pipeline/status", W_NONE, r_pipeline_status),
+	VAL("mma/pipeline/max_workers", W_NONE, r_max_workers, a_max_workers),
+	CTL("mma/pipeline/pause", W_NONE, a_pause),
+	CTL("mma/pipeline/resume", W_NONE, a_resume),
+	DOC("mma/workers.json", W_NONE, r_workers),
+	DIR_("mma/workers", W_NONE),
+	CTL("mma/workers/spawn", W_NONE, a_spawn),
+	CTL("mma/workers/kill", W_NONE, a_kill),
+	DIR_("mma/workers/*", W_WORKER),
+	DOC("mma/workers/*/status", W_WORKER, r_worker_status),
+	DOC("mma/workers/*/info.json", W_WORKER, r_worker_info),
+	{"mma/workers/*/log", NODE_FILE, NODE_LOG, W_WORKER, NULL, NULL},
+	DOC("mma/workers/*/trace", W_WORKER, r_worker_trace),
+	VAL("mma/workers/*/usage", W_WORKER, r_worker_usage, a_usage),
+	CTL("mma/workers/*/stdin", W_WORKER, a_stdin),
+	CTL("mma/workers/*/kill", W_WORKER, a_worker_kill),
+	DOC("mma/tracks.json", W_NONE, r_tracks),
+	DIR_("mma/tracks", W_NONE),
+	CTL("mma/tracks/create", W_NONE, a_create),
+	DIR_("mma/tracks/*", W_TRACK),
+	DOC("mma/tracks/*/status", W_TRACK, r_track_status),
+	DOC("mma/tracks/*/info.json", W_TRACK, r_track_info),
+	VAL("mma/tracks/*/budget", W_TRACK, r_track_budget, a_budget),
+	DIR_("mma/tasks", W_NONE),
+	DIR_("mma/tasks/*", W_TASK),
+	DOC("mma/tasks/*/status", W_TASK, r_task_status),
+	DOC("mma/tasks/*/info.json", W_TASK, r_task_info),
+	DOC("mma/tasks/*/deps", W_TASK, r_task_deps),
+	{"mma/tasks/*/worker", NODE_LINK, 0, W_TASK, NULL, NULL},
+	DOC("mma/dag.json", W_NONE, r_dag),
+	DOC("mma/dag.dot", W_NONE, r_dag_dot),
+	DIR_("mma/dag", W_NONE),
+	CTL("mma/dag/mutate", W_NONE, a_mutate),
+	DIR_("context", W_NONE),
+	VOL("context/state.json", W_NONE, r_ctx_state),
+	DOC("context/aggregate", W_NONE, r_ctx_aggregate),
+	DIR_("context/files", W_NONE),
+	DOC("context/files/*", W_CTX, r_ctx_file),
+	CTL("context/inject", W_NONE, a_inject),
+	CTL("context/remove", W_NONE, a_remove),
+	DIR_("metrics", W_NONE),
+	DOC("metrics/financial.json", W_NONE, r_financial),
+	DIR_("system", W_NONE),
+	VOL("system/telemetry.json", W_NONE, r_telemetry),
+};
+
+#define NODE_COUNT (sizeof node_table / sizeof node_table[0])
+
+/* Matches path against pattern; the one '*' segment's value goes to arg. */
+static bool pattern_match(const char *pattern, const char *path, char *arg, size_t argsize)
+{
+	while (*pattern && *path) {
+		if (*pattern == '*') {
+			size_t n = strcspn(path, "/");
+			if (n == 0 || n >= argsize)
+				return false;
+			memcpy(arg, path, n);
+			arg[n] = '\0';
+			path += n;
+			pattern++;
+			continue;
+		}
+		if (*pattern++ != *path++)
+			return false;
+	}
+	return *pattern == *path;
+}
+
+int node_resolve(struct orch *o, const char *path, struct node *out)
+{
+	for (size_t i = 0; i < NODE_COUNT; i++) {
+		const struct node_def *d = &node_table[i];
+		char arg[ID_MAX + 1] = "";
+		if (!pattern_match(d->pattern, path, arg, sizeof arg))
+			continue;
+		if (d->wild != W_NONE) {
+			bool ok;
+			if (d->wild == W_CTX) {
+				ok = ctx_exists(o->ctx, arg);
+			} else {
+				pthread_mutex_lock(&o->lock);
+				ok = wild_exists(o, d->wild, arg);
+				if (ok && d->type == NODE_LINK)
+					ok = task_find(o, arg)->nworkers > 0;
+				pthread_mutex_unlock(&o->lock);
+			}
+			if (!ok)
+				return -ENOENT;
+		}
+		out->def = d;
+		memcpy(out->arg, arg, sizeof arg);
+		return 0;
+	}
+	return -ENOENT;
+}
+
+enum node_type node_type(const struct node *n)
+{
+	return n->def->type;
+}
+
+unsigned node_flags(const struct node *n)
+{
+	return n->def->flags;
+}
+
+mode_t node_mode(const struct node *n)
+{
+	const struct node_def *d = n->def;
+	if (d->type == NODE_DIR)
+		return S_IFDIR | 0555;
+	if (d->type == NODE_LINK)
+		return S_IFLNK | 0777;
+	if ((d->flags & (NODE_DOC | NODE_CTL)) == (NODE_DOC | NODE_CTL))
+		return S_IFREG | 0644;
+	if (d->flags & NODE_CTL)
+		return S_IFREG | 0600;   /* read back the result on the same descriptor */
+	return S_IFREG | 0444;
+}
+
+int node_render(struct orch *o, const struct node *n, struct buf *out)
+{
+	if (!n->def->render)
+		return -EINVAL;
+	return n->def->render(o, n, out);
+}
+
+int node_write(struct orch *o, const struct node *n, const char *path, const char *data,
+	       size_t len, const char *cwd, struct buf *result)
+{
+	struct orch_err err = {0};
+	int rc;
+	if (!(n->def->flags & NODE_CTL) || !n->def->apply)
+		rc = err_set(&err, EACCES, "%s is read-only", path);
+	else if (len > o->cfg.max_write)
+		rc = err_set(&err, EFBIG, "a write of %zu bytes is over the limit of %zu", len,
+			     o->cfg.max_write);
+	else
+		rc = n->def->apply(o, n, data, len, cwd, result, &err);
+	if (rc)
+		return node_write_error(o, path, err.errnum ? err.errnum : -rc,
+					err.errnum ? err.message : strerror(-rc), result);
+	return 0;
+}
+
+int node_write_error(struct orch *o, const char *path, int errnum, const char *message,
+		     struct buf *result)
+{
+	struct orch_err err;
+	err_set(&err, errnum, "%s", message);
+	buf_reset(result);
+	err_render(&err, path, result);
+	orch_record_error(o, &err, path);
+	return -errnum;
+}
+
+struct list_ctx {
+	struct orch *o;
+	const struct node_def *def;
+	void (*fn)(void *, const char *, const struct node *);
+	void *arg;
+};
+
+static void list_ctx_name(void *arg, const char *name)
+{
+	struct list_ctx *c = arg;
+	struct node child = {.def = c->def};
+	snprintf(child.arg, sizeof child.arg, "%s", name);
+	c->fn(c->arg, name, &child);
+}
+
+int node_list(struct orch *o, const struct node *dir,
+	      void (*fn)(void *arg, const char *name, const struct node *child), void *arg)
+{
+	if (dir->def->type != NODE_DIR)
+		return -ENOTDIR;
+	/* The directory's own path, with its wildcard filled in. */
+	char prefix[256];
+	const char *star = strchr(dir->def->pattern, '*');
+	if (star)
+		snprintf(prefix, sizeof prefix, "%.*s%s%s", (int)(star - dir->def->pattern),
+			 dir->def->pattern, dir->arg, star + 1);
+	else
+		snprintf(prefix, sizeof prefix, "%s", dir->def->pattern);
+	size_t plen = strlen(dir->def->pattern);
+
+	for (size_t i = 0; i < NODE_COUNT; i++) {
+		const struct node_def *d = &node_table[i];
+		const char *rest;
+		if (plen == 0) {
+			rest = d->pattern;
+			if (!*rest)
+				continue;
+		} else {
+			if (strncmp(d->pattern, dir->def->pattern, plen) || d->pattern[plen] != '/')
+				continue;
+			rest = d->pattern + plen + 1;
+		}
+		if (strchr(rest, '/'))
+			continue;
+		if (strcmp(rest, "*") == 0) {
+			struct list_ctx c = {o, d, fn, arg};
+			if (d->wild == W_CTX) {
+				ctx_names(o->ctx, list_ctx_name, &c);
+				continue;
+			}
+			/* Collect names under the lock, call back without it. */
+			struct buf names = BUF_INIT;
+			pthread_mutex_lock(&o->lock);
+			if (d->wild == W_WORKER)
+				for (size_t k = 0; k < o->nworkers; k++)
+					buf_printf(&names, "%d%c", o->workers[k]->id, '\0');
+			else if (d->wild == W_TRACK)
+				for (struct track *k = o->tracks; k; k = k->next)
+					buf_append(&names, k->id, strlen(k->id) + 1);
+			else if (d->wild == W_TASK)
+				for (struct task *t = o->tasks; t; t = t->next)
+					buf_append(&names, t->id, strlen(t->id) + 1);
+			pthread_mutex_unlock(&o->lock);
+			for (size_t off = 0; off < names.len; off += strlen(names.data + off) + 1)
+				list_ctx_name(&c, names.data + off);
+			buf_free(&names);
+			continue;
+		}
+		struct node child = {.def = d};
+		snprintf(child.arg, sizeof child.arg, "%s", dir->arg);
+		if (d->type == NODE_LINK) {
+			char path[320];
+			snprintf(path, sizeof path, "%s/%s", prefix, rest);
+			struct node probe;
+			if (node_resolve(o, path, &probe))
+				continue;   /* a task with no worker yet has no link */
+		}
+		fn(arg, rest, &child);
+	}
+	return 0;
+}
+
+int node_readlink(struct orch *o, const struct node *n, struct buf *out)
+{
+	if (n->def->type != NODE_LINK)
+		return -EINVAL;
+	pthread_mutex_lock(&o->lock);
+	struct task *t = task_find(o, n->arg);
+	int rc = t && t->nworkers ? 0 : -ENOENT;
+	if (!rc)
+		buf_printf(out, "../../workers/%d", t->workers[t->nworkers - 1]);
+	pthread_mutex_unlock(&o->lock);
+	return rc;
+}
+
+int node_log_path(struct orch *o, const struct node *n, char **path)
+{
+	if (!(n->def->flags & NODE_LOG))
+		return -EINVAL;
+	pthread_mutex_lock(&o->lock);
+	struct worker *w = arg_worker(o, n);
+	if (w)
+		*path = xstrdup(w->log_path);
+	pthread_mutex_unlock(&o->lock);
+	return w ? 0 : -ENOENT;
+}

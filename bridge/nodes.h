@@ -1,0 +1,53 @@
+/* nodes: the one table of the namespace (SPEC section 2). A path resolves to a
+ * node; a node renders (read) and applies writes (control files). The FUSE
+ * front end and the HTTP/WebSocket API only translate their transport into
+ * these calls, so both give the same bytes and the same errors.
+ *   node_resolve(o, "mma/workers/3/status", &n); node_render(o, &n, &buf);
+ * Paths are relative to the mount's root, without a leading slash ("" = root).
+ * These functions take orch.lock themselves: call them with it released. */
+#ifndef ORCHFS_NODES_H
+#define ORCHFS_NODES_H
+
+#include <sys/types.h>
+
+#include "orch.h"
+
+enum node_type { NODE_DIR, NODE_FILE, NODE_LINK };
+
+enum node_flags {
+	NODE_DOC = 1,       /* rendered when opened: a snapshot */
+	NODE_CTL = 2,       /* a write is a command */
+	NODE_LOG = 4,       /* content is a file on disk (true size, grows) */
+	NODE_VOLATILE = 8,  /* changes without a version bump: never cache its render */
+};
+
+struct node_def;
+
+struct node {
+	const struct node_def *def;
+	char arg[ID_MAX + 1];   /* the value of the path's one wildcard segment, if any */
+};
+
+int node_resolve(struct orch *o, const char *path, struct node *out);
+enum node_type node_type(const struct node *n);
+unsigned node_flags(const struct node *n);
+mode_t node_mode(const struct node *n);     /* permission bits and S_IF* type */
+/* Renders a document (NODE_DOC). -ENOENT if the object went away meanwhile. */
+int node_render(struct orch *o, const struct node *n, struct buf *out);
+/* Applies one write. On success result holds the result line; on failure it
+ * holds the error object, last_error is updated, and -errno is returned. cwd is
+ * the writer's working directory for relative paths (NULL: none known). */
+int node_write(struct orch *o, const struct node *n, const char *path, const char *data,
+	       size_t len, const char *cwd, struct buf *result);
+/* Fails a write that never reached a handler (too big, refused by the
+ * transport): renders the error object into result and updates last_error. */
+int node_write_error(struct orch *o, const char *path, int errnum, const char *message,
+		     struct buf *result);
+/* Calls fn for each entry of a directory node, in a stable order. */
+int node_list(struct orch *o, const struct node *dir,
+	      void (*fn)(void *arg, const char *name, const struct node *child), void *arg);
+int node_readlink(struct orch *o, const struct node *n, struct buf *out);
+/* The file behind a NODE_LOG node (malloc'd). */
+int node_log_path(struct orch *o, const struct node *n, char **path);
+
+#endif

@@ -1,0 +1,151 @@
+/* orch: creating, starting and stopping the core. */
+#include "orch.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "context.h"
+#include "pricing.h"
+#include "scheduler.h"
+#include "telemetry.h"
+
+#define EVENT_HISTORY 65536
+
+static int mkdir_p(const char *path)
+{
+	char *p = xstrdup(path);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+			free(p);
+			return -errno;
+		}
+		*s = '/';
+	}
+	int rc = mkdir(p, 0700) < 0 && errno != EEXIST ? -errno : 0;
+	free(p);
+	return rc;
+}
+
+int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *err)
+{
+	memset(o, 0, sizeof *o);
+	o->cfg = *cfg;
+	if (!o->cfg.max_write)
+		o->cfg.max_write = 1u << 20;
+	if (o->cfg.pricing_file &&
+	    pricing_load(o->cfg.pricing_file, &o->prices, &o->nprices, err))
+		return -err->errnum;
+	char logs[4096];
+	snprintf(logs, sizeof logs, "%s/logs", o->cfg.state_dir);
+	int rc = mkdir_p(logs);
+	if (rc) {
+		free(o->prices);
+		return err_set(err, -rc, "cannot create %s: %s", logs, strerror(-rc));
+	}
+	pthread_mutex_init(&o->lock, NULL);
+	pthread_cond_init(&o->changed, NULL);
+	o->started_ms = time_now_ms();
+	o->max_workers = cfg->max_workers > 0 ? cfg->max_workers : 1;
+	o->pipeline = PIPE_RUNNING;
+	o->tracks_tail = &o->tracks;
+	o->tasks_tail = &o->tasks;
+	o->task_index = hashmap_new();
+	o->track_index = hashmap_new();
+	o->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	events_init(&o->events, EVENT_HISTORY);
+	o->ctx = ctx_create(&o->events, o->cfg.mount, o->cfg.max_write * 16);
+	o->tm = tm_create();
+	return 0;
+}
+
+int orch_start(struct orch *o)
+{
+	int rc = pthread_create(&o->sched_thread, NULL, sched_main, o);
+	if (rc)
+		return -rc;
+	o->sched_started = true;
+	return 0;
+}
+
+void orch_shutdown(struct orch *o)
+{
+	pthread_mutex_lock(&o->lock);
+	if (o->stopping) {
+		pthread_mutex_unlock(&o->lock);
+		return;
+	}
+	o->stopping = true;
+	for (size_t i = 0; i < o->nworkers; i++)
+		if (o->workers[i]->status == WORKER_RUNNING)
+			sched_kill(o, o->workers[i], SIGTERM, -1, NULL);
+	orch_event(o, NULL, "system", "daemon.stopping", NULL);
+	pthread_mutex_unlock(&o->lock);
+	orch_wake(o);
+	if (o->sched_started)
+		pthread_join(o->sched_thread, NULL);
+	o->sched_started = false;
+}
+
+void orch_destroy(struct orch *o)
+{
+	for (struct task *t = o->tasks, *next; t; t = next) {
+		next = t->next;
+		task_free(t);
+	}
+	for (struct track *k = o->tracks, *next; k; k = next) {
+		next = k->next;
+		free(k->title);
+		usage_set_free(&k->usage);
+		free(k);
+	}
+	for (size_t i = 0; i < o->nworkers; i++) {
+		struct worker *w = o->workers[i];
+		if (w->pidfd >= 0)
+			close(w->pidfd);
+		if (w->stdin_fd >= 0)
+			close(w->stdin_fd);
+		worker_free(w);
+	}
+	free(o->workers);
+	hashmap_free(o->task_index);
+	hashmap_free(o->track_index);
+	usage_set_free(&o->usage);
+	free(o->prices);
+	buf_free(&o->last_error);
+	ctx_destroy(o->ctx);
+	tm_destroy(o->tm);
+	events_destroy(&o->events);
+	close(o->wake_fd);
+	pthread_cond_destroy(&o->changed);
+	pthread_mutex_destroy(&o->lock);
+}
+
+void orch_wake(struct orch *o)
+{
+	uint64_t one = 1;
+	(void)!write(o->wake_fd, &one, sizeof one);
+}
+
+void orch_touch(struct orch *o)
+{
+	__atomic_add_fetch(&o->version, 1, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&o->changed);
+}
+
+void orch_record_error(struct orch *o, const struct orch_err *e, const char *path)
+{
+	pthread_mutex_lock(&o->lock);
+	buf_reset(&o->last_error);
+	err_render(e, path, &o->last_error);
+	orch_touch(o);
+	pthread_mutex_unlock(&o->lock);
+}

@@ -1,0 +1,27 @@
+/* scheduler: the scheduler loop and the life of workers. One thread polls the
+ * workers' pidfds and an eventfd; each tick it reaps, enforces timeouts and
+ * kill graces, and starts ready tasks (priority, then creation order) while
+ * fewer than max_workers run. Every function here expects orch.lock held. */
+#ifndef ORCHFS_SCHEDULER_H
+#define ORCHFS_SCHEDULER_H
+
+#include "cmd.h"
+#include "orch.h"
+
+/* Readiness of blocked/ready tasks and every track's status; publishes changes. */
+void sched_recompute(struct orch *o);
+/* Starts a worker for a spawn command (task NULL) or for task t. */
+int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, struct worker **out,
+		struct orch_err *err);
+/* Sends sig to the worker's process group; KILL follows after grace_s (-1 =
+ * --kill-grace) unless sig is KILL or a non-terminating signal. err may be NULL. */
+int sched_kill(struct orch *o, struct worker *w, int sig, int grace_s, struct orch_err *err);
+int sched_pause(struct orch *o, bool freeze);
+int sched_resume(struct orch *o);
+int sched_set_max_workers(struct orch *o, int n);
+/* Adds a usage report to the worker, its task and track; may flip a track to over_budget. */
+void sched_report_usage(struct orch *o, struct worker *w, const struct usage *u);
+/* The thread body; returns when orch.stopping is set. */
+void *sched_main(void *arg);
+
+#endif

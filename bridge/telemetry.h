@@ -1,0 +1,27 @@
+/* telemetry: the daemon's own vital signs (SPEC section 5), cheap to record
+ * from any thread: counters are atomics or behind the telemetry's own lock,
+ * and latency percentiles come from bounded rings of recent samples. */
+#ifndef ORCHFS_TELEMETRY_H
+#define ORCHFS_TELEMETRY_H
+
+#include <stdint.h>
+
+#include "json.h"
+
+enum tm_op {
+	TM_LOOKUP, TM_GETATTR, TM_SETATTR, TM_READLINK, TM_OPEN, TM_READ, TM_WRITE,
+	TM_RELEASE, TM_OPENDIR, TM_READDIR, TM_OTHER, TM_NOPS
+};
+
+struct telemetry;
+
+struct telemetry *tm_create(void);
+void tm_destroy(struct telemetry *tm);
+void tm_tick(struct telemetry *tm, int64_t duration_ns);
+void tm_fuse_op(struct telemetry *tm, enum tm_op op, int64_t duration_ns, int failed);
+void tm_http(struct telemetry *tm, int failed);
+void tm_store_write(struct telemetry *tm, uint64_t bytes);
+/* A fresh document; the caller adds what only it knows (workers, events). */
+cJSON *tm_json(struct telemetry *tm);
+
+#endif

@@ -1,0 +1,550 @@
+/* ops: FUSE low-level operations over the node table.
+ *   orchfs -f /tmp/o & cat /tmp/o/mma/pipeline/status
+ * Inodes are interned paths, never freed (paths are short and ids are never
+ * reused, so the table only grows with the namespace). Documents are rendered
+ * once per open and read from that snapshot; every file is direct_io, so sizes
+ * never gate reads and `cat` always sees the whole document. */
+#include "fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nodes.h"
+#include "telemetry.h"
+
+struct fs_inode {
+	char *path;
+	/* last render of a non-volatile document, valid while version matches */
+	pthread_mutex_t cache_lock;
+	struct buf cache;
+	uint64_t cache_version;
+	bool cached;
+};
+
+struct fs {
+	struct orch *o;
+	pthread_mutex_t lock;      /* guards the inode table */
+	struct fs_inode **inodes;  /* inodes[ino - 1] */
+	size_t n, cap;
+	struct hashmap *by_path;   /* path -> (void *)ino */
+	uid_t uid;
+	gid_t gid;
+};
+
+struct fs_file {
+	struct node node;
+	char *path;
+	struct buf data;           /* the snapshot, or the last write's result */
+	bool has_result;
+	off_t result_base;         /* file offset where the result starts */
+	int logfd;
+	bool oversize;             /* a write was cut by the transport: refuse the rest */
+};
+
+struct fs_dir {
+	struct buf entries;        /* fuse_add_direntry records */
+};
+
+/* Entries that never disappear are cached long; ones with an id may vanish. */
+#define STATIC_TIMEOUT 3600.0
+
+static __thread bool thread_named;
+
+static struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static fuse_ino_t fs_intern(struct fs *fs, const char *path)
+{
+	pthread_mutex_lock(&fs->lock);
+	fuse_ino_t ino = (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, path);
+	if (!ino) {
+		if (fs->n == fs->cap) {
+			fs->cap = fs->cap ? fs->cap * 2 : 256;
+			fs->inodes = xrealloc(fs->inodes, fs->cap * sizeof *fs->inodes);
+		}
+		struct fs_inode *in = xcalloc(1, sizeof *in);
+		in->path = xstrdup(path);
+		pthread_mutex_init(&in->cache_lock, NULL);
+		fs->inodes[fs->n++] = in;
+		ino = fs->n;
+		hashmap_put(fs->by_path, path, (void *)(uintptr_t)ino);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return ino;
+}
+
+static struct fs_inode *fs_inode(struct fs *fs, fuse_ino_t ino)
+{
+	pthread_mutex_lock(&fs->lock);
+	struct fs_inode *in = ino >= 1 && ino <= fs->n ? fs->inodes[ino - 1] : NULL;
+	pthread_mutex_unlock(&fs->lock);
+	return in;
+}
+
+struct fs *fs_create(struct orch *o)
+{
+	struct fs *fs = xcalloc(1, sizeof *fs);
+	fs->o = o;
+	pthread_mutex_init(&fs->lock, NULL);
+	fs->by_path = hashmap_new();
+	fs->uid = getuid();
+	fs->gid = getgid();
+	fs_intern(fs, "");   /* FUSE_ROOT_ID == 1 */
+	return fs;
+}
+
+void fs_destroy(struct fs *fs)
+{
+	for (size_t i = 0; i < fs->n; i++) {
+		buf_free(&fs->inodes[i]->cache);
+		pthread_mutex_destroy(&fs->inodes[i]->cache_lock);
+		free(fs->inodes[i]->path);
+		free(fs->inodes[i]);
+	}
+	free(fs->inodes);
+	hashmap_free(fs->by_path);
+	pthread_mutex_destroy(&fs->lock);
+	free(fs);
+}
+
+/* Renders a document into out, reusing the inode's last render when nothing
+ * has changed since (the version counter moves on every change). */
+static int fs_render(struct fs *fs, struct fs_inode *in, const struct node *n, struct buf *out)
+{
+	if (node_flags(n) & NODE_VOLATILE)
+		return node_render(fs->o, n, out);
+	uint64_t version = __atomic_load_n(&fs->o->version, __ATOMIC_ACQUIRE);
+	pthread_mutex_lock(&in->cache_lock);
+	if (in->cached && in->cache_version == version) {
+		buf_append(out, in->cache.data, in->cache.len);
+		pthread_mutex_unlock(&in->cache_lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&in->cache_lock);
+	int rc = node_render(fs->o, n, out);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&in->cache_lock);
+	buf_reset(&in->cache);
+	buf_append(&in->cache, out->data, out->len);
+	in->cache_version = version;
+	in->cached = true;
+	pthread_mutex_unlock(&in->cache_lock);
+	return 0;
+}
+
+static int fs_stat(struct fs *fs, fuse_ino_t ino, struct fs_inode *in, const struct node *n,
+		   struct stat *st)
+{
+	memset(st, 0, sizeof *st);
+	st->st_ino = ino;
+	st->st_mode = node_mode(n);
+	st->st_nlink = node_type(n) == NODE_DIR ? 2 : 1;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_blksize = 4096;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	st->st_atim = st->st_mtim = st->st_ctim = now;
+	unsigned flags = node_flags(n);
+	if (node_type(n) == NODE_LINK) {
+		struct buf target = BUF_INIT;
+		int rc = node_readlink(fs->o, n, &target);
+		st->st_size = (off_t)target.len;
+		buf_free(&target);
+		return rc;
+	}
+	if (flags & NODE_LOG) {
+		char *path;
+		int rc = node_log_path(fs->o, n, &path);
+		if (rc)
+			return rc;
+		struct stat real;
+		if (stat(path, &real) == 0) {
+			st->st_size = real.st_size;
+			st->st_mtim = real.st_mtim;
+		}
+		free(path);
+	} else if (flags & NODE_DOC) {
+		struct buf b = BUF_INIT;
+		int rc = fs_render(fs, in, n, &b);
+		st->st_size = (off_t)b.len;
+		buf_free(&b);
+		if (rc)
+			return rc;
+	}
+	st->st_blocks = (st->st_size + 511) / 512;
+	return 0;
+}
+
+static double fs_timeout(const struct node *n, const char *path)
+{
+	if (node_flags(n) & (NODE_LOG | NODE_VOLATILE))
+		return 0;
+	/* "mma/workers/3/status" may vanish with its object; "mma/pipeline" never does */
+	for (const char *p = path; *p; p++)
+		if (*p >= '0' && *p <= '9')
+			return 0;
+	return strncmp(path, "mma/tracks/", 11) && strncmp(path, "mma/tasks/", 10) &&
+			       strncmp(path, "context/files/", 14)
+		       ? STATIC_TIMEOUT
+		       : 0;
+}
+
+/* Every handler is timed for telemetry; the first one a thread runs names it. */
+#define OP_BEGIN(kind)                                                   \
+	struct fs *fs = fs_of(req);                                      \
+	int64_t op_t0 = time_mono_ns();                                  \
+	enum tm_op op_kind = (kind);                                     \
+	if (!thread_named) {                                             \
+		pthread_setname_np(pthread_self(), "orchfs-fuse");       \
+		thread_named = true;                                     \
+	}
+#define OP_END(rc) tm_fuse_op(fs->o->tm, op_kind, time_mono_ns() - op_t0, (rc) != 0)
+
+static int path_join(const char *parent, const char *name, char *out, size_t size)
+{
+	int n = parent[0] ? snprintf(out, size, "%s/%s", parent, name)
+			  : snprintf(out, size, "%s", name);
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	OP_BEGIN(TM_LOOKUP);
+	struct fs_inode *pin = fs_inode(fs, parent);
+	char path[1024];
+	struct node n;
+	struct fuse_entry_param e = {0};
+	int rc = !pin ? -ENOENT : path_join(pin->path, name, path, sizeof path);
+	if (!rc)
+		rc = node_resolve(fs->o, path, &n);
+	if (!rc) {
+		e.ino = fs_intern(fs, path);
+		rc = fs_stat(fs, e.ino, fs_inode(fs, e.ino), &n, &e.attr);
+	}
+	OP_END(rc);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	e.attr_timeout = e.entry_timeout = fs_timeout(&n, path);
+	fuse_reply_entry(req, &e);
+}
+
+static int resolve_ino(struct fs *fs, fuse_ino_t ino, struct fs_inode **in, struct node *n)
+{
+	*in = fs_inode(fs, ino);
+	return *in ? node_resolve(fs->o, (*in)->path, n) : -ENOENT;
+}
+
+static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	OP_BEGIN(TM_GETATTR);
+	struct fs_inode *in;
+	struct node n;
+	struct stat st;
+	int rc = resolve_ino(fs, ino, &in, &n);
+	if (!rc)
+		rc = fs_stat(fs, ino, in, &n, &st);
+	OP_END(rc);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, fs_timeout(&n, in->path));
+}
+
+static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	OP_BEGIN(TM_SETATTR);
+	struct fs_inode *in;
+	struct node n;
+	struct stat st;
+	int rc = resolve_ino(fs, ino, &in, &n);
+	/* O_TRUNC from `echo x > ctl` and `touch` are harmless on control files;
+	 * anything else would pretend to change what the daemon owns. */
+	if (!rc && (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
+		rc = -EPERM;
+	if (!rc && (to_set & FUSE_SET_ATTR_SIZE) && !(node_flags(&n) & NODE_CTL))
+		rc = -EACCES;
+	if (!rc)
+		rc = fs_stat(fs, ino, in, &n, &st);
+	OP_END(rc);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, 0);
+}
+
+static void fs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	OP_BEGIN(TM_READLINK);
+	struct fs_inode *in;
+	struct node n;
+	struct buf target = BUF_INIT;
+	int rc = resolve_ino(fs, ino, &in, &n);
+	if (!rc)
+		rc = node_readlink(fs->o, &n, &target);
+	OP_END(rc);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_readlink(req, target.data);
+	buf_free(&target);
+}
+
+struct dir_fill {
+	struct fs *fs;
+	fuse_req_t req;
+	const char *path;
+	struct buf *out;
+};
+
+static void dir_add(struct dir_fill *f, const char *name, fuse_ino_t ino, mode_t mode)
+{
+	struct stat st = {.st_ino = ino, .st_mode = mode};
+	size_t need = fuse_add_direntry(f->req, NULL, 0, name, NULL, 0);
+	buf_reserve(f->out, need);
+	/* the offset of an entry is the end of its record: where to resume */
+	fuse_add_direntry(f->req, f->out->data + f->out->len, need, name, &st,
+			  (off_t)(f->out->len + need));
+	f->out->len += need;
+}
+
+static void dir_child(void *arg, const char *name, const struct node *child)
+{
+	struct dir_fill *f = arg;
+	char path[1024];
+	if (path_join(f->path, name, path, sizeof path))
+		return;
+	dir_add(f, name, fs_intern(f->fs, path), node_mode(child));
+}
+
+static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	OP_BEGIN(TM_OPENDIR);
+	struct fs_inode *in;
+	struct node n;
+	int rc = resolve_ino(fs, ino, &in, &n);
+	if (!rc && node_type(&n) != NODE_DIR)
+		rc = -ENOTDIR;
+	struct fs_dir *d = NULL;
+	if (!rc) {
+		/* The whole listing is taken at opendir: a consistent snapshot, like a document. */
+		d = xcalloc(1, sizeof *d);
+		struct dir_fill f = {fs, req, in->path, &d->entries};
+		dir_add(&f, ".", ino, S_IFDIR);
+		dir_add(&f, "..", FUSE_ROOT_ID, S_IFDIR);  /* the kernel fills in the real parent */
+		rc = node_list(fs->o, &n, dir_child, &f);
+	}
+	OP_END(rc);
+	if (rc) {
+		if (d)
+			buf_free(&d->entries);
+		free(d);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)d;
+	fuse_reply_open(req, fi);
+}
+
+static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	OP_BEGIN(TM_READDIR);
+	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
+	OP_END(0);
+	if ((size_t)off >= d->entries.len) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	/* Whole records only: find the last record end within off + size. */
+	size_t end = (size_t)off, limit = (size_t)off + size;
+	while (end < d->entries.len) {
+		const struct {
+			uint64_t ino, off;
+			uint32_t namelen, type;
+		} *rec = (const void *)(d->entries.data + end);
+		size_t reclen = (24 + rec->namelen + 7) & ~(size_t)7;
+		if (end + reclen > limit)
+			break;
+		end += reclen;
+	}
+	fuse_reply_buf(req, d->entries.data + off, end - (size_t)off);
+}
+
+static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
+	buf_free(&d->entries);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	OP_BEGIN(TM_OPEN);
+	struct fs_inode *in;
+	struct node n;
+	int rc = resolve_ino(fs, ino, &in, &n);
+	int acc = fi->flags & O_ACCMODE;
+	unsigned flags = rc ? 0 : node_flags(&n);
+	if (!rc && node_type(&n) == NODE_DIR)
+		rc = -EISDIR;
+	if (!rc && acc != O_RDONLY && !(flags & NODE_CTL))
+		rc = -EACCES;
+	struct fs_file *f = NULL;
+	if (!rc) {
+		f = xcalloc(1, sizeof *f);
+		f->node = n;
+		f->path = xstrdup(in->path);
+		f->logfd = -1;
+		if (flags & NODE_LOG) {
+			char *path;
+			rc = node_log_path(fs->o, &n, &path);
+			if (!rc) {
+				f->logfd = open(path, O_RDONLY | O_CLOEXEC);
+				rc = f->logfd < 0 ? -EIO : 0;
+				free(path);
+			}
+		} else if ((flags & NODE_DOC) && acc != O_WRONLY) {
+			rc = fs_render(fs, in, &n, &f->data);
+		}
+	}
+	OP_END(rc);
+	if (rc) {
+		if (f) {
+			buf_free(&f->data);
+			free(f->path);
+			free(f);
+		}
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)f;
+	fi->direct_io = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	OP_BEGIN(TM_READ);
+	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
+	if (f->logfd >= 0 && !f->has_result) {
+		char *tmp = xmalloc(size);
+		ssize_t r = pread(f->logfd, tmp, size, off);
+		OP_END(r < 0);
+		if (r < 0)
+			fuse_reply_err(req, EIO);
+		else
+			fuse_reply_buf(req, tmp, (size_t)r);
+		free(tmp);
+		return;
+	}
+	/* After a write, reads on the same descriptor return its result, starting
+	 * where the write left the file offset. */
+	size_t pos = (size_t)off;
+	if (f->has_result)
+		pos = off > f->result_base ? (size_t)(off - f->result_base) : 0;
+	size_t n = pos < f->data.len ? f->data.len - pos : 0;
+	OP_END(0);
+	fuse_reply_buf(req, n ? f->data.data + pos : NULL, n < size ? n : size);
+}
+
+static char *caller_cwd(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	char link[64], target[4096];
+	snprintf(link, sizeof link, "/proc/%d/cwd", (int)ctx->pid);
+	ssize_t n = readlink(link, target, sizeof target - 1);
+	if (n <= 0)
+		return NULL;
+	target[n] = '\0';
+	return xstrdup(target);
+}
+
+static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	OP_BEGIN(TM_WRITE);
+	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
+	int rc;
+	buf_reset(&f->data);
+	/* A write of the transport's whole max_write may be the first piece of a
+	 * longer one: refuse it, and the rest of that descriptor's writes, whole. */
+	if (f->oversize || size >= fs->o->cfg.max_write) {
+		f->oversize = true;
+		char msg[128];
+		snprintf(msg, sizeof msg, "a command must be shorter than %zu bytes",
+			 fs->o->cfg.max_write);
+		rc = node_write_error(fs->o, f->path, EFBIG, msg, &f->data);
+	} else {
+		char *cwd = caller_cwd(req);
+		rc = node_write(fs->o, &f->node, f->path, data, size, cwd, &f->data);
+		free(cwd);
+	}
+	f->has_result = true;
+	f->result_base = off + (off_t)size;
+	OP_END(rc);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_write(req, size);
+}
+
+static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	OP_BEGIN(TM_RELEASE);
+	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
+	if (f->logfd >= 0)
+		close(f->logfd);
+	buf_free(&f->data);
+	free(f->path);
+	free(f);
+	OP_END(0);
+	fuse_reply_err(req, 0);
+}
+
+static void fs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct fs *fs = userdata;
+	conn->max_write = (unsigned)fs->o->cfg.max_write;
+	/* Reads are answered from snapshots; splicing buys nothing here. */
+	conn->want &= ~(unsigned)(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+	.init = fs_init,
+	.lookup = fs_lookup,
+	.getattr = fs_getattr,
+	.setattr = fs_setattr,
+	.readlink = fs_readlink,
+	.opendir = fs_opendir,
+	.readdir = fs_readdir,
+	.releasedir = fs_releasedir,
+	.open = fs_open,
+	.read = fs_read,
+	.write = fs_write,
+	.flush = fs_flush,
+	.release = fs_release,
+};
+
+const struct fuse_lowlevel_ops *fs_ops(void)
+{
+	return &ops;
+}
