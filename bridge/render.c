@@ -45,8 +45,11 @@ cJSON *render_worker(struct orch *o, const struct worker *w)
 	json_add_str_or_null(r, "model", w->model);
 	json_add_time(r, "started_at", w->started_ms);
 	json_add_time(r, "ended_at", w->ended_ms);
-	int64_t end = w->ended_ms ? w->ended_ms : time_now_ms();
-	cJSON_AddNumberToObject(r, "runtime_s", (double)(end - w->started_ms) / 1000.0);
+	/* Only once ended: a running clock would make every render differ. */
+	if (w->ended_ms)
+		cJSON_AddNumberToObject(r, "runtime_s", (double)(w->ended_ms - w->started_ms) / 1000.0);
+	else
+		cJSON_AddNullToObject(r, "runtime_s");
 	if (w->exit_code >= 0)
 		cJSON_AddNumberToObject(r, "exit_code", w->exit_code);
 	else

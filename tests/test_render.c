@@ -1,0 +1,269 @@
+/* test_render: the node table (resolve, list, write, errors) and the renders
+ * behind it, called directly with no mount and no scheduler thread. */
+#include "fixture.h"
+
+#include <errno.h>
+
+#include "nodes.h"
+#include "pricing.h"
+#include "render.h"
+#include "scheduler.h"
+
+#define PLAN "{\"id\":\"k\",\"title\":\"K \\\"q\\\"\",\"budget_usd\":2.5,\"tasks\":[" \
+	"{\"id\":\"t1\",\"command\":\"true\",\"model\":\"m1\"}," \
+	"{\"id\":\"t2\",\"command\":\"true\",\"deps\":[\"t1\"],\"env\":{\"A\":\"1\"}}]}"
+
+static int write_node(struct orch *o, const char *path, const char *data, struct buf *result)
+{
+	struct node n;
+	int rc = node_resolve(o, path, &n);
+	if (rc)
+		return rc;
+	buf_reset(result);
+	return node_write(o, &n, path, data, strlen(data), NULL, result);
+}
+
+static char *read_node(struct orch *o, const char *path)
+{
+	struct node n;
+	if (node_resolve(o, path, &n))
+		return NULL;
+	struct buf b = BUF_INIT;
+	if (node_render(o, &n, &b)) {
+		buf_free(&b);
+		return NULL;
+	}
+	return buf_steal(&b);
+}
+
+static cJSON *read_json(struct orch *o, const char *path)
+{
+	char *s = read_node(o, path);
+	cJSON *j = s ? cJSON_Parse(s) : NULL;
+	free(s);
+	return j;
+}
+
+/* A finished worker with usage, made by hand: no process is needed to render one. */
+static struct worker *fake_worker(struct orch *o, const char *task)
+{
+	struct worker *w = xcalloc(1, sizeof *w);
+	w->id = (int)o->nworkers + 1;
+	w->status = WORKER_EXITED;
+	w->exit_code = 0;
+	w->pidfd = w->stdin_fd = -1;
+	w->command = xstrdup("true");
+	w->cwd = xstrdup("/tmp");
+	w->log_path = xstrdup("/tmp/none.log");
+	w->started_ms = 1000;
+	w->ended_ms = 2500;
+	struct task *t = task_find(o, task);
+	strcpy(w->task_id, task);
+	strcpy(w->track_id, t->track->id);
+	t->workers = xrealloc(t->workers, (t->nworkers + 1) * sizeof *t->workers);
+	t->workers[t->nworkers++] = w->id;
+	o->workers = xrealloc(o->workers, (o->nworkers + 1) * sizeof *o->workers);
+	o->workers[o->nworkers++] = w;
+	return w;
+}
+
+static void test_resolve(void **state)
+{
+	struct fixture *f = *state;
+	struct orch_err err = {0};
+	struct node n;
+	assert_int_equal(fixture_plan(&f->o, PLAN, &err), 0);
+	assert_int_equal(node_resolve(&f->o, "", &n), 0);
+	assert_int_equal(node_type(&n), NODE_DIR);
+	assert_int_equal(node_resolve(&f->o, "mma/pipeline/status", &n), 0);
+	assert_int_equal(node_resolve(&f->o, "mma/tasks/t1/status", &n), 0);
+	assert_string_equal(n.arg, "t1");
+	assert_int_equal(node_resolve(&f->o, "mma/tasks/zz/status", &n), -ENOENT);
+	assert_int_equal(node_resolve(&f->o, "mma/workers/1", &n), -ENOENT);
+	assert_int_equal(node_resolve(&f->o, "mma/tasks/t1/worker", &n), -ENOENT); /* no attempt yet */
+	fake_worker(&f->o, "t1");
+	assert_int_equal(node_resolve(&f->o, "mma/workers/1/log", &n), 0);
+	assert_int_equal(node_resolve(&f->o, "mma/workers/01/status", &n), -ENOENT);
+	assert_int_equal(node_resolve(&f->o, "mma/tasks/t1/worker", &n), 0);
+	struct buf target = BUF_INIT;
+	assert_int_equal(node_readlink(&f->o, &n, &target), 0);
+	assert_string_equal(target.data, "../../workers/1");
+	buf_free(&target);
+	assert_int_equal(node_resolve(&f->o, "mma/nope", &n), -ENOENT);
+	assert_int_equal(node_resolve(&f->o, "mma/pipeline/status/x", &n), -ENOENT);
+}
+
+static void collect(void *arg, const char *name, const struct node *child)
+{
+	buf_printf(arg, "%s ", name);
+}
+
+static void test_list(void **state)
+{
+	struct fixture *f = *state;
+	struct orch_err err = {0};
+	assert_int_equal(fixture_plan(&f->o, PLAN, &err), 0);
+	struct node n;
+	struct buf names = BUF_INIT;
+	assert_int_equal(node_resolve(&f->o, "", &n), 0);
+	node_list(&f->o, &n, collect, &names);
+	assert_string_equal(names.data, "state.json last_error README mma context metrics system ");
+	buf_reset(&names);
+	assert_int_equal(node_resolve(&f->o, "mma/tasks", &n), 0);
+	node_list(&f->o, &n, collect, &names);
+	assert_string_equal(names.data, "t1 t2 ");
+	buf_reset(&names);
+	assert_int_equal(node_resolve(&f->o, "mma/tasks/t1", &n), 0);
+	node_list(&f->o, &n, collect, &names);
+	assert_string_equal(names.data, "status info.json deps ");
+	buf_free(&names);
+}
+
+static void test_control_errors_change_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct orch_err err = {0};
+	struct buf r = BUF_INIT;
+	assert_int_equal(fixture_plan(&f->o, PLAN, &err), 0);
+	char *before = read_node(&f->o, "mma/dag.json");
+	assert_int_equal(write_node(&f->o, "mma/dag.json", "x", &r), -EACCES);
+	assert_int_equal(write_node(&f->o, "mma/dag/mutate", "frob t1", &r), -EINVAL);
+	cJSON *e = cJSON_Parse(r.data);
+	cJSON *obj = cJSON_GetObjectItem(e, "error");
+	assert_int_equal(cJSON_GetObjectItem(obj, "status")->valueint, 400);
+	assert_string_equal(cJSON_GetObjectItem(obj, "errno")->valuestring, "EINVAL");
+	assert_string_equal(cJSON_GetObjectItem(obj, "path")->valuestring, "mma/dag/mutate");
+	cJSON_Delete(e);
+	/* last_error holds the same object */
+	char *last = read_node(&f->o, "last_error");
+	assert_string_equal(last, r.data);
+	free(last);
+	assert_int_equal(write_node(&f->o, "mma/dag/mutate", "add_dep t1 t2", &r), -ELOOP);
+	assert_int_equal(write_node(&f->o, "mma/tracks/create", PLAN, &r), -EEXIST);
+	assert_int_equal(write_node(&f->o, "mma/workers/kill", "7", &r), -ENOENT);
+	assert_int_equal(write_node(&f->o, "mma/pipeline/max_workers", "0", &r), -EINVAL);
+	assert_int_equal(write_node(&f->o, "context/remove", "nothing", &r), -ENOENT);
+	char *big = xmalloc((1u << 20) + 2);
+	memset(big, 'x', (1u << 20) + 1);
+	big[(1u << 20) + 1] = '\0';
+	assert_int_equal(write_node(&f->o, "mma/dag/mutate", big, &r), -EFBIG);
+	free(big);
+	char *after = read_node(&f->o, "mma/dag.json");
+	assert_string_equal(before, after);
+	free(before);
+	free(after);
+	buf_free(&r);
+}
+
+static void test_pipeline_and_budget(void **state)
+{
+	struct fixture *f = *state;
+	struct orch_err err = {0};
+	struct buf r = BUF_INIT;
+	assert_int_equal(fixture_plan(&f->o, PLAN, &err), 0);
+	assert_int_equal(write_node(&f->o, "mma/pipeline/pause", "freeze\n", &r), 0);
+	char *s = read_node(&f->o, "mma/pipeline/status");
+	assert_string_equal(s, "frozen\n");
+	free(s);
+	assert_int_equal(write_node(&f->o, "mma/pipeline/resume", "", &r), 0);
+	assert_int_equal(write_node(&f->o, "mma/pipeline/max_workers", "7\n", &r), 0);
+	s = read_node(&f->o, "mma/pipeline/max_workers");
+	assert_string_equal(s, "7\n");
+	free(s);
+	s = read_node(&f->o, "mma/tracks/k/budget");
+	assert_string_equal(s, "2.500000\n");
+	free(s);
+	assert_int_equal(write_node(&f->o, "mma/tracks/k/budget", "0.25", &r), 0);
+	s = read_node(&f->o, "mma/tracks/k/budget");
+	assert_string_equal(s, "0.250000\n");
+	free(s);
+	buf_free(&r);
+}
+
+static void test_usage_and_money(void **state)
+{
+	struct fixture *f = *state;
+	struct orch_err err = {0};
+	struct buf r = BUF_INIT;
+	const char *prices = "{\"m1\":{\"input_per_mtok\":3,\"output_per_mtok\":15}}";
+	assert_int_equal(pricing_parse(prices, strlen(prices), &f->o.prices, &f->o.nprices, &err), 0);
+	assert_int_equal(fixture_plan(&f->o, PLAN, &err), 0);
+	fake_worker(&f->o, "t1");
+	assert_int_equal(write_node(&f->o, "mma/workers/1/usage", "model=m1 in=1000 out=200", &r), 0);
+	assert_int_equal(write_node(&f->o, "mma/workers/1/usage",
+				    "{\"model\":\"m1\",\"input_tokens\":500,\"output_tokens\":100}", &r), 0);
+	assert_int_equal(write_node(&f->o, "mma/workers/1/usage", "model=other in=5 out=5", &r), 0);
+	char *raw = read_node(&f->o, "metrics/financial.json");
+	/* 1500*3 + 300*15 = 9000 µ$, printed with 6 decimals; "other" is unpriced */
+	assert_non_null(strstr(raw, "\"total\":{\"input_tokens\":1505,\"output_tokens\":305,"
+				    "\"cache_read_tokens\":0,\"cache_write_tokens\":0,\"reports\":3,"
+				    "\"cost_usd\":0.009000,"));
+	free(raw);
+	cJSON *fin = read_json(&f->o, "metrics/financial.json");
+	assert_non_null(fin);
+	cJSON *total = cJSON_GetObjectItem(fin, "total");
+	assert_int_equal(cJSON_GetObjectItem(total, "input_tokens")->valuedouble, 1505);
+	cJSON *m = cJSON_GetObjectItem(cJSON_GetObjectItem(total, "models"), "other");
+	assert_false(cJSON_IsTrue(cJSON_GetObjectItem(m, "priced")));
+	cJSON *k = cJSON_GetObjectItem(cJSON_GetObjectItem(fin, "tracks"), "k");
+	assert_int_equal(cJSON_GetObjectItem(k, "reports")->valueint, 3);
+	cJSON_Delete(fin);
+	/* a budget below the cost stops the track */
+	assert_int_equal(write_node(&f->o, "mma/tracks/k/budget", "0.008", &r), 0);
+	char *s = read_node(&f->o, "mma/tracks/k/status");
+	assert_string_equal(s, "over_budget\n");
+	free(s);
+	assert_int_equal(write_node(&f->o, "mma/workers/1/usage", "model=m1 in=-1 out=0", &r), -EINVAL);
+	assert_int_equal(write_node(&f->o, "mma/workers/1/stdin", "x", &r), -EBUSY);
+	assert_int_equal(write_node(&f->o, "mma/workers/1/kill", "", &r), -EBUSY);
+	buf_free(&r);
+}
+
+static void test_documents(void **state)
+{
+	struct fixture *f = *state;
+	struct orch_err err = {0};
+	assert_int_equal(fixture_plan(&f->o, PLAN, &err), 0);
+	fake_worker(&f->o, "t1");
+	cJSON *info = read_json(&f->o, "mma/tasks/t2/info.json");
+	assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(info, "env"), "A")->valuestring, "1");
+	assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(info, "deps"), 0)->valuestring, "t1");
+	cJSON_Delete(info);
+	cJSON *w = read_json(&f->o, "mma/workers/1/info.json");
+	assert_int_equal(cJSON_GetObjectItem(w, "runtime_s")->valuedouble * 1000, 1500);
+	assert_string_equal(cJSON_GetObjectItem(w, "started_at")->valuestring, "1970-01-01T00:00:01.000Z");
+	cJSON_Delete(w);
+	char *deps = read_node(&f->o, "mma/tasks/t2/deps");
+	assert_string_equal(deps, "t1\n");
+	free(deps);
+	char *dot = read_node(&f->o, "mma/dag.dot");
+	assert_non_null(strstr(dot, "\"t1\" -> \"t2\";"));
+	assert_non_null(strstr(dot, "label=\"K \\\"q\\\"\""));
+	free(dot);
+	cJSON *dag = read_json(&f->o, "mma/dag.json");
+	cJSON *e = cJSON_GetArrayItem(cJSON_GetObjectItem(dag, "edges"), 0);
+	assert_string_equal(cJSON_GetObjectItem(e, "from")->valuestring, "t1");
+	cJSON_Delete(dag);
+	cJSON *st = read_json(&f->o, "state.json");
+	assert_non_null(cJSON_GetObjectItem(st, "seq"));
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(st, "tasks")), 2);
+	assert_non_null(cJSON_GetObjectItem(st, "context"));
+	assert_non_null(cJSON_GetObjectItem(cJSON_GetObjectItem(st, "telemetry"), "loop"));
+	cJSON_Delete(st);
+	char *status = read_node(&f->o, "mma/workers/1/status");
+	assert_string_equal(status, "exited\n");
+	free(status);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_resolve, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_list, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_control_errors_change_nothing, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_and_budget, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_usage_and_money, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_documents, fixture_setup, fixture_teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
