@@ -36,6 +36,9 @@ int pricing_parse(const char *json, size_t len, struct price **prices, size_t *n
 	struct price *p = xcalloc(count, sizeof *p);
 	cJSON *m;
 	cJSON_ArrayForEach(m, root) {
+		/* "_comment", "_date": notes for people, as JSON has no comments */
+		if (m->string[0] == '_')
+			continue;
 		static const char *const known[] = {"input_per_mtok", "output_per_mtok",
 						    "cache_read_per_mtok", "cache_write_per_mtok"};
 		if (!cJSON_IsObject(m) || strlen(m->string) == 0 || strlen(m->string) > MODEL_MAX) {
@@ -63,7 +66,7 @@ int pricing_parse(const char *json, size_t len, struct price **prices, size_t *n
 	}
 	cJSON_Delete(root);
 	*prices = p;
-	*n = count;
+	*n = i;
 	return 0;
 fail:
 	cJSON_Delete(root);
