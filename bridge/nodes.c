@@ -357,6 +357,9 @@ static int a_spawn(struct orch *o, const struct node *n, const char *in, size_t 
 	pthread_mutex_lock(&o->lock);
 	struct task *t = NULL;
 	struct worker *w;
+	/* Like a shell: a command typed on the mount runs where its writer stands. */
+	if (!s.cwd && cwd)
+		s.cwd = xstrdup(cwd);
 	if (s.task[0] && !(t = task_find(o, s.task)))
 		rc = err_set(err, ENOENT, "no task \"%s\"", s.task);
 	else if (s.track[0] && !track_find(o, s.track))
