@@ -1,13 +1,80 @@
-/* events: seq numbering and the bounded history of event lines. */
+/* events: seq numbering, the bounded history, the commit watermark readers
+ * follow, and filtered reads of whole lines. */
 #include "events.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static const char *const channel_names[] = {
+	"workers", "dag", "pipeline", "context", "metrics", "system", "telemetry",
+};
+#define NCHANNELS (sizeof channel_names / sizeof channel_names[0])
+
+unsigned events_channel_bit(const char *name)
+{
+	for (size_t i = 0; i < NCHANNELS; i++)
+		if (strcmp(name, channel_names[i]) == 0)
+			return 1u << i;
+	return 0;
+}
+
+const char *events_channel_name(unsigned bit)
+{
+	for (size_t i = 0; i < NCHANNELS; i++)
+		if (bit == 1u << i)
+			return channel_names[i];
+	return "system";
+}
+
+unsigned events_channel_mask(const char *list, size_t len, char *bad, size_t badsize)
+{
+	unsigned mask = 0;
+	size_t i = 0;
+	while (i < len) {
+		size_t j = i;
+		while (j < len && list[j] != ',')
+			j++;
+		char name[32];
+		size_t n = j - i;
+		while (n && (list[i + n - 1] == ' ' || list[i + n - 1] == '\n'))
+			n--;
+		while (n && list[i] == ' ') {
+			i++;
+			n--;
+		}
+		unsigned bit = 0;
+		if (n && n < sizeof name) {
+			memcpy(name, list + i, n);
+			name[n] = '\0';
+			bit = events_channel_bit(name);
+		}
+		if (!bit) {
+			snprintf(bad, badsize, "unknown channel \"%.*s\"; channels are workers, dag, "
+					       "pipeline, context, metrics, system, telemetry",
+				 (int)(n < 32 ? n : 32), list + i);
+			return 0;
+		}
+		mask |= bit;
+		i = j + 1;
+	}
+	if (!mask)
+		snprintf(bad, badsize, "no channel named");
+	return mask;
+}
 
 void events_init(struct events *ev, size_t capacity)
 {
 	memset(ev, 0, sizeof *ev);
 	pthread_mutex_init(&ev->lock, NULL);
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&ev->cond, &attr);
+	pthread_condattr_destroy(&attr);
+	ev->autocommit = true;
 	ev->cap = capacity ? capacity : 1;
 	ev->ring = xcalloc(ev->cap, sizeof *ev->ring);
 }
@@ -17,20 +84,34 @@ void events_destroy(struct events *ev)
 	for (size_t i = 0; i < ev->count; i++)
 		free(ev->ring[(ev->head + i) % ev->cap].line);
 	free(ev->ring);
+	pthread_cond_destroy(&ev->cond);
 	pthread_mutex_destroy(&ev->lock);
+}
+
+/* The worker an event is about: data.worker, or data.id on the workers channel. */
+static int event_worker(unsigned channel, const cJSON *data)
+{
+	const cJSON *w = cJSON_GetObjectItemCaseSensitive(data, "worker");
+	if (!w && channel == EV_WORKERS)
+		w = cJSON_GetObjectItemCaseSensitive(data, "id");
+	return cJSON_IsNumber(w) ? (int)w->valuedouble : 0;
 }
 
 uint64_t events_publish(struct events *ev, const char *channel, const char *type,
 			cJSON *data, char **line_out)
 {
 	cJSON *root = cJSON_CreateObject();
+	if (!data)
+		data = cJSON_CreateObject();
+	unsigned bit = events_channel_bit(channel);
+	int worker = event_worker(bit, data);
 	pthread_mutex_lock(&ev->lock);
 	uint64_t seq = ++ev->seq;
 	json_add_i64(root, "seq", (int64_t)seq);
 	json_add_time(root, "ts", time_now_ms());
 	cJSON_AddStringToObject(root, "channel", channel);
 	cJSON_AddStringToObject(root, "type", type);
-	cJSON_AddItemToObject(root, "data", data ? data : cJSON_CreateObject());
+	cJSON_AddItemToObject(root, "data", data);
 	struct buf line = BUF_INIT;
 	json_emit(root, &line);
 
@@ -42,14 +123,18 @@ uint64_t events_publish(struct events *ev, const char *channel, const char *type
 	}
 	struct event_rec *rec = &ev->ring[(ev->head + ev->count) % ev->cap];
 	rec->seq = seq;
-	strncpy(rec->channel, channel, sizeof rec->channel - 1);
-	rec->channel[sizeof rec->channel - 1] = '\0';
+	rec->channel = bit;
+	rec->worker = worker;
 	rec->len = line.len;
 	rec->line = buf_steal(&line);
 	ev->count++;
 	ev->published++;
 	if (line_out)
 		*line_out = xstrndup(rec->line, rec->len);
+	if (ev->autocommit) {
+		ev->committed = seq;
+		pthread_cond_broadcast(&ev->cond);
+	}
 	pthread_mutex_unlock(&ev->lock);
 	return seq;
 }
@@ -68,4 +153,87 @@ uint64_t events_oldest(struct events *ev)
 	uint64_t s = ev->count ? ev->ring[ev->head].seq : ev->seq + 1;
 	pthread_mutex_unlock(&ev->lock);
 	return s;
+}
+
+void events_commit(struct events *ev, uint64_t seq)
+{
+	pthread_mutex_lock(&ev->lock);
+	if (seq > ev->committed) {
+		ev->committed = seq;
+		pthread_cond_broadcast(&ev->cond);
+	}
+	pthread_mutex_unlock(&ev->lock);
+}
+
+uint64_t events_committed(struct events *ev)
+{
+	pthread_mutex_lock(&ev->lock);
+	uint64_t s = ev->committed;
+	pthread_mutex_unlock(&ev->lock);
+	return s;
+}
+
+uint64_t events_wait(struct events *ev, uint64_t after, int timeout_ms)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	if (timeout_ms >= 0) {
+		deadline.tv_sec += timeout_ms / 1000;
+		deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+		if (deadline.tv_nsec >= 1000000000) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000;
+		}
+	}
+	pthread_mutex_lock(&ev->lock);
+	uint64_t start = ev->published;
+	/* A wake without a new event (events_wake_all) also ends the wait. */
+	while (ev->committed <= after && ev->published == start) {
+		int rc = timeout_ms < 0 ? pthread_cond_wait(&ev->cond, &ev->lock)
+					: pthread_cond_timedwait(&ev->cond, &ev->lock, &deadline);
+		if (rc == ETIMEDOUT || rc == 0)
+			break;
+	}
+	uint64_t s = ev->committed;
+	pthread_mutex_unlock(&ev->lock);
+	return s;
+}
+
+void events_wake_all(struct events *ev)
+{
+	pthread_mutex_lock(&ev->lock);
+	pthread_cond_broadcast(&ev->cond);
+	pthread_mutex_unlock(&ev->lock);
+}
+
+int events_read(struct events *ev, uint64_t after, unsigned mask, size_t max, struct buf *out,
+		uint64_t *last, uint64_t *oldest)
+{
+	pthread_mutex_lock(&ev->lock);
+	uint64_t first_kept = ev->count ? ev->ring[ev->head].seq : ev->seq + 1;
+	uint64_t committed = ev->committed;
+	*last = after;
+	if (after + 1 < first_kept) {
+		pthread_mutex_unlock(&ev->lock);
+		if (!ev->backfill) {
+			*oldest = first_kept;
+			return -ERANGE;
+		}
+		/* Older than memory: the store's log serves that part. */
+		return ev->backfill(ev->backfill_arg, after, mask, max, out, last, oldest);
+	}
+	size_t start_len = out->len;
+	for (uint64_t seq = after + 1; seq <= committed; seq++) {
+		const struct event_rec *r = &ev->ring[(ev->head + (seq - first_kept)) % ev->cap];
+		if (!(r->channel & mask)) {
+			*last = seq;
+			continue;
+		}
+		if (out->len > start_len && out->len + r->len > max)
+			break;
+		buf_append(out, r->line, r->len);
+		*last = seq;
+	}
+	pthread_mutex_unlock(&ev->lock);
+	return 0;
 }

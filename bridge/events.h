@@ -1,27 +1,51 @@
 /* events: every change of state as one event with the next seq, kept in a
- * bounded in-memory history (the store and live readers come on top).
- * An event line is {"seq":N,"ts":"...","channel":"dag","type":"task.status","data":{...}}. */
+ * bounded in-memory history; the store (when there is one) persists them and
+ * serves replays older than that history.
+ * An event line is {"seq":N,"ts":"...","channel":"dag","type":"task.status","data":{...}}.
+ * Events become visible to readers only once committed: the store commits them
+ * after the change they describe is on disk ("published after it is stored").
+ * Without a store, publishing commits at once. */
 #ifndef ORCHFS_EVENTS_H
 #define ORCHFS_EVENTS_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "json.h"
 
+/* Channels as bits, for reader filters. */
+enum ev_channel {
+	EV_WORKERS = 1u << 0, EV_DAG = 1u << 1, EV_PIPELINE = 1u << 2, EV_CONTEXT = 1u << 3,
+	EV_METRICS = 1u << 4, EV_SYSTEM = 1u << 5, EV_TELEMETRY = 1u << 6,
+};
+#define EV_ALL_EVENTS (EV_WORKERS | EV_DAG | EV_PIPELINE | EV_CONTEXT | EV_METRICS | EV_SYSTEM)
+
 struct event_rec {
 	uint64_t seq;
-	char channel[16];
+	unsigned channel;    /* one enum ev_channel bit */
+	int worker;          /* the worker the event is about (data.id or data.worker), 0 if none */
 	char *line;          /* serialized once, newline-terminated */
 	size_t len;
 };
 
+/* Reads kept events older than the in-memory history (the store's replay).
+ * Same contract as events_read; returns -ERANGE when `after` is older than
+ * anything it keeps, with *oldest set to the oldest seq it has. */
+typedef int (*events_backfill_fn)(void *arg, uint64_t after, unsigned mask, size_t max,
+				  struct buf *out, uint64_t *last, uint64_t *oldest);
+
 struct events {
 	pthread_mutex_t lock;
-	uint64_t seq;        /* last seq published */
+	pthread_cond_t cond;     /* broadcast when `committed` moves */
+	uint64_t seq;            /* last seq published */
+	uint64_t committed;      /* last seq readers may see */
+	bool autocommit;         /* true until a store takes over committing */
 	struct event_rec *ring;
 	size_t cap, head, count;
 	uint64_t published, evicted;
+	events_backfill_fn backfill;
+	void *backfill_arg;
 };
 
 void events_init(struct events *ev, size_t capacity);
@@ -31,7 +55,29 @@ void events_destroy(struct events *ev);
 uint64_t events_publish(struct events *ev, const char *channel, const char *type,
 			cJSON *data, char **line_out);
 uint64_t events_seq(struct events *ev);
-/* Oldest seq still kept (seq+1 when the history is empty). */
+/* Oldest seq still kept in memory (seq+1 when the history is empty). */
 uint64_t events_oldest(struct events *ev);
+
+/* Readers see events up to seq once it is committed; wakes waiters. */
+void events_commit(struct events *ev, uint64_t seq);
+uint64_t events_committed(struct events *ev);
+/* Blocks until committed > after or timeout_ms passes (-1: no timeout);
+ * returns the committed seq. */
+uint64_t events_wait(struct events *ev, uint64_t after, int timeout_ms);
+/* Wakes every events_wait (shutdown, or an interrupted reader). */
+void events_wake_all(struct events *ev);
+
+/* Appends committed events with seq > after whose channel is in mask, as whole
+ * lines, stopping before max bytes would be passed (but always at least one
+ * line when there is one). *last = seq of the last line appended (after when
+ * none). Falls back to the backfill for seqs older than memory. Returns 0, or
+ * -ERANGE when after + 1 is older than the oldest kept event (*oldest says which). */
+int events_read(struct events *ev, uint64_t after, unsigned mask, size_t max, struct buf *out,
+		uint64_t *last, uint64_t *oldest);
+
+/* "workers,dag" -> mask; 0 and an error message for an unknown name. */
+unsigned events_channel_mask(const char *list, size_t len, char *bad, size_t badsize);
+unsigned events_channel_bit(const char *name);
+const char *events_channel_name(unsigned bit);
 
 #endif

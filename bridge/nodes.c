@@ -562,6 +562,7 @@ static int a_remove(struct orch *o, const struct node *n, const char *in, size_t
 static const struct node_def node_table[] = {
 	DIR_("", W_NONE),
 	VOL("state.json", W_NONE, r_state),
+	{"events", NODE_FILE, NODE_STREAM, W_NONE, NULL, NULL},
 	DOC("last_error", W_NONE, r_last_error),
 	DOC("README", W_NONE, r_readme),
 	DIR_("mma", W_NONE),
@@ -681,7 +682,7 @@ mode_t node_mode(const struct node *n)
 		return S_IFLNK | 0777;
 	if ((d->flags & (NODE_DOC | NODE_CTL)) == (NODE_DOC | NODE_CTL))
 		return S_IFREG | 0644;
-	if (d->flags & NODE_CTL)
+	if (d->flags & (NODE_CTL | NODE_STREAM))
 		return S_IFREG | 0600;   /* read back the result on the same descriptor */
 	return S_IFREG | 0444;
 }

@@ -19,6 +19,7 @@ enum node_flags {
 	NODE_CTL = 2,       /* a write is a command */
 	NODE_LOG = 4,       /* content is a file on disk (true size, grows) */
 	NODE_VOLATILE = 8,  /* changes without a version bump: never cache its render */
+	NODE_STREAM = 16,   /* the events file: answered by fs/stream, not rendered */
 };
 
 struct node_def;

@@ -107,7 +107,7 @@ static void test_list(void **state)
 	struct buf names = BUF_INIT;
 	assert_int_equal(node_resolve(&f->o, "", &n), 0);
 	node_list(&f->o, &n, collect, &names);
-	assert_string_equal(names.data, "state.json last_error README mma context metrics system ");
+	assert_string_equal(names.data, "state.json events last_error README mma context metrics system ");
 	buf_reset(&names);
 	assert_int_equal(node_resolve(&f->o, "mma/tasks", &n), 0);
 	node_list(&f->o, &n, collect, &names);
