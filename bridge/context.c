@@ -966,3 +966,120 @@ int ctx_render_file(struct ctx_store *cs, const char *name, struct buf *out)
 	pthread_mutex_unlock(&cs->lock);
 	return at >= 0 ? 0 : -ENOENT;
 }
+
+/* --- persistence: the whole store as one document, for bridge/store.c --- */
+
+cJSON *ctx_export(struct ctx_store *cs)
+{
+	cJSON *doc = cJSON_CreateObject();
+	pthread_mutex_lock(&cs->lock);
+	json_add_i64(doc, "next_text", (int64_t)cs->next_text);
+	json_add_i64(doc, "hits", (int64_t)cs->hits);
+	json_add_i64(doc, "misses", (int64_t)cs->misses);
+	cJSON *entries = cJSON_AddArrayToObject(doc, "entries");
+	for (size_t i = 0; i < cs->n; i++) {
+		const struct ctx_entry *e = &cs->ent[i];
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "name", e->name);
+		cJSON_AddNumberToObject(o, "kind", e->kind);
+		json_add_str_or_null(o, "source", e->source);
+		json_add_str_or_null(o, "real", e->real);
+		json_add_i64(o, "bytes", (int64_t)e->bytes);
+		cJSON_AddStringToObject(o, "sha", e->sha);
+		json_add_i64(o, "src_size", e->src_size);
+		json_add_i64(o, "mtime_ns", e->mtime_ns);
+		cJSON_AddItemToArray(entries, o);
+	}
+	cJSON *cache = cJSON_AddArrayToObject(doc, "cache");
+	for (size_t i = 0; i < cs->ncache; i++) {
+		const struct skel_slot *s = &cs->cache[i];
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "path", s->path);
+		json_add_i64(o, "size", s->size);
+		json_add_i64(o, "mtime_ns", s->mtime_ns);
+		cJSON_AddStringToObject(o, "sha", s->sha);
+		cJSON_AddItemToObject(o, "outline", cJSON_CreateString(s->outline));
+		cJSON_AddItemToArray(cache, o);
+	}
+	pthread_mutex_unlock(&cs->lock);
+	return doc;
+}
+
+size_t ctx_export_contents(struct ctx_store *cs, void (*fn)(void *arg, const char *name,
+							     const char *data, size_t len),
+			   void *arg)
+{
+	pthread_mutex_lock(&cs->lock);
+	for (size_t i = 0; i < cs->n; i++)
+		fn(arg, cs->ent[i].name, cs->ent[i].content, cs->ent[i].bytes);
+	size_t n = cs->n;
+	pthread_mutex_unlock(&cs->lock);
+	return n;
+}
+
+static const char *str_or_null(const cJSON *o, const char *key)
+{
+	return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
+}
+
+static int64_t get_i64(const cJSON *o, const char *key)
+{
+	int64_t v = 0;
+	return json_int(cJSON_GetObjectItemCaseSensitive(o, key), INT64_MIN / 2, INT64_MAX / 2, &v)
+		       ? v : 0;
+}
+
+int ctx_import(struct ctx_store *cs, const cJSON *doc,
+	       bool (*content)(void *arg, const char *name, char **data, size_t *len), void *arg)
+{
+	pthread_mutex_lock(&cs->lock);
+	cs->next_text = (uint64_t)get_i64(doc, "next_text");
+	if (!cs->next_text)
+		cs->next_text = 1;
+	cs->hits = (uint64_t)get_i64(doc, "hits");
+	cs->misses = (uint64_t)get_i64(doc, "misses");
+	const cJSON *o;
+	cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(doc, "entries")) {
+		const char *name = str_or_null(o, "name");
+		const char *sha = str_or_null(o, "sha");
+		int64_t kind = get_i64(o, "kind");
+		if (!name || !valid_name(name, CTX_NAME_MAX + 1) || !sha || strlen(sha) != 64 ||
+		    kind < CTX_FILE || kind > CTX_TEXT)
+			continue;   /* a damaged row is dropped, not fatal: the rest is still good */
+		char *data = NULL;
+		size_t len = 0;
+		if (!content(arg, name, &data, &len))
+			continue;
+		if (cs->n == cs->cap) {
+			cs->cap = cs->cap ? cs->cap * 2 : 16;
+			cs->ent = xrealloc(cs->ent, cs->cap * sizeof *cs->ent);
+		}
+		struct ctx_entry *e = &cs->ent[cs->n++];
+		memset(e, 0, sizeof *e);
+		strcpy(e->name, name);
+		e->kind = (enum ctx_kind)kind;
+		const char *source = str_or_null(o, "source"), *real = str_or_null(o, "real");
+		e->source = source ? xstrdup(source) : NULL;
+		e->real = real ? xstrdup(real) : NULL;
+		e->content = data;
+		e->bytes = len;
+		memcpy(e->sha, sha, sizeof e->sha);
+		e->src_size = get_i64(o, "src_size");
+		e->mtime_ns = get_i64(o, "mtime_ns");
+	}
+	cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(doc, "cache")) {
+		const char *path = str_or_null(o, "path"), *sha = str_or_null(o, "sha");
+		const char *outline = str_or_null(o, "outline");
+		if (!path || !sha || strlen(sha) != 64 || !outline || cs->ncache == SKEL_CACHE_MAX)
+			continue;
+		struct skel_slot *s = &cs->cache[cs->ncache++];
+		s->path = xstrdup(path);
+		s->size = get_i64(o, "size");
+		s->mtime_ns = get_i64(o, "mtime_ns");
+		memcpy(s->sha, sha, sizeof s->sha);
+		s->len = strlen(outline);
+		s->outline = xstrndup(outline, s->len);
+	}
+	pthread_mutex_unlock(&cs->lock);
+	return 0;
+}

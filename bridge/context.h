@@ -55,4 +55,15 @@ void ctx_render_aggregate(struct ctx_store *cs, struct buf *out);
 /* context/files/NAME: the content as injected. -ENOENT when absent. */
 int ctx_render_file(struct ctx_store *cs, const char *name, struct buf *out);
 
+/* Persistence (bridge/store.c): entries' metadata and the skeleton cache as one
+ * document; contents go separately, as they may be large and hold any byte. */
+cJSON *ctx_export(struct ctx_store *cs);
+size_t ctx_export_contents(struct ctx_store *cs,
+			   void (*fn)(void *arg, const char *name, const char *data, size_t len),
+			   void *arg);
+/* Loads a document made by ctx_export into an empty store; content() hands
+ * over each entry's bytes (malloc'd) and returns false when it has none. */
+int ctx_import(struct ctx_store *cs, const cJSON *doc,
+	       bool (*content)(void *arg, const char *name, char **data, size_t *len), void *arg);
+
 #endif

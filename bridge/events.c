@@ -139,6 +139,33 @@ uint64_t events_publish(struct events *ev, const char *channel, const char *type
 	return seq;
 }
 
+void events_restore(struct events *ev, uint64_t seq, unsigned channel, int worker,
+		    const char *line, size_t len)
+{
+	pthread_mutex_lock(&ev->lock);
+	if (ev->count == ev->cap) {
+		free(ev->ring[ev->head].line);
+		ev->head = (ev->head + 1) % ev->cap;
+		ev->count--;
+	}
+	struct event_rec *rec = &ev->ring[(ev->head + ev->count) % ev->cap];
+	rec->seq = seq;
+	rec->channel = channel;
+	rec->worker = worker;
+	rec->line = xstrndup(line, len);
+	rec->len = len;
+	ev->count++;
+	ev->seq = seq;
+	pthread_mutex_unlock(&ev->lock);
+}
+
+void events_restore_done(struct events *ev, uint64_t seq)
+{
+	pthread_mutex_lock(&ev->lock);
+	ev->seq = ev->committed = seq;
+	pthread_mutex_unlock(&ev->lock);
+}
+
 uint64_t events_seq(struct events *ev)
 {
 	pthread_mutex_lock(&ev->lock);

@@ -58,6 +58,12 @@ uint64_t events_seq(struct events *ev);
 /* Oldest seq still kept in memory (seq+1 when the history is empty). */
 uint64_t events_oldest(struct events *ev);
 
+/* Restart: refill the history from the store, oldest first, then set the seq
+ * counter (and the commit mark) to where the store left it. */
+void events_restore(struct events *ev, uint64_t seq, unsigned channel, int worker,
+		    const char *line, size_t len);
+void events_restore_done(struct events *ev, uint64_t seq);
+
 /* Readers see events up to seq once it is committed; wakes waiters. */
 void events_commit(struct events *ev, uint64_t seq);
 uint64_t events_committed(struct events *ev);

@@ -706,6 +706,12 @@ int node_write(struct orch *o, const struct node *n, const char *path, const cha
 			     o->cfg.max_write);
 	else
 		rc = n->def->apply(o, n, data, len, cwd, result, &err);
+	/* Acknowledged means stored: the write returns only after the commit. */
+	pthread_mutex_lock(&o->lock);
+	int stored = orch_commit(o);
+	pthread_mutex_unlock(&o->lock);
+	if (!rc && stored)
+		rc = err_set(&err, EIO, "the change was applied but could not be stored");
 	if (rc)
 		return node_write_error(o, path, err.errnum ? err.errnum : -rc,
 					err.errnum ? err.message : strerror(-rc), result);

@@ -13,11 +13,12 @@
 #include "context.h"
 #include "pricing.h"
 #include "scheduler.h"
+#include "store.h"
 #include "telemetry.h"
 
 #define EVENT_HISTORY 65536
 
-static int mkdir_p(const char *path)
+int orch_mkdir_p(const char *path)
 {
 	char *p = xstrdup(path);
 	for (char *s = p + 1; *s; s++) {
@@ -46,7 +47,7 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 		return -err->errnum;
 	char logs[4096];
 	snprintf(logs, sizeof logs, "%s/logs", o->cfg.state_dir);
-	int rc = mkdir_p(logs);
+	int rc = orch_mkdir_p(logs);
 	if (rc) {
 		free(o->prices);
 		return err_set(err, -rc, "cannot create %s: %s", logs, strerror(-rc));
@@ -64,7 +65,31 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	events_init(&o->events, EVENT_HISTORY);
 	o->ctx = ctx_create(&o->events, o->cfg.mount, o->cfg.max_write * 16);
 	o->tm = tm_create();
+	if (o->cfg.no_store)
+		return 0;
+	if (store_open(o->cfg.state_dir, o->cfg.durable, &o->store, err) ||
+	    store_load(o->store, o, err)) {
+		orch_destroy(o);
+		return -err->errnum;
+	}
+	pthread_mutex_lock(&o->lock);
+	sched_recover(o);
+	cJSON *d = cJSON_CreateObject();
+	cJSON_AddStringToObject(d, "version", ORCHFS_VERSION);
+	cJSON_AddNumberToObject(d, "pid", getpid());
+	orch_event(o, NULL, "system", "daemon.started", d);
+	int stored = orch_commit(o);
+	pthread_mutex_unlock(&o->lock);
+	if (stored) {
+		orch_destroy(o);
+		return err_set(err, EIO, "cannot write the store in %s", o->cfg.state_dir);
+	}
 	return 0;
+}
+
+int orch_commit(struct orch *o)
+{
+	return o->store ? store_flush(o->store, o) : 0;
 }
 
 int orch_start(struct orch *o)
@@ -93,6 +118,10 @@ void orch_shutdown(struct orch *o)
 	if (o->sched_started)
 		pthread_join(o->sched_thread, NULL);
 	o->sched_started = false;
+	pthread_mutex_lock(&o->lock);
+	orch_event(o, NULL, "system", "daemon.stopped", NULL);
+	orch_commit(o);
+	pthread_mutex_unlock(&o->lock);
 }
 
 void orch_destroy(struct orch *o)
@@ -121,6 +150,7 @@ void orch_destroy(struct orch *o)
 	usage_set_free(&o->usage);
 	free(o->prices);
 	buf_free(&o->last_error);
+	store_close(o->store);
 	ctx_destroy(o->ctx);
 	tm_destroy(o->tm);
 	events_destroy(&o->events);

@@ -109,6 +109,9 @@ struct orch_config {
 	char *api_url;             /* ORCHFS_API for workers; NULL when HTTP is off */
 	char *token_file;
 	int max_workers;
+	bool max_workers_given;    /* on the command line: wins over the stored value */
+	bool durable;              /* --durable: fsync every commit */
+	bool no_store;             /* keep nothing on disk (unit tests) */
 	int kill_grace_s;
 	int telemetry_hz;
 	size_t max_write;          /* EFBIG above; default 1 MiB */
@@ -116,6 +119,7 @@ struct orch_config {
 
 struct ctx_store;
 struct telemetry;
+struct store;
 struct hashmap;
 
 struct orch {
@@ -150,6 +154,7 @@ struct orch {
 	struct events events;
 	struct ctx_store *ctx;
 	struct telemetry *tm;
+	struct store *store;       /* NULL when nothing is kept on disk */
 };
 
 /* orch.c: life cycle */
@@ -158,10 +163,14 @@ int orch_start(struct orch *o);          /* starts the scheduler thread */
 /* No new workers; TERM to running ones, KILL after the grace; joins threads. */
 void orch_shutdown(struct orch *o);
 void orch_destroy(struct orch *o);
-void orch_wake(struct orch *o);          /* any thread; nudges the scheduler */
+void orch_wake(struct orch *o);
+int orch_mkdir_p(const char *path);      /* mkdir -p, mode 0700; -errno */          /* any thread; nudges the scheduler */
 /* Called with the lock held after any change: bumps version, wakes waiters. */
 void orch_touch(struct orch *o);
 void orch_record_error(struct orch *o, const struct orch_err *e, const char *path);
+/* Lock held: makes every change so far durable and visible to event readers.
+ * -EIO when the store failed (the change stays in memory). */
+int orch_commit(struct orch *o);
 
 /* model.c: lookups and names (lock held) */
 bool id_valid(const char *id);

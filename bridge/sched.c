@@ -352,6 +352,8 @@ void sched_report_usage(struct orch *o, struct worker *w, const struct usage *u)
 
 /* --- the loop --- */
 
+static void task_after_attempt(struct orch *o, struct worker *w);
+
 static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 {
 	w->ended_ms = time_now_ms();
@@ -384,7 +386,12 @@ static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 	if (w->timed_out)
 		cJSON_AddBoolToObject(d, "timed_out", 1);
 	orch_event(o, w, "workers", "worker.exited", d);
+	task_after_attempt(o, w);
+}
 
+/* The task of an attempt that ended: done, killed, re-queued or failed. */
+static void task_after_attempt(struct orch *o, struct worker *w)
+{
 	struct task *t = w->task_id[0] ? task_find(o, w->task_id) : NULL;
 	if (!t || t->status != TASK_RUNNING || !t->nworkers || t->workers[t->nworkers - 1] != w->id)
 		return;
@@ -403,6 +410,24 @@ static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 	} else {
 		task_set(o, t, TASK_FAILED);
 	}
+}
+
+void sched_recover(struct orch *o)
+{
+	for (size_t i = 0; i < o->nworkers; i++) {
+		struct worker *w = o->workers[i];
+		if (w->status != WORKER_RUNNING)
+			continue;
+		/* Its pid may belong to someone else by now: it is not signalled. */
+		w->status = WORKER_LOST;
+		w->ended_ms = time_now_ms();
+		cJSON *d = cJSON_CreateObject();
+		cJSON_AddNumberToObject(d, "id", w->id);
+		cJSON_AddNumberToObject(d, "pid", w->pid);
+		orch_event(o, w, "workers", "worker.lost", d);
+		task_after_attempt(o, w);
+	}
+	sched_recompute(o);
 }
 
 static struct task *pick_ready(struct orch *o)
@@ -472,6 +497,8 @@ static void sched_tick(struct orch *o)
 	}
 	if (changed)
 		sched_recompute(o);
+	/* One commit for everything this tick did. */
+	orch_commit(o);
 }
 
 void *sched_main(void *arg)

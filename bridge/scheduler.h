@@ -21,6 +21,9 @@ int sched_resume(struct orch *o);
 int sched_set_max_workers(struct orch *o, int n);
 /* Adds a usage report to the worker, its task and track; may flip a track to over_budget. */
 void sched_report_usage(struct orch *o, struct worker *w, const struct usage *u);
+/* After a restart: workers that were running are lost; their tasks are
+ * retried if retries remain, else failed. */
+void sched_recover(struct orch *o);
 /* The thread body; returns when orch.stopping is set. */
 void *sched_main(void *arg);
 

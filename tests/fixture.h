@@ -30,7 +30,8 @@ static inline int fixture_setup(void **state)
 	if (!mkdtemp(f->dir))
 		return -1;
 	struct orch_config cfg = {.mount = (char *)"/nonexistent-mount", .state_dir = f->dir,
-				  .workdir = (char *)"/tmp", .max_workers = 2, .kill_grace_s = 1};
+				  .workdir = (char *)"/tmp", .max_workers = 2, .kill_grace_s = 1,
+				  .no_store = true};
 	struct orch_err err = {0};
 	if (orch_init(&f->o, &cfg, &err))
 		return -1;
