@@ -10,8 +10,12 @@
 #include "orch.h"
 
 struct fs;
+struct stream_hub;
+struct notifier;
 
 struct fs *fs_create(struct orch *o);
+/* Hands the fs the events pump and the notifier once they run (NULL = none). */
+void fs_attach(struct fs *fs, struct stream_hub *hub, struct notifier *notifier);
 void fs_destroy(struct fs *fs);
 const struct fuse_lowlevel_ops *fs_ops(void);
 

@@ -16,6 +16,9 @@
 
 #include "fs.h"
 #include "nodes.h"
+#include "notify.h"
+#include "store.h"
+#include "stream.h"
 
 extern char **environ;
 
@@ -25,6 +28,7 @@ static void usage(FILE *out)
 	      "  -f, --foreground        stay in the foreground (default: daemonize)\n"
 	      "  --state-dir DIR         default $XDG_STATE_HOME/orchfs, else ~/.local/state/orchfs\n"
 	      "  --max-workers N         default: the number of CPUs\n"
+	      "  --durable               fsync every commit: survive power loss, not only kill -9\n"
 	      "  --pricing FILE          model prices, JSON {\"MODEL\":{\"input_per_mtok\",\"output_per_mtok\",...}}\n"
 	      "  --kill-grace SECONDS    SIGTERM, then SIGKILL after this; default 5\n"
 	      "  --telemetry-hz N        default 10\n"
@@ -69,6 +73,20 @@ static void clean_stale_mount(const char *mountpoint)
 		waitpid(pid, NULL, 0);
 }
 
+/* Opens the store once to report a locked, corrupt or unwritable state
+ * directory while the user can still see the message. */
+static int state_dir_check(const char *dir, struct orch_err *err)
+{
+	int rc = orch_mkdir_p(dir);
+	if (rc)
+		return err_set(err, -rc, "cannot create the state directory %s: %s", dir, strerror(-rc));
+	struct store *s;
+	if (store_open(dir, false, &s, err))
+		return -err->errnum;
+	store_close(s);
+	return 0;
+}
+
 static char *absolute(const char *path)
 {
 	if (path[0] == '/')
@@ -87,6 +105,7 @@ int main(int argc, char **argv)
 		{"foreground", no_argument, NULL, 'f'},
 		{"state-dir", required_argument, NULL, 's'},
 		{"max-workers", required_argument, NULL, 'm'},
+		{"durable", no_argument, NULL, 'd'},
 		{"pricing", required_argument, NULL, 'p'},
 		{"kill-grace", required_argument, NULL, 'g'},
 		{"telemetry-hz", required_argument, NULL, 't'},
@@ -106,7 +125,11 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'f': foreground = true; break;
 		case 's': cfg.state_dir = absolute(optarg); break;
-		case 'm': cfg.max_workers = (int)parse_num("--max-workers", optarg, 1, 4096); break;
+		case 'm':
+			cfg.max_workers = (int)parse_num("--max-workers", optarg, 1, 4096);
+			cfg.max_workers_given = true;
+			break;
+		case 'd': cfg.durable = true; break;
 		case 'p': cfg.pricing_file = absolute(optarg); break;
 		case 'g': cfg.kill_grace_s = (int)parse_num("--kill-grace", optarg, 0, 3600); break;
 		case 't': cfg.telemetry_hz = (int)parse_num("--telemetry-hz", optarg, 1, 1000); break;
@@ -135,18 +158,26 @@ int main(int argc, char **argv)
 	}
 	cfg.mount = xstrdup(real);
 
-	struct orch o;
 	struct orch_err err = {0};
-	if (orch_init(&o, &cfg, &err)) {
+	/* Problems with the state directory are reported here, before the daemon
+	 * detaches; the store is opened for real after the fork (an SQLite
+	 * connection must not cross one). */
+	if (state_dir_check(cfg.state_dir, &err)) {
 		fprintf(stderr, "orchfs: %s\n", err.message);
 		return 1;
 	}
+	struct orch o;
+	memset(&o, 0, sizeof o);
+	o.cfg = cfg;   /* fs_init reads max_write before orch_init runs */
 	struct fs *fs = fs_create(&o);
 	char *fuse_argv[] = {argv[0], (char *)"-o",
-			     (char *)"fsname=orchfs,subtype=orchfs,default_permissions", NULL};
+			     (char *)"fsname=orchfs,subtype=orchfs", NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(3, fuse_argv);
 	struct fuse_session *se = fuse_session_new(&args, fs_ops(), sizeof *fs_ops(), fs);
+	struct stream_hub *hub = NULL;
+	struct notifier *notifier = NULL;
 	int status = 1;
+	bool started = false;
 	if (!se)
 		goto out;
 	if (fuse_set_signal_handlers(se) != 0)
@@ -156,14 +187,27 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	/* Threads are started after the fork of daemonizing, or they would be lost. */
 	fuse_daemonize(foreground);
+	if (orch_init(&o, &cfg, &err)) {
+		fprintf(stderr, "orchfs: %s\n", err.message);
+		fuse_session_unmount(se);
+		fuse_remove_signal_handlers(se);
+		fuse_session_destroy(se);
+		fs_destroy(fs);
+		return 1;
+	}
+	started = true;
 	if (orch_start(&o) != 0) {
 		fprintf(stderr, "orchfs: cannot start the scheduler\n");
 		goto out_unmount;
 	}
+	hub = stream_hub_start(&o);
+	notifier = notifier_start(&o, cfg.mount);
+	fs_attach(fs, hub, notifier);
 	struct fuse_loop_config *loop = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_max_threads(loop, 64);
 	status = fuse_session_loop_mt(se, loop) < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(loop);
+	stream_hub_stop(hub);   /* parked readers get EOF while the session can still reply */
 out_unmount:
 	/* Unmount first: a worker that touches the mount while we stop it gets
 	 * ENOENT instead of hanging on a daemon that no longer answers. */
@@ -173,9 +217,13 @@ out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:
 	fuse_session_destroy(se);
+	/* Only now: a call the notifier had in flight on the mount fails once the
+	 * session's device is closed, so it can always be joined. */
+	notifier_stop(notifier);
 out:
 	fs_destroy(fs);
-	orch_destroy(&o);
+	if (started)
+		orch_destroy(&o);
 	free(cfg.state_dir);
 	free(cfg.pricing_file);
 	free(cfg.workdir);

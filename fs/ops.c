@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "nodes.h"
+#include "notify.h"
+#include "stream.h"
 #include "telemetry.h"
 
 struct fs_inode {
@@ -34,6 +36,8 @@ struct fs {
 	struct hashmap *by_path;   /* path -> (void *)ino */
 	uid_t uid;
 	gid_t gid;
+	struct stream_hub *hub;
+	struct notifier *notifier;
 };
 
 struct fs_file {
@@ -43,6 +47,7 @@ struct fs_file {
 	bool has_result;
 	off_t result_base;         /* file offset where the result starts */
 	int logfd;
+	struct fs_stream *stream;  /* the events file */
 	bool oversize;             /* a write was cut by the transport: refuse the rest */
 };
 
@@ -98,6 +103,12 @@ struct fs *fs_create(struct orch *o)
 	fs->gid = getgid();
 	fs_intern(fs, "");   /* FUSE_ROOT_ID == 1 */
 	return fs;
+}
+
+void fs_attach(struct fs *fs, struct stream_hub *hub, struct notifier *notifier)
+{
+	fs->hub = hub;
+	fs->notifier = notifier;
 }
 
 void fs_destroy(struct fs *fs)
@@ -224,6 +235,27 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct node n;
 	struct fuse_entry_param e = {0};
 	int rc = !pin ? -ENOENT : path_join(pin->path, name, path, sizeof path);
+	enum notify_intent intent;
+	const char *target;
+	if (!rc && notifier_owns(fs->notifier, req, &intent, &target) && !strcmp(target, path)) {
+		/* The notifier's mkdir/mknod must find no entry, its rmdir/unlink one. */
+		if (intent == NOTIFY_CREATE) {
+			OP_END(0);
+			fuse_reply_err(req, ENOENT);
+			return;
+		}
+		if (intent == NOTIFY_DELETE) {
+			e.ino = fs_intern(fs, path);
+			e.attr.st_ino = e.ino;
+			/* what goes away: task dirs, and context entries (files) */
+			e.attr.st_mode = strncmp(path, "context/files/", 14) ? S_IFDIR | 0555
+									      : S_IFREG | 0444;
+			e.attr.st_nlink = 1;
+			OP_END(0);
+			fuse_reply_entry(req, &e);
+			return;
+		}
+	}
 	if (!rc)
 		rc = node_resolve(fs->o, path, &n);
 	if (!rc) {
@@ -269,11 +301,14 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	struct node n;
 	struct stat st;
 	int rc = resolve_ino(fs, ino, &in, &n);
+	bool from_notifier = notifier_owns(fs->notifier, req, NULL, NULL);
 	/* O_TRUNC from `echo x > ctl` and `touch` are harmless on control files;
-	 * anything else would pretend to change what the daemon owns. */
+	 * anything else would pretend to change what the daemon owns. The
+	 * notifier's truncate only exists to raise IN_MODIFY. */
 	if (!rc && (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
 		rc = -EPERM;
-	if (!rc && (to_set & FUSE_SET_ATTR_SIZE) && !(node_flags(&n) & NODE_CTL))
+	if (!rc && (to_set & FUSE_SET_ATTR_SIZE) && !from_notifier &&
+	    !(node_flags(&n) & (NODE_CTL | NODE_STREAM)))
 		rc = -EACCES;
 	if (!rc)
 		rc = fs_stat(fs, ino, in, &n, &st);
@@ -408,7 +443,9 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		f->node = n;
 		f->path = xstrdup(in->path);
 		f->logfd = -1;
-		if (flags & NODE_LOG) {
+		if (flags & NODE_STREAM) {
+			f->stream = stream_open(fs->hub);
+		} else if (flags & NODE_LOG) {
 			char *path;
 			rc = node_log_path(fs->o, &n, &path);
 			if (!rc) {
@@ -432,6 +469,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	fi->direct_io = 1;
+	if (f->stream)
+		fi->nonseekable = 1;
 	fuse_reply_open(req, fi);
 }
 
@@ -440,6 +479,11 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	OP_BEGIN(TM_READ);
 	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
+	if (f->stream) {
+		OP_END(0);
+		stream_read(fs->hub, f->stream, req, size);   /* replies now or later */
+		return;
+	}
 	if (f->logfd >= 0 && !f->has_result) {
 		char *tmp = xmalloc(size);
 		ssize_t r = pread(f->logfd, tmp, size, off);
@@ -482,6 +526,15 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 	buf_reset(&f->data);
 	/* A write of the transport's whole max_write may be the first piece of a
 	 * longer one: refuse it, and the rest of that descriptor's writes, whole. */
+	if (f->stream) {
+		rc = stream_write(fs->hub, f->stream, data, size, &f->data);
+		OP_END(rc < 0);
+		if (rc < 0)
+			fuse_reply_err(req, -rc);
+		else
+			fuse_reply_write(req, size);
+		return;
+	}
 	if (f->oversize || size >= fs->o->cfg.max_write) {
 		f->oversize = true;
 		char msg[128];
@@ -513,11 +566,65 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
 	if (f->logfd >= 0)
 		close(f->logfd);
+	if (f->stream)
+		stream_release(fs->hub, f->stream);
 	buf_free(&f->data);
 	free(f->path);
 	free(f);
 	OP_END(0);
 	fuse_reply_err(req, 0);
+}
+
+/* mkdir, mknod, rmdir and unlink exist only for the notifier: each raises the
+ * inotify event of an entry that the daemon itself created or removed. */
+static void notifier_entry(fuse_req_t req, fuse_ino_t parent, const char *name,
+			   enum notify_intent want)
+{
+	OP_BEGIN(TM_OTHER);
+	enum notify_intent intent;
+	const char *target;
+	struct fs_inode *pin = fs_inode(fs, parent);
+	char path[1024];
+	int rc = !pin || path_join(pin->path, name, path, sizeof path) ? -ENOENT : 0;
+	if (!rc && (!notifier_owns(fs->notifier, req, &intent, &target) || intent != want ||
+		    strcmp(target, path)))
+		rc = -EACCES;
+	struct node n;
+	struct fuse_entry_param e = {0};
+	if (!rc && want == NOTIFY_CREATE) {
+		rc = node_resolve(fs->o, path, &n);
+		if (!rc) {
+			e.ino = fs_intern(fs, path);
+			rc = fs_stat(fs, e.ino, fs_inode(fs, e.ino), &n, &e.attr);
+		}
+	}
+	OP_END(rc);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else if (want == NOTIFY_CREATE)
+		fuse_reply_entry(req, &e);
+	else
+		fuse_reply_err(req, 0);
+}
+
+static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	notifier_entry(req, parent, name, NOTIFY_CREATE);
+}
+
+static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	notifier_entry(req, parent, name, NOTIFY_CREATE);
+}
+
+static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	notifier_entry(req, parent, name, NOTIFY_DELETE);
+}
+
+static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	notifier_entry(req, parent, name, NOTIFY_DELETE);
 }
 
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
@@ -534,6 +641,10 @@ static const struct fuse_lowlevel_ops ops = {
 	.getattr = fs_getattr,
 	.setattr = fs_setattr,
 	.readlink = fs_readlink,
+	.mkdir = fs_mkdir,
+	.mknod = fs_mknod,
+	.rmdir = fs_rmdir,
+	.unlink = fs_unlink,
 	.opendir = fs_opendir,
 	.readdir = fs_readdir,
 	.releasedir = fs_releasedir,

@@ -1,0 +1,29 @@
+/* notify: inotify for a FUSE mount. The kernel raises no inotify event for a
+ * change made inside the daemon, so a notifier thread makes ordinary calls on
+ * its own mount: truncate(path, size) for IN_MODIFY, mkdir/mknod for IN_CREATE,
+ * rmdir/unlink for IN_DELETE. The FUSE handlers recognise its thread id and
+ * turn those calls into no-ops. It wakes on committed events, coalesces bursts
+ * (a last event always follows the last change), and polls running workers'
+ * logs so `tail -f` and inotifywait see them grow. It never runs inside a FUSE
+ * handler, which would deadlock.
+ *   inotifywait -m -r ~/orchfs/mma &; echo 'sleep 1' > ~/orchfs/mma/workers/spawn */
+#ifndef ORCHFS_NOTIFY_H
+#define ORCHFS_NOTIFY_H
+
+#include <stdbool.h>
+
+#include "fs.h"
+
+enum notify_intent { NOTIFY_NONE, NOTIFY_CREATE, NOTIFY_DELETE, NOTIFY_MODIFY };
+
+struct notifier;
+
+/* Starts the thread (after the mount is up and the loop is about to run). */
+struct notifier *notifier_start(struct orch *o, const char *mount);
+void notifier_stop(struct notifier *n);
+/* Is req a call made by the notifier thread? If so, *path (relative to the
+ * mount's root, valid until the call returns) is the path it is acting on. */
+bool notifier_owns(struct notifier *n, fuse_req_t req, enum notify_intent *intent,
+		   const char **path);
+
+#endif
