@@ -62,7 +62,7 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	o->task_index = hashmap_new();
 	o->track_index = hashmap_new();
 	o->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	events_init(&o->events, EVENT_HISTORY);
+	events_init(&o->events, o->cfg.event_history ? o->cfg.event_history : EVENT_HISTORY);
 	o->ctx = ctx_create(&o->events, o->cfg.mount, o->cfg.max_write * 16);
 	o->tm = tm_create();
 	if (o->cfg.no_store)

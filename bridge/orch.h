@@ -115,6 +115,7 @@ struct orch_config {
 	int kill_grace_s;
 	int telemetry_hz;
 	size_t max_write;          /* EFBIG above; default 1 MiB */
+	size_t event_history;      /* events kept in memory; default 65536 */
 };
 
 struct ctx_store;

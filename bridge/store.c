@@ -14,8 +14,6 @@
 #include "pricing.h"
 #include "telemetry.h"
 
-/* Events kept in memory after a restart; older ones are served from the table. */
-#define RESTORE_EVENTS 65536
 
 struct store {
 	sqlite3 *db;        /* the writer: used with orch.lock held */
@@ -780,7 +778,9 @@ static int load_events(struct store *s, struct orch *o, uint64_t seq)
 	if (sqlite3_prepare_v2(s->db, "SELECT seq, channel, worker, line FROM events WHERE seq > ?1 "
 				      "ORDER BY seq", -1, &st, NULL) != SQLITE_OK)
 		return -1;
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)(seq > RESTORE_EVENTS ? seq - RESTORE_EVENTS : 0));
+	/* as many as memory keeps; older ones are served from the table */
+	uint64_t keep = o->events.cap;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)(seq > keep ? seq - keep : 0));
 	while (sqlite3_step(st) == SQLITE_ROW)
 		events_restore(&o->events, (uint64_t)sqlite3_column_int64(st, 0),
 			       (unsigned)sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),

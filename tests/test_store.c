@@ -1,0 +1,246 @@
+/* test_store: schema migrations, a refused corrupt or locked store, a full
+ * round trip of the model through a restart, and replays older than memory. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <setjmp.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "context.h"
+#include "nodes.h"
+#include "scheduler.h"
+#include "store.h"
+
+struct dir {
+	char path[64];
+};
+
+static int dir_setup(void **state)
+{
+	struct dir *d = calloc(1, sizeof *d);
+	strcpy(d->path, "/tmp/orchfs-store-XXXXXX");
+	if (!mkdtemp(d->path))
+		return -1;
+	*state = d;
+	return 0;
+}
+
+static int dir_teardown(void **state)
+{
+	struct dir *d = *state;
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", d->path);
+	int rc = system(cmd);
+	free(d);
+	return rc ? -1 : 0;
+}
+
+static char *db_path(const struct dir *d)
+{
+	static char p[128];
+	snprintf(p, sizeof p, "%s/orchfs.db", d->path);
+	return p;
+}
+
+static int db_int(const char *path, const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int v = -1;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+static void test_migrations(void **state)
+{
+	struct dir *d = *state;
+	struct store *s;
+	struct orch_err err = {0};
+	/* a version-0 file (an empty database) is migrated to the current schema */
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(db_path(d), &db), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(store_open(d->path, false, &s, &err), 0);
+	store_close(s);
+	assert_int_equal(db_int(db_path(d), "PRAGMA user_version"), 1);
+	assert_int_equal(db_int(db_path(d), "SELECT count(*) FROM sqlite_master WHERE type='table'"), 6);
+	/* opening again changes nothing */
+	assert_int_equal(store_open(d->path, false, &s, &err), 0);
+	store_close(s);
+	/* a newer schema than this build knows is refused, not rewritten */
+	assert_int_equal(sqlite3_open(db_path(d), &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(store_open(d->path, false, &s, &err), -EIO);
+	assert_non_null(strstr(err.message, "newer"));
+	assert_int_equal(db_int(db_path(d), "PRAGMA user_version"), 99);
+}
+
+static void test_corrupt_and_locked(void **state)
+{
+	struct dir *d = *state;
+	struct store *s, *s2;
+	struct orch_err err = {0};
+	assert_int_equal(store_open(d->path, false, &s, &err), 0);
+	assert_int_equal(store_open(d->path, false, &s2, &err), -EBUSY);
+	assert_non_null(strstr(err.message, "in use"));
+	store_close(s);
+
+	char garbage[8192];
+	memset(garbage, 'x', sizeof garbage);
+	unlink(db_path(d));
+	int fd = open(db_path(d), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(write(fd, garbage, sizeof garbage) == (ssize_t)sizeof garbage);
+	close(fd);
+	assert_int_equal(store_open(d->path, false, &s, &err), -EIO);
+	assert_non_null(strstr(err.message, "corrupt"));
+}
+
+static struct orch_config config(const struct dir *d)
+{
+	return (struct orch_config){.mount = (char *)"/nonexistent-mount", .state_dir = (char *)d->path,
+				    .workdir = (char *)"/tmp", .max_workers = 2, .kill_grace_s = 1,
+				    .event_history = 8};
+}
+
+static int write_node(struct orch *o, const char *path, const char *data)
+{
+	struct node n;
+	struct buf r = BUF_INIT;
+	int rc = node_resolve(o, path, &n);
+	if (!rc)
+		rc = node_write(o, &n, path, data, strlen(data), NULL, &r);
+	buf_free(&r);
+	return rc;
+}
+
+static char *read_node(struct orch *o, const char *path)
+{
+	struct node n;
+	struct buf b = BUF_INIT;
+	if (node_resolve(o, path, &n) || node_render(o, &n, &b)) {
+		buf_free(&b);
+		return NULL;
+	}
+	return buf_steal(&b);
+}
+
+static void test_round_trip(void **state)
+{
+	struct dir *d = *state;
+	struct orch_config cfg = config(d);
+	struct orch o;
+	struct orch_err err = {0};
+	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	assert_int_equal(write_node(&o, "mma/tracks/create",
+				    "{\"id\":\"k\",\"budget_usd\":3,\"tasks\":["
+				    "{\"id\":\"a\",\"command\":\"sleep 30\",\"retries\":1},"
+				    "{\"id\":\"b\",\"command\":\"true\",\"deps\":[\"a\"],\"env\":{\"X\":\"1\"}}]}"), 0);
+	assert_int_equal(write_node(&o, "mma/dag/mutate", "hold b"), 0);
+	assert_int_equal(write_node(&o, "context/inject", "text remember the milk"), 0);
+	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "5"), 0);
+	/* start a, as the scheduler would: a real process, a running worker */
+	pthread_mutex_lock(&o.lock);
+	struct worker *w;
+	assert_int_equal(sched_spawn(&o, NULL, task_find(&o, "a"), &w, &err), 0);
+	pid_t pid = w->pid;
+	orch_commit(&o);
+	pthread_mutex_unlock(&o.lock);
+	assert_int_equal(write_node(&o, "mma/workers/1/usage", "model=m in=7 out=3"), 0);
+	char *dag = read_node(&o, "mma/dag.json");
+	uint64_t seq = events_seq(&o.events);
+	/* no orderly shutdown: as after kill -9, the worker is still running */
+	orch_destroy(&o);
+
+	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	struct task *a = task_find(&o, "a"), *b = task_find(&o, "b");
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_int_equal(b->ndeps, 1);
+	assert_ptr_equal(b->deps[0], a);
+	assert_string_equal(b->env[0], "X=1");
+	assert_int_equal(b->status, TASK_HELD);
+	/* a's worker was lost; a had a retry left, so it is queued again */
+	w = worker_find(&o, 1);
+	assert_int_equal(w->status, WORKER_LOST);
+	assert_int_equal(w->usage.v[0].input, 7);
+	assert_int_equal(a->status, TASK_READY);
+	assert_int_equal(a->retries, 0);
+	assert_int_equal(o.max_workers, 5);
+	assert_int_equal(track_find(&o, "k")->budget_micro, 3000000);
+	assert_true(events_seq(&o.events) > seq);   /* the seq goes on: lost, retry, started */
+	char *text = read_node(&o, "context/files/text-1");
+	assert_string_equal(text, "remember the milk");
+	free(text);
+	/* the trace of worker 1 came back from the log */
+	char *trace = read_node(&o, "mma/workers/1/trace");
+	assert_non_null(strstr(trace, "worker.spawned"));
+	assert_non_null(strstr(trace, "worker.lost"));
+	free(trace);
+	/* deps and nodes are the same; only statuses moved */
+	char *dag2 = read_node(&o, "mma/dag.json");
+	assert_non_null(strstr(dag2, "\"edges\":[{\"from\":\"a\",\"to\":\"b\"}]"));
+	free(dag);
+	free(dag2);
+
+	/* memory keeps 8 events; older ones are replayed from the store, in order */
+	struct buf out = BUF_INIT;
+	uint64_t last = 0, oldest = 0, want = 1;
+	while (last < events_committed(&o.events)) {
+		buf_reset(&out);
+		assert_int_equal(events_read(&o.events, last, EV_ALL_EVENTS, 1 << 20, &out, &last, &oldest), 0);
+		for (char *line = out.data; line && *line; line = strchr(line, '\n') + 1) {
+			cJSON *e = cJSON_Parse(line);
+			assert_int_equal((uint64_t)cJSON_GetObjectItem(e, "seq")->valuedouble, want++);
+			cJSON_Delete(e);
+		}
+	}
+	assert_int_equal(want, events_committed(&o.events) + 1);
+	buf_free(&out);
+	orch_destroy(&o);
+	kill(-pid, SIGKILL);
+	/* ids continue: the next worker is 2 */
+	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	assert_int_equal(o.nworkers, 1);
+	orch_destroy(&o);
+}
+
+static void test_history_too_old(void **state)
+{
+	struct events ev;
+	events_init(&ev, 4);
+	for (int i = 0; i < 10; i++)
+		events_publish(&ev, "dag", "x", NULL, NULL);
+	struct buf out = BUF_INIT;
+	uint64_t last, oldest = 0;
+	assert_int_equal(events_read(&ev, 2, EV_ALL_EVENTS, 1 << 20, &out, &last, &oldest), -ERANGE);
+	assert_int_equal(oldest, 7);
+	assert_int_equal(events_read(&ev, 6, EV_ALL_EVENTS, 1 << 20, &out, &last, &oldest), 0);
+	assert_int_equal(last, 10);
+	buf_free(&out);
+	events_destroy(&ev);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_migrations, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_and_locked, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_round_trip, dir_setup, dir_teardown),
+		cmocka_unit_test(test_history_too_old),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
