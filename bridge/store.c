@@ -751,6 +751,7 @@ static int load_workers(struct store *s, struct orch *o)
 		o->workers[id - 1] = w;
 		if ((size_t)id > o->nworkers)
 			o->nworkers = (size_t)id;
+		usage_merge(&o->usage, &w->usage);   /* the grand total is theirs summed */
 		cJSON_Delete(d);
 	}
 	sqlite3_finalize(st);

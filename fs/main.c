@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -63,8 +64,10 @@ static char *default_state_dir(void)
 /* A daemon that died leaves "Transport endpoint is not connected" behind. */
 static void clean_stale_mount(const char *mountpoint)
 {
-	struct stat st;
-	if (stat(mountpoint, &st) == 0 || errno != ENOTCONN)
+	/* statfs always reaches the daemon; stat may be answered from the
+	 * kernel's attribute cache long after the daemon died. */
+	struct statfs sfs;
+	if (statfs(mountpoint, &sfs) == 0 || errno != ENOTCONN)
 		return;
 	fprintf(stderr, "orchfs: %s is a stale mount; unmounting it\n", mountpoint);
 	char *const argv[] = {(char *)"fusermount3", (char *)"-u", (char *)"-z", (char *)mountpoint, NULL};

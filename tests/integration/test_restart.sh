@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# test_restart: durability through kill -9 and restart on the same state
+# directory: every acknowledged change is there, running workers are lost and
+# their tasks retried or failed, worker ids and the event seq go on, logs and
+# traces survive; a stale mount is cleaned; a corrupt or busy store is a clear
+# error with a non-zero exit, never a crash or a silent reset.
+. "$(dirname "$0")/lib.sh"
+
+# restart_same [ARGS]: starts a daemon again on this test's $S and $M.
+restart_same() {
+	(cd "$T/work" && exec "$ORCHFS" -f --state-dir "$S" --pricing "$T/pricing.json" \
+		--kill-grace 1 "$@" "$M") >>"$DAEMON_LOG" 2>&1 </dev/null &
+	DAEMON_PID=$!
+	_DAEMONS+=("$DAEMON_PID")
+	_MOUNTS+=("$M")
+	echo "$DAEMON_PID" >>"$_WATCHDOG_PIDS"
+	poll 5 eval 'cat "$M/mma/pipeline/status" >/dev/null 2>&1'
+}
+
+crash() { # kill -9 the daemon and wait for it to be gone
+	kill -KILL "$DAEMON_PID"
+	wait "$DAEMON_PID" 2>/dev/null
+}
+
+orchfs_start --max-workers 2
+
+cat >"$T/plan.json" <<'JSON'
+{"id":"k","title":"restart","budget_usd":2,"tasks":[
+ {"id":"quick","command":"echo quick"},
+ {"id":"a","command":"echo a-started; sleep 30","retries":1,"deps":["quick"]},
+ {"id":"b","command":"sleep 30","deps":["quick"]},
+ {"id":"c","command":"true","deps":["a"]}]}
+JSON
+check "plan created" ctl_write "$M/mma/tracks/create" "$(cat "$T/plan.json")"
+wait_for "a and b run" 5 eval 'status_is "$M/mma/tasks/a/status" running && status_is "$M/mma/tasks/b/status" running'
+wa=$(readlink "$M/mma/tasks/a/worker")
+wa=${wa##*/}
+check "usage reported" write_once "$M/mma/workers/$wa/usage" "model=m1 in=1000 out=200"
+check "context injected" write_once "$M/context/inject" "text keep this"
+check "hold c" write_once "$M/mma/dag/mutate" "hold c"
+wait_for "a logged" 3 grep -q a-started "$M/mma/workers/$wa/log"
+# Acknowledged, then killed at once: it must be there after the restart.
+check "max_workers 7" write_once "$M/mma/pipeline/max_workers" 7
+before_seq=$(jq .seq "$M/state.json")
+before_workers=$(jq '.total' "$M/mma/workers.json")
+before_money=$(jq -c '.total | {input_tokens, output_tokens, cost_usd}' "$M/metrics/financial.json")
+crash
+
+check "stale mount left behind" eval '! ls "$M" >/dev/null 2>&1'
+restart_same
+check "remounted over the stale mount" mountpoint -q "$M"
+expect_eq "max_workers survived" "$(cat "$M/mma/pipeline/max_workers")" 7
+expect_eq "c still held" "$(cat "$M/mma/tasks/c/status")" held
+expect_eq "quick still done" "$(cat "$M/mma/tasks/quick/status")" done
+expect_eq "a's worker lost" "$(cat "$M/mma/workers/$wa/status")" lost
+wb=$(readlink "$M/mma/tasks/b/worker")
+expect_eq "b's worker lost" "$(cat "$M/mma/workers/${wb##*/}/status")" lost
+expect_eq "b had no retry: failed" "$(cat "$M/mma/tasks/b/status")" failed
+wait_for "a retried as a new worker" 5 eval '[ "$(readlink "$M/mma/tasks/a/worker")" != "../../workers/$wa" ] && status_is "$M/mma/tasks/a/status" running'
+wa2=$(readlink "$M/mma/tasks/a/worker")
+check "worker ids go on" test "${wa2##*/}" -gt "$before_workers"
+check "seq goes on" test "$(jq .seq "$M/state.json")" -gt "$before_seq"
+expect_eq "money survived" "$(jq -c '.total | {input_tokens, output_tokens, cost_usd}' "$M/metrics/financial.json")" "$before_money"
+expect_eq "context survived" "$(cat "$M/context/files/text-1")" "keep this"
+check "log survived" grep -q a-started "$M/mma/workers/$wa/log"
+check "trace has spawned and lost" eval 'grep -q worker.spawned "$M/mma/workers/$wa/trace" && grep -q worker.lost "$M/mma/workers/$wa/trace"'
+check "tracks.json intact" jqe '.tracks[0].id == "k"' "$M/mma/tracks.json"
+
+# A clean stop then a restart changes nothing either.
+fusermount3 -u "$M"
+poll 5 eval '! kill -0 $DAEMON_PID 2>/dev/null'
+restart_same
+expect_eq "held after clean restart" "$(cat "$M/mma/tasks/c/status")" held
+check "seq still there" test "$(jq .seq "$M/state.json")" -gt "$before_seq"
+
+# A second daemon on the same state directory is refused.
+mkdir -p "$T/mnt2"
+out=$("$ORCHFS" -f --state-dir "$S" "$T/mnt2" 2>&1)
+rc=$?
+check "second daemon on the state dir refused (rc=$rc)" test "$rc" -ne 0
+check "and says why" grep -q "in use" <<<"$out"
+check "no mount left by it" eval '! mountpoint -q "$T/mnt2"'
+
+# A corrupt store: a clear error, a non-zero exit, and the file left alone.
+fusermount3 -u "$M"
+poll 5 eval '! kill -0 $DAEMON_PID 2>/dev/null'
+rm -f "$S/orchfs.db-wal" "$S/orchfs.db-shm"
+head -c 65536 /dev/urandom >"$S/orchfs.db"
+sum=$(sha256sum <"$S/orchfs.db")
+out=$("$ORCHFS" -f --state-dir "$S" "$M" 2>&1)
+rc=$?
+check "corrupt store refused (rc=$rc)" test "$rc" -ne 0 -a "$rc" -lt 128
+check "and says corrupt" grep -qi "corrupt\|not a database" <<<"$out"
+expect_eq "corrupt file untouched" "$(sha256sum <"$S/orchfs.db")" "$sum"
+check "not mounted" eval '! mountpoint -q "$M"'
+
+finish
