@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# test_pipeline: the scheduler loop and the daemon's life cycle. max_workers
+# (write, read back, and never more running than it allows), pause (nothing
+# new starts, running workers go on), resume, freeze (the worker's process
+# group is stopped: state T in /proc/PID/stat, its log does not grow, and
+# after resume it runs again and finishes), then clean shutdown: unmounting
+# makes the daemon exit 0 after a running worker got TERM (it writes a line
+# in its trap), and SIGTERM to a second daemon does the same.
+. "$(dirname "$0")/lib.sh"
+
+orchfs_start --max-workers 2
+cd "$M" || exit 1
+
+w_is() { status_is "mma/workers/$1/status" "$2"; }
+log_has() { grep -qx -- "$2" "mma/workers/$1/log"; }
+proc_state() { awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null; }
+# every process of process group $1 is in state $2 (T) or none is ($2 = !T)
+group_state() {
+	local pg=$1 want=$2 p n=0 s
+	for p in $(pgrep -g "$pg"); do
+		s=$(proc_state "$p")
+		[ -z "$s" ] && continue
+		n=$((n + 1))
+		if [ "$want" == T ]; then [ "$s" == T ] || return 1; else [ "$s" != T ] || return 1; fi
+	done
+	[ "$n" -gt 0 ]
+}
+pause() { ctl_write mma/pipeline/pause "${1:-pause}"; }
+resume() { ctl_write mma/pipeline/resume resume; }
+
+# --- max_workers ---
+expect_eq "max_workers reads --max-workers" "$(cat mma/pipeline/max_workers)" 2
+ctl_write mma/pipeline/max_workers 1
+check "writing max_workers succeeds" test $? -eq 0
+check "the write reads back the pipeline" jqe '.max_workers == 1 and .status == "running"' <<<"$RESULT"
+expect_eq "max_workers reads back 1" "$(cat mma/pipeline/max_workers)" 1
+check "state.json shows it" jqe '.pipeline.max_workers == 1' state.json
+ctl_write mma/tracks/create '{"id":"mw","tasks":[
+  {"id":"m1","command":"sleep 0.3"},{"id":"m2","command":"sleep 0.3"},{"id":"m3","command":"sleep 0.3"}]}'
+most=0
+for i in $(seq 1 60); do
+	r=$(jq '.running' mma/workers.json)
+	[ "$r" -gt "$most" ] && most=$r
+	status_is mma/tracks/mw/status done && break
+	sleep 0.05
+done
+check "with max_workers 1, never more than 1 runs" test "$most" -le 1
+wait_for "the 3 tasks finish one at a time" 5 status_is mma/tracks/mw/status done
+ctl_write mma/pipeline/max_workers $'3\n'
+expect_eq "max_workers 3 (with a newline) reads back 3" "$(cat mma/pipeline/max_workers)" 3
+
+# --- pause: nothing new starts; running workers go on ---
+early=$(spawn 'sleep 0.6; echo fine')
+pause
+check "pause reads back the pipeline paused" jqe '.status == "paused"' <<<"$RESULT"
+expect_eq "pipeline/status reads paused" "$(cat mma/pipeline/status)" paused
+ctl_write mma/tracks/create '{"id":"pz","tasks":[{"id":"p1","command":"echo p1-ran"}]}'
+expect_eq "a ready task while paused" "$(cat mma/tasks/p1/status)" ready
+wait_for "a worker started before the pause goes on and exits" 5 w_is "$early" exited
+check "it finished its work" log_has "$early" fine
+sleep 0.5
+check "while paused, the ready task has not started" jqe '.status == "ready" and .workers == []' mma/tasks/p1/info.json
+resume
+check "resume reads back the pipeline running" jqe '.status == "running"' <<<"$RESULT"
+expect_eq "pipeline/status reads running" "$(cat mma/pipeline/status)" running
+wait_for "after resume the task runs and is done" 5 status_is mma/tasks/p1/status done
+pause "anything at all"
+expect_eq "any content pauses" "$(cat mma/pipeline/status)" paused
+resume
+
+# --- freeze: process groups are stopped, then continued ---
+fw=$(spawn 'i=0; while [ $i -lt 15 ]; do i=$((i+1)); echo tick $i; sleep 0.1; done; echo finished')
+wait_for "the worker to freeze is ticking" 5 log_has "$fw" "tick 1"
+pid=$(jq -r '.pid' "mma/workers/$fw/info.json")
+pause freeze
+check "freeze reads back the pipeline frozen" jqe '.status == "frozen"' <<<"$RESULT"
+expect_eq "pipeline/status reads frozen" "$(cat mma/pipeline/status)" frozen
+wait_for "the frozen worker's process is stopped (state T)" 3 eval '[ "$(proc_state '"$pid"')" == T ]'
+wait_for "every process of its group is stopped" 3 group_state "$pid" T
+expect_eq "a frozen worker is still running" "$(cat "mma/workers/$fw/status")" running
+size1=$(stat -c %s "mma/workers/$fw/log")
+ctl_write mma/tracks/create '{"id":"fz","tasks":[{"id":"f1","command":"echo f1-ran"}]}'
+sleep 0.6
+size2=$(stat -c %s "mma/workers/$fw/log")
+expect_eq "a frozen worker's log does not grow" "$size2" "$size1"
+expect_eq "no task starts while frozen" "$(cat mma/tasks/f1/status)" ready
+check "the frozen worker has not finished" eval '! log_has '"$fw"' finished'
+resume
+expect_eq "resume after freeze: running" "$(cat mma/pipeline/status)" running
+wait_for "after resume its process runs again (not T)" 3 eval '[ "$(proc_state '"$pid"')" != T ] || [ ! -e /proc/'"$pid"' ]'
+wait_for "the resumed worker finishes" 8 w_is "$fw" exited
+check "its log has everything" eval 'log_has '"$fw"' "tick 15" && log_has '"$fw"' finished'
+wait_for "the task held back by the freeze runs" 5 status_is mma/tasks/f1/status done
+fw2=$(spawn 'sleep 30')
+pid2=$(jq -r '.pid' "mma/workers/$fw2/info.json")
+ctl_write mma/pipeline/pause '{"freeze":true}'
+check "JSON {\"freeze\":true} freezes" jqe '.status == "frozen"' <<<"$RESULT"
+wait_for "its worker is stopped" 3 eval '[ "$(proc_state '"$pid2"')" == T ]'
+echo "$fw2 KILL" >mma/workers/kill
+wait_for "a frozen worker can still be killed" 5 w_is "$fw2" killed
+resume
+
+# --- clean shutdown by unmount ---
+# The worker is spawned from outside the mount: a process whose cwd is inside
+# the mount keeps it busy (see the last section).
+cd "$T/work" || exit 1
+sw=$(spawn 'trap "echo got-term; exit 0" TERM; echo armed; while :; do sleep 0.1; done')
+wait_for "the shutdown worker is armed" 5 grep -qx armed "$M/mma/workers/$sw/log"
+swpid=$(jq -r '.pid' "$M/mma/workers/$sw/info.json")
+swlog=$(jq -r '.log' "$M/mma/workers/$sw/info.json")
+pid_d=$DAEMON_PID
+fusermount3 -u "$M"
+check "fusermount3 -u succeeds" test $? -eq 0
+daemon_wait_exit "$pid_d" 10
+expect_eq "after unmount the daemon exits 0" "$DAEMON_RC" 0
+check "the running worker got TERM (wrote in its trap)" grep -qx got-term "$swlog"
+check "the worker is gone" eval '! kill -0 '"$swpid"' 2>/dev/null'
+check "the mount is gone" eval '! mountpoint -q "$M"'
+
+# --- clean shutdown by SIGTERM ---
+orchfs_start --max-workers 2
+cd "$M" || exit 1
+sw=$(spawn 'trap "echo got-term; exit 0" TERM; echo armed; while :; do sleep 0.1; done')
+wait_for "the second daemon's worker is armed" 5 log_has "$sw" armed
+swpid=$(jq -r '.pid' "mma/workers/$sw/info.json")
+swlog=$(jq -r '.log' "mma/workers/$sw/info.json")
+cd "$T" || exit 1
+kill -TERM "$DAEMON_PID"
+daemon_wait_exit "$DAEMON_PID" 10
+expect_eq "after SIGTERM the daemon exits 0" "$DAEMON_RC" 0
+check "its running worker got TERM (wrote in its trap)" grep -qx got-term "$swlog"
+check "that worker is gone" eval '! kill -0 '"$swpid"' 2>/dev/null'
+check "the daemon unmounted itself" eval '! mountpoint -q "$M"'
+
+# --- unmount while a worker spawned from inside the mount runs ---
+# `cd MOUNT; echo CMD > mma/workers/spawn`, as SPEC 3's example does, then
+# fusermount3 -u from elsewhere must still shut the daemon down (SPEC 7).
+orchfs_start --max-workers 2
+cd "$M" || exit 1
+sw=$(spawn 'trap "echo got-term; exit 0" TERM; echo armed; while :; do sleep 0.1; done')
+wait_for "a worker spawned from inside the mount is armed" 5 log_has "$sw" armed
+swlog=$(jq -r '.log' "mma/workers/$sw/info.json")
+cd "$T" || exit 1
+pid_d=$DAEMON_PID
+fusermount3 -u "$M" 2>/dev/null
+check "fusermount3 -u succeeds while a worker spawned from inside the mount runs" test $? -eq 0
+if mountpoint -q "$M"; then
+	kill -TERM "$pid_d" # what the user has left: the daemon detaches the mount itself
+fi
+daemon_wait_exit "$pid_d" 10
+expect_eq "that daemon exits 0" "$DAEMON_RC" 0
+check "that worker got TERM" grep -qx got-term "$swlog"
+
+finish
