@@ -933,8 +933,11 @@ static int parse_mutate_lines(const char *in, size_t len, struct cmd_mutate *m,
 	size_t lineno = 0;
 	const char *p = in, *end = in + len;
 	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		const char *le = nl ? nl : end;
+		/* ';' separates operations too: a shell's echo writes one line at a
+		 * time, so "hold a; add_dep b a" is how a batch fits one write. */
+		const char *le = p;
+		while (le < end && *le != '\n' && *le != ';')
+			le++;
 		lineno++;
 		struct tok t[MAX_TOKENS];
 		size_t n = tokenize(p, (size_t)(le - p), t, MAX_TOKENS);
@@ -943,7 +946,7 @@ static int parse_mutate_lines(const char *in, size_t len, struct cmd_mutate *m,
 		if (n && t[0].p[0] != '#') {
 			int rc = parse_mutate_line(t, n, m, err);
 			if (rc)
-				return err_prefix(err, "line %zu: ", lineno);
+				return err_prefix(err, "operation %zu: ", lineno);
 		}
 		p = le + 1;
 	}

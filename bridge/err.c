@@ -16,6 +16,8 @@ static const struct {
 	{EACCES, "EACCES", 403}, {EPERM, "EPERM", 403},   {EIO, "EIO", 500},
 	{ENOTDIR, "ENOTDIR", 400}, {EISDIR, "EISDIR", 400}, {EAGAIN, "EAGAIN", 503},
 	{ENOSPC, "ENOSPC", 507}, {EMFILE, "EMFILE", 503}, {ENOMEM, "ENOMEM", 500},
+	{ERANGE, "ERANGE", 410},   /* a replay from before the oldest kept event */
+	{EINTR, "EINTR", 503},     {ENOTSUP, "ENOTSUP", 405},
 };
 
 int err_set(struct orch_err *e, int errnum, const char *fmt, ...)

@@ -127,6 +127,8 @@ uint64_t events_publish(struct events *ev, const char *channel, const char *type
 	rec->worker = worker;
 	rec->len = line.len;
 	rec->line = buf_steal(&line);
+	ev->bytes += rec->len;
+	rec->cum = ev->bytes;
 	ev->count++;
 	ev->published++;
 	if (line_out)
@@ -154,6 +156,8 @@ void events_restore(struct events *ev, uint64_t seq, unsigned channel, int worke
 	rec->worker = worker;
 	rec->line = xstrndup(line, len);
 	rec->len = len;
+	ev->bytes += len;
+	rec->cum = ev->bytes;
 	ev->count++;
 	ev->seq = seq;
 	pthread_mutex_unlock(&ev->lock);
@@ -231,6 +235,23 @@ void events_wake_all(struct events *ev)
 	pthread_mutex_lock(&ev->lock);
 	pthread_cond_broadcast(&ev->cond);
 	pthread_mutex_unlock(&ev->lock);
+}
+
+uint64_t events_lag_bytes(struct events *ev, uint64_t after)
+{
+	pthread_mutex_lock(&ev->lock);
+	uint64_t lag = 0;
+	uint64_t first = ev->count ? ev->ring[ev->head].seq : ev->seq + 1;
+	if (after + 1 < first) {
+		lag = UINT64_MAX;
+	} else if (after < ev->committed && ev->count) {
+		const struct event_rec *end = &ev->ring[(ev->head + (ev->committed - first)) % ev->cap];
+		uint64_t base = after >= first ? ev->ring[(ev->head + (after - first)) % ev->cap].cum
+					       : ev->ring[ev->head].cum - ev->ring[ev->head].len;
+		lag = end->cum - base;
+	}
+	pthread_mutex_unlock(&ev->lock);
+	return lag;
 }
 
 int events_read(struct events *ev, uint64_t after, unsigned mask, size_t max, struct buf *out,

@@ -27,6 +27,7 @@ struct event_rec {
 	int worker;          /* the worker the event is about (data.id or data.worker), 0 if none */
 	char *line;          /* serialized once, newline-terminated */
 	size_t len;
+	uint64_t cum;        /* bytes of every line up to this one: lag in bytes is a subtraction */
 };
 
 /* Reads kept events older than the in-memory history (the store's replay).
@@ -44,6 +45,7 @@ struct events {
 	struct event_rec *ring;
 	size_t cap, head, count;
 	uint64_t published, evicted;
+	uint64_t bytes;          /* cumulative bytes of all lines published */
 	events_backfill_fn backfill;
 	void *backfill_arg;
 };
@@ -80,6 +82,10 @@ void events_wake_all(struct events *ev);
  * -ERANGE when after + 1 is older than the oldest kept event (*oldest says which). */
 int events_read(struct events *ev, uint64_t after, unsigned mask, size_t max, struct buf *out,
 		uint64_t *last, uint64_t *oldest);
+
+/* Bytes of the committed events after seq `after` (all channels): how far a
+ * reader lags. UINT64_MAX when `after` is older than memory. */
+uint64_t events_lag_bytes(struct events *ev, uint64_t after);
 
 /* "workers,dag" -> mask; 0 and an error message for an unknown name. */
 unsigned events_channel_mask(const char *list, size_t len, char *bad, size_t badsize);

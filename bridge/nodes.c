@@ -357,8 +357,11 @@ static int a_spawn(struct orch *o, const struct node *n, const char *in, size_t 
 	pthread_mutex_lock(&o->lock);
 	struct task *t = NULL;
 	struct worker *w;
-	/* Like a shell: a command typed on the mount runs where its writer stands. */
-	if (!s.cwd && cwd)
+	/* Like a shell: a command typed on the mount runs where its writer stands,
+	 * unless that is inside the mount itself (it would keep it busy). */
+	size_t mlen = strlen(o->cfg.mount);
+	if (!s.cwd && cwd && !(strncmp(cwd, o->cfg.mount, mlen) == 0 &&
+			       (cwd[mlen] == '/' || cwd[mlen] == '\0')))
 		s.cwd = xstrdup(cwd);
 	if (s.task[0] && !(t = task_find(o, s.task)))
 		rc = err_set(err, ENOENT, "no task \"%s\"", s.task);
@@ -661,6 +664,62 @@ int node_resolve(struct orch *o, const char *path, struct node *out)
 		return 0;
 	}
 	return -ENOENT;
+}
+
+int node_resolve_api(struct orch *o, const char *path, struct node *out, char *resolved,
+		     size_t size)
+{
+	char p[512];
+	size_t n = strlen(path);
+	while (n && path[n - 1] == '/')
+		n--;
+	if (n >= sizeof p - 16)
+		return -ENOENT;
+	memcpy(p, path, n);
+	p[n] = '\0';
+	if (strcmp(p, "gui/state") == 0)
+		strcpy(p, "state");
+	int rc = node_resolve(o, p, out);
+	if (!rc && node_type(out) != NODE_DIR) {
+		snprintf(resolved, size, "%s", p);
+		return 0;
+	}
+	static const char *const suffixes[] = {".json", "/info.json"};
+	for (size_t i = 0; i < 2; i++) {
+		char q[540];
+		snprintf(q, sizeof q, "%s%s", p, suffixes[i]);
+		struct node alt;
+		if (node_resolve(o, q, &alt) == 0 && node_type(&alt) == NODE_FILE) {
+			*out = alt;
+			snprintf(resolved, size, "%s", q);
+			return 0;
+		}
+	}
+	if (!rc)
+		snprintf(resolved, size, "%s", p);
+	return rc;
+}
+
+static void listing_entry(void *arg, const char *name, const struct node *child)
+{
+	cJSON *arr = arg, *e = cJSON_CreateObject();
+	cJSON_AddStringToObject(e, "name", name);
+	static const char *const types[] = {"dir", "file", "link"};
+	cJSON_AddStringToObject(e, "type", types[node_type(child)]);
+	cJSON_AddItemToArray(arr, e);
+}
+
+int node_render_listing(struct orch *o, const struct node *dir, const char *path, struct buf *out)
+{
+	cJSON *doc = cJSON_CreateObject();
+	cJSON_AddStringToObject(doc, "path", path);
+	int rc = node_list(o, dir, listing_entry, cJSON_AddArrayToObject(doc, "entries"));
+	if (rc) {
+		cJSON_Delete(doc);
+		return rc;
+	}
+	json_emit(doc, out);
+	return 0;
 }
 
 enum node_type node_type(const struct node *n)

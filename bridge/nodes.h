@@ -30,6 +30,14 @@ struct node {
 };
 
 int node_resolve(struct orch *o, const char *path, struct node *out);
+/* The API's names for a path: P itself when it is a file, else P.json (so
+ * /api/state and /api/mma/workers are documents), else P/info.json (one worker,
+ * task or track), else the directory P. "gui/state" is another name of state.json.
+ * The name used goes to resolved. */
+int node_resolve_api(struct orch *o, const char *path, struct node *out, char *resolved,
+		     size_t size);
+/* A directory as JSON: {"path","entries":[{"name","type"}]}. */
+int node_render_listing(struct orch *o, const struct node *dir, const char *path, struct buf *out);
 enum node_type node_type(const struct node *n);
 unsigned node_flags(const struct node *n);
 mode_t node_mode(const struct node *n);     /* permission bits and S_IF* type */

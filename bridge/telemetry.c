@@ -24,6 +24,8 @@ struct telemetry {
 	struct ring ticks;
 	struct ring ops[TM_NOPS];
 	uint64_t http_requests, http_errors, store_writes, store_bytes;
+	unsigned ws_clients;
+	uint64_t ws_max_queue, ws_sent, ws_dropped;
 	int64_t last_cpu_ns, last_wall_ns;
 	double cpu_percent;
 };
@@ -100,6 +102,17 @@ void tm_http(struct telemetry *tm, int failed)
 	pthread_mutex_lock(&tm->lock);
 	tm->http_requests++;
 	tm->http_errors += failed != 0;
+	pthread_mutex_unlock(&tm->lock);
+}
+
+void tm_ws(struct telemetry *tm, unsigned clients, uint64_t max_queue_bytes, uint64_t sent,
+	   uint64_t dropped)
+{
+	pthread_mutex_lock(&tm->lock);
+	tm->ws_clients = clients;
+	tm->ws_max_queue = max_queue_bytes;
+	tm->ws_sent = sent;
+	tm->ws_dropped = dropped;
 	pthread_mutex_unlock(&tm->lock);
 }
 
@@ -190,6 +203,11 @@ cJSON *tm_json(struct telemetry *tm)
 	cJSON *http = cJSON_AddObjectToObject(r, "http");
 	json_add_i64(http, "requests", (int64_t)tm->http_requests);
 	json_add_i64(http, "errors", (int64_t)tm->http_errors);
+	cJSON *ws = cJSON_AddObjectToObject(r, "websocket");
+	cJSON_AddNumberToObject(ws, "clients", tm->ws_clients);
+	json_add_i64(ws, "max_queue_bytes", (int64_t)tm->ws_max_queue);
+	json_add_i64(ws, "messages_out", (int64_t)tm->ws_sent);
+	json_add_i64(ws, "clients_dropped", (int64_t)tm->ws_dropped);
 	cJSON *store = cJSON_AddObjectToObject(r, "store");
 	json_add_i64(store, "writes", (int64_t)tm->store_writes);
 	json_add_i64(store, "bytes", (int64_t)tm->store_bytes);

@@ -435,8 +435,12 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	unsigned flags = rc ? 0 : node_flags(&n);
 	if (!rc && node_type(&n) == NODE_DIR)
 		rc = -EISDIR;
-	if (!rc && acc != O_RDONLY && !(flags & NODE_CTL))
-		rc = -EACCES;
+	if (!rc && acc != O_RDONLY && !(flags & (NODE_CTL | NODE_STREAM))) {
+		/* recorded like any failed write, for shells that only say "I/O error" */
+		struct buf ignored = BUF_INIT;
+		rc = node_write_error(fs->o, in->path, EACCES, "this file is read-only", &ignored);
+		buf_free(&ignored);
+	}
 	struct fs_file *f = NULL;
 	if (!rc) {
 		f = xcalloc(1, sizeof *f);
@@ -524,8 +528,6 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
 	int rc;
 	buf_reset(&f->data);
-	/* A write of the transport's whole max_write may be the first piece of a
-	 * longer one: refuse it, and the rest of that descriptor's writes, whole. */
 	if (f->stream) {
 		rc = stream_write(fs->hub, f->stream, data, size, &f->data);
 		OP_END(rc < 0);
@@ -535,11 +537,15 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 			fuse_reply_write(req, size);
 		return;
 	}
-	if (f->oversize || size >= fs->o->cfg.max_write) {
+	/* The kernel cuts a write(2) into requests of at most max_write bytes and
+	 * 256 pages of the writer's buffer, so any write up to max_write - 4 KiB
+	 * arrives whole, and a request longer than that may be the first piece
+	 * of a longer write: refuse it, and the rest of the descriptor's writes. */
+	if (f->oversize || size > fs->o->cfg.max_write - 4096) {
 		f->oversize = true;
 		char msg[128];
-		snprintf(msg, sizeof msg, "a command must be shorter than %zu bytes",
-			 fs->o->cfg.max_write);
+		snprintf(msg, sizeof msg, "a command through the mount is at most %zu bytes",
+			 fs->o->cfg.max_write - 4096);
 		rc = node_write_error(fs->o, f->path, EFBIG, msg, &f->data);
 	} else {
 		char *cwd = caller_cwd(req);

@@ -395,6 +395,22 @@ static void test_kill_json(void **state)
 
 /* ---- mutate ---- */
 
+static void test_mutate_semicolons(void **state)
+{
+	(void)state;
+	struct cmd_mutate m;
+	struct orch_err e = {0};
+	assert_int_equal(mutate("hold a; add_dep b a ;release c;", &m, &e), 0);
+	assert_int_equal(m.nops, 3);
+	assert_int_equal(m.ops[0].kind, DAG_HOLD);
+	assert_int_equal(m.ops[1].kind, DAG_ADD_DEP);
+	assert_string_equal(m.ops[1].dep, "a");
+	assert_string_equal(m.ops[2].task, "c");
+	cmd_mutate_free(&m);
+	assert_int_equal(mutate("hold a; frob b", &m, &e), -EINVAL);
+	assert_non_null(strstr(e.message, "operation 2"));
+}
+
 static void test_mutate_lines(void **state)
 {
 	(void)state;
@@ -439,21 +455,21 @@ static void test_mutate_line_messages(void **state)
 	struct cmd_mutate m;
 	struct orch_err e = {0};
 	assert_int_equal(mutate("hold t1\nfrob t2\n", &m, &e), -EINVAL);
-	assert_string_equal(e.message, "line 2: unknown operation \"frob\"");
+	assert_string_equal(e.message, "operation 2: unknown operation \"frob\"");
 	assert_true(all_zero(&m, sizeof m));
 
 	assert_int_equal(mutate("# c\nhold t1\nadd_task t2\n", &m, &e), -EINVAL);
-	assert_non_null(strstr(e.message, "line 3: add_task needs the JSON form"));
+	assert_non_null(strstr(e.message, "operation 3: add_task needs the JSON form"));
 
 	assert_int_equal(mutate("skip Bad!", &m, &e), -EINVAL);
 	assert_string_equal(e.message,
-			    "line 1: bad task id \"Bad!\": ids are [a-z0-9][a-z0-9_-]{0,63}");
+			    "operation 1: bad task id \"Bad!\": ids are [a-z0-9][a-z0-9_-]{0,63}");
 
 	assert_int_equal(mutate("hold t1\nadd_dep t1 t1", &m, &e), -ELOOP);
-	assert_string_equal(e.message, "line 2: task t1 depends on itself");
+	assert_string_equal(e.message, "operation 2: task t1 depends on itself");
 
 	assert_int_equal(mutate("add_dep t1", &m, &e), -EINVAL);
-	assert_string_equal(e.message, "line 1: add_dep takes 2 task ids: add_dep T D");
+	assert_string_equal(e.message, "operation 1: add_dep takes 2 task ids: add_dep T D");
 }
 
 static void test_mutate_json(void **state)
@@ -1301,6 +1317,7 @@ int main(void)
 		cmocka_unit_test(test_kill_per_worker),
 		cmocka_unit_test(test_kill_json),
 		cmocka_unit_test(test_mutate_lines),
+		cmocka_unit_test(test_mutate_semicolons),
 		cmocka_unit_test(test_mutate_line_messages),
 		cmocka_unit_test(test_mutate_json),
 		cmocka_unit_test(test_usage),

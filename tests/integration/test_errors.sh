@@ -112,13 +112,28 @@ check "the message names the cycle b1 -> b2 -> b1" grep -qF 'b1 -> b2 -> b1' <<<
 expect_errno "add_dep: a task on itself" ELOOP mma/dag/mutate 'add_dep b1 b1'
 expect_errno "create: a plan with a cycle" ELOOP mma/tracks/create '{"id":"zz","tasks":[{"id":"z1","command":"true","deps":["z2"]},{"id":"z2","command":"true","deps":["z1"]}]}'
 
-# --- EFBIG: a write of 1 MiB ---
-big=$(head -c 1048576 /dev/zero | tr '\0' a)
-expect_errno "a 1 MiB write (bash printf) is EFBIG" EFBIG mma/dag/mutate "$big"
+# --- EFBIG: a write over the limit (1 MiB - 4 KiB through the mount) ---
+# One write(2) each, from a buffer at any alignment: the kernel cuts it in
+# pieces and the daemon must refuse the first piece, not run it.
 head -c 1048576 /dev/zero | tr '\0' a >"$T/big"
 if dd if="$T/big" of=mma/dag/mutate bs=1M count=1 status=none 2>/dev/null; then wrote=ok; else wrote=failed; fi
 check "a 1 MiB write (dd, one page-aligned write) is EFBIG" \
 	eval '[ $wrote == failed ] && jqe ".error.errno == \"EFBIG\" and .error.status == 413" last_error'
+for off in 1 100 4095; do
+	if python3 -c 'import os, sys
+buf = bytearray(int(sys.argv[2]) + 1044481)
+view = memoryview(buf)[int(sys.argv[2]):]
+view[:] = b"a" * len(view)
+fd = os.open(sys.argv[1], os.O_WRONLY)
+os.write(fd, view)' mma/dag/mutate "$off" 2>/dev/null; then wrote=ok; else wrote=failed; fi
+	check "a write one byte over the limit at buffer offset $off is EFBIG" \
+		eval '[ $wrote == failed ] && jqe ".error.errno == \"EFBIG\"" last_error'
+done
+head -c 1044480 /dev/zero | tr '\0' ' ' >"$T/limit"
+printf 'hold e9' | dd of="$T/limit" conv=notrunc status=none
+if dd if="$T/limit" of=mma/dag/mutate bs=1044480 count=1 status=none 2>/dev/null; then wrote=ok; else wrote=failed; fi
+check "a write of exactly the limit is taken whole (ENOENT for its one op)" \
+	eval '[ $wrote == failed ] && jqe ".error.errno == \"ENOENT\"" last_error'
 
 # --- EACCES: writing a read-only file ---
 expect_errno "write to README" EACCES README 'hello'
