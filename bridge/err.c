@@ -48,9 +48,14 @@ int err_http_status(int errnum)
 
 void err_render(const struct orch_err *e, const char *path, struct buf *out)
 {
+	err_render_status(e, path, err_http_status(e->errnum), out);
+}
+
+void err_render_status(const struct orch_err *e, const char *path, int status, struct buf *out)
+{
 	cJSON *root = cJSON_CreateObject();
 	cJSON *obj = cJSON_AddObjectToObject(root, "error");
-	cJSON_AddNumberToObject(obj, "status", err_http_status(e->errnum));
+	cJSON_AddNumberToObject(obj, "status", status);
 	cJSON_AddStringToObject(obj, "errno", err_name(e->errnum));
 	cJSON_AddStringToObject(obj, "message", e->message[0] ? e->message : strerror(e->errnum));
 	cJSON_AddStringToObject(obj, "path", path);

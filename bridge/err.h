@@ -20,5 +20,7 @@ const char *err_name(int errnum);        /* "ELOOP" */
 int err_http_status(int errnum);         /* 409 */
 /* Appends the error object (one line, newline-terminated) for a failure at path. */
 void err_render(const struct orch_err *e, const char *path, struct buf *out);
+/* The same with a status the transport chose (401, 405, 411…). */
+void err_render_status(const struct orch_err *e, const char *path, int status, struct buf *out);
 
 #endif

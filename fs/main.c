@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "fs.h"
 #include "nodes.h"
 #include "notify.h"
@@ -28,6 +29,13 @@ static void usage(FILE *out)
 	fputs("usage: orchfs [OPTIONS] MOUNTPOINT\n"
 	      "  -f, --foreground        stay in the foreground (default: daemonize)\n"
 	      "  --state-dir DIR         default $XDG_STATE_HOME/orchfs, else ~/.local/state/orchfs\n"
+	      "  --http ADDR:PORT|off    default 127.0.0.1:8999\n"
+	      "  --ws ADDR:PORT|off      default 127.0.0.1:9000\n"
+	      "  --token-file FILE       default STATE_DIR/token, made at first start\n"
+	      "  --no-auth               no token (refused on a non-loopback address)\n"
+	      "  --tls-cert FILE --tls-key FILE   serve HTTPS and WSS\n"
+	      "  --max-body BYTES        largest request body; default 1048576\n"
+	      "  --ws-queue-max BYTES    a WebSocket client lagging more is closed; default 4194304\n"
 	      "  --max-workers N         default: the number of CPUs\n"
 	      "  --durable               fsync every commit: survive power loss, not only kill -9\n"
 	      "  --pricing FILE          model prices, JSON {\"MODEL\":{\"input_per_mtok\",\"output_per_mtok\",...}}\n"
@@ -109,6 +117,14 @@ int main(int argc, char **argv)
 		{"state-dir", required_argument, NULL, 's'},
 		{"max-workers", required_argument, NULL, 'm'},
 		{"durable", no_argument, NULL, 'd'},
+		{"http", required_argument, NULL, 'H'},
+		{"ws", required_argument, NULL, 'W'},
+		{"token-file", required_argument, NULL, 'T'},
+		{"no-auth", no_argument, NULL, 'N'},
+		{"tls-cert", required_argument, NULL, 'C'},
+		{"tls-key", required_argument, NULL, 'K'},
+		{"max-body", required_argument, NULL, 'B'},
+		{"ws-queue-max", required_argument, NULL, 'Q'},
 		{"pricing", required_argument, NULL, 'p'},
 		{"kill-grace", required_argument, NULL, 'g'},
 		{"telemetry-hz", required_argument, NULL, 't'},
@@ -122,6 +138,11 @@ int main(int argc, char **argv)
 		.telemetry_hz = 10,
 		.max_write = 1u << 20,
 	};
+	struct api_config api = {.telemetry_hz = 10};
+	struct orch_err err = {0};
+	if (api_parse_listen("127.0.0.1:8999", &api.http, &err) ||
+	    api_parse_listen("127.0.0.1:9000", &api.ws, &err))
+		return 1;
 	bool foreground = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "fhV", longopts, NULL)) != -1) {
@@ -133,6 +154,19 @@ int main(int argc, char **argv)
 			cfg.max_workers_given = true;
 			break;
 		case 'd': cfg.durable = true; break;
+		case 'H':
+		case 'W':
+			if (api_parse_listen(optarg, c == 'H' ? &api.http : &api.ws, &err)) {
+				fprintf(stderr, "orchfs: --%s %s\n", c == 'H' ? "http" : "ws", err.message);
+				return 2;
+			}
+			break;
+		case 'T': cfg.token_file = absolute(optarg); break;
+		case 'N': api.no_auth = true; break;
+		case 'C': api.tls_cert = absolute(optarg); break;
+		case 'K': api.tls_key = absolute(optarg); break;
+		case 'B': api.max_body = (size_t)parse_num("--max-body", optarg, 1, 1L << 30); break;
+		case 'Q': api.ws_queue_max = (size_t)parse_num("--ws-queue-max", optarg, 1024, 1L << 32); break;
 		case 'p': cfg.pricing_file = absolute(optarg); break;
 		case 'g': cfg.kill_grace_s = (int)parse_num("--kill-grace", optarg, 0, 3600); break;
 		case 't': cfg.telemetry_hz = (int)parse_num("--telemetry-hz", optarg, 1, 1000); break;
@@ -161,13 +195,31 @@ int main(int argc, char **argv)
 	}
 	cfg.mount = xstrdup(real);
 
-	struct orch_err err = {0};
 	/* Problems with the state directory are reported here, before the daemon
 	 * detaches; the store is opened for real after the fork (an SQLite
 	 * connection must not cross one). */
 	if (state_dir_check(cfg.state_dir, &err)) {
 		fprintf(stderr, "orchfs: %s\n", err.message);
 		return 1;
+	}
+	bool api_on = !api.http.off || !api.ws.off;
+	api.telemetry_hz = cfg.telemetry_hz;
+	if (api_on && !api.no_auth && !cfg.token_file) {
+		struct buf t = BUF_INIT;
+		buf_printf(&t, "%s/token", cfg.state_dir);
+		cfg.token_file = buf_steal(&t);
+	}
+	api.token_file = cfg.token_file;
+	if (api_on && api_check(&api, &err)) {
+		fprintf(stderr, "orchfs: %s\n", err.message);
+		return api.no_auth ? 2 : 1;
+	}
+	if (!api.http.off) {
+		struct buf u = BUF_INIT;
+		bool v6 = strchr(api.http.addr, ':') != NULL;
+		buf_printf(&u, "%s://%s%s%s:%d", api.tls_cert ? "https" : "http", v6 ? "[" : "",
+			   api.http.addr, v6 ? "]" : "", api.http.port);
+		cfg.api_url = buf_steal(&u);
 	}
 	struct orch o;
 	memset(&o, 0, sizeof o);
@@ -203,6 +255,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "orchfs: cannot start the scheduler\n");
 		goto out_unmount;
 	}
+	struct api *server = NULL;
+	if (api_on && api_start(&o, &api, &server, &err))
+		fprintf(stderr, "orchfs: the API is off: %s\n", err.message);
 	hub = stream_hub_start(&o);
 	notifier = notifier_start(&o, cfg.mount);
 	fs_attach(fs, hub, notifier);
@@ -211,6 +266,7 @@ int main(int argc, char **argv)
 	status = fuse_session_loop_mt(se, loop) < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(loop);
 	stream_hub_stop(hub);   /* parked readers get EOF while the session can still reply */
+	api_stop(server);
 out_unmount:
 	/* Unmount first: a worker that touches the mount while we stop it gets
 	 * ENOENT instead of hanging on a daemon that no longer answers. */
@@ -220,6 +276,7 @@ out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:
 	fuse_session_destroy(se);
+	fuse_opt_free_args(&args);
 	/* Only now: a call the notifier had in flight on the mount fails once the
 	 * session's device is closed, so it can always be joined. */
 	notifier_stop(notifier);
@@ -228,6 +285,10 @@ out:
 	if (started)
 		orch_destroy(&o);
 	free(cfg.state_dir);
+	free(cfg.token_file);
+	free(cfg.api_url);
+	free((char *)api.tls_cert);
+	free((char *)api.tls_key);
 	free(cfg.pricing_file);
 	free(cfg.workdir);
 	free(cfg.mount);

@@ -1,0 +1,44 @@
+/* api: the namespace over HTTP, Server-Sent Events and WebSocket, served by
+ * libwebsockets on one service thread (SPEC section 6).
+ *   T=$(cat ~/.local/state/orchfs/token)
+ *   curl -H "Authorization: Bearer $T" http://127.0.0.1:8999/api/mma/workers
+ *   curl -H "Authorization: Bearer $T" -d 'sleep 5' http://127.0.0.1:8999/api/mma/workers/spawn
+ *   curl -N -H "Authorization: Bearer $T" 'http://127.0.0.1:8999/api/events?since=0'
+ * It has no routes of its own: GET /api/P renders node P, POST /api/P writes
+ * the body to control file P, through bridge/nodes.h like the mount. */
+#ifndef ORCHFS_API_H
+#define ORCHFS_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "orch.h"
+
+struct api_listen {
+	bool off;
+	char addr[64];       /* "127.0.0.1", "::1", "0.0.0.0" */
+	int port;
+};
+
+struct api_config {
+	struct api_listen http, ws;
+	const char *token_file;   /* NULL with no_auth */
+	bool no_auth;
+	const char *tls_cert, *tls_key;
+	size_t max_body;          /* 413 above; default 1 MiB */
+	size_t ws_queue_max;      /* bytes a client may lag before 1013; default 4 MiB */
+	int telemetry_hz;
+	int heartbeat_s;          /* SSE comment every this many seconds; default 10 */
+};
+
+struct api;
+
+/* "127.0.0.1:8999", "[::1]:9000", "off". */
+int api_parse_listen(const char *s, struct api_listen *out, struct orch_err *err);
+/* Binds and releases each address, so a port in use is reported before the
+ * daemon detaches. */
+int api_check(const struct api_config *cfg, struct orch_err *err);
+int api_start(struct orch *o, const struct api_config *cfg, struct api **out, struct orch_err *err);
+void api_stop(struct api *a);
+
+#endif

@@ -1,0 +1,335 @@
+/* http: GET and POST on /api/P, and the Server-Sent Events stream.
+ *   curl -H "Authorization: Bearer $T" 127.0.0.1:8999/api/mma/pipeline/status
+ *   curl -H "Authorization: Bearer $T" -X POST --data-binary 'freeze' 127.0.0.1:8999/api/mma/pipeline/pause
+ *   curl -N -H "Authorization: Bearer $T" '127.0.0.1:8999/api/events?since=10&channels=dag'
+ * A response is built whole, then written in pieces, one lws_write() per
+ * WRITEABLE callback. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "nodes.h"
+#include "telemetry.h"
+
+#define CHUNK 65536
+
+enum method { M_OTHER, M_GET, M_POST };
+
+struct http_pss {
+	enum method method;
+	char path[1024];
+	struct buf body;
+	size_t content_length;
+	/* the response */
+	int status;
+	const char *ctype;
+	struct buf resp;
+	size_t sent;
+	bool headers_sent, responding, close_after;
+	/* an event stream */
+	bool sse;
+	uint64_t cursor;
+	unsigned mask;
+	uint64_t telemetry_gen;
+	int64_t last_write_ns;
+};
+
+static void respond(struct lws *wsi, struct http_pss *p, int status, const char *ctype)
+{
+	p->status = status;
+	p->ctype = ctype;
+	p->responding = true;
+	tm_http(api_of(wsi)->o->tm, status >= 400);
+	lws_callback_on_writable(wsi);
+}
+
+static void respond_error(struct lws *wsi, struct http_pss *p, int errnum, int status,
+			  const char *message)
+{
+	struct orch_err err;
+	err_set(&err, errnum, "%s", message);
+	if (!status)
+		status = err_http_status(errnum);
+	buf_reset(&p->resp);
+	err_render_status(&err, p->path, status, &p->resp);
+	respond(wsi, p, status, "application/json");
+}
+
+static int header_copy(struct lws *wsi, enum lws_token_indexes tok, char *out, size_t size)
+{
+	int n = lws_hdr_total_length(wsi, tok);
+	if (n <= 0 || (size_t)n >= size)
+		return -1;
+	return lws_hdr_copy(wsi, out, (int)size, tok);
+}
+
+static void start_sse(struct lws *wsi, struct api *a, struct http_pss *p)
+{
+	char arg[256], bad[200];
+	struct events *ev = &a->o->events;
+	p->mask = EV_ALL_EVENTS;
+	p->cursor = events_committed(ev);
+	const char *channels = lws_get_urlarg_by_name(wsi, "channels=", arg, sizeof arg);
+	if (channels) {
+		p->mask = events_channel_mask(channels, strlen(channels), bad, sizeof bad);
+		if (!p->mask) {
+			respond_error(wsi, p, EINVAL, 0, bad);
+			return;
+		}
+	}
+	char num[32] = "";
+	const char *since = lws_get_urlarg_by_name(wsi, "since=", arg, sizeof arg);
+	if (!since && lws_hdr_custom_length(wsi, "last-event-id:", 14) > 0 &&
+	    lws_hdr_custom_copy(wsi, num, sizeof num, "last-event-id:", 14) > 0)
+		since = num;
+	if (since) {
+		char *end;
+		unsigned long long v = strtoull(since, &end, 10);
+		if (*end || end == since) {
+			respond_error(wsi, p, EINVAL, 0, "since must be an event seq (a whole number)");
+			return;
+		}
+		struct buf probe = BUF_INIT;
+		uint64_t last, oldest = 0;
+		int rc = events_read(ev, v, p->mask, 1, &probe, &last, &oldest);
+		buf_free(&probe);
+		if (rc == -ERANGE) {
+			char msg[160];
+			snprintf(msg, sizeof msg, "seq %llu is older than the oldest kept event (%llu); "
+						  "read state.json and follow from its seq",
+				 v, (unsigned long long)oldest);
+			respond_error(wsi, p, ERANGE, 0, msg);
+			return;
+		}
+		p->cursor = v;
+	}
+	p->sse = true;
+	p->status = 200;
+	p->responding = true;
+	tm_http(a->o->tm, 0);
+	lws_callback_on_writable(wsi);
+}
+
+static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const char *uri)
+{
+	char why[300];
+	/* a kept-alive connection reuses its session for the next request */
+	buf_free(&p->body);
+	buf_free(&p->resp);
+	memset(p, 0, sizeof *p);
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0)
+		p->method = M_GET;
+	else if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0)
+		p->method = M_POST;
+	snprintf(p->path, sizeof p->path, "%s", strncmp(uri, "/api/", 5) == 0 ? uri + 5 : uri);
+
+	int refuse = api_admit(a, wsi, &a->cfg.http, false, why, sizeof why);
+	if (refuse) {
+		respond_error(wsi, p, EACCES, refuse, why);
+		return 0;
+	}
+	if (strncmp(uri, "/api/", 5) != 0) {
+		respond_error(wsi, p, ENOENT, 0, "not found: the namespace is under /api/");
+		return 0;
+	}
+	if (p->method == M_OTHER) {
+		respond_error(wsi, p, ENOTSUP, 405, "only GET and POST");
+		return 0;
+	}
+	if (p->method == M_GET) {
+		if (strcmp(p->path, "events") == 0) {
+			start_sse(wsi, a, p);
+			return 0;
+		}
+		bool is_json;
+		int rc = api_read(a, p->path, &p->resp, &is_json);
+		if (rc == -ENOTSUP)
+			respond_error(wsi, p, ENOTSUP, 405, "a control file: POST to it");
+		else if (rc)
+			respond(wsi, p, err_http_status(-rc), "application/json");
+		else
+			respond(wsi, p, 200, is_json ? "application/json" : "text/plain; charset=utf-8");
+		return 0;
+	}
+	/* POST: the size is known before a byte of the body is read */
+	char cl[32];
+	if (header_copy(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof cl) < 0) {
+		p->close_after = true;
+		respond_error(wsi, p, EINVAL, 411, "Content-Length is required");
+		return 0;
+	}
+	char *end;
+	unsigned long long n = strtoull(cl, &end, 10);
+	if (*end || end == cl) {
+		p->close_after = true;
+		respond_error(wsi, p, EINVAL, 400, "bad Content-Length");
+		return 0;
+	}
+	if (n > a->cfg.max_body) {
+		char msg[128];
+		snprintf(msg, sizeof msg, "a body of %llu bytes is over the limit of %zu", n,
+			 a->cfg.max_body);
+		p->close_after = true;   /* its body is never read */
+		respond_error(wsi, p, EFBIG, 0, msg);
+		return 0;
+	}
+	p->content_length = (size_t)n;
+	if (n == 0) {
+		int rc = api_write(a, p->path, "", 0, &p->resp);
+		respond(wsi, p, rc ? err_http_status(-rc) : 200, "application/json");
+	}
+	return 0;
+}
+
+static int write_headers(struct lws *wsi, struct http_pss *p)
+{
+	unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *q = start, *end = buf + sizeof buf;
+	lws_filepos_t len = p->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : p->resp.len;
+	if (lws_add_http_common_headers(wsi, (unsigned)p->status,
+					p->sse ? "text/event-stream" : p->ctype, len, &q, end))
+		return -1;
+	if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+					 (const unsigned char *)"no-store", 8, &q, end))
+		return -1;
+	if (p->close_after &&
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+					 (const unsigned char *)"close", 5, &q, end))
+		return -1;
+	if (lws_finalize_write_http_header(wsi, start, &q, end))
+		return -1;
+	p->headers_sent = true;
+	return 0;
+}
+
+/* One SSE write: pending events (and telemetry frames), or a heartbeat. */
+static int write_sse(struct lws *wsi, struct api *a, struct http_pss *p)
+{
+	struct buf lines = BUF_INIT, out = BUF_INIT;
+	uint64_t last = p->cursor, oldest;
+	buf_reserve(&out, LWS_PRE + CHUNK);
+	out.len = LWS_PRE;
+	int rc = events_read(&a->o->events, p->cursor, p->mask, CHUNK, &lines, &last, &oldest);
+	if (rc == -ERANGE) {
+		/* fell out of memory and the store: say so, and end the stream */
+		buf_printf(&out, "event: error\ndata: {\"error\":{\"status\":410,\"errno\":\"ERANGE\","
+				 "\"message\":\"events after %llu are no longer kept\"}}\n\n",
+			   (unsigned long long)p->cursor);
+		lws_write(wsi, (unsigned char *)out.data + LWS_PRE, out.len - LWS_PRE, LWS_WRITE_HTTP);
+		buf_free(&lines);
+		buf_free(&out);
+		return -1;
+	}
+	for (char *line = lines.data; line && *line;) {
+		char *nl = strchr(line, '\n');
+		size_t len = nl ? (size_t)(nl - line) : strlen(line);
+		/* the seq is the line's first field: {"seq":N,... */
+		unsigned long long seq = strtoull(line + 7, NULL, 10);
+		buf_printf(&out, "id: %llu\ndata: %.*s\n\n", seq, (int)len, line);
+		line = nl ? nl + 1 : line + len;
+	}
+	p->cursor = last;
+	if ((p->mask & EV_TELEMETRY) && p->telemetry_gen != a->telemetry_gen &&
+	    a->telemetry_frame.len) {
+		p->telemetry_gen = a->telemetry_gen;
+		buf_printf(&out, "event: telemetry\ndata: %.*s\n\n", (int)a->telemetry_frame.len - 1,
+			   a->telemetry_frame.data);
+	}
+	int64_t now = time_mono_ns();
+	if (out.len == LWS_PRE && now - p->last_write_ns >= (int64_t)a->cfg.heartbeat_s * 1000000000)
+		buf_puts(&out, ": keep-alive\n\n");
+	int w = 0;
+	if (out.len > LWS_PRE) {
+		w = lws_write(wsi, (unsigned char *)out.data + LWS_PRE, out.len - LWS_PRE, LWS_WRITE_HTTP);
+		p->last_write_ns = now;
+	}
+	bool more = events_committed(&a->o->events) > p->cursor;
+	buf_free(&lines);
+	buf_free(&out);
+	if (w < 0)
+		return -1;
+	if (more)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
+{
+	if (!p->responding)
+		return 0;
+	if (!p->headers_sent) {
+		if (write_headers(wsi, p))
+			return -1;
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	if (p->sse)
+		return write_sse(wsi, a, p);
+	size_t left = p->resp.len - p->sent, n = left < CHUNK ? left : CHUNK;
+	unsigned char *chunk = xmalloc(LWS_PRE + n + 1);
+	memcpy(chunk + LWS_PRE, p->resp.data + p->sent, n);
+	bool last = p->sent + n == p->resp.len;
+	int w = lws_write(wsi, chunk + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+	free(chunk);
+	if (w < 0)
+		return -1;
+	p->sent += n;
+	if (!last) {
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	p->responding = false;
+	if (p->close_after)
+		return -1;
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+			 size_t len)
+{
+	struct http_pss *p = user;
+	struct api *a = api_of(wsi);
+	switch (reason) {
+	case LWS_CALLBACK_HTTP:
+		return on_http(wsi, a, p, in);
+	case LWS_CALLBACK_HTTP_BODY:
+		if (p->responding)
+			return 0;   /* already refused (411, 413): the body is not wanted */
+		if (p->body.len + len > p->content_length) {
+			respond_error(wsi, p, EFBIG, 0, "the body is longer than its Content-Length");
+			p->close_after = true;
+			return 0;
+		}
+		buf_append(&p->body, in, len);
+		return 0;
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
+		if (p->responding)
+			return 0;
+		int rc = api_write(a, p->path, p->body.data ? p->body.data : "", p->body.len, &p->resp);
+		buf_free(&p->body);
+		respond(wsi, p, rc ? err_http_status(-rc) : 200, "application/json");
+		return 0;
+	}
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+		return on_writeable(wsi, a, p);
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		/* events were committed: every stream may have something to send */
+		lws_callback_on_writable_all_protocol(lws_get_context(wsi), &api_http_protocol);
+		lws_callback_on_writable_all_protocol(lws_get_context(wsi), &api_ws_protocol);
+		return 0;
+	case LWS_CALLBACK_CLOSED_HTTP:
+	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+		if (p) {
+			buf_free(&p->body);
+			buf_free(&p->resp);
+		}
+		return 0;
+	default:
+		return lws_callback_http_dummy(wsi, reason, user, in, len);
+	}
+}
+
+const struct lws_protocols api_http_protocol = {
+	"http", http_callback, sizeof(struct http_pss), 0, 0, NULL, 0,
+};

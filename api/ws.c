@@ -1,0 +1,388 @@
+/* ws: the WebSocket protocol "orchfs.v1" (SPEC section 6), JSON text frames.
+ *   {"op":"subscribe","channels":["dag"],"since":40}   -> {"seq":41,…} frames
+ *   {"op":"read","path":"mma/pipeline/status","id":1}  -> {"id":1,"ok":true,"result":"running\n"}
+ *   {"op":"write","path":"mma/workers/spawn","body":"sleep 1","id":2}
+ * Events are read by each client from the shared history at its own cursor,
+ * so a slow client holds no copies; one that lags more than --ws-queue-max
+ * bytes is closed with 1013 and the last seq it was sent, and nobody waits
+ * for it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct reply {
+	struct reply *next;
+	size_t len;
+	unsigned char data[];   /* LWS_PRE headroom, then the frame */
+};
+
+struct ws_pss {
+	struct ws_pss *next;    /* the api's list of clients, for the lag check */
+	struct lws *wsi;
+	bool subscribed, cull;
+	unsigned mask;
+	uint64_t cursor;        /* last seq sent */
+	uint64_t telemetry_gen;
+	struct buf rx;          /* a message arriving in fragments */
+	struct reply *head, *tail;
+	size_t queued;          /* bytes of replies not yet sent */
+};
+
+static struct ws_pss **list_of(struct api *a)
+{
+	return (struct ws_pss **)&a->ws_list;
+}
+
+static void queue_reply(struct lws *wsi, struct ws_pss *p, cJSON *doc)
+{
+	char *text = cJSON_PrintUnformatted(doc);
+	cJSON_Delete(doc);
+	size_t len = strlen(text);
+	struct reply *r = xmalloc(sizeof *r + LWS_PRE + len);
+	r->next = NULL;
+	r->len = len;
+	memcpy(r->data + LWS_PRE, text, len);
+	cJSON_free(text);
+	if (p->tail)
+		p->tail->next = r;
+	else
+		p->head = r;
+	p->tail = r;
+	p->queued += len;
+	lws_callback_on_writable(wsi);
+}
+
+static cJSON *reply_doc(const cJSON *id, bool ok)
+{
+	cJSON *d = cJSON_CreateObject();
+	if (id)
+		cJSON_AddItemToObject(d, "id", cJSON_Duplicate(id, 1));
+	cJSON_AddBoolToObject(d, "ok", ok);
+	return d;
+}
+
+/* The error object's inside, {"status","errno","message","path"}, from a rendered one. */
+static cJSON *error_inner(const char *rendered)
+{
+	cJSON *e = cJSON_Parse(rendered);
+	cJSON *inner = cJSON_DetachItemFromObject(e, "error");
+	cJSON_Delete(e);
+	return inner ? inner : cJSON_CreateObject();
+}
+
+static void reply_error(struct lws *wsi, struct ws_pss *p, const cJSON *id, int errnum,
+			const char *path, const char *message)
+{
+	struct orch_err err;
+	struct buf b = BUF_INIT;
+	err_set(&err, errnum, "%s", message);
+	err_render(&err, path, &b);
+	cJSON *d = reply_doc(id, false);
+	cJSON_AddItemToObject(d, "error", error_inner(b.data));
+	buf_free(&b);
+	queue_reply(wsi, p, d);
+}
+
+static unsigned channels_of(const cJSON *arr, char *bad, size_t badsize)
+{
+	if (!arr)
+		return EV_ALL_EVENTS;
+	if (!cJSON_IsArray(arr)) {
+		snprintf(bad, badsize, "\"channels\" must be an array of channel names");
+		return 0;
+	}
+	unsigned mask = 0;
+	const cJSON *c;
+	cJSON_ArrayForEach(c, arr) {
+		unsigned bit = cJSON_IsString(c) ? events_channel_bit(c->valuestring) : 0;
+		if (!bit) {
+			snprintf(bad, badsize, "unknown channel %s; channels are workers, dag, pipeline, "
+					       "context, metrics, system, telemetry",
+				 cJSON_IsString(c) ? c->valuestring : "(not a string)");
+			return 0;
+		}
+		mask |= bit;
+	}
+	return mask;
+}
+
+static void op_subscribe(struct lws *wsi, struct api *a, struct ws_pss *p, const cJSON *msg,
+			 const cJSON *id, bool subscribe)
+{
+	char bad[200];
+	unsigned mask = channels_of(cJSON_GetObjectItemCaseSensitive(msg, "channels"), bad, sizeof bad);
+	if (!mask) {
+		reply_error(wsi, p, id, EINVAL, "", bad);
+		return;
+	}
+	if (!subscribe) {
+		p->mask &= ~mask;
+		p->subscribed = p->mask != 0;
+	} else {
+		const cJSON *since = cJSON_GetObjectItemCaseSensitive(msg, "since");
+		int64_t v = -1;
+		if (since && !json_int(since, 0, INT64_MAX / 2, &v)) {
+			reply_error(wsi, p, id, EINVAL, "", "\"since\" must be an event seq (a whole number)");
+			return;
+		}
+		if (v >= 0) {
+			struct buf probe = BUF_INIT;
+			uint64_t last, oldest = 0;
+			int rc = events_read(&a->o->events, (uint64_t)v, mask, 1, &probe, &last, &oldest);
+			buf_free(&probe);
+			if (rc == -ERANGE) {
+				char m[160];
+				snprintf(m, sizeof m, "seq %lld is older than the oldest kept event (%llu)",
+					 (long long)v, (unsigned long long)oldest);
+				reply_error(wsi, p, id, ERANGE, "", m);
+				return;
+			}
+			p->cursor = (uint64_t)v;
+		} else if (!p->subscribed) {
+			p->cursor = events_committed(&a->o->events);
+		}
+		p->mask |= mask;
+		p->subscribed = true;
+	}
+	cJSON *d = reply_doc(id, true);
+	cJSON *r = cJSON_AddObjectToObject(d, "result");
+	json_add_i64(r, "seq", (int64_t)p->cursor);
+	cJSON *chans = cJSON_AddArrayToObject(r, "channels");
+	for (unsigned bit = 1; bit <= EV_TELEMETRY; bit <<= 1)
+		if (p->mask & bit)
+			cJSON_AddItemToArray(chans, cJSON_CreateString(events_channel_name(bit)));
+	queue_reply(wsi, p, d);
+}
+
+static void op_read_write(struct lws *wsi, struct api *a, struct ws_pss *p, const cJSON *msg,
+			  const cJSON *id, bool write)
+{
+	const cJSON *path = cJSON_GetObjectItemCaseSensitive(msg, "path");
+	if (!cJSON_IsString(path)) {
+		reply_error(wsi, p, id, EINVAL, "", "\"path\" is required (a string)");
+		return;
+	}
+	struct buf out = BUF_INIT;
+	int rc;
+	bool is_json = true;
+	if (write) {
+		const cJSON *body = cJSON_GetObjectItemCaseSensitive(msg, "body");
+		char *text = NULL;
+		if (cJSON_IsString(body))
+			text = xstrdup(body->valuestring);
+		else if (body)   /* a JSON body may come as JSON itself */
+			text = cJSON_PrintUnformatted(body);
+		if (!text) {
+			reply_error(wsi, p, id, EINVAL, path->valuestring, "\"body\" is required");
+			return;
+		}
+		rc = api_write(a, path->valuestring, text, strlen(text), &out);
+		free(text);
+	} else {
+		rc = api_read(a, path->valuestring, &out, &is_json);
+	}
+	cJSON *d = reply_doc(id, rc == 0);
+	if (rc) {
+		cJSON_AddItemToObject(d, "error", error_inner(out.data));
+	} else {
+		cJSON *result = is_json ? cJSON_ParseWithLength(out.data, out.len) : NULL;
+		cJSON_AddItemToObject(d, "result", result ? result : cJSON_CreateString(out.data ? out.data : ""));
+	}
+	buf_free(&out);
+	queue_reply(wsi, p, d);
+}
+
+static void on_message(struct lws *wsi, struct api *a, struct ws_pss *p)
+{
+	cJSON *msg = cJSON_ParseWithLength(p->rx.data, p->rx.len);
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(msg, "id");
+	const char *op = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "op"));
+	if (!cJSON_IsObject(msg))
+		reply_error(wsi, p, NULL, EINVAL, "", "a message is one JSON object with \"op\"");
+	else if (!op)
+		reply_error(wsi, p, id, EINVAL, "", "\"op\" is required");
+	else if (!strcmp(op, "subscribe") || !strcmp(op, "unsubscribe"))
+		op_subscribe(wsi, a, p, msg, id, !strcmp(op, "subscribe"));
+	else if (!strcmp(op, "read") || !strcmp(op, "write"))
+		op_read_write(wsi, a, p, msg, id, !strcmp(op, "write"));
+	else
+		reply_error(wsi, p, id, EINVAL, "", "unknown op; ops are subscribe, unsubscribe, read, write");
+	cJSON_Delete(msg);
+	buf_reset(&p->rx);
+}
+
+static int close_lagging(struct lws *wsi, struct api *a, struct ws_pss *p)
+{
+	char reason[96];
+	int n = snprintf(reason, sizeof reason, "too slow; last seq sent %llu",
+			 (unsigned long long)p->cursor);
+	lws_close_reason(wsi, (enum lws_close_status)1013, (unsigned char *)reason, (size_t)n);
+	a->ws_dropped++;
+	return -1;
+}
+
+static uint64_t lag_of(struct api *a, struct ws_pss *p)
+{
+	uint64_t lag = p->subscribed ? events_lag_bytes(&a->o->events, p->cursor) : 0;
+	return lag == UINT64_MAX ? lag : lag + p->queued;
+}
+
+static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
+{
+	if (p->cull)
+		return close_lagging(wsi, a, p);
+	if (p->head) {
+		struct reply *r = p->head;
+		p->head = r->next;
+		if (!p->head)
+			p->tail = NULL;
+		p->queued -= r->len;
+		int w = lws_write(wsi, r->data + LWS_PRE, r->len, LWS_WRITE_TEXT);
+		free(r);
+		a->ws_sent++;
+		if (w < 0)
+			return -1;
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	if (!p->subscribed)
+		return 0;
+	uint64_t lag = lag_of(a, p);
+	if (lag > a->ws_max_queue && lag != UINT64_MAX)
+		a->ws_max_queue = lag;
+	if (lag > a->cfg.ws_queue_max)
+		return close_lagging(wsi, a, p);
+	struct buf frame = BUF_INIT;
+	buf_reserve(&frame, LWS_PRE + 512);
+	frame.len = LWS_PRE;
+	uint64_t last = p->cursor, oldest;
+	/* one event a frame: max 1 still yields one whole line */
+	if (events_read(&a->o->events, p->cursor, p->mask & EV_ALL_EVENTS, 1, &frame, &last,
+			&oldest) == -ERANGE) {
+		buf_free(&frame);
+		return close_lagging(wsi, a, p);
+	}
+	if (frame.len == LWS_PRE && (p->mask & EV_TELEMETRY) && p->telemetry_gen != a->telemetry_gen &&
+	    a->telemetry_frame.len) {
+		p->telemetry_gen = a->telemetry_gen;
+		buf_append(&frame, a->telemetry_frame.data, a->telemetry_frame.len);
+	}
+	p->cursor = last;
+	int w = 0;
+	if (frame.len > LWS_PRE) {
+		size_t len = frame.len - LWS_PRE;
+		if (frame.data[frame.len - 1] == '\n')
+			len--;
+		w = lws_write(wsi, (unsigned char *)frame.data + LWS_PRE, len, LWS_WRITE_TEXT);
+		a->ws_sent++;
+	}
+	buf_free(&frame);
+	if (w < 0)
+		return -1;
+	if (events_committed(&a->o->events) > p->cursor)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+void api_ws_check_lag(struct api *a)
+{
+	for (struct ws_pss *p = *list_of(a); p; p = p->next) {
+		if (p->cull || lag_of(a, p) <= a->cfg.ws_queue_max)
+			continue;
+		/* A stalled socket may never become writable for the close frame:
+		 * it gets a moment, then is dropped. */
+		p->cull = true;
+		lws_set_timeout(p->wsi, PENDING_TIMEOUT_CLOSE_SEND, 2);
+		lws_callback_on_writable(p->wsi);
+	}
+}
+
+/* Refuses an upgrade with an HTTP/1.1 status and the error object (lws's own
+ * helper answers HTTP/1.0 with HTML here, which WebSocket clients reject). */
+static int refuse_upgrade(struct lws *wsi, int status, const char *why)
+{
+	struct orch_err err;
+	struct buf body = BUF_INIT, msg = BUF_INIT;
+	err_set(&err, status == 404 ? ENOENT : EACCES, "%s", why);
+	err_render_status(&err, "", status, &body);
+	const char *text = status == 401 ? "Unauthorized" : status == 404 ? "Not Found" : "Forbidden";
+	buf_reserve(&msg, LWS_PRE);
+	msg.len = LWS_PRE;
+	buf_printf(&msg, "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+			 "content-length: %zu\r\nconnection: close\r\n\r\n%s",
+		   status, text, body.len, body.data);
+	lws_write(wsi, (unsigned char *)msg.data + LWS_PRE, msg.len - LWS_PRE, LWS_WRITE_HTTP_HEADERS);
+	buf_free(&body);
+	buf_free(&msg);
+	return 1;
+}
+
+static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		       size_t len)
+{
+	struct ws_pss *p = user;
+	struct api *a = api_of(wsi);
+	char why[300];
+	switch (reason) {
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+		/* still HTTP here, so the refusal can be a real 401 or 403 */
+		int refuse = api_admit(a, wsi, &a->cfg.ws, true, why, sizeof why);
+		return refuse ? refuse_upgrade(wsi, refuse, why) : 0;
+	}
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		return api_admit(a, wsi, &a->cfg.ws, true, why, sizeof why) ? -1 : 0;
+	case LWS_CALLBACK_HTTP:
+		/* a plain HTTP request on the WebSocket listener */
+		refuse_upgrade(wsi, 404, "this listener speaks WebSocket (orchfs.v1); HTTP is on the other");
+		return -1;
+	case LWS_CALLBACK_ESTABLISHED:
+		memset(p, 0, sizeof *p);
+		p->wsi = wsi;
+		p->next = *list_of(a);
+		*list_of(a) = p;
+		a->ws_clients++;
+		return 0;
+	case LWS_CALLBACK_RECEIVE:
+		if (p->rx.len + len > a->cfg.max_body) {
+			static const char msg[] = "message too big";
+			lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)msg,
+					 sizeof msg - 1);
+			return -1;
+		}
+		buf_append(&p->rx, in, len);
+		if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi))
+			on_message(wsi, a, p);
+		if (p->queued > a->cfg.ws_queue_max)
+			return close_lagging(wsi, a, p);
+		return 0;
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return on_writeable(wsi, a, p);
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		lws_callback_on_writable_all_protocol(lws_get_context(wsi), &api_ws_protocol);
+		lws_callback_on_writable_all_protocol(lws_get_context(wsi), &api_http_protocol);
+		return 0;
+	case LWS_CALLBACK_CLOSED:
+		for (struct ws_pss **pp = list_of(a); *pp; pp = &(*pp)->next)
+			if (*pp == p) {
+				*pp = p->next;
+				a->ws_clients--;
+				break;
+			}
+		while (p->head) {
+			struct reply *r = p->head;
+			p->head = r->next;
+			free(r);
+		}
+		buf_free(&p->rx);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+const struct lws_protocols api_ws_protocol = {
+	"orchfs.v1", ws_callback, sizeof(struct ws_pss), 65536, 0, NULL, 0,
+};

@@ -1,0 +1,36 @@
+/* auth: the API's bearer token and the checks on who may talk to it.
+ * The token lives in STATE_DIR/token (made at first start: mode 0600, 32
+ * random bytes in hex) or in --token-file. Requests carry
+ * `Authorization: Bearer TOKEN` (or ?token= for browsers' EventSource and
+ * WebSocket); a Host or Origin naming anything but our own listener is refused,
+ * which stops DNS rebinding and cross-site pages.
+ *   curl -H "Authorization: Bearer $(cat ~/.local/state/orchfs/token)" 127.0.0.1:8999/api/state */
+#ifndef ORCHFS_AUTH_H
+#define ORCHFS_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "err.h"
+
+#define AUTH_TOKEN_HEX 64
+
+/* Reads the token from path; when create is set and the file does not exist,
+ * makes it first (0600). Refuses a file others may read. */
+int auth_load_token(const char *path, bool create, char token[AUTH_TOKEN_HEX + 1],
+		    struct orch_err *err);
+/* Constant time in the length of the expected token. */
+bool auth_token_equal(const char *expected, const char *given, size_t given_len);
+/* "Bearer X" -> X; NULL when the header is not of that form. */
+const char *auth_bearer(const char *header, size_t *len);
+/* Is addr ("127.0.0.1", "::1", "localhost", "0.0.0.0"…) a loopback address? */
+bool auth_is_loopback(const char *addr);
+/* host: a Host header ("127.0.0.1:8999", "localhost:8999", "[::1]:8999").
+ * It names us when its port is ours and its name is our address, or a
+ * loopback name while we listen on loopback. */
+bool auth_host_ok(const char *host, const char *listen_addr, int port);
+/* origin: "http://127.0.0.1:8999"; ours when its host part passes auth_host_ok
+ * for one of our listeners (ports[0..n)). */
+bool auth_origin_ok(const char *origin, const char *listen_addr, const int *ports, size_t n);
+
+#endif
