@@ -22,6 +22,7 @@ _TMPDIRS=()
 _MOUNTS=()
 _DAEMONS=()
 _WATCHDOG=
+_API_ARGS=()
 
 # Prices for the pricing file every daemon gets (USD per million tokens).
 # Integer micro-dollars per Mtok are kept beside them for exact arithmetic.
@@ -305,8 +306,12 @@ orchfs_start() {
 	printf '%s\n' "$PRICING_JSON" >"$T/pricing.json"
 	# started in $T/work: the daemon's own directory, where tasks without a
 	# cwd run
+	# The API stays off unless orchfs_start_api asked for it: tests run in
+	# parallel and would fight over the default ports.
+	local api=("${_API_ARGS[@]}")
+	[ ${#api[@]} -gt 0 ] || api=(--http off --ws off)
 	(cd "$T/work" && exec "$ORCHFS" -f --state-dir "$S" --pricing "$T/pricing.json" \
-		--kill-grace 1 "$@" "$M") >"$DAEMON_LOG" 2>&1 </dev/null &
+		--kill-grace 1 "${api[@]}" "$@" "$M") >"$DAEMON_LOG" 2>&1 </dev/null &
 	DAEMON_PID=$!
 	_MOUNTS+=("$M")
 	_DAEMONS+=("$DAEMON_PID")
@@ -332,6 +337,31 @@ orchfs_start() {
 	done
 	cat "$DAEMON_LOG" >&2
 	_skip_or_fail "the mount at $M did not come up within 5 s"
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now.
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# orchfs_start_api [ARGS]: orchfs_start with the HTTP and WebSocket listeners on
+# free loopback ports. Exports HTTP (base URL), WSURL, TOKEN and AUTH (the
+# Authorization header line for curl -H).
+orchfs_start_api() {
+	local hp wp
+	hp=$(free_port)
+	wp=$(free_port)
+	while [ "$wp" == "$hp" ]; do wp=$(free_port); done
+	_API_ARGS=(--http "127.0.0.1:$hp" --ws "127.0.0.1:$wp")
+	orchfs_start "$@"
+	_API_ARGS=()
+	HTTP=http://127.0.0.1:$hp
+	WSURL=ws://127.0.0.1:$wp
+	HTTP_PORT=$hp
+	WS_PORT=$wp
+	TOKEN=$(cat "$S/token" 2>/dev/null)
+	AUTH="Authorization: Bearer $TOKEN"
+	export HTTP WSURL HTTP_PORT WS_PORT TOKEN AUTH
 }
 
 # daemon_wait_exit PID TIMEOUT_S: waits (bounded) for a daemon started by

@@ -9,7 +9,7 @@
 # restart_same [ARGS]: starts a daemon again on this test's $S and $M.
 restart_same() {
 	(cd "$T/work" && exec "$ORCHFS" -f --state-dir "$S" --pricing "$T/pricing.json" \
-		--kill-grace 1 "$@" "$M") >>"$DAEMON_LOG" 2>&1 </dev/null &
+		--kill-grace 1 --http off --ws off "$@" "$M") >>"$DAEMON_LOG" 2>&1 </dev/null &
 	DAEMON_PID=$!
 	_DAEMONS+=("$DAEMON_PID")
 	_MOUNTS+=("$M")
@@ -75,7 +75,7 @@ check "seq still there" test "$(jq .seq "$M/state.json")" -gt "$before_seq"
 
 # A second daemon on the same state directory is refused.
 mkdir -p "$T/mnt2"
-out=$("$ORCHFS" -f --state-dir "$S" "$T/mnt2" 2>&1)
+out=$("$ORCHFS" -f --http off --ws off --state-dir "$S" "$T/mnt2" 2>&1)
 rc=$?
 check "second daemon on the state dir refused (rc=$rc)" test "$rc" -ne 0
 check "and says why" grep -q "in use" <<<"$out"
@@ -87,7 +87,7 @@ poll 5 eval '! kill -0 $DAEMON_PID 2>/dev/null'
 rm -f "$S/orchfs.db-wal" "$S/orchfs.db-shm"
 head -c 65536 /dev/urandom >"$S/orchfs.db"
 sum=$(sha256sum <"$S/orchfs.db")
-out=$("$ORCHFS" -f --state-dir "$S" "$M" 2>&1)
+out=$("$ORCHFS" -f --http off --ws off --state-dir "$S" "$M" 2>&1)
 rc=$?
 check "corrupt store refused (rc=$rc)" test "$rc" -ne 0 -a "$rc" -lt 128
 check "and says corrupt" grep -qi "corrupt\|not a database" <<<"$out"
