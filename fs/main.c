@@ -41,7 +41,8 @@ static void usage(FILE *out)
 	      "  --pricing FILE          model prices, JSON {\"MODEL\":{\"input_per_mtok\",\"output_per_mtok\",...}}\n"
 	      "  --kill-grace SECONDS    SIGTERM, then SIGKILL after this; default 5\n"
 	      "  --telemetry-hz N        default 10\n"
-	      "  -h, --help   -V, --version\n",
+	      "  -h, --help   -V, --version\n"
+	      "See orchfs(1).\n",
 	      out);
 }
 
