@@ -189,7 +189,7 @@ int api_read(struct api *a, const char *path, struct buf *out, bool *is_json)
 			free(file);
 		*is_json = false;
 	} else if (node_flags(&n) & NODE_DOC) {
-		rc = node_render(a->o, &n, out);
+		rc = node_render_cached(a->o, &n, out);
 		*is_json = is_json_path(resolved);
 	} else {
 		/* a control file: its content is the result of a write, per descriptor */

@@ -141,6 +141,29 @@ void hashmap_put(struct hashmap *m, const char *key, void *value)
 	s->value = value;
 }
 
+size_t hashmap_size(const struct hashmap *m)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < m->cap; i++)
+		n += m->slots[i].key && m->slots[i].key != TOMBSTONE;
+	return n;
+}
+
+void hashmap_clear(struct hashmap *m, void (*fn)(void *value))
+{
+	for (size_t i = 0; i < m->cap; i++) {
+		struct hm_slot *s = &m->slots[i];
+		if (s->key && s->key != TOMBSTONE) {
+			if (fn)
+				fn(s->value);
+			free(s->key);
+		}
+		s->key = NULL;
+		s->value = NULL;
+	}
+	m->used = 0;
+}
+
 void hashmap_del(struct hashmap *m, const char *key)
 {
 	struct hm_slot *s = hm_probe(m, key, false);

@@ -753,6 +753,82 @@ int node_render(struct orch *o, const struct node *n, struct buf *out)
 	return n->def->render(o, n, out);
 }
 
+struct render_cache {
+	pthread_mutex_t lock;
+	struct hashmap *map;       /* "def/arg" -> struct cached_render */
+};
+
+struct cached_render {
+	uint64_t version;
+	struct buf body;
+};
+
+/* Renders of objects that are gone are never asked for again; past this many
+ * entries the cache starts over rather than track which. */
+#define RENDER_CACHE_MAX 8192
+
+static void cached_free(void *v)
+{
+	struct cached_render *c = v;
+	buf_free(&c->body);
+	free(c);
+}
+
+void node_cache_init(struct orch *o)
+{
+	o->rcache = xcalloc(1, sizeof *o->rcache);
+	pthread_mutex_init(&o->rcache->lock, NULL);
+	o->rcache->map = hashmap_new();
+}
+
+void node_cache_free(struct orch *o)
+{
+	if (!o->rcache)
+		return;
+	hashmap_clear(o->rcache->map, cached_free);
+	hashmap_free(o->rcache->map);
+	pthread_mutex_destroy(&o->rcache->lock);
+	free(o->rcache);
+	o->rcache = NULL;
+}
+
+int node_render_cached(struct orch *o, const struct node *n, struct buf *out)
+{
+	if ((n->def->flags & NODE_VOLATILE) || !o->rcache)
+		return node_render(o, n, out);
+	char key[ID_MAX + 32];
+	snprintf(key, sizeof key, "%p/%s", (const void *)n->def, n->arg);
+	struct render_cache *rc = o->rcache;
+	uint64_t version = __atomic_load_n(&o->version, __ATOMIC_ACQUIRE);
+	pthread_mutex_lock(&rc->lock);
+	struct cached_render *c = hashmap_get(rc->map, key);
+	if (c && c->version == version) {
+		buf_append(out, c->body.data, c->body.len);
+		pthread_mutex_unlock(&rc->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&rc->lock);
+	size_t start = out->len;
+	int err = node_render(o, n, out);
+	if (err)
+		return err;
+	/* Labelled with the version read before rendering: if a change raced the
+	 * render, the label is older than the content and the next read renders. */
+	pthread_mutex_lock(&rc->lock);
+	c = hashmap_get(rc->map, key);
+	if (!c) {
+		if (hashmap_size(rc->map) >= RENDER_CACHE_MAX)
+			hashmap_clear(rc->map, cached_free);
+		c = xcalloc(1, sizeof *c);
+		hashmap_put(rc->map, key, c);
+	}
+	buf_reset(&c->body);
+	buf_append(&c->body, out->data + start, out->len - start);
+	c->version = version;
+	pthread_mutex_unlock(&rc->lock);
+	return 0;
+}
+
 int node_write(struct orch *o, const struct node *n, const char *path, const char *data,
 	       size_t len, const char *cwd, struct buf *result)
 {

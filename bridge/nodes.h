@@ -43,6 +43,12 @@ unsigned node_flags(const struct node *n);
 mode_t node_mode(const struct node *n);     /* permission bits and S_IF* type */
 /* Renders a document (NODE_DOC). -ENOENT if the object went away meanwhile. */
 int node_render(struct orch *o, const struct node *n, struct buf *out);
+/* The same, reusing the last render while nothing has changed since (every
+ * change bumps orch.version); volatile documents are always rendered. Both
+ * transports read through it, so a burst of reads costs one render. */
+int node_render_cached(struct orch *o, const struct node *n, struct buf *out);
+void node_cache_init(struct orch *o);
+void node_cache_free(struct orch *o);
 /* Applies one write. On success result holds the result line; on failure it
  * holds the error object, last_error is updated, and -errno is returned. cwd is
  * the writer's working directory for relative paths (NULL: none known). */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "context.h"
+#include "nodes.h"
 #include "pricing.h"
 #include "scheduler.h"
 #include "store.h"
@@ -65,6 +66,7 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	events_init(&o->events, o->cfg.event_history ? o->cfg.event_history : EVENT_HISTORY);
 	o->ctx = ctx_create(&o->events, o->cfg.mount, o->cfg.max_write * 16);
 	o->tm = tm_create();
+	node_cache_init(o);
 	if (o->cfg.no_store)
 		return 0;
 	if (store_open(o->cfg.state_dir, o->cfg.durable, &o->store, err) ||
@@ -151,6 +153,7 @@ void orch_destroy(struct orch *o)
 	free(o->prices);
 	buf_free(&o->last_error);
 	store_close(o->store);
+	node_cache_free(o);
 	ctx_destroy(o->ctx);
 	tm_destroy(o->tm);
 	events_destroy(&o->events);

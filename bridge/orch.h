@@ -122,6 +122,7 @@ struct ctx_store;
 struct telemetry;
 struct store;
 struct hashmap;
+struct render_cache;
 
 struct orch {
 	pthread_mutex_t lock;
@@ -156,6 +157,7 @@ struct orch {
 	struct ctx_store *ctx;
 	struct telemetry *tm;
 	struct store *store;       /* NULL when nothing is kept on disk */
+	struct render_cache *rcache; /* nodes.c: last renders, keyed by node and version */
 };
 
 /* orch.c: life cycle */
@@ -197,5 +199,8 @@ void hashmap_free(struct hashmap *m);
 void *hashmap_get(struct hashmap *m, const char *key);
 void hashmap_put(struct hashmap *m, const char *key, void *value);
 void hashmap_del(struct hashmap *m, const char *key);
+size_t hashmap_size(const struct hashmap *m);
+/* Calls fn on every value, then empties the map. */
+void hashmap_clear(struct hashmap *m, void (*fn)(void *value));
 
 #endif

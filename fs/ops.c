@@ -21,11 +21,6 @@
 
 struct fs_inode {
 	char *path;
-	/* last render of a non-volatile document, valid while version matches */
-	pthread_mutex_t cache_lock;
-	struct buf cache;
-	uint64_t cache_version;
-	bool cached;
 };
 
 struct fs {
@@ -76,7 +71,6 @@ static fuse_ino_t fs_intern(struct fs *fs, const char *path)
 		}
 		struct fs_inode *in = xcalloc(1, sizeof *in);
 		in->path = xstrdup(path);
-		pthread_mutex_init(&in->cache_lock, NULL);
 		fs->inodes[fs->n++] = in;
 		ino = fs->n;
 		hashmap_put(fs->by_path, path, (void *)(uintptr_t)ino);
@@ -114,8 +108,6 @@ void fs_attach(struct fs *fs, struct stream_hub *hub, struct notifier *notifier)
 void fs_destroy(struct fs *fs)
 {
 	for (size_t i = 0; i < fs->n; i++) {
-		buf_free(&fs->inodes[i]->cache);
-		pthread_mutex_destroy(&fs->inodes[i]->cache_lock);
 		free(fs->inodes[i]->path);
 		free(fs->inodes[i]);
 	}
@@ -123,32 +115,6 @@ void fs_destroy(struct fs *fs)
 	hashmap_free(fs->by_path);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
-}
-
-/* Renders a document into out, reusing the inode's last render when nothing
- * has changed since (the version counter moves on every change). */
-static int fs_render(struct fs *fs, struct fs_inode *in, const struct node *n, struct buf *out)
-{
-	if (node_flags(n) & NODE_VOLATILE)
-		return node_render(fs->o, n, out);
-	uint64_t version = __atomic_load_n(&fs->o->version, __ATOMIC_ACQUIRE);
-	pthread_mutex_lock(&in->cache_lock);
-	if (in->cached && in->cache_version == version) {
-		buf_append(out, in->cache.data, in->cache.len);
-		pthread_mutex_unlock(&in->cache_lock);
-		return 0;
-	}
-	pthread_mutex_unlock(&in->cache_lock);
-	int rc = node_render(fs->o, n, out);
-	if (rc)
-		return rc;
-	pthread_mutex_lock(&in->cache_lock);
-	buf_reset(&in->cache);
-	buf_append(&in->cache, out->data, out->len);
-	in->cache_version = version;
-	in->cached = true;
-	pthread_mutex_unlock(&in->cache_lock);
-	return 0;
 }
 
 static int fs_stat(struct fs *fs, fuse_ino_t ino, struct fs_inode *in, const struct node *n,
@@ -185,7 +151,7 @@ static int fs_stat(struct fs *fs, fuse_ino_t ino, struct fs_inode *in, const str
 		free(path);
 	} else if (flags & NODE_DOC) {
 		struct buf b = BUF_INIT;
-		int rc = fs_render(fs, in, n, &b);
+		int rc = node_render_cached(fs->o, n, &b);
 		st->st_size = (off_t)b.len;
 		buf_free(&b);
 		if (rc)
@@ -458,7 +424,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 				free(path);
 			}
 		} else if ((flags & NODE_DOC) && acc != O_WRONLY) {
-			rc = fs_render(fs, in, &n, &f->data);
+			rc = node_render_cached(fs->o, &n, &f->data);
 		}
 	}
 	OP_END(rc);
