@@ -209,17 +209,19 @@ int api_write(struct api *a, const char *path, const char *body, size_t len, str
 {
 	struct node n;
 	char resolved[600];
-	if (node_resolve(a->o, path, &n) != 0) {
+	/* a control file by its own name; /api/state and the like still resolve,
+	 * so a POST to them is refused as a read-only file (405), not unknown */
+	if (node_resolve(a->o, path, &n) != 0 &&
+	    node_resolve_api(a->o, path, &n, resolved, sizeof resolved) != 0) {
 		struct orch_err err;
 		err_set(&err, ENOENT, "no such file: %s", path);
 		err_render(&err, path, out);
 		return -ENOENT;
 	}
-	snprintf(resolved, sizeof resolved, "%s", path);
 	if (!(node_flags(&n) & NODE_CTL))
 		return node_write_error(a->o, path, ENOTSUP,
 					"only control files take POST; this one is read-only", out);
-	return node_write(a->o, &n, resolved, body, len, NULL, out);
+	return node_write(a->o, &n, path, body, len, NULL, out);
 }
 
 /* --- threads --- */
