@@ -130,6 +130,8 @@ uint64_t events_publish(struct events *ev, const char *channel, const char *type
 	ev->bytes += rec->len;
 	rec->cum = ev->bytes;
 	ev->count++;
+	if (ev->count > ev->high_water)
+		ev->high_water = ev->count;
 	ev->published++;
 	if (line_out)
 		*line_out = xstrndup(rec->line, rec->len);

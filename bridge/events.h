@@ -45,6 +45,7 @@ struct events {
 	struct event_rec *ring;
 	size_t cap, head, count;
 	uint64_t published, evicted;
+	size_t high_water;       /* most events held at once */
 	uint64_t bytes;          /* cumulative bytes of all lines published */
 	events_backfill_fn backfill;
 	void *backfill_arg;

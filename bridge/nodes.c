@@ -110,8 +110,9 @@ static cJSON *telemetry_doc(struct orch *o)
 	pthread_mutex_lock(&o->events.lock);
 	json_add_i64(e, "seq", (int64_t)o->events.seq);
 	json_add_i64(e, "depth", (int64_t)o->events.count);
+	json_add_i64(e, "high_water", (int64_t)o->events.high_water);
 	json_add_i64(e, "capacity", (int64_t)o->events.cap);
-	json_add_i64(e, "evicted", (int64_t)o->events.evicted);
+	json_add_i64(e, "dropped", (int64_t)o->events.evicted);   /* from memory; the store keeps them */
 	pthread_mutex_unlock(&o->events.lock);
 	return t;
 }
