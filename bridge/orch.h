@@ -150,6 +150,12 @@ struct orch {
 	uint64_t version;          /* bumped on every change; render caches key on it */
 
 	int wake_fd;               /* eventfd: wakes the scheduler */
+	/* Logs of the next workers, created ahead by the scheduler thread without
+	 * orch.lock: a file system slow to create files must not stall commands. */
+	struct {
+		pthread_mutex_t lock;
+		int id[16], fd[16];
+	} logs_ahead;
 	pthread_t sched_thread;
 	bool sched_started, stopping;
 

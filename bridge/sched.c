@@ -161,6 +161,47 @@ static char **worker_envp(struct orch *o, const struct worker *w, char *const *e
 	return envp;
 }
 
+static int log_ahead_take(struct orch *o, int id)
+{
+	int fd = -1;
+	pthread_mutex_lock(&o->logs_ahead.lock);
+	size_t slot = (size_t)id % 16;
+	if (o->logs_ahead.id[slot] == id) {
+		fd = o->logs_ahead.fd[slot];
+		o->logs_ahead.fd[slot] = -1;
+		o->logs_ahead.id[slot] = 0;
+	}
+	pthread_mutex_unlock(&o->logs_ahead.lock);
+	return fd;
+}
+
+/* Called without orch.lock: creates the logs of the next few worker ids. */
+static void log_ahead_fill(struct orch *o)
+{
+	int next = (int)__atomic_load_n(&o->nworkers, __ATOMIC_ACQUIRE) + 1;
+	int want = o->max_workers < 15 ? o->max_workers + 1 : 16;
+	for (int id = next; id < next + want; id++) {
+		size_t slot = (size_t)id % 16;
+		pthread_mutex_lock(&o->logs_ahead.lock);
+		bool have = o->logs_ahead.id[slot] == id;
+		pthread_mutex_unlock(&o->logs_ahead.lock);
+		if (have)
+			continue;
+		char path[4096];
+		snprintf(path, sizeof path, "%s/logs/%d.log", o->cfg.state_dir, id);
+		int fd = runner_open_log(path);
+		if (fd < 0)
+			return;
+		pthread_mutex_lock(&o->logs_ahead.lock);
+		/* a slot still holding an older id was passed by: that worker made its own */
+		if (o->logs_ahead.fd[slot] >= 0)
+			close(o->logs_ahead.fd[slot]);
+		o->logs_ahead.id[slot] = id;
+		o->logs_ahead.fd[slot] = fd;
+		pthread_mutex_unlock(&o->logs_ahead.lock);
+	}
+}
+
 int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, struct worker **out,
 		struct orch_err *err)
 {
@@ -196,7 +237,8 @@ int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, str
 
 	char **envp = worker_envp(o, w, w->env, w->nenv, NULL, 0);
 	struct runner_proc p;
-	int rc = runner_start(w->command, w->cwd, envp, w->log_path, &p, err);
+	int rc = runner_start(w->command, w->cwd, envp, log_ahead_take(o, w->id), w->log_path, &p,
+			      err);
 	for (char **e = envp; *e; e++)
 		free(*e);
 	free(envp);
@@ -218,7 +260,9 @@ int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, str
 		o->workers_cap = o->workers_cap ? o->workers_cap * 2 : 64;
 		o->workers = xrealloc(o->workers, o->workers_cap * sizeof *o->workers);
 	}
-	o->workers[o->nworkers++] = w;
+	/* atomic: log_ahead_fill reads it without the lock */
+	o->workers[o->nworkers] = w;
+	__atomic_store_n(&o->nworkers, o->nworkers + 1, __ATOMIC_RELEASE);
 	o->running++;
 
 	cJSON *d = cJSON_CreateObject();
@@ -519,6 +563,7 @@ void *sched_main(void *arg)
 			if (o->workers[i]->status == WORKER_RUNNING)
 				fds[n++] = (struct pollfd){.fd = o->workers[i]->pidfd, .events = POLLIN};
 		pthread_mutex_unlock(&o->lock);
+		log_ahead_fill(o);
 		/* 100 ms bounds how late a timeout or a kill grace can fire. */
 		poll(fds, n, 100);
 		uint64_t drain;

@@ -368,7 +368,7 @@ check "retry g (killed), JSON form, is applied" test "$CODE" == 200
 gate h
 wait_for "g, its second attempt, is done" 5 task_is g done
 wait_for "f fails once and retries itself (retries=1): done" 5 task_is f done
-wait_for "b, c, d, n, x, h are done" 10 eval 'for x in b c d n x h; do task_is $x done || exit 1; done'
+wait_for "b, c, d, n, x, h are done" 10 eval '(for x in b c d n x h; do task_is $x done || exit 1; done)'
 wait_for "e runs" 5 task_is e running
 
 # --- a task that fails with no retries, then retry by hand ------------------
