@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "internal.h"
 #include "nodes.h"
@@ -172,7 +173,15 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 		snprintf(msg, sizeof msg, "a body of %llu bytes is over the limit of %zu", n,
 			 a->cfg.max_body);
 		p->close_after = true;   /* its body is never read */
-		respond_error(wsi, p, EFBIG, 0, msg);
+		struct node target;
+		if (node_resolve(a->o, p->path, &target) == 0 && (node_flags(&target) & NODE_CTL)) {
+			/* a failed write like the mount's EFBIG: last_error holds it too */
+			buf_reset(&p->resp);
+			node_write_error(a->o, p->path, EFBIG, msg, &p->resp);
+			respond(wsi, p, 413, "application/json");
+		} else {
+			respond_error(wsi, p, EFBIG, 0, msg);
+		}
 		return 0;
 	}
 	p->content_length = (size_t)n;
@@ -206,6 +215,15 @@ static int write_headers(struct lws *wsi, struct http_pss *p)
 /* One SSE write: pending events (and telemetry frames), or a heartbeat. */
 static int write_sse(struct lws *wsi, struct api *a, struct http_pss *p)
 {
+	/* The stream is one-way, and lws does not read a connection in the
+	 * middle of a response: a client's close (or anything it sends) would
+	 * leave the socket readable and the service loop polling it in a spin
+	 * until the next write fails. Telemetry ticks bring us here at
+	 * --telemetry-hz, so a readable socket is let go within one period. */
+	char peek;
+	ssize_t r = recv(lws_get_socket_fd(wsi), &peek, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+		return -1;
 	struct buf lines = BUF_INIT, out = BUF_INIT;
 	uint64_t last = p->cursor, oldest;
 	buf_reserve(&out, LWS_PRE + CHUNK);
@@ -261,6 +279,13 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 	if (!p->headers_sent) {
 		if (write_headers(wsi, p))
 			return -1;
+		if (p->sse) {
+			/* A stream lasts: lws would end it at the context's content
+			 * timeout (5 s), and it needs no header table any more. (Not
+			 * lws_http_mark_sse(), which complains on HTTP/1.) */
+			lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+			lws_http_headers_detach(wsi);
+		}
 		lws_callback_on_writable(wsi);
 		return 0;
 	}

@@ -23,6 +23,7 @@ struct ws_pss {
 	struct ws_pss *next;    /* the api's list of clients, for the lag check */
 	struct lws *wsi;
 	bool subscribed, cull;
+	bool dropped;           /* counted in clients_dropped (once) */
 	unsigned mask;
 	uint64_t cursor;        /* last seq sent */
 	uint64_t telemetry_gen;
@@ -214,13 +215,21 @@ static void on_message(struct lws *wsi, struct api *a, struct ws_pss *p)
 	buf_reset(&p->rx);
 }
 
+static void count_drop(struct api *a, struct ws_pss *p)
+{
+	if (!p->dropped) {
+		p->dropped = true;
+		a->ws_dropped++;
+	}
+}
+
 static int close_lagging(struct lws *wsi, struct api *a, struct ws_pss *p)
 {
 	char reason[96];
 	int n = snprintf(reason, sizeof reason, "too slow; last seq sent %llu",
 			 (unsigned long long)p->cursor);
 	lws_close_reason(wsi, (enum lws_close_status)1013, (unsigned char *)reason, (size_t)n);
-	a->ws_dropped++;
+	count_drop(a, p);
 	return -1;
 }
 
@@ -253,8 +262,9 @@ static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
 	uint64_t lag = lag_of(a, p);
 	if (lag > a->ws_max_queue && lag != UINT64_MAX)
 		a->ws_max_queue = lag;
-	if (lag > a->cfg.ws_queue_max)
-		return close_lagging(wsi, a, p);
+	/* No lag check here: a socket that is writable is taking what it is
+	 * sent, however far a burst ran ahead of this thread. The tick judges
+	 * lag on choked sockets only (api_ws_check_lag). */
 	struct buf frame = BUF_INIT;
 	buf_reserve(&frame, LWS_PRE + 512);
 	frame.len = LWS_PRE;
@@ -290,11 +300,14 @@ static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
 void api_ws_check_lag(struct api *a)
 {
 	for (struct ws_pss *p = *list_of(a); p; p = p->next) {
-		if (p->cull || lag_of(a, p) <= a->cfg.ws_queue_max)
+		/* Too slow is lagging while its socket takes no more: a healthy
+		 * client that this thread has not caught up with yet is not. */
+		if (p->cull || lag_of(a, p) <= a->cfg.ws_queue_max || !lws_send_pipe_choked(p->wsi))
 			continue;
 		/* A stalled socket may never become writable for the close frame:
 		 * it gets a moment, then is dropped. */
 		p->cull = true;
+		count_drop(a, p);   /* dropped now, whether or not the close frame gets out */
 		lws_set_timeout(p->wsi, PENDING_TIMEOUT_CLOSE_SEND, 2);
 		lws_callback_on_writable(p->wsi);
 	}
