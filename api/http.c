@@ -58,6 +58,17 @@ static void respond_error(struct lws *wsi, struct http_pss *p, int errnum, int s
 	respond(wsi, p, status, "application/json");
 }
 
+/* The status an error object carries: the one the core or the transport chose. */
+static int status_of(const struct buf *object)
+{
+	cJSON *e = cJSON_ParseWithLength(object->data, object->len);
+	const cJSON *st = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(e, "error"),
+							   "status");
+	int status = cJSON_IsNumber(st) ? (int)st->valuedouble : 500;
+	cJSON_Delete(e);
+	return status;
+}
+
 static int header_copy(struct lws *wsi, enum lws_token_indexes tok, char *out, size_t size)
 {
 	int n = lws_hdr_total_length(wsi, tok);
@@ -146,10 +157,8 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 		}
 		bool is_json;
 		int rc = api_read(a, p->path, &p->resp, &is_json);
-		if (rc == -ENOTSUP)
-			respond_error(wsi, p, ENOTSUP, 405, "a control file: POST to it");
-		else if (rc)
-			respond(wsi, p, err_http_status(-rc), "application/json");
+		if (rc)
+			respond(wsi, p, status_of(&p->resp), "application/json");
 		else
 			respond(wsi, p, 200, is_json ? "application/json" : "text/plain; charset=utf-8");
 		return 0;
@@ -187,7 +196,7 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 	p->content_length = (size_t)n;
 	if (n == 0) {
 		int rc = api_write(a, p->path, "", 0, &p->resp);
-		respond(wsi, p, rc ? err_http_status(-rc) : 200, "application/json");
+		respond(wsi, p, rc ? status_of(&p->resp) : 200, "application/json");
 	}
 	return 0;
 }
@@ -333,7 +342,7 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 			return 0;
 		int rc = api_write(a, p->path, p->body.data ? p->body.data : "", p->body.len, &p->resp);
 		buf_free(&p->body);
-		respond(wsi, p, rc ? err_http_status(-rc) : 200, "application/json");
+		respond(wsi, p, rc ? status_of(&p->resp) : 200, "application/json");
 		return 0;
 	}
 	case LWS_CALLBACK_HTTP_WRITEABLE:

@@ -94,6 +94,10 @@ int api_check(const struct api_config *cfg, struct orch_err *err)
 		return err_set(err, EINVAL, "--http and --ws need different addresses");
 	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
 		return err_set(err, EINVAL, "--tls-cert and --tls-key go together");
+	/* the token too: a daemon without its API must not start quietly */
+	char token[AUTH_TOKEN_HEX + 1];
+	if (!cfg->no_auth && auth_load_token(cfg->token_file, true, token, err))
+		return -err->errnum;
 	int rc = check_bind(&cfg->http, "--http", err);
 	return rc ? rc : check_bind(&cfg->ws, "--ws", err);
 }
@@ -193,14 +197,14 @@ int api_read(struct api *a, const char *path, struct buf *out, bool *is_json)
 		*is_json = is_json_path(resolved);
 	} else {
 		/* a control file: its content is the result of a write, per descriptor */
-		err_set(&err, ENOTSUP, "%s is a control file: POST to it", resolved);
-		rc = -ENOTSUP;
+		err_set(&err, EACCES, "%s is a control file: POST to it", resolved);
+		rc = -ENOTSUP;   /* the caller answers 405 */
 	}
 	if (rc && !err.errnum)
 		err_set(&err, -rc, "%s: %s", path, strerror(-rc));
 	if (rc) {
 		buf_reset(out);
-		err_render(&err, path, out);
+		err_render_status(&err, path, rc == -ENOTSUP ? 405 : err_http_status(err.errnum), out);
 	}
 	return rc;
 }
@@ -219,8 +223,10 @@ int api_write(struct api *a, const char *path, const char *body, size_t len, str
 		return -ENOENT;
 	}
 	if (!(node_flags(&n) & NODE_CTL))
-		return node_write_error(a->o, path, ENOTSUP,
-					"only control files take POST; this one is read-only", out);
+		/* the mount's errno for a write to a read-only file; over HTTP it
+		 * is the wrong method as well */
+		return node_write_error_status(a->o, path, EACCES, 405,
+					       "read-only: only control files take POST", out);
 	return node_write(a->o, &n, path, body, len, NULL, out);
 }
 

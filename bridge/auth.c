@@ -1,6 +1,7 @@
 /* auth: token file, constant-time comparison, Host and Origin checks. */
 #include "auth.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -94,9 +95,22 @@ const char *auth_bearer(const char *header, size_t *len)
 	return n ? t : NULL;
 }
 
+/* An address literal, not a name: "127.0.0.1.evil.example" is a name. */
+static bool is_ipv4(const char *s)
+{
+	struct in_addr a;
+	return inet_pton(AF_INET, s, &a) == 1;
+}
+
+static bool is_ipv6(const char *s)
+{
+	struct in6_addr a;
+	return inet_pton(AF_INET6, s, &a) == 1;
+}
+
 bool auth_is_loopback(const char *addr)
 {
-	return strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 ||
+	return (strncmp(addr, "127.", 4) == 0 && is_ipv4(addr)) || strcmp(addr, "::1") == 0 ||
 	       strcmp(addr, "[::1]") == 0 || strcmp(addr, "localhost") == 0;
 }
 
@@ -129,18 +143,11 @@ bool auth_host_ok(const char *host, const char *listen_addr, int port)
 		return true;
 	bool any = strcmp(listen_addr, "0.0.0.0") == 0 || strcmp(listen_addr, "::") == 0;
 	if ((auth_is_loopback(listen_addr) || any) &&
-	    (strcasecmp(name, "localhost") == 0 || strcmp(name, "::1") == 0 ||
-	     strncmp(name, "127.", 4) == 0))
+	    (strcasecmp(name, "localhost") == 0 || auth_is_loopback(name)))
 		return true;
 	/* Listening on every address, any address literal of ours is fine: a DNS
 	 * rebinding attack needs a name, and names other than localhost are refused. */
-	if (!any)
-		return false;
-	for (const char *c = name; *c; c++)
-		if (!((*c >= '0' && *c <= '9') || *c == '.' || *c == ':' ||
-		      (*c >= 'a' && *c <= 'f') || (*c >= 'A' && *c <= 'F')))
-			return false;
-	return strchr(name, ':') || strspn(name, "0123456789.") == strlen(name);
+	return any && (is_ipv4(name) || is_ipv6(name));
 }
 
 bool auth_origin_ok(const char *origin, const char *listen_addr, const int *ports, size_t n)

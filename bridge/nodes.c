@@ -857,11 +857,17 @@ int node_write(struct orch *o, const struct node *n, const char *path, const cha
 int node_write_error(struct orch *o, const char *path, int errnum, const char *message,
 		     struct buf *result)
 {
+	return node_write_error_status(o, path, errnum, err_http_status(errnum), message, result);
+}
+
+int node_write_error_status(struct orch *o, const char *path, int errnum, int status,
+			    const char *message, struct buf *result)
+{
 	struct orch_err err;
 	err_set(&err, errnum, "%s", message);
 	buf_reset(result);
-	err_render(&err, path, result);
-	orch_record_error(o, &err, path);
+	err_render_status(&err, path, status, result);
+	orch_record_error(o, result->data, result->len);
 	return -errnum;
 }
 

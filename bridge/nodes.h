@@ -58,6 +58,9 @@ int node_write(struct orch *o, const struct node *n, const char *path, const cha
  * transport): renders the error object into result and updates last_error. */
 int node_write_error(struct orch *o, const char *path, int errnum, const char *message,
 		     struct buf *result);
+/* The same with the status a transport chose (405 for a POST to a document). */
+int node_write_error_status(struct orch *o, const char *path, int errnum, int status,
+			    const char *message, struct buf *result);
 /* Calls fn for each entry of a directory node, in a stable order. */
 int node_list(struct orch *o, const struct node *dir,
 	      void (*fn)(void *arg, const char *name, const struct node *child), void *arg);

@@ -181,11 +181,11 @@ void orch_touch(struct orch *o)
 	pthread_cond_broadcast(&o->changed);
 }
 
-void orch_record_error(struct orch *o, const struct orch_err *e, const char *path)
+void orch_record_error(struct orch *o, const char *object, size_t len)
 {
 	pthread_mutex_lock(&o->lock);
 	buf_reset(&o->last_error);
-	err_render(e, path, &o->last_error);
+	buf_append(&o->last_error, object, len);
 	orch_touch(o);
 	pthread_mutex_unlock(&o->lock);
 }

@@ -176,7 +176,8 @@ void orch_wake(struct orch *o);
 int orch_mkdir_p(const char *path);      /* mkdir -p, mode 0700; -errno */          /* any thread; nudges the scheduler */
 /* Called with the lock held after any change: bumps version, wakes waiters. */
 void orch_touch(struct orch *o);
-void orch_record_error(struct orch *o, const struct orch_err *e, const char *path);
+/* last_error := this rendered error object. */
+void orch_record_error(struct orch *o, const char *object, size_t len);
 /* Lock held: makes every change so far durable and visible to event readers.
  * -EIO when the store failed (the change stays in memory). */
 int orch_commit(struct orch *o);

@@ -78,6 +78,9 @@ static void test_host(void **state)
 	assert_false(auth_host_ok("127.0.0.1", "127.0.0.1", 8999));
 	assert_false(auth_host_ok("evil.example:8999", "127.0.0.1", 8999));
 	assert_false(auth_host_ok("localhost.evil.example:8999", "127.0.0.1", 8999));
+	assert_false(auth_host_ok("127.0.0.1.evil.example:8999", "127.0.0.1", 8999));
+	assert_false(auth_host_ok("127.evil.example:8999", "127.0.0.1", 8999));
+	assert_true(auth_host_ok("127.0.0.2:8999", "127.0.0.1", 8999));
 	assert_false(auth_host_ok("127.0.0.1:8999x", "127.0.0.1", 8999));
 	assert_false(auth_host_ok("[::1:8999", "127.0.0.1", 8999));
 	/* on a public address, its own name and address literals only */
@@ -85,6 +88,8 @@ static void test_host(void **state)
 	assert_false(auth_host_ok("localhost:8999", "192.0.2.7", 8999));
 	assert_true(auth_host_ok("192.0.2.7:8999", "0.0.0.0", 8999));
 	assert_false(auth_host_ok("rebind.example:8999", "0.0.0.0", 8999));
+	assert_false(auth_host_ok("192.0.2.7.rebind.example:8999", "0.0.0.0", 8999));
+	assert_true(auth_host_ok("[2001:db8::1]:8999", "::", 8999));
 	assert_true(auth_is_loopback("127.0.0.1"));
 	assert_true(auth_is_loopback("::1"));
 	assert_false(auth_is_loopback("0.0.0.0"));
@@ -102,6 +107,7 @@ static void test_origin(void **state)
 	assert_false(auth_origin_ok("null", "127.0.0.1", ports, 2));
 	assert_false(auth_origin_ok("http://127.0.0.1:8999/x", "127.0.0.1", ports, 2));
 	assert_false(auth_origin_ok("file://", "127.0.0.1", ports, 2));
+	assert_false(auth_origin_ok("https://127.0.0.1.evil.example:8999", "127.0.0.1", ports, 2));
 }
 
 int main(void)

@@ -315,7 +315,7 @@ class OrchfsClientTest(unittest.TestCase):
         self.assertEqual(tracks, self.c.read("mma/tracks.json"))
         e = self.assertOrchfsError(404, "ENOENT", self.c.read, "no/such/node")
         self.assertEqual(e.path, "no/such/node")
-        e = self.assertOrchfsError(405, "ENOTSUP", self.c.read, "mma/workers/spawn")
+        e = self.assertOrchfsError(405, "EACCES", self.c.read, "mma/workers/spawn")
         self.assertEqual(e.path, "mma/workers/spawn")
 
     def test_write_bodies_and_errors(self):
@@ -333,7 +333,7 @@ class OrchfsClientTest(unittest.TestCase):
         e = self.assertOrchfsError(400, "EINVAL", self.c.write, "mma/workers/spawn", "{bad")
         self.assertEqual(e.path, "mma/workers/spawn")
         self.assertEqual(mount_json("last_error")["error"]["errno"], "EINVAL")
-        self.assertOrchfsError(405, "ENOTSUP", self.c.write, "mma/pipeline/status", "x")
+        self.assertOrchfsError(405, "EACCES", self.c.write, "mma/pipeline/status", "x")
 
     # --- reads by name ---
 
