@@ -17,7 +17,7 @@ struct api {
 	struct lws_vhost *http_vh, *ws_vh;
 	pthread_t service, pump;
 	bool service_started, pump_started;
-	volatile bool stopping;
+	bool stopping;                /* read and set with __atomic */
 
 	/* lws thread only: */
 	struct buf telemetry_frame;   /* the latest frame, built once for every reader */

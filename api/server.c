@@ -256,7 +256,7 @@ static void *service_main(void *arg)
 	struct api *a = arg;
 	pthread_setname_np(pthread_self(), "orchfs-api");
 	lws_sul_schedule(a->ctx, 0, &a->sul_telemetry, telemetry_tick, LWS_US_PER_SEC / 10);
-	while (!a->stopping)
+	while (!__atomic_load_n(&a->stopping, __ATOMIC_ACQUIRE))
 		if (lws_service(a->ctx, 0) < 0)
 			break;
 	return NULL;
@@ -267,7 +267,7 @@ static void *pump_main(void *arg)
 	struct api *a = arg;
 	pthread_setname_np(pthread_self(), "orchfs-api-pump");
 	uint64_t seen = events_committed(&a->o->events);
-	while (!a->stopping) {
+	while (!__atomic_load_n(&a->stopping, __ATOMIC_ACQUIRE)) {
 		uint64_t now = events_wait(&a->o->events, seen, 1000);
 		if (now > seen) {
 			seen = now;
@@ -348,7 +348,7 @@ void api_stop(struct api *a)
 {
 	if (!a)
 		return;
-	a->stopping = true;
+	__atomic_store_n(&a->stopping, true, __ATOMIC_RELEASE);
 	events_wake_all(&a->o->events);
 	lws_cancel_service(a->ctx);
 	if (a->pump_started)
