@@ -510,9 +510,7 @@ void task_spec_free(struct task_spec *s)
 	free(s->title);
 	free(s->cwd);
 	free(s->model);
-	for (size_t i = 0; i < s->nenv; i++)
-		free(s->env[i]);
-	free(s->env);
+	strv_free(s->env, s->nenv);
 	free(s->deps);
 	memset(s, 0, sizeof *s);
 }
@@ -659,9 +657,7 @@ void cmd_spawn_free(struct cmd_spawn *s)
 	free(s->command);
 	free(s->cwd);
 	free(s->model);
-	for (size_t i = 0; i < s->nenv; i++)
-		free(s->env[i]);
-	free(s->env);
+	strv_free(s->env, s->nenv);
 	memset(s, 0, sizeof *s);
 }
 
