@@ -33,6 +33,7 @@ struct fs {
 	gid_t gid;
 	struct stream_hub *hub;
 	struct notifier *notifier;
+	struct fs_file *files;     /* open files, under lock */
 };
 
 struct fs_file {
@@ -44,6 +45,7 @@ struct fs_file {
 	int logfd;
 	struct fs_stream *stream;  /* the events file */
 	bool oversize;             /* a write was cut by the transport: refuse the rest */
+	struct fs_file *prev, *next;   /* fs.files: what is still open at shutdown is freed */
 };
 
 struct fs_dir {
@@ -105,8 +107,31 @@ void fs_attach(struct fs *fs, struct stream_hub *hub, struct notifier *notifier)
 	fs->notifier = notifier;
 }
 
+/* Unlinks and frees an open file. Its stream, if any, is the hub's to free
+ * when the hub is already gone (release_stream false). */
+static void fs_file_free(struct fs *fs, struct fs_file *f, bool release_stream)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (f->prev)
+		f->prev->next = f->next;
+	else if (fs->files == f)
+		fs->files = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	pthread_mutex_unlock(&fs->lock);
+	if (f->logfd >= 0)
+		close(f->logfd);
+	if (f->stream && release_stream)
+		stream_release(fs->hub, f->stream);
+	buf_free(&f->data);
+	free(f->path);
+	free(f);
+}
+
 void fs_destroy(struct fs *fs)
 {
+	while (fs->files)
+		fs_file_free(fs, fs->files, false);
 	for (size_t i = 0; i < fs->n; i++) {
 		free(fs->inodes[i]->path);
 		free(fs->inodes[i]);
@@ -413,6 +438,12 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		f->node = n;
 		f->path = xstrdup(in->path);
 		f->logfd = -1;
+		pthread_mutex_lock(&fs->lock);
+		f->next = fs->files;
+		if (f->next)
+			f->next->prev = f;
+		fs->files = f;
+		pthread_mutex_unlock(&fs->lock);
 		if (flags & NODE_STREAM) {
 			f->stream = stream_open(fs->hub);
 		} else if (flags & NODE_LOG) {
@@ -429,11 +460,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	OP_END(rc);
 	if (rc) {
-		if (f) {
-			buf_free(&f->data);
-			free(f->path);
-			free(f);
-		}
+		if (f)
+			fs_file_free(fs, f, true);
 		fuse_reply_err(req, -rc);
 		return;
 	}
@@ -530,14 +558,7 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	OP_BEGIN(TM_RELEASE);
-	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
-	if (f->logfd >= 0)
-		close(f->logfd);
-	if (f->stream)
-		stream_release(fs->hub, f->stream);
-	buf_free(&f->data);
-	free(f->path);
-	free(f);
+	fs_file_free(fs, (struct fs_file *)(uintptr_t)fi->fh, true);
 	OP_END(0);
 	fuse_reply_err(req, 0);
 }
