@@ -348,9 +348,9 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 	case LWS_CALLBACK_HTTP_WRITEABLE:
 		return on_writeable(wsi, a, p);
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-		/* events were committed: every stream may have something to send */
+		/* events were committed: every stream may have something to send
+		 * (each vhost is told; each wakes its own protocol's connections) */
 		lws_callback_on_writable_all_protocol(lws_get_context(wsi), &api_http_protocol);
-		lws_callback_on_writable_all_protocol(lws_get_context(wsi), &api_ws_protocol);
 		return 0;
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:

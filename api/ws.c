@@ -375,7 +375,6 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 		return on_writeable(wsi, a, p);
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
 		lws_callback_on_writable_all_protocol(lws_get_context(wsi), &api_ws_protocol);
-		lws_callback_on_writable_all_protocol(lws_get_context(wsi), &api_http_protocol);
 		return 0;
 	case LWS_CALLBACK_CLOSED:
 		for (struct ws_pss **pp = list_of(a); *pp; pp = &(*pp)->next)
