@@ -200,10 +200,8 @@ static int op_add_task(struct batch *b, const struct task_spec *s, const char *t
 	t->order = o->next_order++;
 	t->status = TASK_BLOCKED;
 	t->created_ms = time_now_ms();
-	task_list_insert_after(o, o->tasks ? (struct task *)((char *)o->tasks_tail -
-							       offsetof(struct task, next))
-					   : NULL,
-			       t);
+	*o->tasks_tail = t;   /* appended: the list is creation order */
+	o->tasks_tail = &t->next;
 	hashmap_put(o->task_index, t->id, t);
 	o->ntasks++;
 	undo_push(b, (struct undo){.kind = U_ADD_TASK, .task = t});
