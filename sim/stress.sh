@@ -21,216 +21,30 @@
 # Prints a summary and a last line "N passed, M failed"; exits 0 only when
 # every expectation held. Every process and mount it started is gone at exit.
 set -u
-export LC_ALL=C
-
 SIM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ORCHFS=${ORCHFS:-$SIM_DIR/../build/fs/orchfs}
 NAME=stress
-SIM_TIMEOUT=${SIM_TIMEOUT:-100}
+PREFIX=s
+SHARED_PREFIX=st$$x # ids that cannot clash with what the instance holds
 # A fixed seed by default, so that tasks/s compares across runs and commits.
 SIM_SEED=${SIM_SEED:-1}
 [ "$SIM_SEED" == random ] && SIM_SEED=$(($(date +%s%N) / 1000 % 1000000))
 NTASKS=1000
 MAXW=8
-START_NS=$(date +%s%N)
+. "$SIM_DIR/lib.sh"
 
-PASSED=0
-FAILED=0
-FAILED_NAMES=()
-pass() { PASSED=$((PASSED + 1)); printf 'ok   - %s\n' "$1"; }
-fail() { FAILED=$((FAILED + 1)); FAILED_NAMES+=("$1"); printf 'FAIL - %s%s\n' "$1" "${2:+: $2}"; }
-check() {
-	local n=$1
-	shift
-	if "$@"; then pass "$n"; else fail "$n" "command failed: $*"; return 1; fi
-}
-expect_eq() { if [ "$2" == "$3" ]; then pass "$1"; else fail "$1" "got [$2], want [$3]"; fi; }
-# poll TIMEOUT_S CMD...: until CMD succeeds, every 50 ms; silent.
-poll() {
-	local steps=$(($1 * 20)) i=0
-	shift
-	until "$@" 2>/dev/null; do
-		[ "$i" -ge "$steps" ] && return 1
-		sleep 0.05
-		i=$((i + 1))
-	done
-}
-# wait_for NAME TIMEOUT_S CMD...: poll, counted as one expectation.
-wait_for() {
-	local n=$1 t=$2
-	shift 2
-	if poll "$t" "$@"; then pass "$n"; else fail "$n" "not true within ${t}s: $*"; fi
-}
-jqe() { jq -e "$@" >/dev/null 2>&1; }
-status_is() { [ "$(cat "$1" 2>/dev/null)" == "$2" ]; }
-# is_mounted DIR: DIR is a mount point in /proc/mounts (even a dead one).
-is_mounted() { awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/mounts; }
-proc_state() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1; }
-
-# --- where: our own daemon, or a running one ------------------------------
-T=$(mktemp -d /tmp/sim-XXXXXX)
-T=$(cd "$T" && pwd -P)
-OWN=1
-if [ -n "${ORCHFS_MOUNT:-}" ]; then
-	OWN=0
-	M=$ORCHFS_MOUNT
-	P=st$$x        # ids that cannot clash with what the instance holds
-else
-	M=$T/mnt
-	P=s
-fi
-TRACK=$P
-DAEMON_PID=
-BG_PIDS=()
-TORN=
-OLD_MAX=
-WATCHDOG=
-
-# Workers of this sim still alive: with our own daemon every process whose
-# environment has ORCHFS_MOUNT=$M; on a shared instance those of our track.
-leftover_pids() {
-	local f want
-	if [ "$OWN" == 1 ]; then want="ORCHFS_MOUNT=$M"; else want="ORCHFS_TRACK=$TRACK"; fi
-	for f in /proc/[0-9]*/environ; do
-		if { tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qxF "$want"; then
-			f=${f#/proc/}
-			echo "${f%/environ}"
-		fi
-	done
-}
-
-# teardown: stops what this sim started; idempotent (end of the run, or trap).
-teardown() {
-	[ -n "$TORN" ] && return
-	TORN=1
-	local p
-	for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	if [ "$OWN" == 1 ]; then
-		if [ -n "$DAEMON_PID" ]; then
-			# fusermount3 -u may be refused for a moment (EBUSY); then SIGTERM,
-			# which makes the daemon unmount and stop just the same
-			if is_mounted "$M"; then
-				if fusermount3 -u "$M" 2>"$T/umount.err"; then
-					UMOUNT_FIRST=ok
-				else
-					UMOUNT_FIRST=$(cat "$T/umount.err")
-					poll 2 fusermount3 -u "$M" || kill -TERM "$DAEMON_PID" 2>/dev/null
-				fi
-			fi
-			poll 8 eval "! kill -0 $DAEMON_PID" || kill -KILL "$DAEMON_PID" 2>/dev/null
-			DAEMON_RC=0
-			wait "$DAEMON_PID" 2>/dev/null || DAEMON_RC=$?
-		fi
-	else
-		[ -n "$OLD_MAX" ] && echo "$OLD_MAX" >"$M/mma/pipeline/max_workers" 2>/dev/null
-		local s
-		s=$(cat "$M/mma/pipeline/status" 2>/dev/null)
-		[ "$s" != running ] && [ -n "$PIPE_TOUCHED" ] && echo resume >"$M/mma/pipeline/resume" 2>/dev/null
-		for p in $(jq -r --arg k "$TRACK" '.tasks[]? | select(.status == "running" or .status == "blocked" or .status == "ready" or .status == "held") | .id' \
-			"$M/mma/tracks/$TRACK/info.json" 2>/dev/null); do
-			echo "cancel $p" >"$M/mma/dag/mutate" 2>/dev/null
-		done
-		poll 3 eval '[ -z "$(leftover_pids)" ]'
-	fi
-	for p in $(leftover_pids); do
-		kill -KILL -- "-$p" 2>/dev/null
-		kill -KILL "$p" 2>/dev/null
-	done
-	[ "$OWN" == 1 ] && is_mounted "$M" && fusermount3 -uz "$M" 2>/dev/null
-	[ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
-}
-on_exit() {
-	local rc=$?
-	trap - EXIT INT TERM
-	teardown
-	if [ -n "${KEEP_TMP:-}" ]; then
-		echo "kept $T" >&2
-	elif ! is_mounted "$T/mnt"; then
-		rm -rf "$T"
-	fi
-	exit "$rc"
-}
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-PIPE_TOUCHED=
-
-skip_or_fail() {
-	if [ "${CI:-}" == true ]; then
-		echo "FAIL: $NAME: $*" >&2
-		exit 1
-	fi
-	echo "SKIP: $NAME: $*" >&2
-	exit 77
-}
-
-# A watchdog: a wedged mount would block this script in a read, so it kills
-# our daemon (which aborts the FUSE connection) and then the script.
-start_watchdog() {
-	local me=$$
-	(
-		trap - EXIT INT TERM
-		sleep "$SIM_TIMEOUT" &
-		sp=$!
-		trap 'kill $sp 2>/dev/null; exit 0' TERM
-		wait $sp
-		echo "TIMEOUT: $NAME ran over ${SIM_TIMEOUT}s; killing its daemon" >&2
-		[ -s "$T/daemon.pid" ] && kill -KILL "$(cat "$T/daemon.pid")" 2>/dev/null
-		kill -TERM "$me"
-	) </dev/null >/dev/null &
-	WATCHDOG=$!
-}
-
-command -v jq >/dev/null || skip_or_fail "jq is missing"
-command -v python3 >/dev/null || skip_or_fail "python3 (for the posix_spawn baseline) is missing"
+need jq
+need python3 "python3 (for the posix_spawn baseline)"
 if [ "$OWN" == 1 ]; then
-	[ -e /dev/fuse ] || skip_or_fail "/dev/fuse is missing"
-	command -v fusermount3 >/dev/null || skip_or_fail "fusermount3 is missing"
-	[ -x "$ORCHFS" ] || { echo "FAIL: $NAME: no daemon at $ORCHFS (build it, or set ORCHFS)" >&2; exit 1; }
-	mkdir -p "$M" "$T/state" "$T/work"
-	start_watchdog
-	(cd "$T/work" && exec "$ORCHFS" -f --state-dir "$T/state" \
-		--kill-grace 1 --max-workers 8 --http off --ws off "$M") >"$T/daemon.log" 2>&1 </dev/null &
-	DAEMON_PID=$!
-	echo "$DAEMON_PID" >"$T/daemon.pid"
-	if ! poll 5 eval 'mountpoint -q "$M" && cat "$M/mma/pipeline/status" >/dev/null'; then
-		cat "$T/daemon.log" >&2
-		kill -0 "$DAEMON_PID" 2>/dev/null || skip_or_fail "orchfs exited before the mount came up"
-		skip_or_fail "the mount did not come up within 5 s"
-	fi
+	need_own_daemon
+	start_daemon --kill-grace 1 --max-workers 8 --http off --ws off
+	wait_mount
 else
-	start_watchdog
-	[ -f "$M/state.json" ] || { echo "FAIL: $NAME: $M is not an orchfs mount" >&2; exit 1; }
-	OLD_MAX=$(cat "$M/mma/pipeline/max_workers")
+	attach_mount
 	echo 8 >"$M/mma/pipeline/max_workers"
 fi
-if [ "$OWN" == 1 ]; then WHERE="own daemon $ORCHFS"; else WHERE="a running instance"; fi
-echo "# $NAME: orchfs at $M ($WHERE), track $TRACK"
+announce
 echo "# seed $SIM_SEED (SIM_SEED=$SIM_SEED reproduces this DAG)"
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
-# ctl FILE CONTENT: one write of CONTENT (one line) to the control FILE, then
-# the result (or the error object) read back on the same descriptor into RESULT.
-ctl() {
-	local fd rc
-	RESULT=
-	exec {fd}<>"$1" || return 1
-	printf '%s\n' "$2" >&"$fd" 2>/dev/null
-	rc=$?
-	IFS= read -r RESULT <&"$fd"
-	exec {fd}>&-
-	return $rc
-}
-ctl_file() {
-	local fd rc
-	RESULT=
-	exec {fd}<>"$1" || return 1
-	cat "$2" >&"$fd" 2>/dev/null
-	rc=$?
-	IFS= read -r RESULT <&"$fd"
-	exec {fd}>&-
-	return $rc
-}
 
 # --- the events, from the start ---------------------------------------------
 SEQ0=0
@@ -385,36 +199,7 @@ LAST=$(jq .seq "$M/state.json")
 wait_for "the events file has every event up to seq $LAST" 10 eval \
 	'[ "$(tail -n1 "$T/events.jsonl" | jq .seq 2>/dev/null)" -ge "$LAST" ]'
 kill "${BG_PIDS[0]}" 2>/dev/null
-CHECK_JQ='
-reduce .[] as $e ({deps: {}, trk: {}, wt: {}, dst: {}, st: {}, spawns: {}, allow: {}, retries: {},
-                   viol: [], dbl: [], gaps: 0, first: null, last: null};
-  $e.data as $d
-  | (if .last != null and $e.seq != .last + 1 then .gaps += 1 else . end)
-  | .first = (.first // $e.seq) | .last = $e.seq
-  | if $e.type == "dag.task_added" then .deps[$d.task] = {} | .trk[$d.task] = $d.track
-    elif $e.type == "dag.task_removed" then .deps |= del(.[$d.task])
-    elif $e.type == "dag.dep_added" then .deps[$d.task][$d.dep] = $e.seq
-    elif $e.type == "dag.dep_removed" then .deps[$d.task] |= del(.[$d.dep])
-    elif $e.type == "task.status" then
-      .st[$d.task] = $d.to
-      | if ($d.from == "failed" or $d.from == "killed") and ($d.to == "blocked" or $d.to == "ready")
-        then .allow[$d.task] = "manual" else . end
-    elif $e.type == "task.retry" then .allow[$d.task] = "auto" | .retries[$d.task] += 1
-    elif $e.type == "worker.spawned" and $d.task != null then
-      $d.task as $t
-      | [(.deps[$t] // {}) | keys[]] as $ks
-      | [$ks[] as $k | select((.dst[$k] // "none") != "exited" and .st[$k] != "skipped")
-         | {dep: $k, dep_worker: (.dst[$k] // "never ran")}] as $bad
-      | (if ($bad | length) > 0 then .viol += [{seq: $e.seq, task: $t, bad: $bad}] else . end)
-      | (if (.spawns[$t] // 0) > 0 and .allow[$t] == null then .dbl += [{seq: $e.seq, task: $t}] else . end)
-      | .spawns[$t] += 1 | .allow |= del(.[$t]) | .dst[$t] = "running" | .wt[$d.id | tostring] = $t
-    elif $e.type == "worker.exited" then
-      .wt[$d.id | tostring] as $t | if $t != null then .dst[$t] = $d.status else . end
-    else . end)
-| . as $r | {first, last, gaps, spawns, retries,
-   viol: [.viol[] | select($r.trk[.task] == $track)], dbl: [.dbl[] | select($r.trk[.task] == $track)],
-   deps: (.deps | with_entries(select($r.trk[.key] == $track)) | map_values(keys))}'
-jq -s --arg track "$TRACK" "$CHECK_JQ" "$T/events.jsonl" >"$T/check.json"
+summarize_events
 check "$(jq .last "$T/check.json") events, contiguous from seq $((SEQ0 + 1)) (no gap)" jqe --argjson s "$((SEQ0 + 1))" '.gaps == 0 and .first == $s' "$T/check.json"
 check "no task's worker spawned before all its deps' last worker exited with status exited" \
 	jqe '.viol == []' "$T/check.json" || jq -c '.viol[:5]' "$T/check.json"
@@ -429,9 +214,7 @@ expect_eq "task.retry once for each flaky task and for no other" \
 	"$(sort "$T/flaky.txt" | tr '\n' ' ' | sed 's/ $//')"
 check "the plan's $NEDGES deps arrived as dag.dep_added events in track.created's batch" eval \
 	'[ "$(jq -rs --arg k "$TRACK" "(map(select(.type == \"track.created\" and .data.track == \$k))[0].seq) as \$c | [.[] | select(.seq > \$c and .type == \"dag.dep_added\")] | .[:$NEDGES] | map(\"\(.data.dep) \(.data.task)\") | sort | join(\",\")" "$T/events.jsonl")" == "$(sort "$T/edges.txt" | paste -sd,)" ]'
-check "the DAG from the events equals dag.json's edges (with the mutations)" eval \
-	'[ "$(jq -c ".deps | to_entries | map(.value[] as \$d | [\$d, .key]) | sort" "$T/check.json")" == \
-	   "$(jq -c --arg k "$TRACK" "[.nodes[] | select(.track == \$k) | .id] as \$ids | [.edges[] | select(.to as \$t | \$ids | index(\$t)) | [.from, .to]] | sort" "$M/mma/dag.json")" ]'
+check "the DAG from the events equals dag.json's edges (with the mutations)" same_dag "$M/mma/dag.json"
 MAXRUN=$(jq -s --arg k "$TRACK" 'reduce (.[] | select((.type == "worker.spawned" and .data.track == $k) or .type == "worker.exited")) as $e
 	({run: 0, max: 0, ours: {}};
 	 if $e.type == "worker.spawned" then .ours[$e.data.id | tostring] = 1 | .run += 1 | .max = ([.max, .run] | max)
@@ -469,19 +252,10 @@ BASE_RATE=$(awk -v ms="$BASE_MS" 'BEGIN { printf "%.0f", 1000 * 1000 / ms }')
 check "throughput figures were measured" test "$ELAPSED" -gt 0 -a "$BASE_MS" -gt 0
 
 # --- teardown: nothing left behind ----------------------------------------
-teardown
-check "no worker process of this sim is left" test -z "$(leftover_pids)"
-if [ "$OWN" == 1 ]; then
-	expect_eq "fusermount3 -u unmounts at the first try" "${UMOUNT_FIRST:-not tried}" ok
-	check "the mount is gone" eval '! is_mounted "$M"'
-	expect_eq "the daemon exited 0" "${DAEMON_RC:-none}" 0
-fi
+end_checks
 echo "# seed $SIM_SEED: $ALLN tasks ($WRUNS worker runs, $NFLAKY retried), longest chain $DEPTH, ${#HELD[@]} held and released, max $MAXRUN workers at once"
 echo "# orchfs:   $ALLN tasks in $ELAPSED ms = $RATE tasks/s (plan write to track done, hold/release included)"
 echo "#           main phase: $MAIN_DONE tasks in $MAIN_MS ms = $MAIN_RATE tasks/s (track.created to the last exit before the release)"
 echo "# baseline: 1000 posix_spawn+waitpid of sh -c true in $BASE_MS ms = $BASE_RATE spawns/s"
 echo "# ratio:    orchfs/baseline = $(awk -v a="$RATE" -v b="$BASE_RATE" 'BEGIN { printf "%.2f", a / b }') (main phase $(awk -v a="$MAIN_RATE" -v b="$BASE_RATE" 'BEGIN { printf "%.2f", a / b }'))"
-echo "# ran in $((($(date +%s%N) - START_NS) / 1000000)) ms"
-for n in "${FAILED_NAMES[@]}"; do echo "#   failed: $n"; done
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+finish
