@@ -133,6 +133,9 @@ int main(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
+	/* the notifier's helper process (fs/notify.c), not a user command */
+	if (argc == 3 && strcmp(argv[1], "--notify-hand") == 0)
+		return notifier_hand_main(argv[2]);
 	struct orch_config cfg = {
 		.max_workers = (int)sysconf(_SC_NPROCESSORS_ONLN),
 		.kill_grace_s = 5,

@@ -1,9 +1,13 @@
-/* notify: the notifier thread that makes inotify work on the mount (SPEC 4).
+/* notify: the notifier that makes inotify work on the mount (SPEC 4).
  * The kernel raises no inotify event for a change made inside the daemon, so
- * this thread makes ordinary calls on its own mount purely for their side
- * effect (truncate -> IN_MODIFY, mkdir/mknod -> IN_CREATE, rmdir/unlink ->
- * IN_DELETE), and fs/ops.c turns those calls into no-ops once notifier_owns
- * recognises the thread. A pass compares renders with the previous pass, so a
+ * ordinary calls are made on the mount purely for their side effect
+ * (truncate -> IN_MODIFY, mkdir/mknod -> IN_CREATE, rmdir/unlink -> IN_DELETE),
+ * and fs/ops.c turns those calls into no-ops once notifier_owns recognises the
+ * caller. The calls are made by a small helper process (the hand), told what
+ * to do by the notifier thread over a pipe: a daemon thread blocked in a call
+ * on its own mount would keep a killed daemon from ever exiting (it waits for
+ * an answer only the dying process could give), wedging the mount; a separate
+ * process is released when the daemon's end of the connection closes. A pass compares renders with the previous pass, so a
  * watcher hears only of files whose bytes changed; state.json (it carries
  * telemetry) is announced on every change, system/telemetry.json never.
  *   inotifywait -m ~/orchfs/mma/pipeline & echo > ~/orchfs/mma/pipeline/pause */
@@ -16,8 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,7 +81,8 @@ struct notifier {
 	struct orch *o;
 	char *mount;
 	pthread_t thread;
-	int tid;                    /* atomic; 0 until the thread runs */
+	int tid;                    /* the hand's pid (its only thread); atomic, 0 until it runs */
+	int to_hand, from_hand;     /* the thread's ends of the pipes */
 	bool stop;                  /* atomic */
 	bool debug;
 
@@ -85,7 +93,6 @@ struct notifier {
 	char path[PATH_MAX];
 
 	/* The rest belongs to the thread alone. */
-	dev_t dev;                  /* the mount's device; 0 until known */
 	uint64_t seq, version;      /* what the last pass covered */
 	struct notifier_names names[NOTIFIER_NDIRS];
 	struct hashmap *hashes;     /* path -> (void *)(hash of its last render | 1) */
@@ -313,28 +320,143 @@ static uint64_t notifier_read_events(struct notifier *n, struct notifier_batch *
 	return at;
 }
 
-/* --- calls on the mount --- */
+/* --- calls on the mount, made by the hand --- */
+
+/* What the notifier thread asks of the hand; answered with an int errno. */
+struct hand_request {
+	int intent;
+	int dir;
+	int64_t size;
+	uint32_t len;   /* the path (relative to the mount) follows */
+};
 
 /* The mount's root, opened only for the length of one call: a descriptor kept
  * open would make a plain `fusermount3 -u` fail with EBUSY. Once the mount is
  * gone the path is the directory underneath, whose device differs: nothing
  * there may be touched. */
-static int notifier_root(struct notifier *n)
+static int hand_root(const char *mount, dev_t *dev)
 {
-	int fd = open(n->mount, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int fd = open(mount, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
 	struct stat st;
 	struct statfs sfs;
 	if (fstat(fd, &st) == 0) {
 		/* the first look is taken while mounted; make sure of it */
-		if (!n->dev && fstatfs(fd, &sfs) == 0 && sfs.f_type == NOTIFIER_FUSE_MAGIC)
-			n->dev = st.st_dev;
-		if (n->dev && st.st_dev == n->dev)
+		if (!*dev && fstatfs(fd, &sfs) == 0 && sfs.f_type == NOTIFIER_FUSE_MAGIC)
+			*dev = st.st_dev;
+		if (*dev && st.st_dev == *dev)
 			return fd;
 	}
 	close(fd);
 	return -1;
+}
+
+static bool read_full(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	while (len) {
+		ssize_t r = read(fd, p, len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return false;
+		p += r;
+		len -= (size_t)r;
+	}
+	return true;
+}
+
+static bool write_full(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		len -= (size_t)w;
+	}
+	return true;
+}
+
+int notifier_hand_main(const char *mount)
+{
+	/* gone with the daemon, even when it is killed */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	dev_t dev = 0;
+	int root = hand_root(mount, &dev);   /* learn the device while surely mounted */
+	if (root >= 0)
+		close(root);
+	struct hand_request rq;
+	char path[PATH_MAX];
+	while (read_full(0, &rq, sizeof rq)) {
+		if (rq.len >= sizeof path || !read_full(0, path, rq.len))
+			return 1;
+		path[rq.len] = '\0';
+		int rc = -1, e = ENOTCONN;
+		root = hand_root(mount, &dev);
+		if (root >= 0) {
+			if (rq.intent == NOTIFY_CREATE) {
+				rc = rq.dir ? mkdirat(root, path, 0555)
+					    : mknodat(root, path, S_IFREG | 0444, 0);
+			} else if (rq.intent == NOTIFY_DELETE) {
+				rc = unlinkat(root, path, rq.dir ? AT_REMOVEDIR : 0);
+			} else {
+				/* there is no truncateat: the descriptor's magic link stands in */
+				char via[PATH_MAX + 32];
+				snprintf(via, sizeof via, "/proc/self/fd/%d/%s", root, path);
+				rc = truncate(via, (off_t)rq.size);
+			}
+			e = rc ? errno : 0;
+			close(root);
+		}
+		if (!write_full(1, &e, sizeof e))
+			return 1;
+	}
+	return 0;   /* the daemon closed the pipe: it is stopping */
+}
+
+static bool hand_start(struct notifier *n)
+{
+	int to[2], from[2];
+	if (pipe2(to, O_CLOEXEC) < 0)
+		return false;
+	if (pipe2(from, O_CLOEXEC) < 0) {
+		close(to[0]);
+		close(to[1]);
+		return false;
+	}
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, to[0], 0);
+	posix_spawn_file_actions_adddup2(&fa, from[1], 1);
+	posix_spawnattr_t attr;
+	posix_spawnattr_init(&attr);
+	sigset_t none;
+	sigemptyset(&none);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+	char *const argv[] = {(char *)"orchfs-notify", (char *)"--notify-hand", n->mount, NULL};
+	extern char **environ;
+	pid_t pid;
+	int rc = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(to[0]);
+	close(from[1]);
+	if (rc) {
+		close(to[1]);
+		close(from[0]);
+		fprintf(stderr, "orchfs: cannot start the notifier's helper: %s\n", strerror(rc));
+		return false;
+	}
+	n->to_hand = to[1];
+	n->from_hand = from[0];
+	__atomic_store_n(&n->tid, (int)pid, __ATOMIC_RELEASE);
+	return true;
 }
 
 /* One call on the mount for its inotify side effect; its result is of no use
@@ -342,33 +464,29 @@ static int notifier_root(struct notifier *n)
 static void notifier_call(struct notifier *n, enum notify_intent intent, const char *rel,
 			  bool dir, off_t size)
 {
-	if (notifier_stopping(n))
-		return;
-	int root = notifier_root(n);
-	if (root < 0)
+	if (notifier_stopping(n) || n->to_hand < 0)
 		return;
 	pthread_mutex_lock(&n->lock);
 	n->intent = intent;
 	snprintf(n->path, sizeof n->path, "%s", rel);
 	pthread_mutex_unlock(&n->lock);
-	int rc;
-	if (intent == NOTIFY_CREATE) {
-		rc = dir ? mkdirat(root, rel, 0555) : mknodat(root, rel, S_IFREG | 0444, 0);
-	} else if (intent == NOTIFY_DELETE) {
-		rc = unlinkat(root, rel, dir ? AT_REMOVEDIR : 0);
-	} else {
-		/* there is no truncateat: the descriptor's magic link stands in */
-		char via[PATH_MAX + 32];
-		snprintf(via, sizeof via, "/proc/self/fd/%d/%s", root, rel);
-		rc = truncate(via, size);
-	}
-	int e = errno;
+	struct hand_request rq = {.intent = intent, .dir = dir, .size = size,
+				  .len = (uint32_t)strlen(n->path)};
+	int e = EPIPE;
+	bool ok = write_full(n->to_hand, &rq, sizeof rq) && write_full(n->to_hand, n->path, rq.len) &&
+		  read_full(n->from_hand, &e, sizeof e);
 	pthread_mutex_lock(&n->lock);
 	n->intent = NOTIFY_NONE;
 	n->path[0] = '\0';
 	pthread_mutex_unlock(&n->lock);
-	close(root);
-	if (rc && n->debug)
+	if (!ok) {
+		/* the hand is gone: no more announcements, but nothing else breaks */
+		fprintf(stderr, "orchfs: the notifier's helper stopped; inotify events end here\n");
+		close(n->to_hand);
+		n->to_hand = -1;
+		return;
+	}
+	if (e && n->debug)
 		fprintf(stderr, "orchfs: notify %s %s: %s\n",
 			intent == NOTIFY_CREATE ? "create" : intent == NOTIFY_DELETE ? "delete" : "modify",
 			rel, strerror(e));
@@ -569,12 +687,6 @@ static void *notifier_main(void *arg)
 {
 	struct notifier *n = arg;
 	pthread_setname_np(pthread_self(), "orchfs-notify");
-	__atomic_store_n(&n->tid, (int)gettid(), __ATOMIC_RELEASE);
-	/* Learn the mount's device while it is surely mounted (blocks until the
-	 * FUSE loop answers). */
-	int root = notifier_root(n);
-	if (root >= 0)
-		close(root);
 	int64_t next_logs = time_mono_ns() + NOTIFIER_LOG_POLL_NS;
 	while (!notifier_stopping(n)) {
 		int64_t t0 = time_mono_ns();
@@ -608,6 +720,14 @@ struct notifier *notifier_start(struct orch *o, const char *mount)
 	n->debug = debug && *debug;
 	pthread_mutex_init(&n->lock, NULL);
 	n->hashes = hashmap_new();
+	n->to_hand = n->from_hand = -1;
+	if (!hand_start(n)) {
+		pthread_mutex_destroy(&n->lock);
+		hashmap_free(n->hashes);
+		free(n->mount);
+		free(n);
+		return NULL;
+	}
 
 	/* The baseline, taken before the FUSE loop runs: what exists now was never
 	 * announced and needs no announcement. */
@@ -652,6 +772,15 @@ void notifier_stop(struct notifier *n)
 		events_wake_all(&n->o->events);
 		pthread_join(n->thread, NULL);
 	}
+	/* EOF tells the hand to go; a call it still had on the mount failed when
+	 * the session closed (main stops us after that) */
+	if (n->to_hand >= 0)
+		close(n->to_hand);
+	if (n->from_hand >= 0)
+		close(n->from_hand);
+	int pid = __atomic_load_n(&n->tid, __ATOMIC_ACQUIRE);
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
 	for (int d = 0; d < NOTIFIER_NDIRS; d++)
 		notifier_names_free(&n->names[d]);
 	for (size_t i = 0; i < n->nlogs; i++)

@@ -1,8 +1,8 @@
 /* notify: inotify for a FUSE mount. The kernel raises no inotify event for a
- * change made inside the daemon, so a notifier thread makes ordinary calls on
- * its own mount: truncate(path, size) for IN_MODIFY, mkdir/mknod for IN_CREATE,
- * rmdir/unlink for IN_DELETE. The FUSE handlers recognise its thread id and
- * turn those calls into no-ops. It wakes on committed events, coalesces bursts
+ * change made inside the daemon, so the notifier has ordinary calls made on
+ * the mount: truncate(path, size) for IN_MODIFY, mkdir/mknod for IN_CREATE,
+ * rmdir/unlink for IN_DELETE, by a helper process whose id the FUSE handlers
+ * recognise, turning those calls into no-ops. It wakes on committed events, coalesces bursts
  * (a last event always follows the last change), and polls running workers'
  * logs so `tail -f` and inotifywait see them grow. It never runs inside a FUSE
  * handler, which would deadlock.
@@ -21,7 +21,10 @@ struct notifier;
 /* Starts the thread (after the mount is up and the loop is about to run). */
 struct notifier *notifier_start(struct orch *o, const char *mount);
 void notifier_stop(struct notifier *n);
-/* Is req a call made by the notifier thread? If so, *path (relative to the
+/* The body of the helper process (orchfs --notify-hand MOUNT): makes the calls
+ * the notifier asks for over stdin, answering each errno on stdout. */
+int notifier_hand_main(const char *mount);
+/* Is req a call made by the notifier's helper? If so, *path (relative to the
  * mount's root, valid until the call returns) is the path it is acting on. */
 bool notifier_owns(struct notifier *n, fuse_req_t req, enum notify_intent *intent,
 		   const char **path);
