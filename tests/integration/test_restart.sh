@@ -94,4 +94,27 @@ check "and says corrupt" grep -qi "corrupt\|not a database" <<<"$out"
 expect_eq "corrupt file untouched" "$(sha256sum <"$S/orchfs.db")" "$sum"
 check "not mounted" eval '! mountpoint -q "$M"'
 
+# kill -9 in the middle of a burst (hundreds of spawns, the notifier busy on
+# the mount): the daemon must die at once, never wedge its own mount, and the
+# next start must find every acknowledged change.
+S=$T/state2
+M=$T/mnt3
+mkdir -p "$S" "$M"
+restart_same --max-workers 8
+python3 -c 'import json
+print(json.dumps({"id": "burst", "tasks": [{"id": "b%d" % i, "command": "true"} for i in range(300)]}))' >"$T/burst.json"
+check "a 300-task plan is created" eval 'cat "$T/burst.json" >"$M/mma/tracks/create"'
+poll 3 eval '[ "$(jq .total "$M/mma/workers.json")" -ge 20 ]'
+crash
+check "the killed daemon is gone" eval '! kill -0 $DAEMON_PID 2>/dev/null'
+timeout 3 stat -f "$M" >/dev/null 2>&1
+rc=$?
+check "its mount is stale, not wedged (statfs fails at once: rc $rc, not 124)" test "$rc" -ne 0 -a "$rc" -ne 124
+restart_same --max-workers 8
+expect_eq "the 300 tasks are all there after the crash" "$(jq '.tasks | length' "$M/state.json")" 300
+check "no worker of the crash is still running" \
+	jqe '[.workers[] | select(.status == "running" and .id <= 8)] | length == 0' "$M/mma/workers.json"
+wait_for "the track finishes after the restart" 30 eval \
+	'[ "$(cat "$M/mma/tracks/burst/status")" != active ]'
+
 finish
