@@ -108,7 +108,7 @@ wait_mount "$hello_mnt" "${pids[0]}" "$tmp/hello.log" "$hello_mnt/status" || exi
 names=(plain hello)
 paths=("$plain" "$hello_mnt/status")
 if [ "$only_hello" != 1 ]; then
-	"$orchfs" -f --state-dir "$state_dir" "$orch_mnt" >"$tmp/orchfs.log" 2>&1 &
+	"$orchfs" -f --http off --ws off --state-dir "$state_dir" "$orch_mnt" >"$tmp/orchfs.log" 2>&1 &
 	pids[1]=$!
 	wait_mount "$orch_mnt" "${pids[1]}" "$tmp/orchfs.log" "$orch_mnt/mma/pipeline/status" || exit 1
 	names+=(orchfs)

@@ -28,7 +28,7 @@ start() { # start NAME [ARGS]: mounts orchfs at $tmp/NAME
 	local name=$1 i
 	shift
 	mkdir -p "$tmp/$name/mnt" "$tmp/$name/state"
-	"$orchfs" --state-dir "$tmp/$name/state" --max-workers 1 "$@" "$tmp/$name/mnt" || return 1
+	"$orchfs" --state-dir "$tmp/$name/state" --http off --ws off --max-workers 1 "$@" "$tmp/$name/mnt" || return 1
 	mounts+=("$tmp/$name/mnt")
 	for ((i = 0; i < 100; i++)); do
 		[ -r "$tmp/$name/mnt/mma/pipeline/status" ] && return 0
