@@ -142,8 +142,7 @@ void fs_destroy(struct fs *fs)
 	free(fs);
 }
 
-static int fs_stat(struct fs *fs, fuse_ino_t ino, struct fs_inode *in, const struct node *n,
-		   struct stat *st)
+static int fs_stat(struct fs *fs, fuse_ino_t ino, const struct node *n, struct stat *st)
 {
 	memset(st, 0, sizeof *st);
 	st->st_ino = ino;
@@ -251,7 +250,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		rc = node_resolve(fs->o, path, &n);
 	if (!rc) {
 		e.ino = fs_intern(fs, path);
-		rc = fs_stat(fs, e.ino, fs_inode(fs, e.ino), &n, &e.attr);
+		rc = fs_stat(fs, e.ino, &n, &e.attr);
 	}
 	OP_END(rc);
 	if (rc) {
@@ -276,7 +275,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 	int rc = resolve_ino(fs, ino, &in, &n);
 	if (!rc)
-		rc = fs_stat(fs, ino, in, &n, &st);
+		rc = fs_stat(fs, ino, &n, &st);
 	OP_END(rc);
 	if (rc)
 		fuse_reply_err(req, -rc);
@@ -302,7 +301,7 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	    !(node_flags(&n) & (NODE_CTL | NODE_STREAM)))
 		rc = -EACCES;
 	if (!rc)
-		rc = fs_stat(fs, ino, in, &n, &st);
+		rc = fs_stat(fs, ino, &n, &st);
 	OP_END(rc);
 	if (rc)
 		fuse_reply_err(req, -rc);
@@ -583,7 +582,7 @@ static void notifier_entry(fuse_req_t req, fuse_ino_t parent, const char *name,
 		rc = node_resolve(fs->o, path, &n);
 		if (!rc) {
 			e.ino = fs_intern(fs, path);
-			rc = fs_stat(fs, e.ino, fs_inode(fs, e.ino), &n, &e.attr);
+			rc = fs_stat(fs, e.ino, &n, &e.attr);
 		}
 	}
 	OP_END(rc);
