@@ -17,7 +17,9 @@ static int pidfd_open_(pid_t pid)
 
 int runner_open_log(const char *log_path)
 {
-	return open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	/* a new worker's log starts empty: ids are never reused, so anything in
+	 * the file is left over from a state directory whose store was removed */
+	return open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
 }
 
 int runner_start(const char *command, const char *cwd, char *const envp[], int logfd,
