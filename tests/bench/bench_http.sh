@@ -32,6 +32,8 @@
 # Knobs (environment): BENCH_ROUNDS (default 3), BENCH_SECS (wrk -d, default 5),
 # BENCH_CONNS (wrk -c, default 10), BENCH_WORKERS (default 20).
 set -u -o pipefail
+# shellcheck source=tests/bench/lib.sh
+. "$(dirname "$0")/lib.sh" || exit 2
 
 usage() { echo "usage: $0 ORCHFS" >&2; exit 2; }
 [ $# -eq 1 ] || usage
@@ -40,7 +42,8 @@ rounds=${BENCH_ROUNDS:-3}
 secs=${BENCH_SECS:-5}
 conns=${BENCH_CONNS:-10}
 nworkers=${BENCH_WORKERS:-20}
-start_wait_s=10     # per server, until it answers
+mount_wait_s=10     # orchfs, until it mounts
+start_wait_s=10     # nginx, until it answers
 stop_wait_s=10      # orchfs, after unmount, before SIGKILL
 
 for v in "$rounds" "$secs" "$conns" "$nworkers"; do
@@ -59,69 +62,28 @@ if [ -n "$missing" ]; then
 	exit 2
 fi
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/orchfs-hbench.XXXXXX") || exit 1
+ngx_pid=""
+bench_tmp orchfs-hbench
 mnt=$tmp/mnt
 state=$tmp/state
 www=$tmp/www
 ngx=$tmp/nginx
 mkdir -p "$mnt" "$state" "$www/api/mma/pipeline" "$ngx/tmp" || exit 1
-orch_pid=""
-ngx_pid=""
 
-cleanup() {
-	local rc=$? i
-	trap - EXIT INT TERM
-	if [ -n "$ngx_pid" ]; then
-		kill -TERM "$ngx_pid" 2>/dev/null
-		for ((i = 0; i < 100; i++)); do kill -0 "$ngx_pid" 2>/dev/null || break; sleep 0.05; done
-		kill -KILL "$ngx_pid" 2>/dev/null
-		wait "$ngx_pid" 2>/dev/null
-	fi
-	if mountpoint -q "$mnt"; then
-		fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" 2>/dev/null
-	fi
-	if [ -n "$orch_pid" ]; then
-		for ((i = 0; i < stop_wait_s * 20; i++)); do
-			kill -0 "$orch_pid" 2>/dev/null || break
-			[ "$i" -eq $((stop_wait_s * 10)) ] && kill -TERM "$orch_pid" 2>/dev/null
-			sleep 0.05
-		done
-		kill -KILL "$orch_pid" 2>/dev/null
-		wait "$orch_pid" 2>/dev/null
-	fi
-	# Never delete through a mount that is still there.
-	if mountpoint -q "$mnt"; then
-		echo "warning: the mount survived; leaving $tmp" >&2
-	else
-		rm -rf --one-file-system -- "$tmp"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# free_ports N: N distinct free loopback TCP ports, held open together while chosen
-free_ports() {
-	python3 -c 'import socket, sys
-s = [socket.socket() for _ in range(int(sys.argv[1]))]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])' "$1"
+# cleanup stops nginx first
+# shellcheck disable=SC2317 # run by bench_cleanup
+bench_stop_others() {
+	local i
+	[ -n "$ngx_pid" ] || return 0
+	kill -TERM "$ngx_pid" 2>/dev/null
+	for ((i = 0; i < 100; i++)); do kill -0 "$ngx_pid" 2>/dev/null || break; sleep 0.05; done
+	kill -KILL "$ngx_pid" 2>/dev/null
+	wait "$ngx_pid" 2>/dev/null
 }
 
 # --- orchfs
-read -r p_http p_ws p_ngx < <(free_ports 3) || { echo "cannot find free ports" >&2; exit 1; }
-"$orchfs" -f --state-dir "$state" --http "127.0.0.1:$p_http" --ws "127.0.0.1:$p_ws" \
-	"$mnt" >"$tmp/orchfs.log" 2>&1 &
-orch_pid=$!
-for ((i = 0; ; i++)); do
-	if ! kill -0 "$orch_pid" 2>/dev/null; then
-		echo "orchfs exited before mounting; its log:" >&2; cat "$tmp/orchfs.log" >&2; exit 1
-	fi
-	mountpoint -q "$mnt" && [ -r "$mnt/mma/pipeline/status" ] && [ -s "$state/token" ] && break
-	[ "$i" -ge $((start_wait_s * 20)) ] && { echo "orchfs did not mount in ${start_wait_s}s; log:" >&2; cat "$tmp/orchfs.log" >&2; exit 1; }
-	sleep 0.05
-done
+read -r p_http p_ws p_ngx < <(bench_free_ports python3 3) || exit 1
+bench_orchfs_api "$mnt" "$state" "$tmp/orchfs.log" "$p_http" "$p_ws" || exit 1
 token=$(cat "$state/token") || exit 1
 auth="Authorization: Bearer $token"
 orch_url=http://127.0.0.1:$p_http
@@ -229,17 +191,11 @@ for ((r = 1; r <= rounds; r++)); do
 	done
 done
 
-median() {
-	printf '%s\n' $1 | sort -g | awk '{ v[NR] = $1 }
-		END { if (NR % 2) printf "%.0f", v[(NR + 1) / 2];
-		      else printf "%.0f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 echo "--- median requests/s of $rounds rounds (wrk -t1 -c$conns -d${secs}s)"
 for p in "${paths[@]}"; do
-	o=$(median "${rps[orchfs:$p]}")
-	n=$(median "${rps[nginx:$p]}")
-	printf '/api/%-20s orchfs=%s nginx=%s ratio orchfs/nginx=%s\n' "$p" "$o" "$n" \
-		"$(awk -v a="$o" -v b="$n" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "inf" }')"
+	o=$(bench_median %.0f "${rps[orchfs:$p]}")
+	n=$(bench_median %.0f "${rps[nginx:$p]}")
+	printf '/api/%-20s orchfs=%s nginx=%s ratio orchfs/nginx=%s\n' "$p" "$o" "$n" "$(bench_ratio "$o" "$n")"
 done
 [ "$odd" = 1 ] && echo "note: wrk saw non-2xx responses or socket errors (see the rounds above)"
 if [ -s "$ngx/error.log" ]; then

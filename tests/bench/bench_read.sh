@@ -14,6 +14,8 @@
 # Each readloop prints its median; the report is the median of the round
 # medians per target and the ratios orchfs/hello and hello/plain.
 set -u -o pipefail
+# shellcheck source=tests/bench/lib.sh
+. "$(dirname "$0")/lib.sh" || exit 2
 
 usage() { echo "usage: $0 ORCHFS HELLO_FS READLOOP" >&2; exit 2; }
 [ $# -eq 3 ] || usage
@@ -39,78 +41,21 @@ for tool in mountpoint fusermount3 timeout awk sort; do
 	command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 2; }
 done
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/orchfs-bench.XXXXXX") || exit 1
+bench_tmp orchfs-bench
 hello_mnt=$tmp/hello_mnt
 orch_mnt=$tmp/orch_mnt
 state_dir=$tmp/state
 plain=$tmp/plain_status
 mkdir -p "$hello_mnt" "$orch_mnt" "$state_dir" || exit 1
 printf 'running\n' >"$plain" || exit 1
-pids=()
 
-# Stop one daemon: unmount (which ends its loop), wait, then signals.
-stop_daemon() {
-	local mnt=$1 pid=$2 i
-	if mountpoint -q "$mnt"; then
-		fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" 2>/dev/null
-	fi
-	[ -n "$pid" ] || return 0
-	for ((i = 0; i < stop_wait_s * 20; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		[ "$i" -eq $((stop_wait_s * 10)) ] && kill -TERM "$pid" 2>/dev/null
-		sleep 0.05
-	done
-	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	return 0
-}
-
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	stop_daemon "$orch_mnt" "${pids[1]:-}"
-	stop_daemon "$hello_mnt" "${pids[0]:-}"
-	# Never delete through a mount that is still there.
-	if mountpoint -q "$orch_mnt" || mountpoint -q "$hello_mnt"; then
-		echo "warning: a mount survived; leaving $tmp" >&2
-	else
-		rm -rf --one-file-system -- "$tmp"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# wait_mount MNT PID LOG FILE: until MNT is a mount and FILE is readable.
-wait_mount() {
-	local mnt=$1 pid=$2 log=$3 file=$4 i
-	for ((i = 0; i < mount_wait_s * 20; i++)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "daemon for $mnt exited before mounting; its log:" >&2
-			cat "$log" >&2
-			return 1
-		fi
-		if mountpoint -q "$mnt" && [ -r "$file" ]; then
-			return 0
-		fi
-		sleep 0.05
-	done
-	echo "no mount at $mnt (or no $file) after ${mount_wait_s}s; log:" >&2
-	cat "$log" >&2
-	return 1
-}
-
-"$hello" -f "$hello_mnt" >"$tmp/hello.log" 2>&1 &
-pids[0]=$!
-wait_mount "$hello_mnt" "${pids[0]}" "$tmp/hello.log" "$hello_mnt/status" || exit 1
+bench_start "$hello_mnt" "$tmp/hello.log" "$hello" -f "$hello_mnt"
+bench_wait_mount "$hello_mnt" "$bench_pid" "$tmp/hello.log" "$hello_mnt/status" || exit 1
 
 names=(plain hello)
 paths=("$plain" "$hello_mnt/status")
 if [ "$only_hello" != 1 ]; then
-	"$orchfs" -f --http off --ws off --state-dir "$state_dir" "$orch_mnt" >"$tmp/orchfs.log" 2>&1 &
-	pids[1]=$!
-	wait_mount "$orch_mnt" "${pids[1]}" "$tmp/orchfs.log" "$orch_mnt/mma/pipeline/status" || exit 1
+	bench_orchfs "$orch_mnt" "$state_dir" "$tmp/orchfs.log" || exit 1
 	names+=(orchfs)
 	paths+=("$orch_mnt/mma/pipeline/status")
 fi
@@ -136,22 +81,14 @@ for ((r = 1; r <= rounds; r++)); do
 	done
 done
 
-# median of a list of numbers (mean of the two middle ones when even)
-median() {
-	printf '%s\n' $1 | sort -g | awk '{ v[NR] = $1 }
-		END { if (NR % 2) printf "%.2f", v[(NR + 1) / 2];
-		      else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "inf" }'; }
-
 echo "--- median of $rounds round medians (open+read+close, us)"
 declare -A result=()
 for n in "${names[@]}"; do
-	result[$n]=$(median "${meds[$n]}")
+	result[$n]=$(bench_median %.2f "${meds[$n]}")
 	printf '%-7s median_us=%s\n' "$n" "${result[$n]}"
 done
 if [ "$only_hello" != 1 ]; then
-	echo "ratio orchfs/hello=$(ratio "${result[orchfs]}" "${result[hello]}")"
+	echo "ratio orchfs/hello=$(bench_ratio "${result[orchfs]}" "${result[hello]}")"
 fi
-echo "ratio hello/plain=$(ratio "${result[hello]}" "${result[plain]}")"
+echo "ratio hello/plain=$(bench_ratio "${result[hello]}" "${result[plain]}")"
 exit 0

@@ -7,37 +7,23 @@
 #   meson test -C build --benchmark control_writes -v
 #   tests/bench/bench_writes.sh ORCHFS WRITELOOP
 set -u -o pipefail
+# shellcheck source=tests/bench/lib.sh
+. "$(dirname "$0")/lib.sh" || exit 2
 [ $# -eq 2 ] || { echo "usage: $0 ORCHFS WRITELOOP" >&2; exit 2; }
 orchfs=$1 writeloop=$2
 rounds=${BENCH_ROUNDS:-5}
 ops=${BENCH_OPS:-2000}
 durable_ops=${BENCH_DURABLE_OPS:-300}
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/orchfs-wbench.XXXXXX") || exit 1
-mounts=()
-cleanup() {
-	local m
-	for m in "${mounts[@]}"; do
-		fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null
-	done
-	sleep 0.2
-	rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+mount_wait_s=5      # per daemon, until the mount shows
+stop_wait_s=5       # per daemon, after unmount, before SIGKILL
+bench_tmp orchfs-wbench
 
-start() { # start NAME [ARGS]: mounts orchfs at $tmp/NAME
-	local name=$1 i
-	shift
-	mkdir -p "$tmp/$name/mnt" "$tmp/$name/state"
-	"$orchfs" --state-dir "$tmp/$name/state" --http off --ws off --max-workers 1 "$@" "$tmp/$name/mnt" || return 1
-	mounts+=("$tmp/$name/mnt")
-	for ((i = 0; i < 100; i++)); do
-		[ -r "$tmp/$name/mnt/mma/pipeline/status" ] && return 0
-		sleep 0.05
-	done
-	echo "orchfs did not mount at $tmp/$name/mnt" >&2
-	return 1
+start() { # start NAME [ARGS]: mounts orchfs at $tmp/NAME/mnt
+	mkdir -p "$tmp/$1/mnt" "$tmp/$1/state" || return 1
+	bench_orchfs "$tmp/$1/mnt" "$tmp/$1/state" "$tmp/$1/orchfs.log" --max-workers 1 "${@:2}"
 }
 
+# the middle value (the lower middle one when even), as an integer
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 start plain || exit 1

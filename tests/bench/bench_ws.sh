@@ -27,8 +27,10 @@ set -u -o pipefail
 [ $# -eq 1 ] || { echo "usage: $0 ORCHFS" >&2; exit 2; }
 orchfs=$1
 here=$(cd "$(dirname "$0")" && pwd) || exit 1
+# shellcheck source=tests/bench/lib.sh
+. "$here/lib.sh" || exit 2
 py=${PYTHON:-/usr/bin/python3}
-start_wait_s=10
+mount_wait_s=10
 stop_wait_s=10
 
 [ -x "$orchfs" ] || { echo "not executable: $orchfs" >&2; exit 2; }
@@ -41,53 +43,13 @@ done
 	exit 2
 }
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/orchfs-wsbench.XXXXXX") || exit 1
+bench_tmp orchfs-wsbench
 mnt=$tmp/mnt
 state=$tmp/state
 mkdir -p "$mnt" "$state" || exit 1
-orch_pid=""
 
-cleanup() {
-	local rc=$? i
-	trap - EXIT INT TERM
-	if mountpoint -q "$mnt"; then
-		fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" 2>/dev/null
-	fi
-	if [ -n "$orch_pid" ]; then
-		for ((i = 0; i < stop_wait_s * 20; i++)); do
-			kill -0 "$orch_pid" 2>/dev/null || break
-			[ "$i" -eq $((stop_wait_s * 10)) ] && kill -TERM "$orch_pid" 2>/dev/null
-			sleep 0.05
-		done
-		kill -KILL "$orch_pid" 2>/dev/null
-		wait "$orch_pid" 2>/dev/null
-	fi
-	if mountpoint -q "$mnt"; then
-		echo "warning: the mount survived; leaving $tmp" >&2
-	else
-		rm -rf --one-file-system -- "$tmp"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-read -r p_http p_ws < <("$py" -c 'import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])') || { echo "cannot find free ports" >&2; exit 1; }
-"$orchfs" -f --state-dir "$state" --http "127.0.0.1:$p_http" --ws "127.0.0.1:$p_ws" \
-	"$mnt" >"$tmp/orchfs.log" 2>&1 &
-orch_pid=$!
-for ((i = 0; ; i++)); do
-	if ! kill -0 "$orch_pid" 2>/dev/null; then
-		echo "orchfs exited before mounting; its log:" >&2; cat "$tmp/orchfs.log" >&2; exit 1
-	fi
-	mountpoint -q "$mnt" && [ -r "$mnt/mma/pipeline/status" ] && [ -s "$state/token" ] && break
-	[ "$i" -ge $((start_wait_s * 20)) ] && { echo "orchfs did not mount in ${start_wait_s}s; log:" >&2; cat "$tmp/orchfs.log" >&2; exit 1; }
-	sleep 0.05
-done
+read -r p_http p_ws < <(bench_free_ports "$py" 2) || exit 1
+bench_orchfs_api "$mnt" "$state" "$tmp/orchfs.log" "$p_http" "$p_ws" || exit 1
 
 # one worker that runs for the whole benchmark (unmounting ends it)
 exec 3<>"$mnt/mma/workers/spawn" || exit 1
