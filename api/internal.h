@@ -37,8 +37,9 @@ struct api *api_of(struct lws *wsi);
  * status to refuse with (401, 403) and a message. */
 int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, bool websocket,
 	      char *why, size_t whysize);
-/* Marks WebSocket clients lagging past --ws-queue-max for closing (1013). */
-void api_ws_check_lag(struct api *a);
+/* Marks WebSocket clients lagging past --ws-queue-max for closing (1013);
+ * fills depths (at most max) with each client's lag in bytes, returns how many. */
+size_t api_ws_check_lag(struct api *a, uint64_t *depths, size_t max);
 /* Renders what GET /api/P returns; -errno with the error object in out. */
 int api_read(struct api *a, const char *path, struct buf *out, bool *is_json);
 /* Writes body to control file P; result or error object in out. */

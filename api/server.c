@@ -242,8 +242,9 @@ static void telemetry_tick(lws_sorted_usec_list_t *sul)
 	cJSON_AddItemToObject(f, "data", tm_json(a->o->tm));
 	json_emit(f, &a->telemetry_frame);
 	a->telemetry_gen++;
-	api_ws_check_lag(a);
-	tm_ws(a->o->tm, a->ws_clients, a->ws_max_queue, a->ws_sent, a->ws_dropped);
+	uint64_t depths[TM_WS_DEPTHS];
+	size_t n = api_ws_check_lag(a, depths, TM_WS_DEPTHS);
+	tm_ws(a->o->tm, a->ws_clients, a->ws_max_queue, a->ws_sent, a->ws_dropped, depths, n);
 	a->ws_max_queue = 0;   /* the deepest queue of each period */
 	lws_callback_on_writable_all_protocol(a->ctx, &api_ws_protocol);
 	lws_callback_on_writable_all_protocol(a->ctx, &api_http_protocol);

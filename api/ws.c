@@ -297,12 +297,16 @@ static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
 	return 0;
 }
 
-void api_ws_check_lag(struct api *a)
+size_t api_ws_check_lag(struct api *a, uint64_t *depths, size_t max)
 {
+	size_t n = 0;
 	for (struct ws_pss *p = *list_of(a); p; p = p->next) {
+		uint64_t lag = lag_of(a, p);
+		if (n < max)
+			depths[n++] = lag == UINT64_MAX ? 0 : lag;
 		/* Too slow is lagging while its socket takes no more: a healthy
 		 * client that this thread has not caught up with yet is not. */
-		if (p->cull || lag_of(a, p) <= a->cfg.ws_queue_max || !lws_send_pipe_choked(p->wsi))
+		if (p->cull || lag <= a->cfg.ws_queue_max || !lws_send_pipe_choked(p->wsi))
 			continue;
 		/* A stalled socket may never become writable for the close frame:
 		 * it gets a moment, then is dropped. */
@@ -311,6 +315,7 @@ void api_ws_check_lag(struct api *a)
 		lws_set_timeout(p->wsi, PENDING_TIMEOUT_CLOSE_SEND, 2);
 		lws_callback_on_writable(p->wsi);
 	}
+	return n;
 }
 
 /* Refuses an upgrade with an HTTP/1.1 status and the error object (lws's own

@@ -26,6 +26,8 @@ struct telemetry {
 	uint64_t http_requests, http_errors, store_writes, store_bytes;
 	unsigned ws_clients;
 	uint64_t ws_max_queue, ws_sent, ws_dropped;
+	uint64_t ws_depths[TM_WS_DEPTHS];
+	size_t ws_ndepths;
 	int64_t last_cpu_ns, last_wall_ns;
 	double cpu_percent;
 };
@@ -106,9 +108,11 @@ void tm_http(struct telemetry *tm, int failed)
 }
 
 void tm_ws(struct telemetry *tm, unsigned clients, uint64_t max_queue_bytes, uint64_t sent,
-	   uint64_t dropped)
+	   uint64_t dropped, const uint64_t *depths, size_t ndepths)
 {
 	pthread_mutex_lock(&tm->lock);
+	tm->ws_ndepths = ndepths < TM_WS_DEPTHS ? ndepths : TM_WS_DEPTHS;
+	memcpy(tm->ws_depths, depths, tm->ws_ndepths * sizeof *depths);
 	tm->ws_clients = clients;
 	tm->ws_max_queue = max_queue_bytes;
 	tm->ws_sent = sent;
@@ -208,6 +212,9 @@ cJSON *tm_json(struct telemetry *tm)
 	json_add_i64(ws, "max_queue_bytes", (int64_t)tm->ws_max_queue);
 	json_add_i64(ws, "messages_out", (int64_t)tm->ws_sent);
 	json_add_i64(ws, "clients_dropped", (int64_t)tm->ws_dropped);
+	cJSON *depths = cJSON_AddArrayToObject(ws, "queue_bytes");
+	for (size_t i = 0; i < tm->ws_ndepths; i++)
+		cJSON_AddItemToArray(depths, cJSON_CreateNumber((double)tm->ws_depths[i]));
 	cJSON *store = cJSON_AddObjectToObject(r, "store");
 	json_add_i64(store, "writes", (int64_t)tm->store_writes);
 	json_add_i64(store, "bytes", (int64_t)tm->store_bytes);

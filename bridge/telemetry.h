@@ -21,10 +21,12 @@ void tm_tick(struct telemetry *tm, int64_t duration_ns);
 void tm_fuse_op(struct telemetry *tm, enum tm_op op, int64_t duration_ns, int failed);
 void tm_http(struct telemetry *tm, int failed);
 void tm_store_write(struct telemetry *tm, uint64_t bytes);
+#define TM_WS_DEPTHS 64
 /* The API's WebSocket side: clients now, the deepest client queue in bytes,
- * frames sent, clients dropped for lagging. */
+ * frames sent, clients dropped for lagging, and each client's queue in bytes
+ * (the first TM_WS_DEPTHS of them). */
 void tm_ws(struct telemetry *tm, unsigned clients, uint64_t max_queue_bytes, uint64_t sent,
-	   uint64_t dropped);
+	   uint64_t dropped, const uint64_t *depths, size_t ndepths);
 /* A fresh document; the caller adds what only it knows (workers, events). */
 cJSON *tm_json(struct telemetry *tm);
 

@@ -8,6 +8,7 @@
 #include "pricing.h"
 #include "render.h"
 #include "scheduler.h"
+#include "telemetry.h"
 
 #define PLAN "{\"id\":\"k\",\"title\":\"K \\\"q\\\"\",\"budget_usd\":2.5,\"tasks\":[" \
 	"{\"id\":\"t1\",\"command\":\"true\",\"model\":\"m1\"}," \
@@ -250,6 +251,17 @@ static void test_documents(void **state)
 	assert_non_null(cJSON_GetObjectItem(st, "context"));
 	assert_non_null(cJSON_GetObjectItem(cJSON_GetObjectItem(st, "telemetry"), "loop"));
 	cJSON_Delete(st);
+	/* the WebSocket side of telemetry: each client's queue, as the API reports it */
+	uint64_t depths[] = {5, 70000};
+	tm_ws(f->o.tm, 2, 70000, 9, 1, depths, 2);
+	cJSON *tel = read_json(&f->o, "system/telemetry.json");
+	cJSON *ws = cJSON_GetObjectItem(tel, "websocket");
+	assert_int_equal(cJSON_GetObjectItem(ws, "clients")->valueint, 2);
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(ws, "queue_bytes")), 2);
+	assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(ws, "queue_bytes"), 1)->valueint, 70000);
+	assert_int_equal(cJSON_GetObjectItem(ws, "clients_dropped")->valueint, 1);
+	assert_non_null(cJSON_GetObjectItem(cJSON_GetObjectItem(tel, "events"), "high_water"));
+	cJSON_Delete(tel);
 	char *status = read_node(&f->o, "mma/workers/1/status");
 	assert_string_equal(status, "exited\n");
 	free(status);
