@@ -30,25 +30,6 @@ struct batch {
 	size_t ncancel;
 };
 
-bool dag_dep_satisfied(const struct task *dep)
-{
-	return dep->status == TASK_DONE || dep->status == TASK_SKIPPED;
-}
-
-size_t dag_dependents(struct orch *o, const struct task *t, struct task **out, size_t max)
-{
-	size_t n = 0;
-	for (struct task *x = o->tasks; x; x = x->next)
-		for (size_t i = 0; i < x->ndeps; i++)
-			if (x->deps[i] == t) {
-				if (n < max)
-					out[n] = x;
-				n++;
-				break;
-			}
-	return n;
-}
-
 static void undo_push(struct batch *b, struct undo u)
 {
 	if (b->n == b->cap) {
@@ -74,29 +55,6 @@ static cJSON *event_data(const char *task, const char *dep)
 	if (dep)
 		cJSON_AddStringToObject(d, "dep", dep);
 	return d;
-}
-
-static void task_list_unlink(struct orch *o, struct task *t, struct task **pred_out)
-{
-	struct task **pp = &o->tasks, *pred = NULL;
-	while (*pp != t) {
-		pred = *pp;
-		pp = &(*pp)->next;
-	}
-	*pp = t->next;
-	if (o->tasks_tail == &t->next)
-		o->tasks_tail = pp;
-	t->next = NULL;
-	*pred_out = pred;
-}
-
-static void task_list_insert_after(struct orch *o, struct task *pred, struct task *t)
-{
-	struct task **pp = pred ? &pred->next : &o->tasks;
-	t->next = *pp;
-	*pp = t;
-	if (!t->next)
-		o->tasks_tail = &t->next;
 }
 
 /* Finds a path of deps from `from` to `to` (DFS, iterative so a long chain
@@ -162,8 +120,7 @@ static int op_add_dep(struct batch *b, struct task *t, struct task *d, struct or
 		free(path);
 		return -ELOOP;
 	}
-	t->deps = xrealloc(t->deps, (t->ndeps + 1) * sizeof *t->deps);
-	t->deps[t->ndeps++] = d;
+	task_dep_add(b->o, t, d);
 	undo_push(b, (struct undo){.kind = U_ADD_DEP, .task = t, .other = d});
 	batch_event(b, "dag", "dag.dep_added", event_data(t->id, d->id));
 	return 0;
@@ -200,10 +157,7 @@ static int op_add_task(struct batch *b, const struct task_spec *s, const char *t
 	t->order = o->next_order++;
 	t->status = TASK_BLOCKED;
 	t->created_ms = time_now_ms();
-	*o->tasks_tail = t;   /* appended: the list is creation order */
-	o->tasks_tail = &t->next;
-	hashmap_put(o->task_index, t->id, t);
-	o->ntasks++;
+	task_link(o, t);
 	undo_push(b, (struct undo){.kind = U_ADD_TASK, .task = t});
 	cJSON *d = event_data(t->id, NULL);
 	cJSON_AddStringToObject(d, "track", k->id);
@@ -222,22 +176,26 @@ static int op_remove_task(struct batch *b, struct task *t, struct orch_err *err)
 	if (t->status == TASK_RUNNING)
 		return err_set(err, EBUSY, "task %s is running (worker %d); cancel it first", t->id,
 			       t->nworkers ? t->workers[t->nworkers - 1] : 0);
-	struct task *dependents[4];
-	size_t n = dag_dependents(o, t, dependents, 4);
-	if (n) {
+	if (t->nrdeps) {
+		/* the oldest first, as they were added */
+		struct task *first[4];
+		size_t n = 0;
+		for (struct task *x = o->tasks; x && n < 4 && n < t->nrdeps; x = x->next)
+			for (size_t i = 0; i < t->nrdeps; i++)
+				if (t->rdeps[i] == x) {
+					first[n++] = x;
+					break;
+				}
 		struct buf msg = BUF_INIT;
-		for (size_t i = 0; i < n && i < 4; i++)
-			buf_printf(&msg, "%s%s", i ? ", " : "", dependents[i]->id);
+		for (size_t i = 0; i < n; i++)
+			buf_printf(&msg, "%s%s", i ? ", " : "", first[i]->id);
 		err_set(err, EBUSY, "task %s is a dep of %s%s; remove those edges first", t->id,
-			msg.data, n > 4 ? ", ..." : "");
+			msg.data, t->nrdeps > 4 ? ", ..." : "");
 		buf_free(&msg);
 		return -EBUSY;
 	}
-	struct task *pred;
-	task_list_unlink(o, t, &pred);
-	hashmap_del(o->task_index, t->id);
-	o->ntasks--;
-	undo_push(b, (struct undo){.kind = U_REMOVE_TASK, .task = t, .other = pred});
+	task_unlink(o, t);
+	undo_push(b, (struct undo){.kind = U_REMOVE_TASK, .task = t});
 	batch_event(b, "dag", "dag.task_removed", event_data(t->id, NULL));
 	return 0;
 }
@@ -247,8 +205,7 @@ static int op_remove_dep(struct batch *b, struct task *t, struct task *d, struct
 	for (size_t i = 0; i < t->ndeps; i++) {
 		if (t->deps[i] != d)
 			continue;
-		memmove(&t->deps[i], &t->deps[i + 1], (t->ndeps - i - 1) * sizeof *t->deps);
-		t->ndeps--;
+		task_dep_remove(b->o, t, i);
 		undo_push(b, (struct undo){.kind = U_REMOVE_DEP, .task = t, .other = d, .index = i});
 		batch_event(b, "dag", "dag.dep_removed", event_data(t->id, d->id));
 		return 0;
@@ -264,7 +221,7 @@ static void set_status(struct batch *b, struct task *t, enum task_status s)
 	cJSON_AddStringToObject(d, "from", task_status_name(t->status));
 	cJSON_AddStringToObject(d, "to", task_status_name(s));
 	batch_event(b, "dag", "task.status", d);
-	t->status = s;
+	task_set_status(b->o, t, s);
 }
 
 static int op_status(struct batch *b, const struct dag_op *op, struct task *t,
@@ -339,52 +296,37 @@ static int op_apply(struct batch *b, const struct dag_op *op, struct orch_err *e
 	}
 }
 
+/* Undoes the batch; what it marked for sched_recompute is settled again, which
+ * changes nothing but leaves no marks behind. */
 static void batch_rollback(struct batch *b)
 {
 	struct orch *o = b->o;
 	for (size_t i = b->n; i-- > 0;) {
 		struct undo *u = &b->log[i];
-		struct task *t = u->task, *pred;
+		struct task *t = u->task;
 		switch (u->kind) {
 		case U_ADD_TASK:
-			task_list_unlink(o, t, &pred);
-			hashmap_del(o->task_index, t->id);
-			o->ntasks--;
+			task_unlink(o, t);
 			task_free(t);
 			break;
 		case U_REMOVE_TASK:
-			task_list_insert_after(o, u->other, t);
-			hashmap_put(o->task_index, t->id, t);
-			o->ntasks++;
+			task_relink(o, t);
 			break;
 		case U_ADD_DEP:
-			t->ndeps--;  /* undone in reverse, so it is the last one */
+			task_dep_remove(o, t, t->ndeps - 1);  /* undone in reverse: the last one */
 			break;
 		case U_REMOVE_DEP:
-			t->deps = xrealloc(t->deps, (t->ndeps + 1) * sizeof *t->deps);
-			memmove(&t->deps[u->index + 1], &t->deps[u->index],
-				(t->ndeps - u->index) * sizeof *t->deps);
-			t->deps[u->index] = u->other;
-			t->ndeps++;
+			task_dep_insert(o, t, u->index, u->other);
 			break;
 		case U_STATUS:
-			t->status = u->old_status;
+			task_set_status(o, t, u->old_status);
 			break;
 		case U_ADD_TRACK:
-			for (struct track **pp = &o->tracks; *pp; pp = &(*pp)->next)
-				if (*pp == u->track) {
-					*pp = u->track->next;
-					if (o->tracks_tail == &u->track->next)
-						o->tracks_tail = pp;
-					break;
-				}
-			hashmap_del(o->track_index, u->track->id);
-			o->ntracks--;
-			free(u->track->title);
-			free(u->track);
+			track_drop(o, u->track);
 			break;
 		}
 	}
+	sched_recompute(o);
 }
 
 static void batch_commit(struct batch *b)

@@ -15,8 +15,5 @@ int dag_mutate(struct orch *o, const struct cmd_mutate *m, struct buf *result,
 /* tracks/create: the track and its tasks in one atomic batch. Result: the track. */
 int dag_create_track(struct orch *o, const struct cmd_plan *p, struct buf *result,
 		     struct orch_err *err);
-bool dag_dep_satisfied(const struct task *dep);
-/* Tasks that list t as a dep, into out (at most max); returns how many there are. */
-size_t dag_dependents(struct orch *o, const struct task *t, struct task **out, size_t max);
 
 #endif

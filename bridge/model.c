@@ -1,5 +1,9 @@
-/* model: ids, status names, lookups and the string->pointer index behind them. */
+/* model: ids, status names, lookups, the string->pointer index behind them,
+ * and the incremental bookkeeping of tasks: counts by status per track and in
+ * all, the ready heap, reverse edges, the running list, and the dirty lists
+ * that let sched_recompute look only at what a change touched. */
 #include "orch.h"
+#include "pricing.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +58,7 @@ struct hm_slot {
 struct hashmap {
 	struct hm_slot *slots;
 	size_t cap, used;   /* used counts tombstones too, so probes stay short */
+	size_t count;       /* live keys */
 };
 
 static char tombstone_mark;
@@ -108,7 +113,10 @@ static void hm_grow(struct hashmap *m)
 {
 	struct hm_slot *old = m->slots;
 	size_t oldcap = m->cap;
-	m->cap *= 2;
+	/* Rehashing drops tombstones: when they are most of the load, the same
+	 * size will do (a map that sees many deletes does not grow forever). */
+	if (m->count * 4 >= m->cap)
+		m->cap *= 2;
 	m->slots = xcalloc(m->cap, sizeof *m->slots);
 	m->used = 0;
 	for (size_t i = 0; i < oldcap; i++) {
@@ -137,16 +145,14 @@ void hashmap_put(struct hashmap *m, const char *key, void *value)
 	}
 	if (!s->key)
 		m->used++;
+	m->count++;
 	s->key = xstrdup(key);
 	s->value = value;
 }
 
 size_t hashmap_size(const struct hashmap *m)
 {
-	size_t n = 0;
-	for (size_t i = 0; i < m->cap; i++)
-		n += m->slots[i].key && m->slots[i].key != TOMBSTONE;
-	return n;
+	return m->count;
 }
 
 void hashmap_clear(struct hashmap *m, void (*fn)(void *value))
@@ -162,6 +168,7 @@ void hashmap_clear(struct hashmap *m, void (*fn)(void *value))
 		s->value = NULL;
 	}
 	m->used = 0;
+	m->count = 0;
 }
 
 void hashmap_del(struct hashmap *m, const char *key)
@@ -172,6 +179,7 @@ void hashmap_del(struct hashmap *m, const char *key)
 	free(s->key);
 	s->key = TOMBSTONE;
 	s->value = NULL;
+	m->count--;
 }
 
 /* --- lookups and records --- */
@@ -234,6 +242,7 @@ void task_free(struct task *t)
 	free(t->model);
 	strv_free(t->env, t->nenv);
 	free(t->deps);
+	free(t->rdeps);
 	free(t->workers);
 	free(t);
 }
@@ -262,4 +271,303 @@ uint64_t orch_event(struct orch *o, struct worker *w, const char *channel, const
 		free(line);
 	}
 	return seq;
+}
+
+void track_drop(struct orch *o, struct track *k)
+{
+	for (struct track **pp = &o->tracks; *pp; pp = &(*pp)->next)
+		if (*pp == k) {
+			*pp = k->next;
+			if (o->tracks_tail == &k->next)
+				o->tracks_tail = pp;
+			break;
+		}
+	if (k->dirty_pos) {
+		struct track *moved = o->dirty_tracks[--o->ndirty_tracks];
+		o->dirty_tracks[k->dirty_pos - 1] = moved;
+		moved->dirty_pos = k->dirty_pos;
+	}
+	hashmap_del(o->track_index, k->id);
+	o->ntracks--;
+	free(k->title);
+	usage_set_free(&k->usage);
+	free(k);
+}
+
+/* --- the dirty lists --- */
+
+void task_mark(struct orch *o, struct task *t)
+{
+	if (t->dirty_pos)
+		return;
+	if (o->ndirty_tasks == o->dirty_tasks_cap) {
+		o->dirty_tasks_cap = o->dirty_tasks_cap ? o->dirty_tasks_cap * 2 : 64;
+		o->dirty_tasks = xrealloc(o->dirty_tasks, o->dirty_tasks_cap * sizeof *o->dirty_tasks);
+	}
+	o->dirty_tasks[o->ndirty_tasks++] = t;
+	t->dirty_pos = o->ndirty_tasks;
+}
+
+static void task_unmark(struct orch *o, struct task *t)
+{
+	if (!t->dirty_pos)
+		return;
+	struct task *moved = o->dirty_tasks[--o->ndirty_tasks];
+	o->dirty_tasks[t->dirty_pos - 1] = moved;
+	moved->dirty_pos = t->dirty_pos;
+	t->dirty_pos = 0;
+}
+
+void track_mark(struct orch *o, struct track *k)
+{
+	if (k->dirty_pos)
+		return;
+	if (o->ndirty_tracks == o->dirty_tracks_cap) {
+		o->dirty_tracks_cap = o->dirty_tracks_cap ? o->dirty_tracks_cap * 2 : 16;
+		o->dirty_tracks =
+			xrealloc(o->dirty_tracks, o->dirty_tracks_cap * sizeof *o->dirty_tracks);
+	}
+	o->dirty_tracks[o->ndirty_tracks++] = k;
+	k->dirty_pos = o->ndirty_tracks;
+}
+
+/* --- the ready heap: higher priority first, then older --- */
+
+static bool ready_before(const struct task *a, const struct task *b)
+{
+	return a->priority != b->priority ? a->priority > b->priority : a->order < b->order;
+}
+
+static void heap_place(struct orch *o, size_t i, struct task *t)
+{
+	o->ready[i] = t;
+	t->heap_pos = i + 1;
+}
+
+static void heap_up(struct orch *o, size_t i)
+{
+	struct task *t = o->ready[i];
+	while (i > 0 && ready_before(t, o->ready[(i - 1) / 2])) {
+		heap_place(o, i, o->ready[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	heap_place(o, i, t);
+}
+
+static void heap_down(struct orch *o, size_t i)
+{
+	struct task *t = o->ready[i];
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= o->nready)
+			break;
+		if (c + 1 < o->nready && ready_before(o->ready[c + 1], o->ready[c]))
+			c++;
+		if (!ready_before(o->ready[c], t))
+			break;
+		heap_place(o, i, o->ready[c]);
+		i = c;
+	}
+	heap_place(o, i, t);
+}
+
+void ready_insert(struct orch *o, struct task *t)
+{
+	if (t->heap_pos)
+		return;
+	if (o->nready == o->ready_cap) {
+		o->ready_cap = o->ready_cap ? o->ready_cap * 2 : 64;
+		o->ready = xrealloc(o->ready, o->ready_cap * sizeof *o->ready);
+	}
+	o->ready[o->nready++] = t;
+	heap_up(o, o->nready - 1);
+}
+
+void ready_remove(struct orch *o, struct task *t)
+{
+	if (!t->heap_pos)
+		return;
+	size_t i = t->heap_pos - 1;
+	t->heap_pos = 0;
+	struct task *last = o->ready[--o->nready];
+	if (i == o->nready)
+		return;
+	heap_place(o, i, last);
+	heap_up(o, i);
+	heap_down(o, last->heap_pos - 1);
+}
+
+struct task *ready_peek(struct orch *o)
+{
+	return o->nready ? o->ready[0] : NULL;
+}
+
+/* --- running workers --- */
+
+void run_add(struct orch *o, struct worker *w)
+{
+	if ((size_t)o->running == o->run_cap) {
+		o->run_cap = o->run_cap ? o->run_cap * 2 : 16;
+		o->run = xrealloc(o->run, o->run_cap * sizeof *o->run);
+	}
+	o->run[o->running++] = w;
+	w->run_pos = (size_t)o->running;
+}
+
+void run_remove(struct orch *o, struct worker *w)
+{
+	if (!w->run_pos)
+		return;
+	struct worker *moved = o->run[--o->running];
+	o->run[w->run_pos - 1] = moved;
+	moved->run_pos = w->run_pos;
+	w->run_pos = 0;
+}
+
+/* --- tasks --- */
+
+bool task_dep_satisfied(const struct task *dep)
+{
+	return dep->status == TASK_DONE || dep->status == TASK_SKIPPED;
+}
+
+static bool status_stuck(enum task_status s)
+{
+	return s == TASK_FAILED || s == TASK_KILLED;
+}
+
+void task_set_status(struct orch *o, struct task *t, enum task_status s)
+{
+	enum task_status from = t->status;
+	if (from == s)
+		return;
+	t->status = s;
+	t->track->counts[from]--;
+	t->track->counts[s]++;
+	o->counts[from]--;
+	o->counts[s]++;
+	if (s == TASK_READY)
+		ready_insert(o, t);
+	else if (from == TASK_READY)
+		ready_remove(o, t);
+	/* Back among the waiting (a retry, a release): its deps decide again. */
+	bool waits = s == TASK_BLOCKED || s == TASK_READY;
+	if (waits && from != TASK_BLOCKED && from != TASK_READY)
+		task_mark(o, t);
+	track_mark(o, t->track);
+	if (task_dep_satisfied(t) != (from == TASK_DONE || from == TASK_SKIPPED))
+		for (size_t i = 0; i < t->nrdeps; i++)
+			task_mark(o, t->rdeps[i]);
+	/* Whether a track can still finish hangs on every task upstream of its
+	 * own: a task that fails (or is retried) changes that for each track
+	 * downstream. */
+	if (status_stuck(s) != status_stuck(from))
+		o->downstream_dirty = true;
+}
+
+static void rdep_add(struct task *d, struct task *t)
+{
+	d->rdeps = xrealloc(d->rdeps, (d->nrdeps + 1) * sizeof *d->rdeps);
+	d->rdeps[d->nrdeps++] = t;
+}
+
+static void rdep_remove(struct task *d, const struct task *t)
+{
+	for (size_t i = d->nrdeps; i-- > 0;)
+		if (d->rdeps[i] == t) {
+			d->rdeps[i] = d->rdeps[--d->nrdeps];
+			return;
+		}
+}
+
+void task_dep_insert(struct orch *o, struct task *t, size_t i, struct task *d)
+{
+	t->deps = xrealloc(t->deps, (t->ndeps + 1) * sizeof *t->deps);
+	memmove(&t->deps[i + 1], &t->deps[i], (t->ndeps - i) * sizeof *t->deps);
+	t->deps[i] = d;
+	t->ndeps++;
+	rdep_add(d, t);
+	task_mark(o, t);
+	track_mark(o, t->track);
+	o->downstream_dirty = true;
+}
+
+void task_dep_add(struct orch *o, struct task *t, struct task *d)
+{
+	task_dep_insert(o, t, t->ndeps, d);
+}
+
+void task_dep_remove(struct orch *o, struct task *t, size_t i)
+{
+	rdep_remove(t->deps[i], t);
+	memmove(&t->deps[i], &t->deps[i + 1], (t->ndeps - i - 1) * sizeof *t->deps);
+	t->ndeps--;
+	task_mark(o, t);
+	track_mark(o, t->track);
+	o->downstream_dirty = true;
+}
+
+static void counts_add(struct orch *o, struct task *t, int sign)
+{
+	t->track->counts[t->status] += (size_t)sign;
+	o->counts[t->status] += (size_t)sign;
+	t->track->ntasks += (size_t)sign;
+	o->ntasks += (size_t)sign;
+}
+
+void task_link(struct orch *o, struct task *t)
+{
+	struct track *k = t->track;
+	t->next = NULL;
+	t->prev = o->tasks_last;
+	*(t->prev ? &t->prev->next : &o->tasks) = t;
+	o->tasks_last = t;
+	t->tnext = NULL;
+	t->tprev = k->last;
+	*(t->tprev ? &t->tprev->tnext : &k->first) = t;
+	k->last = t;
+	hashmap_put(o->task_index, t->id, t);
+	counts_add(o, t, 1);
+	if (t->status == TASK_READY)
+		ready_insert(o, t);
+	task_mark(o, t);
+	track_mark(o, k);
+}
+
+void task_unlink(struct orch *o, struct task *t)
+{
+	struct track *k = t->track;
+	/* prev and tprev are left as they were: task_relink puts t back there */
+	*(t->prev ? &t->prev->next : &o->tasks) = t->next;
+	*(t->next ? &t->next->prev : &o->tasks_last) = t->prev;
+	*(t->tprev ? &t->tprev->tnext : &k->first) = t->tnext;
+	*(t->tnext ? &t->tnext->tprev : &k->last) = t->tprev;
+	hashmap_del(o->task_index, t->id);
+	counts_add(o, t, -1);
+	ready_remove(o, t);
+	task_unmark(o, t);
+	for (size_t i = 0; i < t->ndeps; i++)
+		rdep_remove(t->deps[i], t);
+	track_mark(o, k);
+	o->downstream_dirty = true;
+}
+
+void task_relink(struct orch *o, struct task *t)
+{
+	struct track *k = t->track;
+	t->next = t->prev ? t->prev->next : o->tasks;
+	*(t->prev ? &t->prev->next : &o->tasks) = t;
+	*(t->next ? &t->next->prev : &o->tasks_last) = t;
+	t->tnext = t->tprev ? t->tprev->tnext : k->first;
+	*(t->tprev ? &t->tprev->tnext : &k->first) = t;
+	*(t->tnext ? &t->tnext->tprev : &k->last) = t;
+	hashmap_put(o->task_index, t->id, t);
+	counts_add(o, t, 1);
+	if (t->status == TASK_READY)
+		ready_insert(o, t);
+	for (size_t i = 0; i < t->ndeps; i++)
+		rdep_add(t->deps[i], t);
+	task_mark(o, t);
+	track_mark(o, k);
+	o->downstream_dirty = true;
 }

@@ -498,6 +498,7 @@ static int a_budget(struct orch *o, const struct node *n, const char *in, size_t
 		json_add_usd(d, "budget_usd", micro);
 		k->budget_micro = micro;
 		orch_event(o, NULL, "metrics", "track.budget", d);
+		track_mark(o, k);
 		sched_recompute(o);
 		orch_wake(o);
 		json_emit(render_track(o, k, false), result);

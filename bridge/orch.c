@@ -59,7 +59,6 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	o->max_workers = cfg->max_workers > 0 ? cfg->max_workers : 1;
 	o->pipeline = PIPE_RUNNING;
 	o->tracks_tail = &o->tracks;
-	o->tasks_tail = &o->tasks;
 	o->task_index = hashmap_new();
 	o->track_index = hashmap_new();
 	o->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -114,9 +113,8 @@ void orch_shutdown(struct orch *o)
 		return;
 	}
 	o->stopping = true;
-	for (size_t i = 0; i < o->nworkers; i++)
-		if (o->workers[i]->status == WORKER_RUNNING)
-			sched_kill(o, o->workers[i], SIGTERM, -1, NULL);
+	for (int i = 0; i < o->running; i++)
+		sched_kill(o, o->run[i], SIGTERM, -1, NULL);
 	orch_event(o, NULL, "system", "daemon.stopping", NULL);
 	pthread_mutex_unlock(&o->lock);
 	orch_wake(o);
@@ -141,6 +139,10 @@ void orch_destroy(struct orch *o)
 		usage_set_free(&k->usage);
 		free(k);
 	}
+	free(o->run);
+	free(o->ready);
+	free(o->dirty_tasks);
+	free(o->dirty_tracks);
 	for (size_t i = 0; i < o->nworkers; i++) {
 		struct worker *w = o->workers[i];
 		if (w->pidfd >= 0)

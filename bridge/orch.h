@@ -46,6 +46,11 @@ struct track {
 	struct usage_set usage;    /* every report of its workers */
 	int64_t created_ms;
 	struct track *next;        /* creation order */
+	/* Kept on every transition, so a status or a count costs O(1). */
+	size_t counts[TASK_HELD + 1];
+	size_t ntasks;
+	struct task *first, *last; /* its tasks, creation order (task.tprev/tnext) */
+	size_t dirty_pos;          /* 1 + index in orch.dirty_tracks; 0 when clean */
 };
 
 struct task {
@@ -67,7 +72,12 @@ struct task {
 	int64_t created_ms;
 	unsigned visit;            /* DFS mark, compared with orch.visit_gen */
 	signed char viable;        /* sched_recompute's memo: can it still complete? */
-	struct task *next;
+	struct task *next, *prev;  /* every task, creation order */
+	struct task *tnext, *tprev;/* its track's tasks */
+	struct task **rdeps;       /* tasks that list this one as a dep */
+	size_t nrdeps;
+	size_t heap_pos;           /* 1 + index in orch.ready while ready; 0 otherwise */
+	size_t dirty_pos;          /* 1 + index in orch.dirty_tasks; 0 when clean */
 };
 
 struct worker {
@@ -89,6 +99,7 @@ struct worker {
 	bool timed_out;
 	bool kill_requested;       /* a kill command: the end status is `killed` */
 	int64_t kill_deadline_ns;  /* SIGKILL after this (0 = none pending) */
+	size_t run_pos;            /* 1 + index in orch.run while running; 0 otherwise */
 	char *log_path;
 	struct usage_set usage;
 	struct buf trace;          /* this worker's event lines */
@@ -133,14 +144,30 @@ struct orch {
 	enum pipeline_status pipeline;
 	int max_workers;
 	struct track *tracks, **tracks_tail;
-	struct task *tasks, **tasks_tail;
+	struct task *tasks, *tasks_last;
 	struct hashmap *task_index, *track_index;
 	size_t ntasks, ntracks;
+	size_t counts[TASK_HELD + 1];   /* tasks by status, all tracks */
 	uint64_t next_order;
 	unsigned visit_gen;
 	struct worker **workers;   /* workers[id - 1]; ids are never reused */
 	size_t nworkers, workers_cap;
 	int running;               /* workers in WORKER_RUNNING */
+	struct worker **run;       /* exactly those, in no order */
+	size_t run_cap;
+	/* Ready tasks as a heap (priority, then creation order): the next one to
+	 * start is at ready[0]. */
+	struct task **ready;
+	size_t nready, ready_cap;
+	/* What sched_recompute must look at: tasks whose readiness may have
+	 * changed, tracks whose status may have. */
+	struct task **dirty_tasks;
+	size_t ndirty_tasks, dirty_tasks_cap;
+	struct track **dirty_tracks;
+	size_t ndirty_tracks, dirty_tracks_cap;
+	/* A task became (or stopped being) failed or killed, or an edge moved:
+	 * tracks downstream of it may have lost (or regained) their way to done. */
+	bool downstream_dirty;
 
 	struct price *prices;
 	size_t nprices;
@@ -192,7 +219,33 @@ const char *worker_status_name(enum worker_status s);
 const char *track_status_name(enum track_status s);
 const char *pipeline_status_name(enum pipeline_status s);
 struct track *track_new(struct orch *o, const char *id, const char *title, int64_t budget_micro);
+/* Undoes track_new of the newest track (a failed create). */
+void track_drop(struct orch *o, struct track *k);
 void task_free(struct task *t);
+
+/* model.c: the incremental model (lock held). Every change of a task's status,
+ * edges or membership goes through these, which keep the counts, the ready
+ * heap, the reverse edges and what sched_recompute must look at. */
+void task_set_status(struct orch *o, struct task *t, enum task_status s);
+/* Appends a new task (status set) to the lists, the index and the counts. */
+void task_link(struct orch *o, struct task *t);
+/* Takes t out of everything task_link put it in; its own deps forget it. */
+void task_unlink(struct orch *o, struct task *t);
+/* Undoes the last task_unlink of t exactly (undo logs replay in reverse). */
+void task_relink(struct orch *o, struct task *t);
+void task_dep_add(struct orch *o, struct task *t, struct task *d);
+void task_dep_insert(struct orch *o, struct task *t, size_t i, struct task *d);
+void task_dep_remove(struct orch *o, struct task *t, size_t i);
+bool task_dep_satisfied(const struct task *dep);
+/* sched_recompute must look at t / k. */
+void task_mark(struct orch *o, struct task *t);
+void track_mark(struct orch *o, struct track *k);
+/* The ready task to start next (NULL: none), and taking it off the heap. */
+struct task *ready_peek(struct orch *o);
+void ready_remove(struct orch *o, struct task *t);
+void ready_insert(struct orch *o, struct task *t);
+void run_add(struct orch *o, struct worker *w);
+void run_remove(struct orch *o, struct worker *w);
 void worker_free(struct worker *w);
 char **strv_dup(char *const *v, size_t n);
 void strv_free(char **v, size_t n);

@@ -122,12 +122,8 @@ cJSON *render_task(struct orch *o, const struct task *t, bool with_workers)
 
 static void add_status_counts(cJSON *obj, struct orch *o, const struct track *k)
 {
-	size_t counts[TASK_HELD + 1] = {0}, total = 0;
-	for (struct task *t = o->tasks; t; t = t->next)
-		if (!k || t->track == k) {
-			counts[t->status]++;
-			total++;
-		}
+	const size_t *counts = k ? k->counts : o->counts;
+	size_t total = k ? k->ntasks : o->ntasks;
 	cJSON *c = cJSON_AddObjectToObject(obj, "tasks_by_status");
 	for (int s = 0; s <= TASK_HELD; s++)
 		cJSON_AddNumberToObject(c, task_status_name((enum task_status)s), (double)counts[s]);
@@ -149,9 +145,8 @@ cJSON *render_track(struct orch *o, const struct track *k, bool with_tasks)
 	add_status_counts(r, o, k);
 	if (with_tasks) {
 		cJSON *arr = cJSON_AddArrayToObject(r, "tasks");
-		for (struct task *t = o->tasks; t; t = t->next)
-			if (t->track == k)
-				cJSON_AddItemToArray(arr, render_task(o, t, false));
+		for (struct task *t = k->first; t; t = t->tnext)
+			cJSON_AddItemToArray(arr, render_task(o, t, false));
 		cJSON_AddItemToObject(r, "usage", render_usage(o, &k->usage));
 	}
 	return r;
@@ -234,9 +229,7 @@ void render_dag_dot(struct orch *o, struct buf *out)
 		buf_puts(out, " {\n    label=");
 		dot_quote(out, k->title);
 		buf_puts(out, ";\n");
-		for (struct task *t = o->tasks; t; t = t->next) {
-			if (t->track != k)
-				continue;
+		for (struct task *t = k->first; t; t = t->tnext) {
 			struct buf label = BUF_INIT;
 			buf_printf(&label, "%s\n%s", t->id, task_status_name(t->status));
 			buf_puts(out, "    ");

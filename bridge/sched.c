@@ -33,7 +33,7 @@ static void task_set(struct orch *o, struct task *t, enum task_status s)
 	enum task_status from = t->status;
 	if (from == s)
 		return;
-	t->status = s;
+	task_set_status(o, t, s);
 	publish_task_status(o, t, from);
 }
 
@@ -68,36 +68,41 @@ static enum track_status track_compute(struct orch *o, struct track *k, unsigned
 	int64_t cost = usage_set_cost(&k->usage, o->prices, o->nprices);
 	if (k->budget_micro >= 0 && cost > k->budget_micro)
 		return TRACK_OVER_BUDGET;
-	bool all_done = true, any_failed = false, can_progress = false;
-	for (struct task *t = o->tasks; t; t = t->next) {
-		if (t->track != k)
-			continue;
-		if (t->status != TASK_DONE && t->status != TASK_SKIPPED)
-			all_done = false;
-		if (t->status == TASK_FAILED)
-			any_failed = true;
-		if (t->status != TASK_DONE && t->status != TASK_SKIPPED && task_viable(o, t, gen))
-			can_progress = true;
-	}
-	if (all_done)
+	const size_t *c = k->counts;
+	if (c[TASK_DONE] + c[TASK_SKIPPED] == k->ntasks)
 		return TRACK_DONE;
-	if (any_failed && !can_progress)
-		return TRACK_FAILED;
-	return TRACK_ACTIVE;
+	if (!c[TASK_FAILED] || c[TASK_READY] || c[TASK_RUNNING])
+		return TRACK_ACTIVE;
+	/* Something failed and nothing moves: can any unfinished task still get there? */
+	for (struct task *t = k->first; t; t = t->tnext)
+		if ((t->status == TASK_BLOCKED || t->status == TASK_HELD) && task_viable(o, t, gen))
+			return TRACK_ACTIVE;
+	return TRACK_FAILED;
 }
 
 void sched_recompute(struct orch *o)
 {
-	for (struct task *t = o->tasks; t; t = t->next) {
+	/* Settling one task may mark others (never itself again): loop until quiet. */
+	while (o->ndirty_tasks) {
+		struct task *t = o->dirty_tasks[--o->ndirty_tasks];
+		t->dirty_pos = 0;
 		if (t->status != TASK_BLOCKED && t->status != TASK_READY)
 			continue;
 		bool ready = true;
 		for (size_t i = 0; i < t->ndeps && ready; i++)
-			ready = dag_dep_satisfied(t->deps[i]);
+			ready = task_dep_satisfied(t->deps[i]);
 		task_set(o, t, ready ? TASK_READY : TASK_BLOCKED);
 	}
+	if (o->downstream_dirty) {
+		o->downstream_dirty = false;
+		for (struct track *k = o->tracks; k; k = k->next)
+			if (k->counts[TASK_FAILED] || k->status == TRACK_FAILED)
+				track_mark(o, k);
+	}
 	unsigned gen = ++o->visit_gen;
-	for (struct track *k = o->tracks; k; k = k->next) {
+	while (o->ndirty_tracks) {
+		struct track *k = o->dirty_tracks[--o->ndirty_tracks];
+		k->dirty_pos = 0;
 		enum track_status s = track_compute(o, k, gen);
 		if (s == k->status)
 			continue;
@@ -263,7 +268,7 @@ int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, str
 	/* atomic: log_ahead_fill reads it without the lock */
 	o->workers[o->nworkers] = w;
 	__atomic_store_n(&o->nworkers, o->nworkers + 1, __ATOMIC_RELEASE);
-	o->running++;
+	run_add(o, w);
 
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddNumberToObject(d, "id", w->id);
@@ -331,10 +336,8 @@ static void pipeline_set(struct orch *o, enum pipeline_status s)
 	if (from == s)
 		return;
 	int sig = s == PIPE_FROZEN ? SIGSTOP : from == PIPE_FROZEN ? SIGCONT : 0;
-	if (sig)
-		for (size_t i = 0; i < o->nworkers; i++)
-			if (o->workers[i]->status == WORKER_RUNNING)
-				runner_signal(o->workers[i]->pid, sig);
+	for (int i = 0; sig && i < o->running; i++)
+		runner_signal(o->run[i]->pid, sig);
 	o->pipeline = s;
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddStringToObject(d, "from", pipeline_status_name(from));
@@ -389,8 +392,10 @@ void sched_report_usage(struct orch *o, struct worker *w, const struct usage *u)
 	json_add_usd(d, "cost_usd",
 		     pricing_cost(pricing_find(o->prices, o->nprices, u->model), u));
 	orch_event(o, w, "metrics", "usage.reported", d);
-	if (k)
+	if (k) {
+		track_mark(o, k);
 		sched_recompute(o);
+	}
 	orch_touch(o);
 }
 
@@ -417,7 +422,7 @@ static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 		close(w->stdin_fd);
 	w->stdin_fd = -1;
 	w->kill_deadline_ns = 0;
-	o->running--;
+	run_remove(o, w);
 
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddNumberToObject(d, "id", w->id);
@@ -463,6 +468,7 @@ void sched_recover(struct orch *o)
 		if (w->status != WORKER_RUNNING)
 			continue;
 		/* Its pid may belong to someone else by now: it is not signalled. */
+		run_remove(o, w);
 		w->status = WORKER_LOST;
 		w->ended_ms = time_now_ms();
 		cJSON *d = cJSON_CreateObject();
@@ -474,30 +480,29 @@ void sched_recover(struct orch *o)
 	sched_recompute(o);
 }
 
-static struct task *pick_ready(struct orch *o)
+/* The ready task to start next, skipping tracks over their budget (their
+ * tasks stay ready, set aside in skipped until the caller puts them back). */
+static struct task *pick_ready(struct orch *o, struct task ***skipped, size_t *nskipped)
 {
-	struct task *best = NULL;
-	for (struct task *t = o->tasks; t; t = t->next) {
-		if (t->status != TASK_READY || t->track->status == TRACK_OVER_BUDGET)
-			continue;
-		if (!best || t->priority > best->priority ||
-		    (t->priority == best->priority && t->order < best->order))
-			best = t;
+	struct task *t;
+	while ((t = ready_peek(o)) && t->track->status == TRACK_OVER_BUDGET) {
+		ready_remove(o, t);
+		*skipped = xrealloc(*skipped, (*nskipped + 1) * sizeof **skipped);
+		(*skipped)[(*nskipped)++] = t;
 	}
-	return best;
+	return t;
 }
 
 static void sched_tick(struct orch *o)
 {
 	int64_t now = time_mono_ns();
 	bool changed = false;
-	for (size_t i = 0; i < o->nworkers; i++) {
-		struct worker *w = o->workers[i];
-		if (w->status != WORKER_RUNNING)
-			continue;
+	for (int i = 0; i < o->running; i++) {
+		struct worker *w = o->run[i];
 		int wstatus;
 		if (runner_reap(w->pid, &wstatus)) {
-			worker_ended(o, w, wstatus);
+			worker_ended(o, w, wstatus);   /* run[i] is now another worker */
+			i--;
 			changed = true;
 			continue;
 		}
@@ -524,8 +529,10 @@ static void sched_tick(struct orch *o)
 	}
 	if (changed)
 		sched_recompute(o);
+	struct task **skipped = NULL;
+	size_t nskipped = 0;
 	while (!o->stopping && o->pipeline == PIPE_RUNNING && o->running < o->max_workers) {
-		struct task *t = pick_ready(o);
+		struct task *t = pick_ready(o, &skipped, &nskipped);
 		if (!t)
 			break;
 		struct worker *w;
@@ -539,6 +546,9 @@ static void sched_tick(struct orch *o)
 		}
 		changed = true;
 	}
+	for (size_t i = 0; i < nskipped; i++)
+		ready_insert(o, skipped[i]);
+	free(skipped);
 	if (changed)
 		sched_recompute(o);
 	/* One commit for everything this tick did. */
@@ -559,9 +569,8 @@ void *sched_main(void *arg)
 			fds = xrealloc(fds, cap * sizeof *fds);
 		}
 		fds[0] = (struct pollfd){.fd = o->wake_fd, .events = POLLIN};
-		for (size_t i = 0; i < o->nworkers && n < cap; i++)
-			if (o->workers[i]->status == WORKER_RUNNING)
-				fds[n++] = (struct pollfd){.fd = o->workers[i]->pidfd, .events = POLLIN};
+		for (int i = 0; i < o->running; i++)
+			fds[n++] = (struct pollfd){.fd = o->run[i]->pidfd, .events = POLLIN};
 		pthread_mutex_unlock(&o->lock);
 		log_ahead_fill(o);
 		/* 100 ms bounds how late a timeout or a kill grace can fire. */

@@ -677,10 +677,7 @@ static int load_tasks(struct store *s, struct orch *o)
 		}
 		if (t->order >= o->next_order)
 			o->next_order = t->order + 1;
-		*o->tasks_tail = t;
-		o->tasks_tail = &t->next;
-		hashmap_put(o->task_index, t->id, t);
-		o->ntasks++;
+		task_link(o, t);
 		cJSON_AddItemToArray(docs, d);
 	}
 	sqlite3_finalize(st);
@@ -693,8 +690,7 @@ static int load_tasks(struct store *s, struct orch *o)
 			struct task *x = cJSON_IsString(dep) ? task_find(o, dep->valuestring) : NULL;
 			if (!x)
 				continue;
-			t->deps = xrealloc(t->deps, (t->ndeps + 1) * sizeof *t->deps);
-			t->deps[t->ndeps++] = x;
+			task_dep_add(o, t, x);
 		}
 	}
 	cJSON_Delete(docs);

@@ -2,7 +2,10 @@
 #include "fixture.h"
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "pricing.h"
 #include "render.h"
 #include "scheduler.h"
 
@@ -32,7 +35,7 @@ static void test_plan_readiness(void **state)
 	assert_int_equal(fixture_plan(&f->o, CHAIN, &err), 0);
 	assert_string_equal(status_of(&f->o, "t1"), "ready");
 	assert_string_equal(status_of(&f->o, "t2"), "blocked");
-	task_find(&f->o, "t1")->status = TASK_DONE;
+	task_set_status(&f->o, task_find(&f->o, "t1"), TASK_DONE);
 	sched_recompute(&f->o);
 	assert_string_equal(status_of(&f->o, "t2"), "ready");
 	assert_int_equal(fixture_mutate(&f->o, "skip t2\n", &err), 0);
@@ -119,9 +122,9 @@ static void test_remove_rules(void **state)
 	assert_int_equal(fixture_plan(&f->o, CHAIN, &err), 0);
 	assert_int_equal(fixture_mutate(&f->o, "remove_task t1", &err), EBUSY);
 	assert_non_null(strstr(err.message, "t2"));
-	task_find(&f->o, "t3")->status = TASK_RUNNING;
+	task_set_status(&f->o, task_find(&f->o, "t3"), TASK_RUNNING);
 	assert_int_equal(fixture_mutate(&f->o, "remove_task t3", &err), EBUSY);
-	task_find(&f->o, "t3")->status = TASK_BLOCKED;
+	task_set_status(&f->o, task_find(&f->o, "t3"), TASK_BLOCKED);
 	assert_int_equal(fixture_mutate(&f->o, "remove_task t3\nremove_dep t2 t1\nremove_task t1", &err), 0);
 	assert_null(task_find(&f->o, "t1"));
 	assert_string_equal(status_of(&f->o, "t2"), "ready");
@@ -158,7 +161,7 @@ static void test_track_status(void **state)
 	assert_int_equal(fixture_plan(&f->o, CHAIN, &err), 0);
 	struct track *k = track_find(&f->o, "k");
 	assert_int_equal(k->status, TRACK_ACTIVE);
-	task_find(&f->o, "t1")->status = TASK_FAILED;
+	task_set_status(&f->o, task_find(&f->o, "t1"), TASK_FAILED);
 	sched_recompute(&f->o);
 	/* t2 and t3 wait on a failed task: nothing can run, the track failed */
 	assert_int_equal(k->status, TRACK_FAILED);
@@ -184,6 +187,149 @@ static void test_long_chain(void **state)
 	assert_int_equal(fixture_mutate(&f->o, "add_dep n4999 n0", &err), 0);
 }
 
+/* --- the incremental model against a recount from scratch --- */
+
+static bool naive_viable(const struct task *t)
+{
+	if (t->status == TASK_FAILED || t->status == TASK_KILLED)
+		return false;
+	if (t->status != TASK_BLOCKED && t->status != TASK_HELD)
+		return true;
+	for (size_t i = 0; i < t->ndeps; i++)
+		if (!naive_viable(t->deps[i]))
+			return false;
+	return true;
+}
+
+static enum track_status naive_track_status(struct orch *o, const struct track *k)
+{
+	bool all_done = true, any_failed = false, can_progress = false;
+	if (k->budget_micro >= 0 && usage_set_cost(&k->usage, o->prices, o->nprices) > k->budget_micro)
+		return TRACK_OVER_BUDGET;
+	for (struct task *t = o->tasks; t; t = t->next) {
+		if (t->track != k)
+			continue;
+		bool finished = t->status == TASK_DONE || t->status == TASK_SKIPPED;
+		all_done &= finished;
+		any_failed |= t->status == TASK_FAILED;
+		can_progress |= !finished && naive_viable(t);
+	}
+	return all_done ? TRACK_DONE : any_failed && !can_progress ? TRACK_FAILED : TRACK_ACTIVE;
+}
+
+static void check_model(struct orch *o)
+{
+	size_t counts[TASK_HELD + 1] = {0}, n = 0, nready = 0;
+	for (struct task *t = o->tasks; t; t = t->next) {
+		counts[t->status]++;
+		n++;
+		assert_ptr_equal(task_find(o, t->id), t);
+		assert_true(t->next == NULL ? o->tasks_last == t : t->next->prev == t);
+		if (t->status == TASK_READY) {
+			nready++;
+			assert_true(t->heap_pos >= 1 && t->heap_pos <= o->nready);
+			assert_ptr_equal(o->ready[t->heap_pos - 1], t);
+		} else {
+			assert_int_equal(t->heap_pos, 0);
+		}
+		if (t->status == TASK_READY || t->status == TASK_BLOCKED) {
+			bool ready = true;
+			for (size_t i = 0; i < t->ndeps; i++)
+				ready &= task_dep_satisfied(t->deps[i]);
+			assert_int_equal(t->status, ready ? TASK_READY : TASK_BLOCKED);
+		}
+		/* every edge once each way */
+		for (size_t i = 0; i < t->ndeps; i++) {
+			size_t back = 0;
+			for (size_t j = 0; j < t->deps[i]->nrdeps; j++)
+				back += t->deps[i]->rdeps[j] == t;
+			assert_int_equal(back, 1);
+		}
+		for (size_t j = 0; j < t->nrdeps; j++) {
+			size_t fwd = 0;
+			for (size_t i = 0; i < t->rdeps[j]->ndeps; i++)
+				fwd += t->rdeps[j]->deps[i] == t;
+			assert_int_equal(fwd, 1);
+		}
+	}
+	assert_int_equal(n, o->ntasks);
+	assert_int_equal(nready, o->nready);
+	assert_memory_equal(counts, o->counts, sizeof counts);
+	for (size_t i = 1; i < o->nready; i++) {
+		const struct task *a = o->ready[(i - 1) / 2], *b = o->ready[i];
+		assert_true(a->priority > b->priority ||
+			    (a->priority == b->priority && a->order < b->order));
+	}
+	for (struct track *k = o->tracks; k; k = k->next) {
+		size_t kc[TASK_HELD + 1] = {0}, kn = 0;
+		struct task *expect = o->tasks;
+		for (struct task *t = k->first; t; t = t->tnext) {
+			while (expect && expect->track != k)
+				expect = expect->next;
+			assert_ptr_equal(t, expect);
+			expect = expect ? expect->next : NULL;
+			kc[t->status]++;
+			kn++;
+		}
+		while (expect && expect->track != k)
+			expect = expect->next;
+		assert_null(expect);
+		assert_int_equal(kn, k->ntasks);
+		assert_memory_equal(kc, k->counts, sizeof kc);
+		assert_int_equal(k->status, naive_track_status(o, k));
+	}
+	assert_int_equal(o->ndirty_tasks, 0);
+	assert_int_equal(o->ndirty_tracks, 0);
+}
+
+static void test_incremental_model(void **state)
+{
+	struct fixture *f = *state;
+	struct orch *o = &f->o;
+	struct orch_err err = {0};
+	unsigned seed = 12345;
+	for (int k = 0; k < 3; k++) {
+		struct buf plan = BUF_INIT;
+		buf_printf(&plan, "{\"id\":\"k%d\",\"tasks\":[", k);
+		for (int i = 0; i < 30; i++) {
+			buf_printf(&plan, "%s{\"id\":\"k%dt%d\",\"command\":\"x\",\"priority\":%d,\"deps\":[",
+				   i ? "," : "", k, i, (int)(rand_r(&seed) % 3));
+			for (int d = 0, nd = 0; d < i && nd < 3; d++)
+				if (rand_r(&seed) % 8 == 0)
+					buf_printf(&plan, "%s\"k%dt%d\"", nd++ ? "," : "", k, d);
+			buf_puts(&plan, "]}");
+		}
+		buf_puts(&plan, "]}");
+		assert_int_equal(fixture_plan(o, plan.data, &err), 0);
+		buf_free(&plan);
+		check_model(o);
+	}
+	static const char *const ops[] = {"add_dep", "remove_dep", "hold", "release", "skip",
+					  "retry", "cancel", "remove_task"};
+	for (int round = 0; round < 3000; round++) {
+		char a[16], b[16], line[96];
+		snprintf(a, sizeof a, "k%ut%u", rand_r(&seed) % 3, rand_r(&seed) % 30);
+		snprintf(b, sizeof b, "k%ut%u", rand_r(&seed) % 3, rand_r(&seed) % 30);
+		unsigned what = rand_r(&seed) % 12;
+		struct task *t = task_find(o, a);
+		if (what < 8) {
+			snprintf(line, sizeof line, "%s %s%s%s", ops[what], a, what < 2 ? " " : "",
+				 what < 2 ? b : "");
+			/* one batch in four ends with an operation that fails: all rolls back */
+			if (rand_r(&seed) % 4 == 0)
+				strcat(line, "\nretry nosuchtask");
+			fixture_mutate(o, line, &err);
+		} else if (t && (t->status == TASK_READY || t->status == TASK_RUNNING)) {
+			/* what the scheduler does: start it, end it */
+			static const enum task_status ends[] = {TASK_RUNNING, TASK_DONE, TASK_FAILED,
+								TASK_DONE};
+			task_set_status(o, t, t->status == TASK_READY ? TASK_RUNNING : ends[what - 8]);
+			sched_recompute(o);
+		}
+		check_model(o);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -196,6 +342,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_status_ops, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_track_status, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_long_chain, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_incremental_model, fixture_setup, fixture_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
