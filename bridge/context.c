@@ -638,10 +638,10 @@ static cJSON *entry_json(const struct ctx_entry *e, const char *status)
 	return o;
 }
 
-static void publish(struct ctx_store *cs, const char *type, cJSON *data)
+static void publish(struct ctx_store *cs, enum event_kind kind, cJSON *data)
 {
 	if (cs->ev)
-		events_publish(cs->ev, "context", type, data, NULL);
+		events_publish(cs->ev, kind, data, NULL);
 	else
 		cJSON_Delete(data);
 }
@@ -799,7 +799,7 @@ int ctx_inject(struct ctx_store *cs, const struct ctx_inject_req *req, struct bu
 	json_add_i64(data, "bytes", (int64_t)e.bytes);
 	cJSON_AddStringToObject(data, "sha256", e.sha);
 	/* Published under our lock so events come in the order changes were applied. */
-	publish(cs, "context.injected", data);
+	publish(cs, EVK_CONTEXT_INJECTED, data);
 	pthread_mutex_unlock(&cs->lock);
 
 	source_free(&src);
@@ -820,7 +820,7 @@ int ctx_remove(struct ctx_store *cs, const char *name, struct buf *result, struc
 	cs->n--;
 	cJSON *data = cJSON_CreateObject();
 	cJSON_AddStringToObject(data, "name", name);
-	publish(cs, "context.removed", data);
+	publish(cs, EVK_CONTEXT_REMOVED, data);
 	pthread_mutex_unlock(&cs->lock);
 
 	cJSON *res = cJSON_CreateObject();

@@ -25,7 +25,11 @@ struct batch {
 	struct orch *o;
 	struct undo *log;
 	size_t n, cap;
-	cJSON *events;             /* [ [channel, type, data], ... ] published on commit */
+	struct {
+		enum event_kind kind;
+		cJSON *data;
+	} *events;                 /* published on commit */
+	size_t nevents;
 	struct task **cancel;      /* tasks whose running worker is killed on commit */
 	size_t ncancel;
 };
@@ -39,13 +43,11 @@ static void undo_push(struct batch *b, struct undo u)
 	b->log[b->n++] = u;
 }
 
-static void batch_event(struct batch *b, const char *channel, const char *type, cJSON *data)
+static void batch_event(struct batch *b, enum event_kind kind, cJSON *data)
 {
-	cJSON *e = cJSON_CreateArray();
-	cJSON_AddItemToArray(e, cJSON_CreateString(channel));
-	cJSON_AddItemToArray(e, cJSON_CreateString(type));
-	cJSON_AddItemToArray(e, data);
-	cJSON_AddItemToArray(b->events, e);
+	b->events = xrealloc(b->events, (b->nevents + 1) * sizeof *b->events);
+	b->events[b->nevents].kind = kind;
+	b->events[b->nevents++].data = data;
 }
 
 static cJSON *event_data(const char *task, const char *dep)
@@ -122,7 +124,7 @@ static int op_add_dep(struct batch *b, struct task *t, struct task *d, struct or
 	}
 	task_dep_add(b->o, t, d);
 	undo_push(b, (struct undo){.kind = U_ADD_DEP, .task = t, .other = d});
-	batch_event(b, "dag", "dag.dep_added", event_data(t->id, d->id));
+	batch_event(b, EVK_DEP_ADDED, event_data(t->id, d->id));
 	return 0;
 }
 
@@ -161,7 +163,7 @@ static int op_add_task(struct batch *b, const struct task_spec *s, const char *t
 	undo_push(b, (struct undo){.kind = U_ADD_TASK, .task = t});
 	cJSON *d = event_data(t->id, NULL);
 	cJSON_AddStringToObject(d, "track", k->id);
-	batch_event(b, "dag", "dag.task_added", d);
+	batch_event(b, EVK_TASK_ADDED, d);
 	for (size_t i = 0; i < s->ndeps; i++) {
 		int rc = op_add_dep(b, t, task_find(o, s->deps[i]), err);
 		if (rc)
@@ -196,7 +198,7 @@ static int op_remove_task(struct batch *b, struct task *t, struct orch_err *err)
 	}
 	task_unlink(o, t);
 	undo_push(b, (struct undo){.kind = U_REMOVE_TASK, .task = t});
-	batch_event(b, "dag", "dag.task_removed", event_data(t->id, NULL));
+	batch_event(b, EVK_TASK_REMOVED, event_data(t->id, NULL));
 	return 0;
 }
 
@@ -207,7 +209,7 @@ static int op_remove_dep(struct batch *b, struct task *t, struct task *d, struct
 			continue;
 		task_dep_remove(b->o, t, i);
 		undo_push(b, (struct undo){.kind = U_REMOVE_DEP, .task = t, .other = d, .index = i});
-		batch_event(b, "dag", "dag.dep_removed", event_data(t->id, d->id));
+		batch_event(b, EVK_DEP_REMOVED, event_data(t->id, d->id));
 		return 0;
 	}
 	return err_set(err, ENOENT, "task %s does not depend on %s", t->id, d->id);
@@ -220,7 +222,7 @@ static void set_status(struct batch *b, struct task *t, enum task_status s)
 	cJSON_AddStringToObject(d, "track", t->track->id);
 	cJSON_AddStringToObject(d, "from", task_status_name(t->status));
 	cJSON_AddStringToObject(d, "to", task_status_name(s));
-	batch_event(b, "dag", "task.status", d);
+	batch_event(b, EVK_TASK_STATUS, d);
 	task_set_status(b->o, t, s);
 }
 
@@ -335,11 +337,9 @@ static void batch_commit(struct batch *b)
 	for (size_t i = 0; i < b->n; i++)
 		if (b->log[i].kind == U_REMOVE_TASK)
 			task_free(b->log[i].task);
-	cJSON *e;
-	cJSON_ArrayForEach(e, b->events) {
-		cJSON *data = cJSON_DetachItemFromArray(e, 2);
-		orch_event(o, NULL, cJSON_GetArrayItem(e, 0)->valuestring,
-			   cJSON_GetArrayItem(e, 1)->valuestring, data);
+	for (size_t i = 0; i < b->nevents; i++) {
+		orch_event(o, NULL, b->events[i].kind, b->events[i].data);
+		b->events[i].data = NULL;
 	}
 	for (size_t i = 0; i < b->ncancel; i++) {
 		struct task *t = b->cancel[i];
@@ -355,13 +355,15 @@ static void batch_free(struct batch *b)
 {
 	free(b->log);
 	free(b->cancel);
-	cJSON_Delete(b->events);
+	for (size_t i = 0; i < b->nevents; i++)
+		cJSON_Delete(b->events[i].data);
+	free(b->events);
 }
 
 int dag_mutate(struct orch *o, const struct cmd_mutate *m, struct buf *result,
 	       struct orch_err *err)
 {
-	struct batch b = {.o = o, .events = cJSON_CreateArray()};
+	struct batch b = {.o = o};
 	for (size_t i = 0; i < m->nops; i++) {
 		int rc = op_apply(&b, &m->ops[i], err);
 		if (rc) {
@@ -391,14 +393,14 @@ int dag_create_track(struct orch *o, const struct cmd_plan *p, struct buf *resul
 {
 	if (track_find(o, p->id))
 		return err_set(err, EEXIST, "track \"%s\" already exists", p->id);
-	struct batch b = {.o = o, .events = cJSON_CreateArray()};
+	struct batch b = {.o = o};
 	struct track *k = track_new(o, p->id, p->title, p->budget_micro);
 	undo_push(&b, (struct undo){.kind = U_ADD_TRACK, .track = k});
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddStringToObject(d, "track", k->id);
 	cJSON_AddStringToObject(d, "title", k->title);
 	json_add_i64(d, "tasks", (int64_t)p->ntasks);
-	batch_event(&b, "dag", "track.created", d);
+	batch_event(&b, EVK_TRACK_CREATED, d);
 
 	/* Nodes first, edges second: a plan may list a task before its deps. */
 	int rc = 0;

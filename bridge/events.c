@@ -13,6 +13,32 @@ static const char *const channel_names[] = {
 };
 #define NCHANNELS (sizeof channel_names / sizeof channel_names[0])
 
+const struct event_kind_info event_kinds[EVK_COUNT] = {
+	[EVK_WORKER_SPAWNED] = {"worker.spawned", EV_WORKERS},
+	[EVK_WORKER_SIGNAL] = {"worker.signal", EV_WORKERS},
+	[EVK_WORKER_TIMEOUT] = {"worker.timeout", EV_WORKERS},
+	[EVK_WORKER_EXITED] = {"worker.exited", EV_WORKERS},
+	[EVK_WORKER_LOST] = {"worker.lost", EV_WORKERS},
+	[EVK_TASK_STATUS] = {"task.status", EV_DAG},
+	[EVK_TASK_RETRY] = {"task.retry", EV_DAG},
+	[EVK_TASK_SPAWN_FAILED] = {"task.spawn_failed", EV_DAG},
+	[EVK_TRACK_STATUS] = {"track.status", EV_DAG},
+	[EVK_TRACK_CREATED] = {"track.created", EV_DAG},
+	[EVK_TASK_ADDED] = {"dag.task_added", EV_DAG},
+	[EVK_TASK_REMOVED] = {"dag.task_removed", EV_DAG},
+	[EVK_DEP_ADDED] = {"dag.dep_added", EV_DAG},
+	[EVK_DEP_REMOVED] = {"dag.dep_removed", EV_DAG},
+	[EVK_PIPELINE_STATUS] = {"pipeline.status", EV_PIPELINE},
+	[EVK_PIPELINE_MAX_WORKERS] = {"pipeline.max_workers", EV_PIPELINE},
+	[EVK_CONTEXT_INJECTED] = {"context.injected", EV_CONTEXT},
+	[EVK_CONTEXT_REMOVED] = {"context.removed", EV_CONTEXT},
+	[EVK_USAGE_REPORTED] = {"usage.reported", EV_METRICS},
+	[EVK_TRACK_BUDGET] = {"track.budget", EV_METRICS},
+	[EVK_DAEMON_STARTED] = {"daemon.started", EV_SYSTEM},
+	[EVK_DAEMON_STOPPING] = {"daemon.stopping", EV_SYSTEM},
+	[EVK_DAEMON_STOPPED] = {"daemon.stopped", EV_SYSTEM},
+};
+
 unsigned events_channel_bit(const char *name)
 {
 	for (size_t i = 0; i < NCHANNELS; i++)
@@ -97,20 +123,19 @@ static int event_worker(unsigned channel, const cJSON *data)
 	return cJSON_IsNumber(w) ? (int)w->valuedouble : 0;
 }
 
-uint64_t events_publish(struct events *ev, const char *channel, const char *type,
-			cJSON *data, char **line_out)
+uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, char **line_out)
 {
 	cJSON *root = cJSON_CreateObject();
 	if (!data)
 		data = cJSON_CreateObject();
-	unsigned bit = events_channel_bit(channel);
+	unsigned bit = event_kinds[kind].channel;
 	int worker = event_worker(bit, data);
 	pthread_mutex_lock(&ev->lock);
 	uint64_t seq = ++ev->seq;
 	json_add_i64(root, "seq", (int64_t)seq);
 	json_add_time(root, "ts", time_now_ms());
-	cJSON_AddStringToObject(root, "channel", channel);
-	cJSON_AddStringToObject(root, "type", type);
+	cJSON_AddStringToObject(root, "channel", events_channel_name(bit));
+	cJSON_AddStringToObject(root, "type", event_kinds[kind].name);
 	cJSON_AddItemToObject(root, "data", data);
 	struct buf line = BUF_INIT;
 	json_emit(root, &line);
@@ -124,6 +149,7 @@ uint64_t events_publish(struct events *ev, const char *channel, const char *type
 	struct event_rec *rec = &ev->ring[(ev->head + ev->count) % ev->cap];
 	rec->seq = seq;
 	rec->channel = bit;
+	rec->kind = kind;
 	rec->worker = worker;
 	rec->len = line.len;
 	rec->line = buf_steal(&line);
@@ -155,6 +181,7 @@ void events_restore(struct events *ev, uint64_t seq, unsigned channel, int worke
 	struct event_rec *rec = &ev->ring[(ev->head + ev->count) % ev->cap];
 	rec->seq = seq;
 	rec->channel = channel;
+	rec->kind = EVK_RESTORED;
 	rec->worker = worker;
 	rec->line = xstrndup(line, len);
 	rec->len = len;

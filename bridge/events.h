@@ -21,9 +21,31 @@ enum ev_channel {
 };
 #define EV_ALL_EVENTS (EV_WORKERS | EV_DAG | EV_PIPELINE | EV_CONTEXT | EV_METRICS | EV_SYSTEM)
 
+/* Every kind of event there is; its name and channel come from event_kinds[],
+ * so a misspelt type or channel does not compile. */
+enum event_kind {
+	EVK_WORKER_SPAWNED, EVK_WORKER_SIGNAL, EVK_WORKER_TIMEOUT, EVK_WORKER_EXITED,
+	EVK_WORKER_LOST,
+	EVK_TASK_STATUS, EVK_TASK_RETRY, EVK_TASK_SPAWN_FAILED, EVK_TRACK_STATUS,
+	EVK_TRACK_CREATED, EVK_TASK_ADDED, EVK_TASK_REMOVED, EVK_DEP_ADDED, EVK_DEP_REMOVED,
+	EVK_PIPELINE_STATUS, EVK_PIPELINE_MAX_WORKERS,
+	EVK_CONTEXT_INJECTED, EVK_CONTEXT_REMOVED,
+	EVK_USAGE_REPORTED, EVK_TRACK_BUDGET,
+	EVK_DAEMON_STARTED, EVK_DAEMON_STOPPING, EVK_DAEMON_STOPPED,
+	EVK_COUNT,
+	EVK_RESTORED = EVK_COUNT,   /* read back from the store: kind not kept */
+};
+
+struct event_kind_info {
+	const char *name;            /* the line's "type" */
+	enum ev_channel channel;
+};
+extern const struct event_kind_info event_kinds[EVK_COUNT];
+
 struct event_rec {
 	uint64_t seq;
 	unsigned channel;    /* one enum ev_channel bit */
+	enum event_kind kind;
 	int worker;          /* the worker the event is about (data.id or data.worker), 0 if none */
 	char *line;          /* serialized once, newline-terminated */
 	size_t len;
@@ -55,8 +77,7 @@ void events_init(struct events *ev, size_t capacity);
 void events_destroy(struct events *ev);
 /* Publishes one event; takes ownership of data (NULL = {}). When line_out is
  * not NULL it receives a malloc'd copy of the serialized line. */
-uint64_t events_publish(struct events *ev, const char *channel, const char *type,
-			cJSON *data, char **line_out);
+uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, char **line_out);
 uint64_t events_seq(struct events *ev);
 /* Oldest seq still kept in memory (seq+1 when the history is empty). */
 uint64_t events_oldest(struct events *ev);

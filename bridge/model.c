@@ -155,13 +155,19 @@ size_t hashmap_size(const struct hashmap *m)
 	return m->count;
 }
 
-void hashmap_clear(struct hashmap *m, void (*fn)(void *value))
+/* Empties m, handing each entry to whichever of the two callbacks is set. */
+static void hm_reset(struct hashmap *m, void (*value_fn)(void *value),
+		     void (*each_fn)(void *arg, const char *key, void *value), void *arg)
 {
+	if (!m->used)
+		return;   /* a cleared map stays cheap to clear: no walk over empty slots */
 	for (size_t i = 0; i < m->cap; i++) {
 		struct hm_slot *s = &m->slots[i];
 		if (s->key && s->key != TOMBSTONE) {
-			if (fn)
-				fn(s->value);
+			if (value_fn)
+				value_fn(s->value);
+			if (each_fn)
+				each_fn(arg, s->key, s->value);
 			free(s->key);
 		}
 		s->key = NULL;
@@ -169,6 +175,17 @@ void hashmap_clear(struct hashmap *m, void (*fn)(void *value))
 	}
 	m->used = 0;
 	m->count = 0;
+}
+
+void hashmap_clear(struct hashmap *m, void (*fn)(void *value))
+{
+	hm_reset(m, fn, NULL, NULL);
+}
+
+void hashmap_clear_each(struct hashmap *m, void (*fn)(void *arg, const char *key, void *value),
+			void *arg)
+{
+	hm_reset(m, NULL, fn, arg);
 }
 
 void hashmap_del(struct hashmap *m, const char *key)
@@ -261,11 +278,17 @@ void worker_free(struct worker *w)
 	free(w);
 }
 
-uint64_t orch_event(struct orch *o, struct worker *w, const char *channel, const char *type,
-		    cJSON *data)
+uint64_t orch_event(struct orch *o, struct worker *w, enum event_kind kind, cJSON *data)
 {
+	/* The objects an event names are the rows the next commit writes. */
+	const char *task = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, "task"));
+	const char *track = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, "track"));
+	if (task && *task)
+		hashmap_put(o->dirty_task_ids, task, o);
+	if (track && *track)
+		hashmap_put(o->dirty_track_ids, track, o);
 	char *line = NULL;
-	uint64_t seq = events_publish(&o->events, channel, type, data, w ? &line : NULL);
+	uint64_t seq = events_publish(&o->events, kind, data, w ? &line : NULL);
 	if (w) {
 		buf_puts(&w->trace, line);
 		free(line);

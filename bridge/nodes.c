@@ -497,7 +497,7 @@ static int a_budget(struct orch *o, const struct node *n, const char *in, size_t
 		cJSON_AddStringToObject(d, "track", k->id);
 		json_add_usd(d, "budget_usd", micro);
 		k->budget_micro = micro;
-		orch_event(o, NULL, "metrics", "track.budget", d);
+		orch_event(o, NULL, EVK_TRACK_BUDGET, d);
 		track_mark(o, k);
 		sched_recompute(o);
 		orch_wake(o);
@@ -845,8 +845,9 @@ int node_write(struct orch *o, const struct node *n, const char *path, const cha
 		rc = n->def->apply(o, n, data, len, cwd, result, &err);
 	/* Acknowledged means stored: the write returns only after the commit. */
 	pthread_mutex_lock(&o->lock);
-	int stored = orch_commit(o);
+	uint64_t ticket = orch_commit(o);
 	pthread_mutex_unlock(&o->lock);
+	int stored = orch_wait(o, ticket);
 	if (!rc && stored)
 		rc = err_set(&err, EIO, "the change was applied but could not be stored");
 	if (rc)

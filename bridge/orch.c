@@ -61,6 +61,8 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	o->tracks_tail = &o->tracks;
 	o->task_index = hashmap_new();
 	o->track_index = hashmap_new();
+	o->dirty_task_ids = hashmap_new();
+	o->dirty_track_ids = hashmap_new();
 	o->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	pthread_mutex_init(&o->logs_ahead.lock, NULL);
 	for (size_t i = 0; i < 16; i++)
@@ -76,24 +78,38 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 		orch_destroy(o);
 		return -err->errnum;
 	}
+	int rc_start = store_start(o->store, &o->events);
+	if (rc_start) {
+		orch_destroy(o);
+		return err_set(err, -rc_start, "cannot start the store thread: %s", strerror(-rc_start));
+	}
 	pthread_mutex_lock(&o->lock);
 	sched_recover(o);
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddStringToObject(d, "version", ORCHFS_VERSION);
 	cJSON_AddNumberToObject(d, "pid", getpid());
-	orch_event(o, NULL, "system", "daemon.started", d);
-	int stored = orch_commit(o);
+	orch_event(o, NULL, EVK_DAEMON_STARTED, d);
+	uint64_t ticket = orch_commit(o);
 	pthread_mutex_unlock(&o->lock);
-	if (stored) {
+	if (orch_wait(o, ticket)) {
 		orch_destroy(o);
 		return err_set(err, EIO, "cannot write the store in %s", o->cfg.state_dir);
 	}
 	return 0;
 }
 
-int orch_commit(struct orch *o)
+uint64_t orch_commit(struct orch *o)
 {
-	return o->store ? store_flush(o->store, o) : 0;
+	if (o->store)
+		return store_queue(o->store, o);
+	hashmap_clear(o->dirty_task_ids, NULL);
+	hashmap_clear(o->dirty_track_ids, NULL);
+	return 0;
+}
+
+int orch_wait(struct orch *o, uint64_t ticket)
+{
+	return o->store && ticket ? store_wait(o->store, ticket) : 0;
 }
 
 int orch_start(struct orch *o)
@@ -115,16 +131,17 @@ void orch_shutdown(struct orch *o)
 	o->stopping = true;
 	for (int i = 0; i < o->running; i++)
 		sched_kill(o, o->run[i], SIGTERM, -1, NULL);
-	orch_event(o, NULL, "system", "daemon.stopping", NULL);
+	orch_event(o, NULL, EVK_DAEMON_STOPPING, NULL);
 	pthread_mutex_unlock(&o->lock);
 	orch_wake(o);
 	if (o->sched_started)
 		pthread_join(o->sched_thread, NULL);
 	o->sched_started = false;
 	pthread_mutex_lock(&o->lock);
-	orch_event(o, NULL, "system", "daemon.stopped", NULL);
-	orch_commit(o);
+	orch_event(o, NULL, EVK_DAEMON_STOPPED, NULL);
+	uint64_t ticket = orch_commit(o);
 	pthread_mutex_unlock(&o->lock);
+	orch_wait(o, ticket);
 }
 
 void orch_destroy(struct orch *o)
@@ -152,12 +169,16 @@ void orch_destroy(struct orch *o)
 		worker_free(w);
 	}
 	free(o->workers);
+	/* first: the store thread may still be writing what was queued */
+	store_close(o->store);
+	o->store = NULL;
 	hashmap_free(o->task_index);
 	hashmap_free(o->track_index);
+	hashmap_free(o->dirty_task_ids);
+	hashmap_free(o->dirty_track_ids);
 	usage_set_free(&o->usage);
 	free(o->prices);
 	buf_free(&o->last_error);
-	store_close(o->store);
 	node_cache_free(o);
 	ctx_destroy(o->ctx);
 	tm_destroy(o->tm);

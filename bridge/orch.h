@@ -173,6 +173,9 @@ struct orch {
 	size_t nprices;
 	struct usage_set usage;    /* every report of every worker */
 
+	/* Objects named by events since the last orch_commit: the rows it writes. */
+	struct hashmap *dirty_task_ids, *dirty_track_ids;
+
 	struct buf last_error;     /* the error object of the last failed write */
 	uint64_t version;          /* bumped on every change; render caches key on it */
 
@@ -205,9 +208,12 @@ int orch_mkdir_p(const char *path);      /* mkdir -p, mode 0700; -errno */      
 void orch_touch(struct orch *o);
 /* last_error := this rendered error object. */
 void orch_record_error(struct orch *o, const char *object, size_t len);
-/* Lock held: makes every change so far durable and visible to event readers.
- * -EIO when the store failed (the change stays in memory). */
-int orch_commit(struct orch *o);
+/* Lock held: queues every change so far for the store; returns the ticket
+ * to wait for (0: nothing to wait for). */
+uint64_t orch_commit(struct orch *o);
+/* Lock NOT held: until the commit of ticket is durable and its events are
+ * visible to readers. -EIO when the store failed (the change stays in memory). */
+int orch_wait(struct orch *o, uint64_t ticket);
 
 /* model.c: lookups and names (lock held) */
 bool id_valid(const char *id);
@@ -250,8 +256,7 @@ void worker_free(struct worker *w);
 char **strv_dup(char *const *v, size_t n);
 void strv_free(char **v, size_t n);
 /* Publishes an event and appends it to worker w's trace when w is not NULL. */
-uint64_t orch_event(struct orch *o, struct worker *w, const char *channel, const char *type,
-		    cJSON *data);
+uint64_t orch_event(struct orch *o, struct worker *w, enum event_kind kind, cJSON *data);
 
 /* hashmap: string -> pointer, for task and track ids */
 struct hashmap *hashmap_new(void);
@@ -262,5 +267,8 @@ void hashmap_del(struct hashmap *m, const char *key);
 size_t hashmap_size(const struct hashmap *m);
 /* Calls fn on every value, then empties the map. */
 void hashmap_clear(struct hashmap *m, void (*fn)(void *value));
+/* The same with each key too. */
+void hashmap_clear_each(struct hashmap *m, void (*fn)(void *arg, const char *key, void *value),
+			void *arg);
 
 #endif

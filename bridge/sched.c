@@ -25,7 +25,7 @@ static void publish_task_status(struct orch *o, struct task *t, enum task_status
 	cJSON_AddStringToObject(d, "track", t->track->id);
 	cJSON_AddStringToObject(d, "from", task_status_name(from));
 	cJSON_AddStringToObject(d, "to", task_status_name(t->status));
-	orch_event(o, NULL, "dag", "task.status", d);
+	orch_event(o, NULL, EVK_TASK_STATUS, d);
 }
 
 static void task_set(struct orch *o, struct task *t, enum task_status s)
@@ -111,7 +111,7 @@ void sched_recompute(struct orch *o)
 		cJSON_AddStringToObject(d, "from", track_status_name(k->status));
 		cJSON_AddStringToObject(d, "to", track_status_name(s));
 		k->status = s;
-		orch_event(o, NULL, "dag", "track.status", d);
+		orch_event(o, NULL, EVK_TRACK_STATUS, d);
 	}
 	orch_touch(o);
 }
@@ -276,7 +276,7 @@ int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, str
 	json_add_str_or_null(d, "track", w->track_id);
 	cJSON_AddNumberToObject(d, "pid", w->pid);
 	cJSON_AddStringToObject(d, "command", w->command);
-	orch_event(o, w, "workers", "worker.spawned", d);
+	orch_event(o, w, EVK_WORKER_SPAWNED, d);
 	if (t) {
 		t->workers = xrealloc(t->workers, (t->nworkers + 1) * sizeof *t->workers);
 		t->workers[t->nworkers++] = w->id;
@@ -324,7 +324,7 @@ int sched_kill(struct orch *o, struct worker *w, int sig, int grace_s, struct or
 	cJSON_AddStringToObject(d, "signal", signal_name(sig));
 	if (ends && sig != SIGKILL)
 		cJSON_AddNumberToObject(d, "grace_s", grace_s);
-	orch_event(o, w, "workers", "worker.signal", d);
+	orch_event(o, w, EVK_WORKER_SIGNAL, d);
 	orch_touch(o);
 	orch_wake(o);
 	return 0;
@@ -342,7 +342,7 @@ static void pipeline_set(struct orch *o, enum pipeline_status s)
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddStringToObject(d, "from", pipeline_status_name(from));
 	cJSON_AddStringToObject(d, "to", pipeline_status_name(s));
-	orch_event(o, NULL, "pipeline", "pipeline.status", d);
+	orch_event(o, NULL, EVK_PIPELINE_STATUS, d);
 	orch_touch(o);
 	orch_wake(o);
 }
@@ -367,7 +367,7 @@ int sched_set_max_workers(struct orch *o, int n)
 	cJSON_AddNumberToObject(d, "from", o->max_workers);
 	cJSON_AddNumberToObject(d, "to", n);
 	o->max_workers = n;
-	orch_event(o, NULL, "pipeline", "pipeline.max_workers", d);
+	orch_event(o, NULL, EVK_PIPELINE_MAX_WORKERS, d);
 	orch_touch(o);
 	orch_wake(o);
 	return 0;
@@ -391,7 +391,7 @@ void sched_report_usage(struct orch *o, struct worker *w, const struct usage *u)
 	json_add_i64(d, "cache_write_tokens", u->cache_write);
 	json_add_usd(d, "cost_usd",
 		     pricing_cost(pricing_find(o->prices, o->nprices, u->model), u));
-	orch_event(o, w, "metrics", "usage.reported", d);
+	orch_event(o, w, EVK_USAGE_REPORTED, d);
 	if (k) {
 		track_mark(o, k);
 		sched_recompute(o);
@@ -434,7 +434,7 @@ static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 	json_add_str_or_null(d, "signal", w->term_signal ? signal_name(w->term_signal) : NULL);
 	if (w->timed_out)
 		cJSON_AddBoolToObject(d, "timed_out", 1);
-	orch_event(o, w, "workers", "worker.exited", d);
+	orch_event(o, w, EVK_WORKER_EXITED, d);
 	task_after_attempt(o, w);
 }
 
@@ -454,7 +454,7 @@ static void task_after_attempt(struct orch *o, struct worker *w)
 		cJSON_AddStringToObject(r, "task", t->id);
 		cJSON_AddNumberToObject(r, "worker", w->id);
 		cJSON_AddNumberToObject(r, "retries_left", t->retries);
-		orch_event(o, NULL, "dag", "task.retry", r);
+		orch_event(o, NULL, EVK_TASK_RETRY, r);
 		task_set(o, t, TASK_BLOCKED);
 	} else {
 		task_set(o, t, TASK_FAILED);
@@ -474,7 +474,7 @@ void sched_recover(struct orch *o)
 		cJSON *d = cJSON_CreateObject();
 		cJSON_AddNumberToObject(d, "id", w->id);
 		cJSON_AddNumberToObject(d, "pid", w->pid);
-		orch_event(o, w, "workers", "worker.lost", d);
+		orch_event(o, w, EVK_WORKER_LOST, d);
 		task_after_attempt(o, w);
 	}
 	sched_recompute(o);
@@ -512,7 +512,7 @@ static void sched_tick(struct orch *o)
 			cJSON *d = cJSON_CreateObject();
 			cJSON_AddNumberToObject(d, "id", w->id);
 			cJSON_AddNumberToObject(d, "timeout_s", w->timeout_s);
-			orch_event(o, w, "workers", "worker.timeout", d);
+			orch_event(o, w, EVK_WORKER_TIMEOUT, d);
 			runner_signal(w->pid, SIGTERM);
 			if (o->pipeline == PIPE_FROZEN)
 				runner_signal(w->pid, SIGCONT);
@@ -524,7 +524,7 @@ static void sched_tick(struct orch *o)
 			cJSON *d = cJSON_CreateObject();
 			cJSON_AddNumberToObject(d, "id", w->id);
 			cJSON_AddStringToObject(d, "signal", "KILL");
-			orch_event(o, w, "workers", "worker.signal", d);
+			orch_event(o, w, EVK_WORKER_SIGNAL, d);
 		}
 	}
 	if (changed)
@@ -541,7 +541,7 @@ static void sched_tick(struct orch *o)
 			cJSON *d = cJSON_CreateObject();
 			cJSON_AddStringToObject(d, "task", t->id);
 			cJSON_AddStringToObject(d, "error", err.message);
-			orch_event(o, NULL, "dag", "task.spawn_failed", d);
+			orch_event(o, NULL, EVK_TASK_SPAWN_FAILED, d);
 			task_set(o, t, TASK_FAILED);
 		}
 		changed = true;

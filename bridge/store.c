@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "context.h"
@@ -15,13 +16,32 @@
 #include "telemetry.h"
 
 
+/* Statements prepared once: the writer runs them for every commit. */
+enum stmt {
+	ST_PUT_TASK, ST_DEL_TASK, ST_PUT_TRACK, ST_PUT_WORKER, ST_PUT_META, ST_PUT_EVENT,
+	ST_DEL_CONTEXT, ST_PUT_CONTEXT, ST_COUNT
+};
+
+struct commit;
+
 struct store {
-	sqlite3 *db;        /* the writer: used with orch.lock held */
+	sqlite3 *db;        /* the writer: the loader's, then the store thread's alone */
 	sqlite3 *rdb;       /* replays for event readers, from any thread */
 	pthread_mutex_t rlock;
 	int lockfd;
-	uint64_t flushed;   /* last seq written */
+	uint64_t gathered;  /* last seq queued (orch.lock) */
 	struct telemetry *tm;
+	struct events *ev;
+	sqlite3_stmt *stmts[ST_COUNT];
+
+	/* The queue from committers to the thread. */
+	pthread_mutex_t qlock;
+	pthread_cond_t qcond;      /* a commit was queued, or stop */
+	pthread_cond_t qdone;      /* done or failed moved */
+	struct commit *qhead, *qtail;
+	uint64_t queued, done, failed;   /* tickets */
+	pthread_t thread;
+	bool running, stop;
 };
 
 /* Each entry moves the schema from version i to i + 1 (PRAGMA user_version). */
@@ -103,6 +123,9 @@ int store_open(const char *state_dir, bool durable, struct store **out, struct o
 	struct store *s = xcalloc(1, sizeof *s);
 	s->lockfd = lockfd;
 	pthread_mutex_init(&s->rlock, NULL);
+	pthread_mutex_init(&s->qlock, NULL);
+	pthread_cond_init(&s->qcond, NULL);
+	pthread_cond_init(&s->qdone, NULL);
 	int rc;
 	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 						  SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
@@ -144,17 +167,6 @@ int store_open(const char *state_dir, bool durable, struct store **out, struct o
 fail:
 	store_close(s);
 	return rc;
-}
-
-void store_close(struct store *s)
-{
-	if (!s)
-		return;
-	sqlite3_close(s->rdb);
-	sqlite3_close(s->db);
-	pthread_mutex_destroy(&s->rlock);
-	close(s->lockfd);
-	free(s);
 }
 
 /* --- the model as documents --- */
@@ -298,251 +310,355 @@ static bool copy_id(char *dst, const cJSON *d, const char *key)
 	return true;
 }
 
-/* --- flushing --- */
+/* --- commits: gathered under orch.lock, written by the store thread --- */
 
-struct dirty {
-	struct hashmap *tasks, *tracks;
-	int *workers;
-	size_t nworkers;
-	bool context;
+enum row_table { ROW_TASK, ROW_TRACK, ROW_WORKER, ROW_META, ROW_CONTEXT_DOC };
+
+/* One row to write (doc) or delete (doc NULL). */
+struct row {
+	enum row_table table;
+	char *key;                 /* tasks, tracks, meta */
+	int64_t ikey;              /* workers */
+	int64_t ord;               /* tasks */
+	char *doc;
 };
 
-static void dirty_from_event(struct dirty *d, unsigned channel, const char *line)
+struct blob {
+	char *name, *data;
+	size_t len;
+};
+
+struct commit {
+	uint64_t ticket;
+	uint64_t last_seq;         /* its events end here: readers may see them once written */
+	struct event_rec *lines;
+	size_t nlines;
+	struct row *rows;
+	size_t nrows;
+	bool context;              /* the context table is replaced by blobs */
+	struct blob *blobs;
+	size_t nblobs;
+	struct commit *next;
+};
+
+static void commit_free(struct commit *c)
 {
-	cJSON *ev = cJSON_Parse(line);
-	const cJSON *data = cJSON_GetObjectItemCaseSensitive(ev, "data");
-	const char *task = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, "task"));
-	const char *track = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, "track"));
-	const cJSON *worker = cJSON_GetObjectItemCaseSensitive(data, "worker");
-	if (!worker && channel == EV_WORKERS)
-		worker = cJSON_GetObjectItemCaseSensitive(data, "id");
-	if (task)
-		hashmap_put(d->tasks, task, d);
-	if (track)
-		hashmap_put(d->tracks, track, d);
-	if (cJSON_IsNumber(worker)) {
-		d->workers = xrealloc(d->workers, (d->nworkers + 1) * sizeof *d->workers);
-		d->workers[d->nworkers++] = (int)worker->valuedouble;
+	for (size_t i = 0; i < c->nlines; i++)
+		free(c->lines[i].line);
+	free(c->lines);
+	for (size_t i = 0; i < c->nrows; i++) {
+		free(c->rows[i].key);
+		free(c->rows[i].doc);
 	}
-	if (channel == EV_CONTEXT)
-		d->context = true;
-	cJSON_Delete(ev);
+	free(c->rows);
+	for (size_t i = 0; i < c->nblobs; i++) {
+		free(c->blobs[i].name);
+		free(c->blobs[i].data);
+	}
+	free(c->blobs);
+	free(c);
 }
 
-static int put_doc(sqlite3_stmt *st, const char *key, int64_t ikey, int64_t ord, cJSON *doc,
-		   uint64_t *bytes)
+static void commit_row(struct commit *c, enum row_table table, const char *key, int64_t ikey,
+		       int64_t ord, cJSON *doc)
 {
-	char *text = cJSON_PrintUnformatted(doc);
+	c->rows = xrealloc(c->rows, (c->nrows + 1) * sizeof *c->rows);
+	c->rows[c->nrows++] = (struct row){table, key ? xstrdup(key) : NULL, ikey, ord,
+					   doc ? cJSON_PrintUnformatted(doc) : NULL};
 	cJSON_Delete(doc);
-	sqlite3_reset(st);
-	if (key)
-		sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-	else
-		sqlite3_bind_int64(st, 1, ikey);
-	int col = 2;
-	if (ord >= 0)
-		sqlite3_bind_int64(st, col++, ord);
-	sqlite3_bind_text(st, col, text, -1, SQLITE_TRANSIENT);
-	*bytes += strlen(text);
-	cJSON_free(text);
-	return sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
 }
 
-static int del_key(sqlite3 *db, const char *sql, const char *key)
+static void commit_meta(struct commit *c, const char *key, const char *value)
 {
-	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		return -1;
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-	int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-	sqlite3_finalize(st);
-	return rc;
+	c->rows = xrealloc(c->rows, (c->nrows + 1) * sizeof *c->rows);
+	c->rows[c->nrows++] = (struct row){ROW_META, xstrdup(key), 0, 0, xstrdup(value)};
 }
 
-struct flush_ctx {
-	struct store *s;
+static void gather_blob(void *arg, const char *name, const char *data, size_t len)
+{
+	struct commit *c = arg;
+	c->blobs = xrealloc(c->blobs, (c->nblobs + 1) * sizeof *c->blobs);
+	c->blobs[c->nblobs++] = (struct blob){xstrdup(name), xstrndup(data ? data : "", len), len};
+}
+
+struct gather {
 	struct orch *o;
-	sqlite3_stmt *put;
-	int rc;
-	uint64_t bytes;
-	int64_t ord;
+	struct commit *c;
+	enum row_table table;
 };
 
-static void flush_content(void *arg, const char *name, const char *data, size_t len)
+static void gather_id(void *arg, const char *id, void *value)
 {
-	struct flush_ctx *f = arg;
-	sqlite3_reset(f->put);
-	sqlite3_bind_text(f->put, 1, name, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(f->put, 2, f->ord++);
-	sqlite3_bind_blob(f->put, 3, data ? data : "", (int)len, SQLITE_TRANSIENT);
-	f->bytes += len;
-	if (sqlite3_step(f->put) != SQLITE_DONE)
-		f->rc = -1;
-}
-
-static int put_meta(sqlite3 *db, const char *key, const char *value, uint64_t *bytes)
-{
-	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", -1,
-			       &st, NULL) != SQLITE_OK)
-		return -1;
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(st, 2, value, -1, SQLITE_TRANSIENT);
-	*bytes += strlen(value);
-	int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-	sqlite3_finalize(st);
-	return rc;
-}
-
-static int flush_objects(struct store *s, struct orch *o, struct dirty *d, uint64_t *bytes)
-{
-	sqlite3 *db = s->db;
-	sqlite3_stmt *put_task = NULL, *put_track = NULL, *put_worker = NULL;
-	int rc = 0;
-	if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO tasks (id, ord, doc) VALUES (?1, ?2, ?3)",
-			       -1, &put_task, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO tracks (id, doc) VALUES (?1, ?2)", -1,
-			       &put_track, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO workers (id, doc) VALUES (?1, ?2)", -1,
-			       &put_worker, NULL) != SQLITE_OK) {
-		rc = -1;
-		goto out;
+	struct gather *g = arg;
+	if (g->table == ROW_TASK) {
+		struct task *t = task_find(g->o, id);
+		commit_row(g->c, ROW_TASK, id, 0, t ? (int64_t)t->order : 0, t ? task_doc(t) : NULL);
+	} else {
+		struct track *k = track_find(g->o, id);
+		if (k)
+			commit_row(g->c, ROW_TRACK, id, 0, 0, track_doc(k));
 	}
-	for (struct task *t = o->tasks; t && !rc; t = t->next)
-		if (hashmap_get(d->tasks, t->id)) {
-			rc = put_doc(put_task, t->id, 0, (int64_t)t->order, task_doc(t), bytes);
-			hashmap_del(d->tasks, t->id);
-		}
-	for (struct track *k = o->tracks; k && !rc; k = k->next)
-		if (hashmap_get(d->tracks, k->id))
-			rc = put_doc(put_track, k->id, 0, -1, track_doc(k), bytes);
-	for (size_t i = 0; i < d->nworkers && !rc; i++) {
-		struct worker *w = worker_find(o, d->workers[i]);
-		if (w)
-			rc = put_doc(put_worker, NULL, w->id, -1, worker_doc(w), bytes);
-	}
-out:
-	sqlite3_finalize(put_task);
-	sqlite3_finalize(put_track);
-	sqlite3_finalize(put_worker);
-	return rc;
 }
 
-static void collect_key(void *arg, const char *key)
+static int int_cmp(const void *a, const void *b)
 {
-	struct buf *b = arg;
-	buf_append(b, key, strlen(key) + 1);
+	int x = *(const int *)a, y = *(const int *)b;
+	return (x > y) - (x < y);
 }
 
-int store_flush(struct store *s, struct orch *o)
+uint64_t store_queue(struct store *s, struct orch *o)
 {
 	struct events *ev = &o->events;
+	struct commit *c = xcalloc(1, sizeof *c);
 	/* Copy the new lines out; the ring may be written meanwhile by others. */
 	pthread_mutex_lock(&ev->lock);
 	uint64_t last = ev->seq;
 	uint64_t first_kept = ev->count ? ev->ring[ev->head].seq : ev->seq + 1;
-	if (last == s->flushed) {
-		pthread_mutex_unlock(&ev->lock);
-		return 0;
-	}
-	if (s->flushed + 1 < first_kept)
-		s->flushed = first_kept - 1;   /* cannot happen with flushes every tick */
-	size_t n = (size_t)(last - s->flushed);
-	struct event_rec *recs = xcalloc(n, sizeof *recs);
-	for (size_t i = 0; i < n; i++) {
+	if (s->gathered + 1 < first_kept)
+		s->gathered = first_kept - 1;   /* a history smaller than one commit: lost */
+	c->nlines = (size_t)(last - s->gathered);
+	c->lines = xcalloc(c->nlines ? c->nlines : 1, sizeof *c->lines);
+	for (size_t i = 0; i < c->nlines; i++) {
 		const struct event_rec *r =
-			&ev->ring[(ev->head + (s->flushed + 1 + i - first_kept)) % ev->cap];
-		recs[i] = *r;
-		recs[i].line = xstrndup(r->line, r->len);
+			&ev->ring[(ev->head + (s->gathered + 1 + i - first_kept)) % ev->cap];
+		c->lines[i] = *r;
+		c->lines[i].line = xstrndup(r->line, r->len);
 	}
 	pthread_mutex_unlock(&ev->lock);
 
-	struct dirty d = {.tasks = hashmap_new(), .tracks = hashmap_new()};
-	for (size_t i = 0; i < n; i++)
-		dirty_from_event(&d, recs[i].channel, recs[i].line);
+	if (!c->nlines && !hashmap_size(o->dirty_task_ids) && !hashmap_size(o->dirty_track_ids)) {
+		commit_free(c);
+		pthread_mutex_lock(&s->qlock);
+		uint64_t ticket = s->queued;   /* what is in flight may hold what the caller saw */
+		pthread_mutex_unlock(&s->qlock);
+		return ticket;
+	}
+	s->gathered = last;
+	c->last_seq = last;
 
-	uint64_t bytes = 0;
-	sqlite3 *db = s->db;
-	int rc = exec(db, "BEGIN IMMEDIATE") == SQLITE_OK ? 0 : -1;
-	if (!rc)
-		rc = flush_objects(s, o, &d, &bytes);
-	if (!rc) {
-		/* tasks named by an event that no longer exist were removed */
-		struct buf gone = BUF_INIT;
-		/* hashmap has no iteration: walk the events again for task names */
-		for (size_t i = 0; i < n; i++) {
-			cJSON *e = cJSON_Parse(recs[i].line);
-			const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "type"));
-			const char *task = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
-				cJSON_GetObjectItemCaseSensitive(e, "data"), "task"));
-			if (type && task && !strcmp(type, "dag.task_removed") && !task_find(o, task))
-				collect_key(&gone, task);
-			cJSON_Delete(e);
+	/* Only the objects the change named: rows proportional to it, not to history. */
+	struct gather g = {o, c, ROW_TASK};
+	hashmap_clear_each(o->dirty_task_ids, gather_id, &g);
+	g.table = ROW_TRACK;
+	hashmap_clear_each(o->dirty_track_ids, gather_id, &g);
+	int *ids = xmalloc((c->nlines ? c->nlines : 1) * sizeof *ids);
+	size_t nids = 0;
+	for (size_t i = 0; i < c->nlines; i++) {
+		if (c->lines[i].worker > 0)
+			ids[nids++] = c->lines[i].worker;
+		if (c->lines[i].channel == EV_CONTEXT)
+			c->context = true;
+	}
+	qsort(ids, nids, sizeof *ids, int_cmp);
+	for (size_t i = 0; i < nids; i++) {
+		struct worker *w = i && ids[i] == ids[i - 1] ? NULL : worker_find(o, ids[i]);
+		if (w)
+			commit_row(c, ROW_WORKER, NULL, w->id, 0, worker_doc(w));
+	}
+	free(ids);
+	if (c->context) {
+		commit_row(c, ROW_CONTEXT_DOC, "context", 0, 0, ctx_export(o->ctx));
+		ctx_export_contents(o->ctx, gather_blob, c);
+	}
+	char num[32];
+	snprintf(num, sizeof num, "%llu", (unsigned long long)last);
+	commit_meta(c, "seq", num);
+	commit_meta(c, "pipeline", pipeline_status_name(o->pipeline));
+	snprintf(num, sizeof num, "%d", o->max_workers);
+	commit_meta(c, "max_workers", num);
+
+	pthread_mutex_lock(&s->qlock);
+	uint64_t ticket = c->ticket = ++s->queued;   /* c is the thread's once queued */
+	*(s->qtail ? &s->qtail->next : &s->qhead) = c;
+	s->qtail = c;
+	pthread_cond_broadcast(&s->qcond);
+	pthread_mutex_unlock(&s->qlock);
+	return ticket;
+}
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_PUT_TASK] = "INSERT OR REPLACE INTO tasks (id, ord, doc) VALUES (?1, ?2, ?3)",
+	[ST_DEL_TASK] = "DELETE FROM tasks WHERE id = ?1",
+	[ST_PUT_TRACK] = "INSERT OR REPLACE INTO tracks (id, doc) VALUES (?1, ?3)",
+	[ST_PUT_WORKER] = "INSERT OR REPLACE INTO workers (id, doc) VALUES (?4, ?3)",
+	[ST_PUT_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?3)",
+	[ST_PUT_EVENT] = "INSERT OR REPLACE INTO events (seq, channel, worker, line) "
+			 "VALUES (?4, ?2, ?5, ?3)",
+	[ST_DEL_CONTEXT] = "DELETE FROM context",
+	[ST_PUT_CONTEXT] = "INSERT INTO context (name, ord, content) VALUES (?1, ?2, ?6)",
+};
+
+/* Runs statement st with the values it names (?1 text key, ?2 ord, ?3 text,
+ * ?4 integer key, ?5 worker, ?6 blob); -1 on failure. */
+static int run(struct store *s, enum stmt st, const char *key, int64_t ord, const char *text,
+	       size_t len, int64_t ikey, int worker, uint64_t *bytes)
+{
+	sqlite3_stmt *q = s->stmts[st];
+	if (!q && sqlite3_prepare_v3(s->db, stmt_sql[st], -1, SQLITE_PREPARE_PERSISTENT,
+				     &s->stmts[st], NULL) != SQLITE_OK)
+		return -1;
+	q = s->stmts[st];
+	sqlite3_reset(q);
+	sqlite3_clear_bindings(q);
+	int n = sqlite3_bind_parameter_count(q);
+	for (int i = 1; i <= n; i++) {
+		const char *name = sqlite3_bind_parameter_name(q, i);
+		switch (name ? name[1] : 0) {
+		case '1': sqlite3_bind_text(q, i, key, -1, SQLITE_STATIC); break;
+		case '2': sqlite3_bind_int64(q, i, ord); break;
+		case '3': sqlite3_bind_text(q, i, text, (int)len, SQLITE_STATIC); break;
+		case '4': sqlite3_bind_int64(q, i, ikey); break;
+		case '5': sqlite3_bind_int(q, i, worker); break;
+		case '6': sqlite3_bind_blob(q, i, text ? text : "", (int)len, SQLITE_STATIC); break;
+		default: break;
 		}
-		for (size_t off = 0; off < gone.len && !rc; off += strlen(gone.data + off) + 1)
-			rc = del_key(db, "DELETE FROM tasks WHERE id = ?1", gone.data + off);
-		buf_free(&gone);
 	}
-	if (!rc && d.context) {
-		cJSON *doc = ctx_export(o->ctx);
-		char *text = cJSON_PrintUnformatted(doc);
-		cJSON_Delete(doc);
-		rc = put_meta(db, "context", text, &bytes);
-		cJSON_free(text);
-		struct flush_ctx f = {.s = s, .o = o};
-		if (!rc && (exec(db, "DELETE FROM context") != SQLITE_OK ||
-			    sqlite3_prepare_v2(db, "INSERT INTO context (name, ord, content) VALUES (?1, ?2, ?3)",
-					       -1, &f.put, NULL) != SQLITE_OK))
-			rc = -1;
-		if (!rc) {
-			ctx_export_contents(o->ctx, flush_content, &f);
-			rc = f.rc;
-			bytes += f.bytes;
+	*bytes += len;
+	return sqlite3_step(q) == SQLITE_DONE ? 0 : -1;
+}
+
+static int write_commit(struct store *s, const struct commit *c, uint64_t *bytes)
+{
+	static const enum stmt put[] = {[ROW_TASK] = ST_PUT_TASK, [ROW_TRACK] = ST_PUT_TRACK,
+					[ROW_WORKER] = ST_PUT_WORKER, [ROW_META] = ST_PUT_META,
+					[ROW_CONTEXT_DOC] = ST_PUT_META};
+	int rc = 0;
+	for (size_t i = 0; i < c->nrows && !rc; i++) {
+		const struct row *r = &c->rows[i];
+		if (!r->doc)
+			rc = run(s, ST_DEL_TASK, r->key, 0, NULL, 0, 0, 0, bytes);
+		else
+			rc = run(s, put[r->table], r->key, r->ord, r->doc, strlen(r->doc), r->ikey, 0,
+				 bytes);
+	}
+	if (!rc && c->context)
+		rc = run(s, ST_DEL_CONTEXT, NULL, 0, NULL, 0, 0, 0, bytes);
+	for (size_t i = 0; i < c->nblobs && !rc; i++)
+		rc = run(s, ST_PUT_CONTEXT, c->blobs[i].name, (int64_t)i, c->blobs[i].data,
+			 c->blobs[i].len, 0, 0, bytes);
+	for (size_t i = 0; i < c->nlines && !rc; i++) {
+		const struct event_rec *e = &c->lines[i];
+		rc = run(s, ST_PUT_EVENT, NULL, e->channel, e->line, e->len, (int64_t)e->seq,
+			 e->worker, bytes);
+	}
+	return rc;
+}
+
+/* The store thread: takes every queued commit at once and writes them in one
+ * transaction (group commit), then lets their events be read and their
+ * writers go on. A failed group stays queued and is tried again. */
+static void *store_main(void *arg)
+{
+	struct store *s = arg;
+	pthread_setname_np(pthread_self(), "orchfs-store");
+	pthread_mutex_lock(&s->qlock);
+	for (;;) {
+		while (!s->qhead && !s->stop)
+			pthread_cond_wait(&s->qcond, &s->qlock);
+		if (!s->qhead)
+			break;
+		struct commit *group = s->qhead;
+		s->qhead = s->qtail = NULL;
+		pthread_mutex_unlock(&s->qlock);
+
+		uint64_t bytes = 0, last_seq = 0, ticket = 0;
+		int rc = exec(s->db, "BEGIN IMMEDIATE") == SQLITE_OK ? 0 : -1;
+		for (struct commit *c = group; c && !rc; c = c->next) {
+			rc = write_commit(s, c, &bytes);
+			last_seq = c->last_seq;
+			ticket = c->ticket;
 		}
-		sqlite3_finalize(f.put);
-	}
-	if (!rc) {
-		char num[32];
-		snprintf(num, sizeof num, "%llu", (unsigned long long)last);
-		rc = put_meta(db, "seq", num, &bytes);
-		if (!rc)
-			rc = put_meta(db, "pipeline", pipeline_status_name(o->pipeline), &bytes);
-		snprintf(num, sizeof num, "%d", o->max_workers);
-		if (!rc)
-			rc = put_meta(db, "max_workers", num, &bytes);
-	}
-	sqlite3_stmt *ins = NULL;
-	if (!rc && sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO events (seq, channel, worker, line) "
-					  "VALUES (?1, ?2, ?3, ?4)", -1, &ins, NULL) != SQLITE_OK)
-		rc = -1;
-	for (size_t i = 0; i < n && !rc; i++) {
-		sqlite3_reset(ins);
-		sqlite3_bind_int64(ins, 1, (sqlite3_int64)recs[i].seq);
-		sqlite3_bind_int(ins, 2, (int)recs[i].channel);
-		sqlite3_bind_int(ins, 3, recs[i].worker);
-		sqlite3_bind_text(ins, 4, recs[i].line, (int)recs[i].len, SQLITE_STATIC);
-		bytes += recs[i].len;
-		if (sqlite3_step(ins) != SQLITE_DONE)
+		if (!rc && exec(s->db, "COMMIT") != SQLITE_OK)
 			rc = -1;
+		if (rc) {
+			fprintf(stderr, "orchfs: store: %s\n", sqlite3_errmsg(s->db));
+			exec(s->db, "ROLLBACK");
+		} else {
+			tm_store_write(s->tm, bytes);
+			events_commit(s->ev, last_seq);
+		}
+
+		pthread_mutex_lock(&s->qlock);
+		if (rc) {
+			struct commit *tail = group;
+			while (tail->next)
+				tail = tail->next;
+			s->failed = tail->ticket;
+			/* back at the head, before anything queued meanwhile */
+			tail->next = s->qhead;
+			if (!s->qhead)
+				s->qtail = tail;
+			s->qhead = group;
+			pthread_cond_broadcast(&s->qdone);
+			if (s->stop)
+				break;
+			/* not in a tight loop: the next commit, or a second, tries again */
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += 1;
+			pthread_cond_timedwait(&s->qcond, &s->qlock, &until);
+			continue;
+		}
+		s->done = ticket;
+		pthread_cond_broadcast(&s->qdone);
+		pthread_mutex_unlock(&s->qlock);
+		for (struct commit *c = group, *next; c; c = next) {
+			next = c->next;
+			commit_free(c);
+		}
+		pthread_mutex_lock(&s->qlock);
 	}
-	sqlite3_finalize(ins);
-	if (!rc && exec(db, "COMMIT") != SQLITE_OK)
-		rc = -1;
-	if (rc) {
-		fprintf(stderr, "orchfs: store: %s\n", sqlite3_errmsg(db));
-		exec(db, "ROLLBACK");
-	} else {
-		s->flushed = last;
-		tm_store_write(o->tm, bytes);
-		events_commit(ev, last);
+	pthread_mutex_unlock(&s->qlock);
+	return NULL;
+}
+
+int store_wait(struct store *s, uint64_t ticket)
+{
+	pthread_mutex_lock(&s->qlock);
+	while (s->done < ticket && s->failed < ticket && s->running)
+		pthread_cond_wait(&s->qdone, &s->qlock);
+	int rc = s->done >= ticket ? 0 : -EIO;
+	pthread_mutex_unlock(&s->qlock);
+	return rc;
+}
+
+int store_start(struct store *s, struct events *ev)
+{
+	s->ev = ev;
+	int rc = pthread_create(&s->thread, NULL, store_main, s);
+	if (rc)
+		return -rc;
+	s->running = true;
+	return 0;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	if (s->running) {
+		/* what is queued is written first */
+		pthread_mutex_lock(&s->qlock);
+		s->stop = true;
+		pthread_cond_broadcast(&s->qcond);
+		pthread_mutex_unlock(&s->qlock);
+		pthread_join(s->thread, NULL);
+		s->running = false;
 	}
-	for (size_t i = 0; i < n; i++)
-		free(recs[i].line);
-	free(recs);
-	hashmap_free(d.tasks);
-	hashmap_free(d.tracks);
-	free(d.workers);
-	return rc ? -EIO : 0;
+	for (struct commit *c = s->qhead, *next; c; c = next) {
+		next = c->next;
+		commit_free(c);
+	}
+	for (size_t i = 0; i < sizeof s->stmts / sizeof s->stmts[0]; i++)
+		sqlite3_finalize(s->stmts[i]);
+	sqlite3_close(s->rdb);
+	sqlite3_close(s->db);
+	pthread_mutex_destroy(&s->rlock);
+	pthread_mutex_destroy(&s->qlock);
+	pthread_cond_destroy(&s->qcond);
+	pthread_cond_destroy(&s->qdone);
+	close(s->lockfd);
+	free(s);
 }
 
 /* --- replays older than memory --- */
@@ -829,7 +945,7 @@ int store_load(struct store *s, struct orch *o, struct orch_err *err)
 	if (ctx_doc)
 		ctx_import(o->ctx, ctx_doc, load_content, s);
 	cJSON_Delete(ctx_doc);
-	s->flushed = seq;
+	s->gathered = seq;
 	s->tm = o->tm;
 	o->events.autocommit = false;
 	o->events.backfill = store_backfill;

@@ -1,12 +1,14 @@
 /* store: the durable state, in SQLite (WAL) in the state directory.
  *   sqlite3 ~/.local/state/orchfs/orchfs.db 'select seq, line from events order by seq desc limit 3'
- * Every change is an event, so a flush persists exactly the objects the new
+ * Every change is an event, so a commit persists exactly the objects the new
  * events name (tasks, tracks, workers, context, pipeline) together with the
- * events themselves, in one transaction; only after COMMIT are those events
- * visible to readers. A control write returns after its flush, so it survives
- * kill -9 (WAL with synchronous=NORMAL); --durable adds an fsync per commit
- * (synchronous=FULL) so it also survives power loss. All the events of one
- * command or one scheduler tick share one commit. */
+ * events themselves. Commits are gathered under orch.lock and written by the
+ * store thread, several in one transaction when they queue up (group commit);
+ * only after COMMIT are their events visible to readers. A control write
+ * returns after its commit is written, so it survives kill -9 (WAL with
+ * synchronous=NORMAL); --durable adds an fsync per transaction
+ * (synchronous=FULL) so it also survives power loss. The model lock is never
+ * held while the disk is written. */
 #ifndef ORCHFS_STORE_H
 #define ORCHFS_STORE_H
 
@@ -23,7 +25,14 @@ void store_close(struct store *s);
 /* Loads everything into a freshly initialised orch (no threads running yet)
  * and takes over committing its events. */
 int store_load(struct store *s, struct orch *o, struct orch_err *err);
-/* orch.lock held: persists what the events since the last flush changed. */
-int store_flush(struct store *s, struct orch *o);
+/* Starts the store thread; from now on it alone writes. */
+int store_start(struct store *s, struct events *ev);
+/* orch.lock held: queues what the events since the last call changed (the
+ * rows of the objects they name, and the events) for the store thread, and
+ * returns its ticket. Costs what the change touched, never what is stored. */
+uint64_t store_queue(struct store *s, struct orch *o);
+/* Without orch.lock: until the commit of ticket is on disk (0), or has
+ * failed (-EIO; the store thread tries it again with the next commit). */
+int store_wait(struct store *s, uint64_t ticket);
 
 #endif

@@ -157,8 +157,9 @@ static void test_round_trip(void **state)
 	struct worker *w;
 	assert_int_equal(sched_spawn(&o, NULL, task_find(&o, "a"), &w, &err), 0);
 	pid_t pid = w->pid;
-	orch_commit(&o);
+	uint64_t ticket = orch_commit(&o);
 	pthread_mutex_unlock(&o.lock);
+	assert_int_equal(orch_wait(&o, ticket), 0);
 	assert_int_equal(write_node(&o, "mma/workers/1/usage", "model=m in=7 out=3"), 0);
 	char *dag = read_node(&o, "mma/dag.json");
 	uint64_t seq = events_seq(&o.events);
@@ -223,7 +224,7 @@ static void test_history_too_old(void **state)
 	struct events ev;
 	events_init(&ev, 4);
 	for (int i = 0; i < 10; i++)
-		events_publish(&ev, "dag", "x", NULL, NULL);
+		events_publish(&ev, EVK_TASK_STATUS, NULL, NULL);
 	struct buf out = BUF_INIT;
 	uint64_t last, oldest = 0;
 	assert_int_equal(events_read(&ev, 2, EV_ALL_EVENTS, 1 << 20, &out, &last, &oldest), -ERANGE);
@@ -234,12 +235,49 @@ static void test_history_too_old(void **state)
 	events_destroy(&ev);
 }
 
+/* A write the store cannot take (another process holds the database's write
+ * lock) fails with EIO and its events stay unseen; once the lock goes, the
+ * store thread writes it after all, with the next commit, in order. */
+static void test_write_fails_then_retried(void **state)
+{
+	struct dir *d = *state;
+	struct orch_config cfg = config(d);
+	struct orch o;
+	struct orch_err err = {0};
+	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "3"), 0);
+	uint64_t seen = events_committed(&o.events);
+
+	sqlite3 *other;
+	assert_int_equal(sqlite3_open(db_path(d), &other), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "4"), -EIO);
+	char *err_doc = read_node(&o, "last_error");
+	assert_non_null(strstr(err_doc, "could not be stored"));
+	free(err_doc);
+	/* applied in memory, not yet visible as an event: it is not durable */
+	assert_int_equal(events_committed(&o.events), seen);
+	assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(other);
+
+	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "5"), 0);
+	assert_true(events_committed(&o.events) > seen + 1);
+	orch_destroy(&o);
+	assert_int_equal(db_int(db_path(d), "SELECT value FROM meta WHERE key = 'max_workers'"), 5);
+	/* the failed commit's event was written too, before the later one */
+	assert_int_equal(db_int(db_path(d), "SELECT COUNT(*) FROM events WHERE line LIKE "
+					    "'%pipeline.max_workers%\"to\":4%'"), 1);
+	assert_int_equal(db_int(db_path(d), "SELECT COUNT(*) FROM events WHERE line LIKE "
+					    "'%pipeline.max_workers%\"to\":5%'"), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_migrations, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_and_locked, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_write_fails_then_retried, dir_setup, dir_teardown),
 		cmocka_unit_test(test_history_too_old),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
