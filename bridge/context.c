@@ -641,7 +641,7 @@ static cJSON *entry_json(const struct ctx_entry *e, const char *status)
 static void publish(struct ctx_store *cs, enum event_kind kind, cJSON *data)
 {
 	if (cs->ev)
-		events_publish(cs->ev, kind, data, NULL);
+		events_publish(cs->ev, kind, data, NULL, NULL, NULL);
 	else
 		cJSON_Delete(data);
 }
@@ -781,6 +781,7 @@ int ctx_inject(struct ctx_store *cs, const struct ctx_inject_req *req, struct bu
 		}
 	}
 	ssize_t at = find_entry(cs, e.name);
+	enum event_kind kind = at >= 0 ? EVK_CONTEXT_REPLACED : EVK_CONTEXT_INJECTED;
 	if (at >= 0) {
 		entry_free(&cs->ent[at]);
 		cs->ent[at] = e;
@@ -799,7 +800,7 @@ int ctx_inject(struct ctx_store *cs, const struct ctx_inject_req *req, struct bu
 	json_add_i64(data, "bytes", (int64_t)e.bytes);
 	cJSON_AddStringToObject(data, "sha256", e.sha);
 	/* Published under our lock so events come in the order changes were applied. */
-	publish(cs, EVK_CONTEXT_INJECTED, data);
+	publish(cs, kind, data);
 	pthread_mutex_unlock(&cs->lock);
 
 	source_free(&src);

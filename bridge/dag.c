@@ -198,7 +198,9 @@ static int op_remove_task(struct batch *b, struct task *t, struct orch_err *err)
 	}
 	task_unlink(o, t);
 	undo_push(b, (struct undo){.kind = U_REMOVE_TASK, .task = t});
-	batch_event(b, EVK_TASK_REMOVED, event_data(t->id, NULL));
+	cJSON *d = event_data(t->id, NULL);
+	cJSON_AddStringToObject(d, "track", t->track->id);   /* its track's counts change */
+	batch_event(b, EVK_TASK_REMOVED, d);
 	return 0;
 }
 

@@ -31,6 +31,8 @@ const struct event_kind_info event_kinds[EVK_COUNT] = {
 	[EVK_PIPELINE_STATUS] = {"pipeline.status", EV_PIPELINE},
 	[EVK_PIPELINE_MAX_WORKERS] = {"pipeline.max_workers", EV_PIPELINE},
 	[EVK_CONTEXT_INJECTED] = {"context.injected", EV_CONTEXT},
+	/* the same to readers; to the notifier, a file that was there already */
+	[EVK_CONTEXT_REPLACED] = {"context.injected", EV_CONTEXT},
 	[EVK_CONTEXT_REMOVED] = {"context.removed", EV_CONTEXT},
 	[EVK_USAGE_REPORTED] = {"usage.reported", EV_METRICS},
 	[EVK_TRACK_BUDGET] = {"track.budget", EV_METRICS},
@@ -105,10 +107,27 @@ void events_init(struct events *ev, size_t capacity)
 	ev->ring = xcalloc(ev->cap, sizeof *ev->ring);
 }
 
+static void rec_clear(struct event_rec *r)
+{
+	free(r->line);
+	free(r->task);
+	free(r->track);
+	free(r->name);
+	r->line = r->task = r->track = r->name = NULL;
+}
+
+static char *id_of(const cJSON *data, const char *key, const char *fallback)
+{
+	const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, key));
+	if (!s || !*s)
+		s = fallback;
+	return s && *s ? xstrdup(s) : NULL;
+}
+
 void events_destroy(struct events *ev)
 {
 	for (size_t i = 0; i < ev->count; i++)
-		free(ev->ring[(ev->head + i) % ev->cap].line);
+		rec_clear(&ev->ring[(ev->head + i) % ev->cap]);
 	free(ev->ring);
 	pthread_cond_destroy(&ev->cond);
 	pthread_mutex_destroy(&ev->lock);
@@ -123,13 +142,16 @@ static int event_worker(unsigned channel, const cJSON *data)
 	return cJSON_IsNumber(w) ? (int)w->valuedouble : 0;
 }
 
-uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, char **line_out)
+uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, const char *task,
+			const char *track, char **line_out)
 {
 	cJSON *root = cJSON_CreateObject();
 	if (!data)
 		data = cJSON_CreateObject();
 	unsigned bit = event_kinds[kind].channel;
 	int worker = event_worker(bit, data);
+	char *task_id = id_of(data, "task", task), *track_id = id_of(data, "track", track);
+	char *name = bit == EV_CONTEXT ? id_of(data, "name", NULL) : NULL;
 	pthread_mutex_lock(&ev->lock);
 	uint64_t seq = ++ev->seq;
 	json_add_i64(root, "seq", (int64_t)seq);
@@ -141,7 +163,7 @@ uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, ch
 	json_emit(root, &line);
 
 	if (ev->count == ev->cap) {
-		free(ev->ring[ev->head].line);
+		rec_clear(&ev->ring[ev->head]);
 		ev->head = (ev->head + 1) % ev->cap;
 		ev->count--;
 		ev->evicted++;
@@ -151,6 +173,9 @@ uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, ch
 	rec->channel = bit;
 	rec->kind = kind;
 	rec->worker = worker;
+	rec->task = task_id;
+	rec->track = track_id;
+	rec->name = name;
 	rec->len = line.len;
 	rec->line = buf_steal(&line);
 	ev->bytes += rec->len;
@@ -174,7 +199,7 @@ void events_restore(struct events *ev, uint64_t seq, unsigned channel, int worke
 {
 	pthread_mutex_lock(&ev->lock);
 	if (ev->count == ev->cap) {
-		free(ev->ring[ev->head].line);
+		rec_clear(&ev->ring[ev->head]);
 		ev->head = (ev->head + 1) % ev->cap;
 		ev->count--;
 	}
@@ -264,6 +289,23 @@ void events_wake_all(struct events *ev)
 	pthread_mutex_lock(&ev->lock);
 	pthread_cond_broadcast(&ev->cond);
 	pthread_mutex_unlock(&ev->lock);
+}
+
+uint64_t events_each(struct events *ev, uint64_t after,
+		     void (*fn)(void *arg, const struct event_rec *rec), void *arg, bool *lost)
+{
+	pthread_mutex_lock(&ev->lock);
+	uint64_t first_kept = ev->count ? ev->ring[ev->head].seq : ev->seq + 1;
+	if (after + 1 < first_kept) {
+		*lost = true;
+		after = first_kept - 1;
+	}
+	for (uint64_t seq = after + 1; seq <= ev->committed; seq++) {
+		fn(arg, &ev->ring[(ev->head + (seq - first_kept)) % ev->cap]);
+		after = seq;
+	}
+	pthread_mutex_unlock(&ev->lock);
+	return after;
 }
 
 uint64_t events_lag_bytes(struct events *ev, uint64_t after)

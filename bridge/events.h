@@ -29,7 +29,7 @@ enum event_kind {
 	EVK_TASK_STATUS, EVK_TASK_RETRY, EVK_TASK_SPAWN_FAILED, EVK_TRACK_STATUS,
 	EVK_TRACK_CREATED, EVK_TASK_ADDED, EVK_TASK_REMOVED, EVK_DEP_ADDED, EVK_DEP_REMOVED,
 	EVK_PIPELINE_STATUS, EVK_PIPELINE_MAX_WORKERS,
-	EVK_CONTEXT_INJECTED, EVK_CONTEXT_REMOVED,
+	EVK_CONTEXT_INJECTED, EVK_CONTEXT_REPLACED, EVK_CONTEXT_REMOVED,
 	EVK_USAGE_REPORTED, EVK_TRACK_BUDGET,
 	EVK_DAEMON_STARTED, EVK_DAEMON_STOPPING, EVK_DAEMON_STOPPED,
 	EVK_COUNT,
@@ -47,6 +47,9 @@ struct event_rec {
 	unsigned channel;    /* one enum ev_channel bit */
 	enum event_kind kind;
 	int worker;          /* the worker the event is about (data.id or data.worker), 0 if none */
+	/* The objects it names (NULL: none): what the store writes, what the
+	 * notifier announces, without parsing the line back. */
+	char *task, *track, *name;
 	char *line;          /* serialized once, newline-terminated */
 	size_t len;
 	uint64_t cum;        /* bytes of every line up to this one: lag in bytes is a subtraction */
@@ -75,9 +78,13 @@ struct events {
 
 void events_init(struct events *ev, size_t capacity);
 void events_destroy(struct events *ev);
-/* Publishes one event; takes ownership of data (NULL = {}). When line_out is
- * not NULL it receives a malloc'd copy of the serialized line. */
-uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, char **line_out);
+/* Publishes one event; takes ownership of data (NULL = {}). The objects it
+ * names are data's task, track, name (context) and worker (or id on the
+ * workers channel); task and track, when data lacks them, may be given
+ * (a worker's event is about its task and track too). When line_out is not
+ * NULL it receives a malloc'd copy of the serialized line. */
+uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, const char *task,
+			const char *track, char **line_out);
 uint64_t events_seq(struct events *ev);
 /* Oldest seq still kept in memory (seq+1 when the history is empty). */
 uint64_t events_oldest(struct events *ev);
@@ -104,6 +111,12 @@ void events_wake_all(struct events *ev);
  * -ERANGE when after + 1 is older than the oldest kept event (*oldest says which). */
 int events_read(struct events *ev, uint64_t after, unsigned mask, size_t max, struct buf *out,
 		uint64_t *last, uint64_t *oldest);
+
+/* Calls fn (ev.lock held: it must be quick) for each committed event in memory
+ * after seq `after`, in order. Returns the last seq seen; *lost is set when
+ * some after `after` are no longer in memory (they are skipped). */
+uint64_t events_each(struct events *ev, uint64_t after,
+		     void (*fn)(void *arg, const struct event_rec *rec), void *arg, bool *lost);
 
 /* Bytes of the committed events after seq `after` (all channels): how far a
  * reader lags. UINT64_MAX when `after` is older than memory. */

@@ -280,15 +280,9 @@ void worker_free(struct worker *w)
 
 uint64_t orch_event(struct orch *o, struct worker *w, enum event_kind kind, cJSON *data)
 {
-	/* The objects an event names are the rows the next commit writes. */
-	const char *task = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, "task"));
-	const char *track = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, "track"));
-	if (task && *task)
-		hashmap_put(o->dirty_task_ids, task, o);
-	if (track && *track)
-		hashmap_put(o->dirty_track_ids, track, o);
 	char *line = NULL;
-	uint64_t seq = events_publish(&o->events, kind, data, w ? &line : NULL);
+	uint64_t seq = events_publish(&o->events, kind, data, w ? w->task_id : NULL,
+				      w ? w->track_id : NULL, w ? &line : NULL);
 	if (w) {
 		buf_puts(&w->trace, line);
 		free(line);

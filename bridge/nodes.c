@@ -31,6 +31,10 @@ struct node_def {
 	enum wild wild;
 	render_fn render;
 	apply_fn apply;
+	/* Which kinds of change touch this file (for one with a wildcard: when
+	 * the event names its object), which make it (an entry) appear, and
+	 * which make it go: what inotify hears and what caches drop. */
+	uint64_t deps, born, dies;
 };
 
 /* --- helpers --- */
@@ -558,67 +562,138 @@ static int a_remove(struct orch *o, const struct node *n, const char *in, size_t
 
 /* --- the table --- */
 
-#define DIR_(p, w) {p, NODE_DIR, 0, w, NULL, NULL}
-#define DOC(p, w, r) {p, NODE_FILE, NODE_DOC, w, r, NULL}
-#define VOL(p, w, r) {p, NODE_FILE, NODE_DOC | NODE_VOLATILE, w, r, NULL}
-#define CTL(p, w, a) {p, NODE_FILE, NODE_CTL, w, NULL, a}
-#define VAL(p, w, r, a) {p, NODE_FILE, NODE_DOC | NODE_CTL, w, r, a}
+#define K(kind) (UINT64_C(1) << EVK_##kind)
+/* a worker's life: each of these changes its status or what it shows */
+#define K_WORKER (K(WORKER_SPAWNED) | K(WORKER_SIGNAL) | K(WORKER_TIMEOUT) | K(WORKER_EXITED) | \
+		  K(WORKER_LOST))
+#define K_TASKS (K(TASK_STATUS) | K(TASK_ADDED) | K(TASK_REMOVED))
+#define K_EDGES (K(DEP_ADDED) | K(DEP_REMOVED))
+#define K_TRACKS (K(TRACK_STATUS) | K(TRACK_CREATED) | K(TRACK_BUDGET))
+#define K_CONTEXT (K(CONTEXT_INJECTED) | K(CONTEXT_REPLACED) | K(CONTEXT_REMOVED))
+#define K_ALL ((UINT64_C(1) << EVK_COUNT) - 1)
+
+#define DIR_(p, w) {p, NODE_DIR, 0, w, NULL, NULL, 0, 0, 0}
+#define DOC(p, w, r, deps) {p, NODE_FILE, NODE_DOC, w, r, NULL, deps, 0, 0}
+#define VOL(p, w, r, deps) {p, NODE_FILE, NODE_DOC | NODE_VOLATILE, w, r, NULL, deps, 0, 0}
+#define CTL(p, w, a) {p, NODE_FILE, NODE_CTL, w, NULL, a, 0, 0, 0}
+#define VAL(p, w, r, a, deps) {p, NODE_FILE, NODE_DOC | NODE_CTL, w, r, a, deps, 0, 0}
+/* an entry whose object comes and goes with these kinds */
+#define ENTRY(p, type, flags, w, r, deps, born, dies) {p, type, flags, w, r, NULL, deps, born, dies}
 
 static const struct node_def node_table[] = {
 	DIR_("", W_NONE),
-	VOL("state.json", W_NONE, r_state),
-	{"events", NODE_FILE, NODE_STREAM, W_NONE, NULL, NULL},
-	DOC("last_error", W_NONE, r_last_error),
-	DOC("README", W_NONE, r_readme),
+	/* it carries telemetry and the seq: every change is one */
+	VOL("state.json", W_NONE, r_state, K_ALL),
+	{"events", NODE_FILE, NODE_STREAM, W_NONE, NULL, NULL, 0, 0, 0},
+	DOC("last_error", W_NONE, r_last_error, NODE_DEP_ERROR),
+	DOC("README", W_NONE, r_readme, 0),
 	DIR_("mma", W_NONE),
 	DIR_("mma/pipeline", W_NONE),
-	DOC("mma/pipeline/status", W_NONE, r_pipeline_status),
-	VAL("mma/pipeline/max_workers", W_NONE, r_max_workers, a_max_workers),
+	DOC("mma/pipeline/status", W_NONE, r_pipeline_status, K(PIPELINE_STATUS)),
+	VAL("mma/pipeline/max_workers", W_NONE, r_max_workers, a_max_workers,
+	    K(PIPELINE_MAX_WORKERS)),
 	CTL("mma/pipeline/pause", W_NONE, a_pause),
 	CTL("mma/pipeline/resume", W_NONE, a_resume),
-	DOC("mma/workers.json", W_NONE, r_workers),
+	DOC("mma/workers.json", W_NONE, r_workers, K_WORKER | K(USAGE_REPORTED)),
 	DIR_("mma/workers", W_NONE),
 	CTL("mma/workers/spawn", W_NONE, a_spawn),
 	CTL("mma/workers/kill", W_NONE, a_kill),
-	DIR_("mma/workers/*", W_WORKER),
-	DOC("mma/workers/*/status", W_WORKER, r_worker_status),
-	DOC("mma/workers/*/info.json", W_WORKER, r_worker_info),
-	{"mma/workers/*/log", NODE_FILE, NODE_LOG, W_WORKER, NULL, NULL},
-	DOC("mma/workers/*/trace", W_WORKER, r_worker_trace),
-	VAL("mma/workers/*/usage", W_WORKER, r_worker_usage, a_usage),
+	ENTRY("mma/workers/*", NODE_DIR, 0, W_WORKER, NULL, 0, K(WORKER_SPAWNED), 0),
+	DOC("mma/workers/*/status", W_WORKER, r_worker_status, K(WORKER_EXITED) | K(WORKER_LOST)),
+	DOC("mma/workers/*/info.json", W_WORKER, r_worker_info, K_WORKER | K(USAGE_REPORTED)),
+	{"mma/workers/*/log", NODE_FILE, NODE_LOG, W_WORKER, NULL, NULL, 0, 0, 0},
+	/* its events, so every event about it */
+	DOC("mma/workers/*/trace", W_WORKER, r_worker_trace, K_WORKER | K(USAGE_REPORTED)),
+	VAL("mma/workers/*/usage", W_WORKER, r_worker_usage, a_usage, K(USAGE_REPORTED)),
 	CTL("mma/workers/*/stdin", W_WORKER, a_stdin),
 	CTL("mma/workers/*/kill", W_WORKER, a_worker_kill),
-	DOC("mma/tracks.json", W_NONE, r_tracks),
+	/* status, budget, cost and task counts of every track */
+	DOC("mma/tracks.json", W_NONE, r_tracks, K_TRACKS | K_TASKS | K(USAGE_REPORTED)),
 	DIR_("mma/tracks", W_NONE),
 	CTL("mma/tracks/create", W_NONE, a_create),
-	DIR_("mma/tracks/*", W_TRACK),
-	DOC("mma/tracks/*/status", W_TRACK, r_track_status),
-	DOC("mma/tracks/*/info.json", W_TRACK, r_track_info),
-	VAL("mma/tracks/*/budget", W_TRACK, r_track_budget, a_budget),
+	ENTRY("mma/tracks/*", NODE_DIR, 0, W_TRACK, NULL, 0, K(TRACK_CREATED), 0),
+	DOC("mma/tracks/*/status", W_TRACK, r_track_status, K(TRACK_STATUS)),
+	DOC("mma/tracks/*/info.json", W_TRACK, r_track_info,
+	    K_TRACKS | K_TASKS | K(USAGE_REPORTED) | K(TASK_RETRY)),
+	VAL("mma/tracks/*/budget", W_TRACK, r_track_budget, a_budget, K(TRACK_BUDGET)),
 	DIR_("mma/tasks", W_NONE),
-	DIR_("mma/tasks/*", W_TASK),
-	DOC("mma/tasks/*/status", W_TASK, r_task_status),
-	DOC("mma/tasks/*/info.json", W_TASK, r_task_info),
-	DOC("mma/tasks/*/deps", W_TASK, r_task_deps),
-	{"mma/tasks/*/worker", NODE_LINK, 0, W_TASK, NULL, NULL},
-	DOC("mma/dag.json", W_NONE, r_dag),
-	DOC("mma/dag.dot", W_NONE, r_dag_dot),
+	ENTRY("mma/tasks/*", NODE_DIR, 0, W_TASK, NULL, 0, K(TASK_ADDED), K(TASK_REMOVED)),
+	DOC("mma/tasks/*/status", W_TASK, r_task_status, K(TASK_STATUS)),
+	/* it shows its workers and their usage */
+	DOC("mma/tasks/*/info.json", W_TASK, r_task_info,
+	    K(TASK_STATUS) | K(TASK_RETRY) | K(TASK_SPAWN_FAILED) | K_EDGES | K_WORKER |
+		    K(USAGE_REPORTED)),
+	DOC("mma/tasks/*/deps", W_TASK, r_task_deps, K_EDGES),
+	{"mma/tasks/*/worker", NODE_LINK, 0, W_TASK, NULL, NULL, 0, 0, 0},
+	DOC("mma/dag.json", W_NONE, r_dag, K_TASKS | K_EDGES),
+	DOC("mma/dag.dot", W_NONE, r_dag_dot, K_TASKS | K_EDGES | K(TRACK_CREATED)),
 	DIR_("mma/dag", W_NONE),
 	CTL("mma/dag/mutate", W_NONE, a_mutate),
 	DIR_("context", W_NONE),
-	VOL("context/state.json", W_NONE, r_ctx_state),
-	DOC("context/aggregate", W_NONE, r_ctx_aggregate),
+	/* volatile: each read checks the sources again */
+	VOL("context/state.json", W_NONE, r_ctx_state, K_CONTEXT),
+	DOC("context/aggregate", W_NONE, r_ctx_aggregate, K_CONTEXT),
 	DIR_("context/files", W_NONE),
-	DOC("context/files/*", W_CTX, r_ctx_file),
+	ENTRY("context/files/*", NODE_FILE, NODE_DOC, W_CTX, r_ctx_file, K(CONTEXT_REPLACED),
+	      K(CONTEXT_INJECTED), K(CONTEXT_REMOVED)),
 	CTL("context/inject", W_NONE, a_inject),
 	CTL("context/remove", W_NONE, a_remove),
 	DIR_("metrics", W_NONE),
-	DOC("metrics/financial.json", W_NONE, r_financial),
+	DOC("metrics/financial.json", W_NONE, r_financial,
+	    K(USAGE_REPORTED) | K(TRACK_STATUS) | K(TRACK_CREATED) | K(TRACK_BUDGET)),
 	DIR_("system", W_NONE),
-	VOL("system/telemetry.json", W_NONE, r_telemetry),
+	/* changes all the time and is never announced: read it when you want it */
+	VOL("system/telemetry.json", W_NONE, r_telemetry, 0),
 };
 
 #define NODE_COUNT (sizeof node_table / sizeof node_table[0])
+
+/* The path of def with its wildcard filled in by the object the change names;
+ * false when it names none of that kind. */
+static bool touched_path(const struct node_def *d, const struct node_change *c, char *out,
+			 size_t size)
+{
+	char num[16];
+	const char *arg = NULL;
+	switch (d->wild) {
+	case W_NONE:
+		snprintf(out, size, "%s", d->pattern);
+		return true;
+	case W_WORKER:
+		if (c->worker > 0)
+			snprintf(num, sizeof num, "%d", c->worker);
+		arg = c->worker > 0 ? num : NULL;
+		break;
+	case W_TASK: arg = c->task; break;
+	case W_TRACK: arg = c->track; break;
+	case W_CTX: arg = c->name; break;
+	}
+	/* ids come from the model, names from context: neither can hold a '/' */
+	if (!arg || !*arg || strchr(arg, '/'))
+		return false;
+	const char *star = strchr(d->pattern, '*');
+	snprintf(out, size, "%.*s%s%s", (int)(star - d->pattern), d->pattern, arg, star + 1);
+	return true;
+}
+
+void node_touched(const struct node_change *c,
+		  void (*fn)(void *arg, enum node_touch how, const char *path, bool dir), void *arg)
+{
+	char path[PATH_MAX];
+	for (size_t i = 0; i < NODE_COUNT; i++) {
+		const struct node_def *d = &node_table[i];
+		uint64_t hit = c->kinds & (d->deps | d->born | d->dies);
+		if (!hit || !touched_path(d, c, path, sizeof path))
+			continue;
+		bool dir = d->type == NODE_DIR;
+		if (hit & d->born)
+			fn(arg, NODE_BORN, path, dir);
+		if (hit & d->deps)
+			fn(arg, NODE_MODIFIED, path, dir);
+		if (hit & d->dies)
+			fn(arg, NODE_GONE, path, dir);
+	}
+}
 
 /* Matches path against pattern; the one '*' segment's value goes to arg. */
 static bool pattern_match(const char *pattern, const char *path, char *arg, size_t argsize)

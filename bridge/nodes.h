@@ -30,6 +30,21 @@ struct node {
 };
 
 int node_resolve(struct orch *o, const char *path, struct node *out);
+
+/* What a change touches, from the table alone (no lock, no render): the
+ * notifier announces exactly these paths. kinds: bits 1 << enum event_kind,
+ * or NODE_DEP_ERROR for a write that failed (last_error). */
+#define NODE_DEP_ERROR (UINT64_C(1) << 63)
+struct node_change {
+	uint64_t kinds;
+	int worker;                    /* the objects it names; 0 / NULL: none */
+	const char *task, *track, *name;
+};
+enum node_touch { NODE_BORN, NODE_MODIFIED, NODE_GONE };
+/* Calls fn for each path c touches: an entry born (made), a file whose bytes
+ * may differ, an entry gone; dir says whether the path is a directory. */
+void node_touched(const struct node_change *c,
+		  void (*fn)(void *arg, enum node_touch how, const char *path, bool dir), void *arg);
 /* The API's names for a path: P itself when it is a file, else P.json (so
  * /api/state and /api/mma/workers are documents), else P/info.json (one worker,
  * task or track), else the directory P. "gui/state" is another name of state.json.

@@ -61,8 +61,6 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	o->tracks_tail = &o->tracks;
 	o->task_index = hashmap_new();
 	o->track_index = hashmap_new();
-	o->dirty_task_ids = hashmap_new();
-	o->dirty_track_ids = hashmap_new();
 	o->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	pthread_mutex_init(&o->logs_ahead.lock, NULL);
 	for (size_t i = 0; i < 16; i++)
@@ -100,11 +98,7 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 
 uint64_t orch_commit(struct orch *o)
 {
-	if (o->store)
-		return store_queue(o->store, o);
-	hashmap_clear(o->dirty_task_ids, NULL);
-	hashmap_clear(o->dirty_track_ids, NULL);
-	return 0;
+	return o->store ? store_queue(o->store, o) : 0;
 }
 
 int orch_wait(struct orch *o, uint64_t ticket)
@@ -174,8 +168,6 @@ void orch_destroy(struct orch *o)
 	o->store = NULL;
 	hashmap_free(o->task_index);
 	hashmap_free(o->track_index);
-	hashmap_free(o->dirty_task_ids);
-	hashmap_free(o->dirty_track_ids);
 	usage_set_free(&o->usage);
 	free(o->prices);
 	buf_free(&o->last_error);
@@ -209,6 +201,9 @@ void orch_record_error(struct orch *o, const char *object, size_t len)
 	pthread_mutex_lock(&o->lock);
 	buf_reset(&o->last_error);
 	buf_append(&o->last_error, object, len);
+	__atomic_add_fetch(&o->errors, 1, __ATOMIC_RELEASE);
 	orch_touch(o);
 	pthread_mutex_unlock(&o->lock);
+	/* not an event, but the notifier waits on them: last_error is announced */
+	events_wake_all(&o->events);
 }

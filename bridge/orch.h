@@ -173,10 +173,8 @@ struct orch {
 	size_t nprices;
 	struct usage_set usage;    /* every report of every worker */
 
-	/* Objects named by events since the last orch_commit: the rows it writes. */
-	struct hashmap *dirty_task_ids, *dirty_track_ids;
-
 	struct buf last_error;     /* the error object of the last failed write */
+	uint64_t errors;           /* atomic: failed writes so far (last_error moved) */
 	uint64_t version;          /* bumped on every change; render caches key on it */
 
 	int wake_fd;               /* eventfd: wakes the scheduler */

@@ -410,6 +410,7 @@ uint64_t store_queue(struct store *s, struct orch *o)
 {
 	struct events *ev = &o->events;
 	struct commit *c = xcalloc(1, sizeof *c);
+	struct hashmap *tasks = hashmap_new(), *tracks = hashmap_new();
 	/* Copy the new lines out; the ring may be written meanwhile by others. */
 	pthread_mutex_lock(&ev->lock);
 	uint64_t last = ev->seq;
@@ -423,10 +424,18 @@ uint64_t store_queue(struct store *s, struct orch *o)
 			&ev->ring[(ev->head + (s->gathered + 1 + i - first_kept)) % ev->cap];
 		c->lines[i] = *r;
 		c->lines[i].line = xstrndup(r->line, r->len);
+		c->lines[i].task = c->lines[i].track = c->lines[i].name = NULL;
+		/* the objects it names are the rows to write */
+		if (r->task)
+			hashmap_put(tasks, r->task, c);
+		if (r->track)
+			hashmap_put(tracks, r->track, c);
 	}
 	pthread_mutex_unlock(&ev->lock);
 
-	if (!c->nlines && !hashmap_size(o->dirty_task_ids) && !hashmap_size(o->dirty_track_ids)) {
+	if (!c->nlines) {
+		hashmap_free(tasks);
+		hashmap_free(tracks);
 		commit_free(c);
 		pthread_mutex_lock(&s->qlock);
 		uint64_t ticket = s->queued;   /* what is in flight may hold what the caller saw */
@@ -438,9 +447,11 @@ uint64_t store_queue(struct store *s, struct orch *o)
 
 	/* Only the objects the change named: rows proportional to it, not to history. */
 	struct gather g = {o, c, ROW_TASK};
-	hashmap_clear_each(o->dirty_task_ids, gather_id, &g);
+	hashmap_clear_each(tasks, gather_id, &g);
 	g.table = ROW_TRACK;
-	hashmap_clear_each(o->dirty_track_ids, gather_id, &g);
+	hashmap_clear_each(tracks, gather_id, &g);
+	hashmap_free(tasks);
+	hashmap_free(tracks);
 	int *ids = xmalloc((c->nlines ? c->nlines : 1) * sizeof *ids);
 	size_t nids = 0;
 	for (size_t i = 0; i < c->nlines; i++) {

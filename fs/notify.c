@@ -1,4 +1,4 @@
-/* notify: the notifier that makes inotify work on the mount (SPEC 4).
+/* notify: the notifier that makes inotify work on the mount.
  * The kernel raises no inotify event for a change made inside the daemon, so
  * ordinary calls are made on the mount purely for their side effect
  * (truncate -> IN_MODIFY, mkdir/mknod -> IN_CREATE, rmdir/unlink -> IN_DELETE),
@@ -7,9 +7,11 @@
  * to do by the notifier thread over a pipe: a daemon thread blocked in a call
  * on its own mount would keep a killed daemon from ever exiting (it waits for
  * an answer only the dying process could give), wedging the mount; a separate
- * process is released when the daemon's end of the connection closes. A pass compares renders with the previous pass, so a
- * watcher hears only of files whose bytes changed; state.json (it carries
- * telemetry) is announced on every change, system/telemetry.json never.
+ * process is released when the daemon's end of the connection closes.
+ * What to announce comes from the committed events themselves: each names
+ * its kind and objects, and the node table says which files that touches
+ * (node_touched), so nothing is rendered or compared and a lone change is
+ * announced at once. A burst committed while a pass runs is the next pass.
  *   inotifywait -m ~/orchfs/mma/pipeline & echo > ~/orchfs/mma/pipeline/pause */
 #include "notify.h"
 
@@ -30,43 +32,9 @@
 
 #include "nodes.h"
 
-/* SPEC 4 allows 100 ms from change to event. last_error moves without an
- * event, so the version counter is polled at half of that. */
-#define NOTIFIER_TICK_MS 50
-#define NOTIFIER_COALESCE_NS (20 * 1000000LL)
-#define NOTIFIER_LOG_POLL_NS (100 * 1000000LL)
-#define NOTIFIER_READ_CHUNK (64 * 1024)
+/* Logs grow without events: they are looked at this often. */
+#define NOTIFIER_LOG_POLL_MS 100
 #define NOTIFIER_FUSE_MAGIC 0x65735546   /* statfs f_type of every FUSE mount */
-
-/* Collections whose entries come and go, each with the files of one entry. */
-enum { NOTIFIER_WORKERS, NOTIFIER_TASKS, NOTIFIER_TRACKS, NOTIFIER_CONTEXT, NOTIFIER_NDIRS };
-
-static const char *const notifier_worker_files[] = {"/status", "/info.json", "/trace", "/usage", NULL};
-static const char *const notifier_task_files[] = {"/status", "/info.json", "/deps", NULL};
-static const char *const notifier_track_files[] = {"/status", "/info.json", "/budget", NULL};
-static const char *const notifier_context_files[] = {"", NULL};
-
-static const struct notifier_dir {
-	const char *path;
-	bool entries_are_dirs;   /* false: the entries are files (context) */
-	const char *const *files;
-} notifier_dirs[NOTIFIER_NDIRS] = {
-	[NOTIFIER_WORKERS] = {"mma/workers", true, notifier_worker_files},
-	[NOTIFIER_TASKS] = {"mma/tasks", true, notifier_task_files},
-	[NOTIFIER_TRACKS] = {"mma/tracks", true, notifier_track_files},
-	[NOTIFIER_CONTEXT] = {"context/files", false, notifier_context_files},
-};
-
-static const char *const notifier_globals[] = {
-	"last_error", "mma/workers.json", "mma/tracks.json", "mma/dag.json", "mma/dag.dot",
-	"mma/pipeline/status", "mma/pipeline/max_workers", "metrics/financial.json",
-	"context/state.json", "context/aggregate", NULL,
-};
-
-struct notifier_names {
-	char **v;   /* sorted */
-	size_t n, cap;
-};
 
 /* A running worker's log, watched by size: its bytes reach the file on disk
  * without the daemon seeing them. */
@@ -74,7 +42,6 @@ struct notifier_log {
 	int id;
 	char *path;
 	off_t size;
-	uint64_t ended_seq;   /* once it ended: the last seq published by then */
 };
 
 struct notifier {
@@ -93,231 +60,50 @@ struct notifier {
 	char path[PATH_MAX];
 
 	/* The rest belongs to the thread alone. */
-	uint64_t seq, version;      /* what the last pass covered */
-	struct notifier_names names[NOTIFIER_NDIRS];
-	struct hashmap *hashes;     /* path -> (void *)(hash of its last render | 1) */
-	struct notifier_log *logs;
+	uint64_t seq;               /* the last event announced */
+	uint64_t errors;            /* orch.errors announced */
+	struct notifier_log *logs;  /* running workers' logs */
 	size_t nlogs, logs_cap;
 	size_t workers_seen;        /* o->workers[0 .. workers_seen) are known */
-	struct buf render;
 };
 
-/* The candidates of one pass, each once. */
-struct notifier_batch {
-	struct hashmap *seen;       /* path -> NOTIFIER_ANNOUNCE or NOTIFIER_RECORD */
-	char **paths;
+/* One pass: what the events since the last one touched, each path once. */
+struct notifier_pass {
+	struct hashmap *seen;       /* path -> how (enum node_touch + 1) */
+	struct pass_item {
+		char *path;
+		enum node_touch how;
+		bool dir;
+	} *items;
 	size_t n, cap;
-	struct notifier_names created[NOTIFIER_NDIRS], deleted[NOTIFIER_NDIRS];
 };
-
-#define NOTIFIER_ANNOUNCE ((void *)1)
-#define NOTIFIER_RECORD ((void *)2)   /* a new entry's file: nobody can watch it yet */
 
 static bool notifier_stopping(struct notifier *n)
 {
 	return __atomic_load_n(&n->stop, __ATOMIC_ACQUIRE);
 }
 
-/* --- name sets --- */
-
-static void notifier_names_add(struct notifier_names *s, const char *name)
+static void pass_add(void *arg, enum node_touch how, const char *path, bool dir)
 {
-	if (s->n == s->cap) {
-		s->cap = s->cap ? s->cap * 2 : 16;
-		s->v = xrealloc(s->v, s->cap * sizeof *s->v);
-	}
-	s->v[s->n++] = xstrdup(name);
-}
-
-static void notifier_names_free(struct notifier_names *s)
-{
-	for (size_t i = 0; i < s->n; i++)
-		free(s->v[i]);
-	free(s->v);
-	*s = (struct notifier_names){0};
-}
-
-static int notifier_names_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-struct notifier_list_arg {
-	struct notifier_names *out;
-	bool dirs_only;
-};
-
-static void notifier_list_one(void *arg, const char *name, const struct node *child)
-{
-	struct notifier_list_arg *a = arg;
-	/* mma/workers also lists its control files; they never come or go */
-	if (a->dirs_only && node_type(child) != NODE_DIR)
+	struct notifier_pass *p = arg;
+	uintptr_t was = (uintptr_t)hashmap_get(p->seen, path);
+	if (was == (uintptr_t)how + 1)
 		return;
-	notifier_names_add(a->out, name);
+	hashmap_put(p->seen, path, (void *)((uintptr_t)how + 1));
+	if (p->n == p->cap) {
+		p->cap = p->cap ? p->cap * 2 : 32;
+		p->items = xrealloc(p->items, p->cap * sizeof *p->items);
+	}
+	p->items[p->n++] = (struct pass_item){xstrdup(path), how, dir};
 }
 
-static void notifier_list(struct orch *o, int dir, struct notifier_names *out)
+static void pass_event(void *arg, const struct event_rec *rec)
 {
-	struct node d;
-	if (node_resolve(o, notifier_dirs[dir].path, &d))
+	if (rec->kind >= EVK_COUNT)
 		return;
-	struct notifier_list_arg a = {out, notifier_dirs[dir].entries_are_dirs};
-	node_list(o, &d, notifier_list_one, &a);
-	if (out->n > 1)
-		qsort(out->v, out->n, sizeof *out->v, notifier_names_cmp);
-}
-
-/* --- candidates --- */
-
-static void notifier_batch_add(struct notifier_batch *b, const char *path, void *how)
-{
-	void *was = hashmap_get(b->seen, path);
-	if (was) {
-		/* a new entry stays record-only whatever its events say */
-		if (how == NOTIFIER_RECORD && was != NOTIFIER_RECORD)
-			hashmap_put(b->seen, path, how);
-		return;
-	}
-	hashmap_put(b->seen, path, how);
-	if (b->n == b->cap) {
-		b->cap = b->cap ? b->cap * 2 : 32;
-		b->paths = xrealloc(b->paths, b->cap * sizeof *b->paths);
-	}
-	b->paths[b->n++] = xstrdup(path);
-}
-
-/* Ids and names come from event lines: refuse anything that could leave its
- * directory before it is ever joined into a path. */
-static bool notifier_name_ok(const char *name)
-{
-	size_t len = strlen(name);
-	return len > 0 && len <= ID_MAX && !strchr(name, '/') && strcmp(name, ".") &&
-	       strcmp(name, "..");
-}
-
-static void notifier_add_entry(struct notifier_batch *b, int dir, const char *name, void *how)
-{
-	if (!notifier_name_ok(name))
-		return;
-	char path[PATH_MAX];
-	for (const char *const *f = notifier_dirs[dir].files; *f; f++) {
-		snprintf(path, sizeof path, "%s/%s%s", notifier_dirs[dir].path, name, *f);
-		notifier_batch_add(b, path, how);
-	}
-}
-
-static void notifier_add_worker(struct notifier_batch *b, int id)
-{
-	char name[24];
-	snprintf(name, sizeof name, "%d", id);
-	notifier_add_entry(b, NOTIFIER_WORKERS, name, NOTIFIER_ANNOUNCE);
-}
-
-struct notifier_ids {
-	int *v;
-	size_t n, cap;
-};
-
-static void notifier_ids_add(struct notifier_ids *ids, const cJSON *v)
-{
-	int64_t id;
-	if (!json_int(v, 1, INT_MAX, &id))
-		return;
-	if (ids->n == ids->cap) {
-		ids->cap = ids->cap ? ids->cap * 2 : 16;
-		ids->v = xrealloc(ids->v, ids->cap * sizeof *ids->v);
-	}
-	ids->v[ids->n++] = (int)id;
-}
-
-/* One event line: the objects it names become candidates. */
-static void notifier_parse_event(struct notifier_batch *b, const char *line, size_t len,
-				 struct notifier_ids *workers)
-{
-	cJSON *ev = cJSON_ParseWithLength(line, len);
-	if (!ev)
-		return;
-	const char *channel = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "channel"));
-	const cJSON *data = cJSON_GetObjectItemCaseSensitive(ev, "data");
-	if (cJSON_IsObject(data) && channel) {
-		const char *s;
-		if ((s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, "task"))))
-			notifier_add_entry(b, NOTIFIER_TASKS, s, NOTIFIER_ANNOUNCE);
-		if ((s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, "track"))))
-			notifier_add_entry(b, NOTIFIER_TRACKS, s, NOTIFIER_ANNOUNCE);
-		notifier_ids_add(workers, cJSON_GetObjectItemCaseSensitive(data, "worker"));
-		if (!strcmp(channel, "workers"))
-			notifier_ids_add(workers, cJSON_GetObjectItemCaseSensitive(data, "id"));
-		if (!strcmp(channel, "context") &&
-		    (s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, "name"))))
-			notifier_add_entry(b, NOTIFIER_CONTEXT, s, NOTIFIER_ANNOUNCE);
-	}
-	cJSON_Delete(ev);
-}
-
-/* A worker's change shows in its task's and track's documents too, and its
- * events do not always name them. */
-static void notifier_add_workers(struct notifier *n, struct notifier_batch *b,
-				 const struct notifier_ids *ids)
-{
-	if (!ids->n)
-		return;
-	struct buf owners = BUF_INIT;   /* "task\0track\0" per worker */
-	pthread_mutex_lock(&n->o->lock);
-	for (size_t i = 0; i < ids->n; i++) {
-		struct worker *w = worker_find(n->o, ids->v[i]);
-		if (!w)
-			continue;
-		buf_append(&owners, w->task_id, strlen(w->task_id) + 1);
-		buf_append(&owners, w->track_id, strlen(w->track_id) + 1);
-	}
-	pthread_mutex_unlock(&n->o->lock);
-	for (size_t i = 0; i < ids->n; i++)
-		notifier_add_worker(b, ids->v[i]);
-	for (size_t off = 0; off < owners.len;) {
-		const char *task = owners.data + off;
-		off += strlen(task) + 1;
-		const char *track = owners.data + off;
-		off += strlen(track) + 1;
-		if (*task)
-			notifier_add_entry(b, NOTIFIER_TASKS, task, NOTIFIER_ANNOUNCE);
-		if (*track)
-			notifier_add_entry(b, NOTIFIER_TRACKS, track, NOTIFIER_ANNOUNCE);
-	}
-	buf_free(&owners);
-}
-
-/* Reads the events after n->seq into candidates; returns the last seq read.
- * *lost is set when the history no longer holds some of them. */
-static uint64_t notifier_read_events(struct notifier *n, struct notifier_batch *b, bool *lost)
-{
-	struct events *ev = &n->o->events;
-	uint64_t at = n->seq, upto = events_committed(ev);
-	struct buf lines = BUF_INIT;
-	struct notifier_ids workers = {0};
-	while (at < upto) {
-		uint64_t last = at, oldest = 0;
-		buf_reset(&lines);
-		int rc = events_read(ev, at, EV_ALL_EVENTS, NOTIFIER_READ_CHUNK, &lines, &last, &oldest);
-		if (rc == -ERANGE && oldest > at + 1) {
-			*lost = true;
-			at = oldest - 1;
-			continue;
-		}
-		if (rc || last <= at)
-			break;
-		for (size_t off = 0; off < lines.len;) {
-			const char *nl = memchr(lines.data + off, '\n', lines.len - off);
-			size_t len = nl ? (size_t)(nl - lines.data) - off : lines.len - off;
-			notifier_parse_event(b, lines.data + off, len, &workers);
-			off += len + 1;
-		}
-		at = last;
-	}
-	notifier_add_workers(n, b, &workers);
-	free(workers.v);
-	buf_free(&lines);
-	return at;
+	struct node_change c = {UINT64_C(1) << rec->kind, rec->worker, rec->task, rec->track,
+				rec->name};
+	node_touched(&c, pass_add, arg);
 }
 
 /* --- calls on the mount, made by the hand --- */
@@ -462,7 +248,7 @@ static bool hand_start(struct notifier *n)
 /* One call on the mount for its inotify side effect; its result is of no use
  * beyond debugging. dir: the entry is a directory (CREATE, DELETE). */
 static void notifier_call(struct notifier *n, enum notify_intent intent, const char *rel,
-			  bool dir, off_t size)
+			  bool dir)
 {
 	if (notifier_stopping(n) || n->to_hand < 0)
 		return;
@@ -470,7 +256,8 @@ static void notifier_call(struct notifier *n, enum notify_intent intent, const c
 	n->intent = intent;
 	snprintf(n->path, sizeof n->path, "%s", rel);
 	pthread_mutex_unlock(&n->lock);
-	struct hand_request rq = {.intent = intent, .dir = dir, .size = size,
+	/* the size is of no matter: fs/ops.c answers the hand's truncate as a getattr */
+	struct hand_request rq = {.intent = intent, .dir = dir, .size = 0,
 				  .len = (uint32_t)strlen(n->path)};
 	int e = EPIPE;
 	bool ok = write_full(n->to_hand, &rq, sizeof rq) && write_full(n->to_hand, n->path, rq.len) &&
@@ -494,118 +281,59 @@ static void notifier_call(struct notifier *n, enum notify_intent intent, const c
 
 /* --- one pass --- */
 
-static uintptr_t notifier_hash(const struct buf *b)
+/* Is path inside (or) a directory born in this pass? Nobody can be watching
+ * what is in it yet, so its files need no announcement. */
+static bool pass_in_new_dir(const struct notifier_pass *p, const char *path)
 {
-	uint64_t h = 1469598103934665603ULL;
-	for (size_t i = 0; i < b->len; i++)
-		h = (h ^ (unsigned char)b->data[i]) * 1099511628211ULL;
-	h ^= b->len * 0x9E3779B97F4A7C15ULL;
-	return (uintptr_t)h | 1;   /* never NULL: NULL means "never seen" */
-}
-
-/* Renders path; announces it when its bytes differ from the last render.
- * force: announce even so (state.json changes with every telemetry frame). */
-static void notifier_compare(struct notifier *n, const char *path, void *how, bool force)
-{
-	struct node nd;
-	buf_reset(&n->render);
-	if (node_resolve(n->o, path, &nd) || !(node_flags(&nd) & NODE_DOC) ||
-	    node_render(n->o, &nd, &n->render)) {
-		hashmap_del(n->hashes, path);
-		return;
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s", path);
+	for (char *slash; (slash = strrchr(dir, '/'));) {
+		*slash = '\0';
+		if ((uintptr_t)hashmap_get(p->seen, dir) == NODE_BORN + 1)
+			return true;
 	}
-	uintptr_t h = notifier_hash(&n->render);
-	uintptr_t was = (uintptr_t)hashmap_get(n->hashes, path);
-	if (h == was && !force)
-		return;
-	hashmap_put(n->hashes, path, (void *)h);
-	if (how != NOTIFIER_RECORD)
-		notifier_call(n, NOTIFY_MODIFY, path, false, (off_t)n->render.len);
-}
-
-static void notifier_forget_entry(struct notifier *n, int dir, const char *name)
-{
-	char path[PATH_MAX];
-	for (const char *const *f = notifier_dirs[dir].files; *f; f++) {
-		snprintf(path, sizeof path, "%s/%s%s", notifier_dirs[dir].path, name, *f);
-		hashmap_del(n->hashes, path);
-	}
-}
-
-/* Current entries against the last pass's: new ones go to created, gone ones
- * to deleted, and the current set becomes the last. */
-static void notifier_diff(struct notifier *n, int dir, struct notifier_batch *b)
-{
-	struct notifier_names cur = {0}, *old = &n->names[dir];
-	notifier_list(n->o, dir, &cur);
-	size_t i = 0, j = 0;
-	while (i < old->n || j < cur.n) {
-		int c = i == old->n ? 1 : j == cur.n ? -1 : strcmp(old->v[i], cur.v[j]);
-		if (c < 0)
-			notifier_names_add(&b->deleted[dir], old->v[i++]);
-		else if (c > 0)
-			notifier_names_add(&b->created[dir], cur.v[j++]);
-		else
-			i++, j++;
-	}
-	notifier_names_free(old);
-	*old = cur;
+	return false;
 }
 
 static void notifier_pass(struct notifier *n)
 {
 	struct orch *o = n->o;
-	/* Taken before anything is read: a change after this moves the version
-	 * again, so the next pass sees it. */
-	uint64_t version = __atomic_load_n(&o->version, __ATOMIC_ACQUIRE);
-	struct notifier_batch b = {.seen = hashmap_new()};
+	struct notifier_pass p = {.seen = hashmap_new()};
+	/* Taken first: an error recorded during the pass is the next pass's. */
+	uint64_t errors = __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE);
 	bool lost = false;
-	uint64_t seq = notifier_read_events(n, &b, &lost);
-	bool events = seq > n->seq || lost;
-
-	/* Entries come and go only with events. */
-	if (events) {
-		for (int d = 0; d < NOTIFIER_NDIRS; d++) {
-			notifier_diff(n, d, &b);
-			for (size_t i = 0; i < b.created[d].n; i++)
-				notifier_add_entry(&b, d, b.created[d].v[i], NOTIFIER_RECORD);
-			if (lost)
-				for (size_t i = 0; i < n->names[d].n; i++)
-					notifier_add_entry(&b, d, n->names[d].v[i], NOTIFIER_ANNOUNCE);
-		}
+	uint64_t seq = events_each(&o->events, n->seq, pass_event, &p, &lost);
+	if (lost) {
+		/* some are gone from memory: every shared document may have changed */
+		struct node_change all = {(UINT64_C(1) << EVK_COUNT) - 1, 0, NULL, NULL, NULL};
+		node_touched(&all, pass_add, &p);
 	}
-	for (const char *const *g = notifier_globals; *g; g++)
-		notifier_batch_add(&b, *g, NOTIFIER_ANNOUNCE);
-
-	for (int d = 0; d < NOTIFIER_NDIRS; d++) {
-		char path[PATH_MAX];
-		for (size_t i = 0; i < b.created[d].n; i++) {
-			snprintf(path, sizeof path, "%s/%s", notifier_dirs[d].path, b.created[d].v[i]);
-			notifier_call(n, NOTIFY_CREATE, path, notifier_dirs[d].entries_are_dirs, 0);
-		}
+	if (errors != n->errors) {
+		struct node_change err = {NODE_DEP_ERROR, 0, NULL, NULL, NULL};
+		node_touched(&err, pass_add, &p);
 	}
-	for (size_t i = 0; i < b.n; i++)
-		notifier_compare(n, b.paths[i], hashmap_get(b.seen, b.paths[i]), false);
-	notifier_compare(n, "state.json", NOTIFIER_ANNOUNCE, true);
-	for (int d = 0; d < NOTIFIER_NDIRS; d++) {
-		char path[PATH_MAX];
-		for (size_t i = 0; i < b.deleted[d].n; i++) {
-			snprintf(path, sizeof path, "%s/%s", notifier_dirs[d].path, b.deleted[d].v[i]);
-			notifier_call(n, NOTIFY_DELETE, path, notifier_dirs[d].entries_are_dirs, 0);
-			notifier_forget_entry(n, d, b.deleted[d].v[i]);
+	/* entries first, so a watcher of a new directory's parent hears of it
+	 * before anything else; entries that go, last */
+	for (int how = NODE_BORN; how <= NODE_GONE; how++)
+		for (size_t i = 0; i < p.n; i++) {
+			struct pass_item *it = &p.items[i];
+			if (it->how != (enum node_touch)how)
+				continue;
+			if (how == NODE_BORN) {
+				notifier_call(n, NOTIFY_CREATE, it->path, it->dir);
+			} else if (how == NODE_MODIFIED) {
+				if (!pass_in_new_dir(&p, it->path))
+					notifier_call(n, NOTIFY_MODIFY, it->path, false);
+			} else {
+				notifier_call(n, NOTIFY_DELETE, it->path, it->dir);
+			}
 		}
-	}
-
 	n->seq = seq;
-	n->version = version;
-	for (int d = 0; d < NOTIFIER_NDIRS; d++) {
-		notifier_names_free(&b.created[d]);
-		notifier_names_free(&b.deleted[d]);
-	}
-	for (size_t i = 0; i < b.n; i++)
-		free(b.paths[i]);
-	free(b.paths);
-	hashmap_free(b.seen);
+	n->errors = errors;
+	for (size_t i = 0; i < p.n; i++)
+		free(p.items[i].path);
+	free(p.items);
+	hashmap_free(p.seen);
 }
 
 /* --- worker logs --- */
@@ -616,7 +344,7 @@ static void notifier_log_add(struct notifier *n, int id, const char *path, off_t
 		n->logs_cap = n->logs_cap ? n->logs_cap * 2 : 16;
 		n->logs = xrealloc(n->logs, n->logs_cap * sizeof *n->logs);
 	}
-	n->logs[n->nlogs++] = (struct notifier_log){id, xstrdup(path), size, 0};
+	n->logs[n->nlogs++] = (struct notifier_log){id, xstrdup(path), size};
 }
 
 /* Takes on the workers spawned since the last look; returns, in running, which
@@ -652,23 +380,13 @@ static void notifier_poll_logs(struct notifier *n)
 			char path[64];
 			snprintf(path, sizeof path, "mma/workers/%d/log", l->id);
 			l->size = st.st_size;
-			notifier_call(n, NOTIFY_MODIFY, path, false, st.st_size);
+			notifier_call(n, NOTIFY_MODIFY, path, false);
 		}
-		if (!running[i] && !l->ended_seq)
-			l->ended_seq = events_seq(&n->o->events);
-		/* Kept until a pass has covered the events of its end, so that its
-		 * documents' last renders are in and can be forgotten for good. */
-		if (running[i] || n->seq < l->ended_seq) {
+		/* looked at once more after its writer ended: its last lines */
+		if (running[i])
 			n->logs[keep++] = *l;
-			continue;
-		}
-		/* Its documents will hardly change again: forgetting their renders
-		 * keeps memory bounded by the running workers, at worst at the price
-		 * of one needless event later. */
-		char name[24];
-		snprintf(name, sizeof name, "%d", l->id);
-		notifier_forget_entry(n, NOTIFIER_WORKERS, name);
-		free(l->path);
+		else
+			free(l->path);
 	}
 	n->nlogs = keep;
 	free(running);
@@ -676,36 +394,26 @@ static void notifier_poll_logs(struct notifier *n)
 
 /* --- the thread --- */
 
-static void notifier_sleep_ns(int64_t ns)
-{
-	struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 static void *notifier_main(void *arg)
 {
 	struct notifier *n = arg;
+	struct orch *o = n->o;
 	pthread_setname_np(pthread_self(), "orchfs-notify");
-	int64_t next_logs = time_mono_ns() + NOTIFIER_LOG_POLL_NS;
+	int64_t next_logs = time_mono_ns() + NOTIFIER_LOG_POLL_MS * 1000000LL;
 	while (!notifier_stopping(n)) {
-		int64_t t0 = time_mono_ns();
-		uint64_t committed = events_wait(&n->o->events, n->seq, NOTIFIER_TICK_MS);
-		if (notifier_stopping(n))
-			break;
-		bool woken = time_mono_ns() - t0 < NOTIFIER_TICK_MS * 1000000LL;
-		if (committed > n->seq ||
-		    __atomic_load_n(&n->o->version, __ATOMIC_ACQUIRE) != n->version) {
-			/* A burst becomes one pass; whatever arrives during the pass is
-			 * left for the next one, so the last change is never lost. A
-			 * change found by the tick (last_error) has waited long enough. */
-			if (woken)
-				notifier_sleep_ns(NOTIFIER_COALESCE_NS);
+		if (events_committed(&o->events) > n->seq ||
+		    __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE) != n->errors) {
 			notifier_pass(n);
+		} else {
+			/* until a commit, a failed write (orch_record_error wakes the
+			 * events' waiters too), or the logs' turn */
+			int64_t wait_ms = (next_logs - time_mono_ns()) / 1000000;
+			if (wait_ms > 0)
+				events_wait(&o->events, n->seq, (int)wait_ms);
 		}
 		if (time_mono_ns() >= next_logs) {
 			notifier_poll_logs(n);
-			next_logs = time_mono_ns() + NOTIFIER_LOG_POLL_NS;
+			next_logs = time_mono_ns() + NOTIFIER_LOG_POLL_MS * 1000000LL;
 		}
 	}
 	return NULL;
@@ -719,11 +427,9 @@ struct notifier *notifier_start(struct orch *o, const char *mount)
 	const char *debug = getenv("ORCHFS_DEBUG");
 	n->debug = debug && *debug;
 	pthread_mutex_init(&n->lock, NULL);
-	n->hashes = hashmap_new();
 	n->to_hand = n->from_hand = -1;
 	if (!hand_start(n)) {
 		pthread_mutex_destroy(&n->lock);
-		hashmap_free(n->hashes);
 		free(n->mount);
 		free(n);
 		return NULL;
@@ -731,20 +437,17 @@ struct notifier *notifier_start(struct orch *o, const char *mount)
 
 	/* The baseline, taken before the FUSE loop runs: what exists now was never
 	 * announced and needs no announcement. */
-	n->version = __atomic_load_n(&o->version, __ATOMIC_ACQUIRE);
+	n->errors = __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE);
 	n->seq = events_committed(&o->events);
-	for (int d = 0; d < NOTIFIER_NDIRS; d++)
-		notifier_list(o, d, &n->names[d]);
-	for (const char *const *g = notifier_globals; *g; g++)
-		notifier_compare(n, *g, NOTIFIER_RECORD, false);
 	pthread_mutex_lock(&o->lock);
-	for (; n->workers_seen < o->nworkers; n->workers_seen++) {
-		struct worker *w = o->workers[n->workers_seen];
-		if (w->status != WORKER_RUNNING || !w->log_path)
-			continue;
+	for (int i = 0; i < o->running; i++) {
+		struct worker *w = o->run[i];
 		struct stat st;
-		notifier_log_add(n, w->id, w->log_path, stat(w->log_path, &st) == 0 ? st.st_size : 0);
+		if (w->log_path)
+			notifier_log_add(n, w->id, w->log_path,
+					 stat(w->log_path, &st) == 0 ? st.st_size : 0);
 	}
+	n->workers_seen = o->nworkers;
 	pthread_mutex_unlock(&o->lock);
 
 	/* Signals go to other threads: an interrupted call on the mount would
@@ -781,13 +484,9 @@ void notifier_stop(struct notifier *n)
 	int pid = __atomic_load_n(&n->tid, __ATOMIC_ACQUIRE);
 	if (pid > 0)
 		waitpid(pid, NULL, 0);
-	for (int d = 0; d < NOTIFIER_NDIRS; d++)
-		notifier_names_free(&n->names[d]);
 	for (size_t i = 0; i < n->nlogs; i++)
 		free(n->logs[i].path);
 	free(n->logs);
-	hashmap_free(n->hashes);
-	buf_free(&n->render);
 	pthread_mutex_destroy(&n->lock);
 	free(n->mount);
 	free(n);

@@ -142,7 +142,11 @@ void fs_destroy(struct fs *fs)
 	free(fs);
 }
 
-static int fs_stat(struct fs *fs, fuse_ino_t ino, const struct node *n, struct stat *st)
+/* sized: a document's size is its render's. The notifier's calls are answered
+ * without (size 0, never cached): they exist for the inotify event alone, and
+ * a render there would make every announcement cost what the document does. */
+static int fs_stat(struct fs *fs, fuse_ino_t ino, const struct node *n, struct stat *st,
+		   bool sized)
 {
 	memset(st, 0, sizeof *st);
 	st->st_ino = ino;
@@ -173,7 +177,7 @@ static int fs_stat(struct fs *fs, fuse_ino_t ino, const struct node *n, struct s
 			st->st_mtim = real.st_mtim;
 		}
 		free(path);
-	} else if (flags & NODE_DOC) {
+	} else if ((flags & NODE_DOC) && sized) {
 		struct buf b = BUF_INIT;
 		int rc = node_render_cached(fs->o, n, &b);
 		st->st_size = (off_t)b.len;
@@ -246,18 +250,20 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			return;
 		}
 	}
+	bool from_notifier = !rc && notifier_owns(fs->notifier, req, NULL, NULL);
 	if (!rc)
 		rc = node_resolve(fs->o, path, &n);
 	if (!rc) {
 		e.ino = fs_intern(fs, path);
-		rc = fs_stat(fs, e.ino, &n, &e.attr);
+		rc = fs_stat(fs, e.ino, &n, &e.attr, !from_notifier);
 	}
 	OP_END(rc);
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	e.attr_timeout = e.entry_timeout = fs_timeout(&n, path);
+	e.entry_timeout = fs_timeout(&n, path);
+	e.attr_timeout = from_notifier ? 0 : e.entry_timeout;
 	fuse_reply_entry(req, &e);
 }
 
@@ -275,7 +281,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 	int rc = resolve_ino(fs, ino, &in, &n);
 	if (!rc)
-		rc = fs_stat(fs, ino, &n, &st);
+		rc = fs_stat(fs, ino, &n, &st, true);
 	OP_END(rc);
 	if (rc)
 		fuse_reply_err(req, -rc);
@@ -301,7 +307,7 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	    !(node_flags(&n) & (NODE_CTL | NODE_STREAM)))
 		rc = -EACCES;
 	if (!rc)
-		rc = fs_stat(fs, ino, &n, &st);
+		rc = fs_stat(fs, ino, &n, &st, !from_notifier);
 	OP_END(rc);
 	if (rc)
 		fuse_reply_err(req, -rc);
@@ -582,7 +588,7 @@ static void notifier_entry(fuse_req_t req, fuse_ino_t parent, const char *name,
 		rc = node_resolve(fs->o, path, &n);
 		if (!rc) {
 			e.ino = fs_intern(fs, path);
-			rc = fs_stat(fs, e.ino, &n, &e.attr);
+			rc = fs_stat(fs, e.ino, &n, &e.attr, false);
 		}
 	}
 	OP_END(rc);

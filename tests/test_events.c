@@ -24,7 +24,7 @@ static void test_publish(void **state)
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddStringToObject(d, "task", "t1");
 	char *line = NULL;
-	assert_int_equal(events_publish(&ev, EVK_TASK_STATUS, d, &line), 1);
+	assert_int_equal(events_publish(&ev, EVK_TASK_STATUS, d, NULL, NULL, &line), 1);
 	cJSON *parsed = cJSON_Parse(line);
 	assert_non_null(parsed);
 	assert_int_equal(cJSON_GetObjectItem(parsed, "seq")->valueint, 1);
@@ -45,7 +45,7 @@ static void test_history_bound(void **state)
 	struct events ev;
 	events_init(&ev, 4);
 	for (int i = 0; i < 10; i++)
-		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL);
+		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL, NULL);
 	assert_int_equal(events_seq(&ev), 10);
 	assert_int_equal(ev.count, 4);
 	assert_int_equal(ev.evicted, 6);
@@ -70,7 +70,7 @@ static enum event_kind kind_of(const char *channel)
 static void publish_round(struct events *ev, const char *const *channels, size_t n, int count)
 {
 	for (int i = 0; i < count; i++)
-		events_publish(ev, kind_of(channels[(size_t)i % n]), NULL, NULL);
+		events_publish(ev, kind_of(channels[(size_t)i % n]), NULL, NULL, NULL, NULL);
 }
 
 /* The seqs of the lines in out, in order, into seqs (at most max). */
@@ -134,7 +134,7 @@ static void test_read_whole_lines(void **state)
 	struct events ev;
 	events_init(&ev, 16);
 	for (int i = 0; i < 5; i++)
-		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL);
+		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL, NULL);
 	struct buf one = BUF_INIT, out = BUF_INIT;
 	uint64_t last, oldest, seqs[8];
 	assert_int_equal(events_read(&ev, 0, EV_ALL_EVENTS, 1, &one, &last, &oldest), 0);
@@ -167,7 +167,7 @@ static void test_read_too_old(void **state)
 	struct events ev;
 	events_init(&ev, 4);
 	for (int i = 0; i < 10; i++)
-		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL);
+		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL, NULL);
 	struct buf out = BUF_INIT;
 	uint64_t last = 99, oldest = 0, seqs[8];
 	assert_int_equal(events_read(&ev, 2, EV_ALL_EVENTS, 1 << 20, &out, &last, &oldest), -ERANGE);
@@ -190,7 +190,7 @@ static void test_read_committed_only(void **state)
 	events_init(&ev, 16);
 	ev.autocommit = false;   /* as when a store commits */
 	for (int i = 0; i < 3; i++)
-		events_publish(&ev, EVK_TASK_STATUS, NULL, NULL);
+		events_publish(&ev, EVK_TASK_STATUS, NULL, NULL, NULL, NULL);
 	assert_int_equal(events_seq(&ev), 3);
 	assert_int_equal(events_committed(&ev), 0);
 	struct buf out = BUF_INIT;
@@ -237,7 +237,7 @@ static void test_wait(void **state)
 {
 	struct events ev;
 	events_init(&ev, 16);
-	events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL);
+	events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL, NULL);
 
 	/* already past: returns at once */
 	int64_t t0 = mono_ms();
@@ -253,7 +253,7 @@ static void test_wait(void **state)
 	pthread_t t;
 	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
 	usleep(20000);
-	events_publish(&ev, EVK_WORKER_SIGNAL, NULL, NULL);
+	events_publish(&ev, EVK_WORKER_SIGNAL, NULL, NULL, NULL, NULL);
 	pthread_join(t, NULL);
 	assert_int_equal(w.got, 2);
 
@@ -262,7 +262,7 @@ static void test_wait(void **state)
 	w = (struct waiter){.ev = &ev, .after = 2, .timeout_ms = 5000};
 	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
 	usleep(20000);
-	events_publish(&ev, EVK_WORKER_SIGNAL, NULL, NULL);
+	events_publish(&ev, EVK_WORKER_SIGNAL, NULL, NULL, NULL, NULL);
 	events_commit(&ev, 3);
 	pthread_join(t, NULL);
 	assert_int_equal(w.got, 3);
