@@ -350,7 +350,6 @@ static void batch_commit(struct batch *b)
 			sched_kill(o, w, SIGTERM, -1, NULL);
 	}
 	sched_recompute(o);
-	orch_touch(o);
 }
 
 static void batch_free(struct batch *b)

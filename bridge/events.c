@@ -172,6 +172,7 @@ uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, co
 	rec->seq = seq;
 	rec->channel = bit;
 	rec->kind = kind;
+	__atomic_store_n(&ev->kind_seq[kind], seq, __ATOMIC_RELEASE);
 	rec->worker = worker;
 	rec->task = task_id;
 	rec->track = track_id;

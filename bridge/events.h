@@ -72,6 +72,9 @@ struct events {
 	uint64_t published, evicted;
 	size_t high_water;       /* most events held at once */
 	uint64_t bytes;          /* cumulative bytes of all lines published */
+	/* The seq of the last event of each kind (atomic): a document that
+	 * depends on some kinds is unchanged while none of theirs moved. */
+	uint64_t kind_seq[EVK_COUNT];
 	events_backfill_fn backfill;
 	void *backfill_arg;
 };

@@ -527,13 +527,6 @@ static int a_mutate(struct orch *o, const struct node *n, const char *in, size_t
 	return rc;
 }
 
-static void touch_locked(struct orch *o)
-{
-	pthread_mutex_lock(&o->lock);
-	orch_touch(o);
-	pthread_mutex_unlock(&o->lock);
-}
-
 static int a_inject(struct orch *o, const struct node *n, const char *in, size_t len,
 		    const char *cwd, struct buf *result, struct orch_err *err)
 {
@@ -543,8 +536,6 @@ static int a_inject(struct orch *o, const struct node *n, const char *in, size_t
 		return rc;
 	rc = ctx_inject(o->ctx, &req, result, err);
 	ctx_inject_req_free(&req);
-	if (!rc)
-		touch_locked(o);
 	return rc;
 }
 
@@ -555,8 +546,6 @@ static int a_remove(struct orch *o, const struct node *n, const char *in, size_t
 	int rc = cmd_parse_name(in, len, name, err);
 	if (!rc)
 		rc = ctx_remove(o->ctx, name, result, err);
-	if (!rc)
-		touch_locked(o);
 	return rc;
 }
 
@@ -869,6 +858,25 @@ void node_cache_free(struct orch *o)
 	o->rcache = NULL;
 }
 
+/* The document's version: the last seq of the kinds of change it depends on
+ * (the count of failed writes for last_error). Unchanged while none moved. */
+static uint64_t node_version(struct orch *o, const struct node *n)
+{
+	/* an id may come back (a task removed, then added again): its files are
+	 * a new object's */
+	static const uint64_t made[] = {[W_WORKER] = K(WORKER_SPAWNED), [W_TASK] = K(TASK_ADDED),
+					[W_TRACK] = K(TRACK_CREATED), [W_CTX] = K(CONTEXT_INJECTED)};
+	uint64_t deps = n->def->deps | made[n->def->wild], v = 0;
+	if (deps & NODE_DEP_ERROR)
+		v = __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE);
+	for (int k = 0; k < EVK_COUNT; k++)
+		if (deps & (UINT64_C(1) << k)) {
+			uint64_t seq = __atomic_load_n(&o->events.kind_seq[k], __ATOMIC_ACQUIRE);
+			v = seq > v ? seq : v;
+		}
+	return v;
+}
+
 int node_render_cached(struct orch *o, const struct node *n, struct buf *out)
 {
 	if ((n->def->flags & NODE_VOLATILE) || !o->rcache)
@@ -876,7 +884,7 @@ int node_render_cached(struct orch *o, const struct node *n, struct buf *out)
 	char key[ID_MAX + 32];
 	snprintf(key, sizeof key, "%p/%s", (const void *)n->def, n->arg);
 	struct render_cache *rc = o->rcache;
-	uint64_t version = __atomic_load_n(&o->version, __ATOMIC_ACQUIRE);
+	uint64_t version = node_version(o, n);
 	pthread_mutex_lock(&rc->lock);
 	struct cached_render *c = hashmap_get(rc->map, key);
 	if (c && c->version == version) {

@@ -58,9 +58,10 @@ unsigned node_flags(const struct node *n);
 mode_t node_mode(const struct node *n);     /* permission bits and S_IF* type */
 /* Renders a document (NODE_DOC). -ENOENT if the object went away meanwhile. */
 int node_render(struct orch *o, const struct node *n, struct buf *out);
-/* The same, reusing the last render while nothing has changed since (every
- * change bumps orch.version); volatile documents are always rendered. Both
- * transports read through it, so a burst of reads costs one render. */
+/* The same, reusing the last render while none of the kinds of change the
+ * document depends on (the node table says which) has happened since;
+ * volatile documents are always rendered. Both transports read through it,
+ * so a burst of reads costs one render. */
 int node_render_cached(struct orch *o, const struct node *n, struct buf *out);
 void node_cache_init(struct orch *o);
 void node_cache_free(struct orch *o);

@@ -54,7 +54,6 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 		return err_set(err, -rc, "cannot create %s: %s", logs, strerror(-rc));
 	}
 	pthread_mutex_init(&o->lock, NULL);
-	pthread_cond_init(&o->changed, NULL);
 	o->started_ms = time_now_ms();
 	o->max_workers = cfg->max_workers > 0 ? cfg->max_workers : 1;
 	o->pipeline = PIPE_RUNNING;
@@ -180,7 +179,6 @@ void orch_destroy(struct orch *o)
 		if (o->logs_ahead.fd[i] >= 0)
 			close(o->logs_ahead.fd[i]);
 	pthread_mutex_destroy(&o->logs_ahead.lock);
-	pthread_cond_destroy(&o->changed);
 	pthread_mutex_destroy(&o->lock);
 }
 
@@ -190,19 +188,12 @@ void orch_wake(struct orch *o)
 	(void)!write(o->wake_fd, &one, sizeof one);
 }
 
-void orch_touch(struct orch *o)
-{
-	__atomic_add_fetch(&o->version, 1, __ATOMIC_RELEASE);
-	pthread_cond_broadcast(&o->changed);
-}
-
 void orch_record_error(struct orch *o, const char *object, size_t len)
 {
 	pthread_mutex_lock(&o->lock);
 	buf_reset(&o->last_error);
 	buf_append(&o->last_error, object, len);
 	__atomic_add_fetch(&o->errors, 1, __ATOMIC_RELEASE);
-	orch_touch(o);
 	pthread_mutex_unlock(&o->lock);
 	/* not an event, but the notifier waits on them: last_error is announced */
 	events_wake_all(&o->events);

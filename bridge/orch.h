@@ -137,7 +137,6 @@ struct render_cache;
 
 struct orch {
 	pthread_mutex_t lock;
-	pthread_cond_t changed;    /* signalled with lock held on every state change */
 	struct orch_config cfg;
 	int64_t started_ms;
 
@@ -175,7 +174,6 @@ struct orch {
 
 	struct buf last_error;     /* the error object of the last failed write */
 	uint64_t errors;           /* atomic: failed writes so far (last_error moved) */
-	uint64_t version;          /* bumped on every change; render caches key on it */
 
 	int wake_fd;               /* eventfd: wakes the scheduler */
 	/* Logs of the next workers, created ahead by the scheduler thread without
@@ -202,8 +200,6 @@ void orch_shutdown(struct orch *o);
 void orch_destroy(struct orch *o);
 void orch_wake(struct orch *o);
 int orch_mkdir_p(const char *path);      /* mkdir -p, mode 0700; -errno */          /* any thread; nudges the scheduler */
-/* Called with the lock held after any change: bumps version, wakes waiters. */
-void orch_touch(struct orch *o);
 /* last_error := this rendered error object. */
 void orch_record_error(struct orch *o, const char *object, size_t len);
 /* Lock held: queues every change so far for the store; returns the ticket

@@ -113,7 +113,6 @@ void sched_recompute(struct orch *o)
 		k->status = s;
 		orch_event(o, NULL, EVK_TRACK_STATUS, d);
 	}
-	orch_touch(o);
 }
 
 static void env_push(char ***envp, size_t *n, size_t *cap, char *entry)
@@ -282,7 +281,6 @@ int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, str
 		t->workers[t->nworkers++] = w->id;
 		task_set(o, t, TASK_RUNNING);
 	}
-	orch_touch(o);
 	orch_wake(o);
 	*out = w;
 	return 0;
@@ -325,7 +323,6 @@ int sched_kill(struct orch *o, struct worker *w, int sig, int grace_s, struct or
 	if (ends && sig != SIGKILL)
 		cJSON_AddNumberToObject(d, "grace_s", grace_s);
 	orch_event(o, w, EVK_WORKER_SIGNAL, d);
-	orch_touch(o);
 	orch_wake(o);
 	return 0;
 }
@@ -343,7 +340,6 @@ static void pipeline_set(struct orch *o, enum pipeline_status s)
 	cJSON_AddStringToObject(d, "from", pipeline_status_name(from));
 	cJSON_AddStringToObject(d, "to", pipeline_status_name(s));
 	orch_event(o, NULL, EVK_PIPELINE_STATUS, d);
-	orch_touch(o);
 	orch_wake(o);
 }
 
@@ -368,7 +364,6 @@ int sched_set_max_workers(struct orch *o, int n)
 	cJSON_AddNumberToObject(d, "to", n);
 	o->max_workers = n;
 	orch_event(o, NULL, EVK_PIPELINE_MAX_WORKERS, d);
-	orch_touch(o);
 	orch_wake(o);
 	return 0;
 }
@@ -396,7 +391,6 @@ void sched_report_usage(struct orch *o, struct worker *w, const struct usage *u)
 		track_mark(o, k);
 		sched_recompute(o);
 	}
-	orch_touch(o);
 }
 
 /* --- the loop --- */

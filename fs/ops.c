@@ -52,8 +52,7 @@ struct fs_dir {
 	struct buf entries;        /* fuse_add_direntry records */
 };
 
-/* Entries that never disappear are cached long; ones with an id may vanish. */
-#define STATIC_TIMEOUT 3600.0
+#define ENTRY_TIMEOUT 3600.0
 
 static __thread bool thread_named;
 
@@ -189,18 +188,15 @@ static int fs_stat(struct fs *fs, fuse_ino_t ino, const struct node *n, struct s
 	return 0;
 }
 
-static double fs_timeout(const struct node *n, const char *path)
+/* How long the kernel may keep an entry and its attributes. Ids are never
+ * reused and every change a file sees is announced by the notifier, whose
+ * calls drop the kernel's copy (an entry that goes is removed, a file that
+ * changes is truncated, which refreshes its attributes): so all may be kept
+ * long, but a log (it grows unannounced between the notifier's looks) and a
+ * volatile document (it changes without an event). */
+static double fs_timeout(const struct node *n)
 {
-	if (node_flags(n) & (NODE_LOG | NODE_VOLATILE))
-		return 0;
-	/* "mma/workers/3/status" may vanish with its object; "mma/pipeline" never does */
-	for (const char *p = path; *p; p++)
-		if (*p >= '0' && *p <= '9')
-			return 0;
-	return strncmp(path, "mma/tracks/", 11) && strncmp(path, "mma/tasks/", 10) &&
-			       strncmp(path, "context/files/", 14)
-		       ? STATIC_TIMEOUT
-		       : 0;
+	return node_flags(n) & (NODE_LOG | NODE_VOLATILE) ? 0 : ENTRY_TIMEOUT;
 }
 
 /* Every handler is timed for telemetry; the first one a thread runs names it. */
@@ -262,7 +258,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	e.entry_timeout = fs_timeout(&n, path);
+	e.entry_timeout = fs_timeout(&n);
 	e.attr_timeout = from_notifier ? 0 : e.entry_timeout;
 	fuse_reply_entry(req, &e);
 }
@@ -286,7 +282,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_attr(req, &st, fs_timeout(&n, in->path));
+		fuse_reply_attr(req, &st, fs_timeout(&n));
 }
 
 static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,

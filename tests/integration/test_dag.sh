@@ -168,6 +168,23 @@ check "tracks.json shows each track's status" \
 check "tracks.json counts tasks by status" jqe '(.tracks[] | select(.id == "chain") | .tasks_by_status.done) == 3' mma/tracks.json
 check "a track with a killed task is not done" eval '! status_is mma/tracks/cx/status done'
 
+# --- the kernel keeps entries and attributes; a change still shows at once ---
+# (entries of tasks are cached for long: a removed id that comes back is a
+# new task, and a size the kernel holds follows the announced change)
+pause
+create '{"id":"kc","tasks":[{"id":"kc1","command":"echo first"}]}'
+expect_eq "a new task's command" "$(jq -r .command mma/tasks/kc1/info.json)" "echo first"
+size_blocked=$(stat -c %s mma/tasks/kc1/status)
+expect_eq "stat gives the size of what is read (ready)" "$size_blocked" "$(wc -c <mma/tasks/kc1/status)"
+echo 'remove_task kc1' >mma/dag/mutate
+check "a removed task is gone at once" test ! -e mma/tasks/kc1
+ctl_write mma/dag/mutate '{"op":"add_task","track":"kc","task":{"id":"kc1","command":"echo second"}}'
+expect_eq "added again under its old id: the new task's command" \
+	"$(jq -r .command mma/tasks/kc1/info.json)" "echo second"
+resume
+wait_for "kc1 runs to done" 5 status_is mma/tasks/kc1/status done
+wait_for "stat follows: the size of \"done\"" 2 eval '[ "$(stat -c %s mma/tasks/kc1/status)" = 5 ]'
+
 # --- priorities, on a daemon with --max-workers 1 ---
 orchfs_start --max-workers 1
 cd "$M" || exit 1
