@@ -427,6 +427,7 @@ int dag_create_track(struct orch *o, const struct cmd_plan *p, struct buf *resul
 	}
 	batch_commit(&b);
 	batch_free(&b);
-	json_emit(render_track(o, k, true), result);
+	render_track(o, k, true, result);
+	buf_putc(result, '\n');
 	return 0;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 void json_emit(cJSON *root, struct buf *out)
@@ -18,6 +19,134 @@ void json_emit(cJSON *root, struct buf *out)
 	buf_putc(out, '\n');
 	cJSON_free(s);
 	cJSON_Delete(root);
+}
+
+/* --- jw --- */
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+		     : (c & 0xF8) == 0xF0 ? 4 : 0;
+	if (!len || len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++)
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+	uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
+	for (size_t i = 1; i < len; i++)
+		cp = cp << 6 | (s[i] & 0x3F);
+	/* overlong forms, surrogates and beyond U+10FFFF are not UTF-8 */
+	static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+	if (cp < least[len] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+		return 0;
+	return len;
+}
+
+void jw_strn(struct buf *b, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	buf_reserve(b, len + 2);
+	buf_putc(b, '"');
+	size_t run = 0;   /* bytes copied as they are, flushed in one append */
+	for (size_t i = 0; i < len;) {
+		unsigned char c = p[i];
+		size_t n = c >= 0x20 && c != '"' && c != '\\' ? utf8_seq(p + i, len - i) : 0;
+		if (n) {
+			run += n;
+			i += n;
+			continue;
+		}
+		buf_append(b, p + i - run, run);
+		run = 0;
+		char esc[8] = {'\\', 0};
+		size_t elen = 2;
+		switch (c) {
+		case '"': esc[1] = '"'; break;
+		case '\\': esc[1] = '\\'; break;
+		case '\n': esc[1] = 'n'; break;
+		case '\t': esc[1] = 't'; break;
+		case '\r': esc[1] = 'r'; break;
+		default:
+			if (c < 0x20) {
+				esc[1] = 'u';
+				esc[2] = esc[3] = '0';
+				esc[4] = hex[c >> 4];
+				esc[5] = hex[c & 15];
+				elen = 6;
+			} else {
+				buf_append(b, "\xEF\xBF\xBD", 3);   /* U+FFFD for a byte that is not UTF-8 */
+				elen = 0;
+			}
+		}
+		buf_append(b, esc, elen);
+		i++;
+	}
+	buf_append(b, p + len - run, run);
+	buf_putc(b, '"');
+}
+
+void jw_str(struct buf *b, const char *s)
+{
+	jw_strn(b, s, strlen(s));
+}
+
+void jw_str_or_null(struct buf *b, const char *s)
+{
+	if (s && *s)
+		jw_str(b, s);
+	else
+		jw_lit(b, "null");
+}
+
+void jw_i64(struct buf *b, int64_t v)
+{
+	char s[24];
+	int n = snprintf(s, sizeof s, "%" PRId64, v);
+	buf_append(b, s, (size_t)n);
+}
+
+void jw_double(struct buf *b, double v)
+{
+	if (!isfinite(v)) {
+		jw_lit(b, "null");
+		return;
+	}
+	char s[32];
+	int n = snprintf(s, sizeof s, "%.15g", v);
+	buf_append(b, s, (size_t)n);
+}
+
+void jw_bool(struct buf *b, bool v)
+{
+	if (v)
+		jw_lit(b, "true");
+	else
+		jw_lit(b, "false");
+}
+
+void jw_usd(struct buf *b, int64_t micro)
+{
+	const char *sign = micro < 0 ? "-" : "";
+	uint64_t m = micro < 0 ? (uint64_t)0 - (uint64_t)micro : (uint64_t)micro;
+	char s[40];
+	int n = snprintf(s, sizeof s, "%s%" PRIu64 ".%06" PRIu64, sign, m / 1000000, m % 1000000);
+	buf_append(b, s, (size_t)n);
+}
+
+void jw_time(struct buf *b, int64_t ms)
+{
+	if (ms <= 0) {
+		jw_lit(b, "null");
+		return;
+	}
+	char s[40];
+	time_iso(ms, s, sizeof s);
+	buf_putc(b, '"');
+	buf_puts(b, s);
+	buf_putc(b, '"');
 }
 
 cJSON *json_add_i64(cJSON *obj, const char *name, int64_t v)

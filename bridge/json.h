@@ -19,6 +19,21 @@ cJSON *json_add_usd(cJSON *obj, const char *name, int64_t micro);
 cJSON *json_add_time(cJSON *obj, const char *name, int64_t ms);
 cJSON *json_add_str_or_null(cJSON *obj, const char *name, const char *s);
 
+/* jw: JSON written straight into a buf, for the big documents (no tree, one
+ * pass). Keys are literals the caller writes with their punctuation:
+ *   jw_lit(b, "{\"id\":"); jw_i64(b, 3); jw_lit(b, ",\"task\":"); jw_str(b, id);
+ * Strings are escaped, and bytes that are not UTF-8 become U+FFFD, so every
+ * document is valid UTF-8 JSON whatever a worker or a plan put in. */
+#define jw_lit(b, s) buf_append((b), (s), sizeof(s) - 1)
+void jw_str(struct buf *b, const char *s);
+void jw_strn(struct buf *b, const char *s, size_t len);
+void jw_str_or_null(struct buf *b, const char *s);   /* NULL or "" -> null */
+void jw_i64(struct buf *b, int64_t v);
+void jw_double(struct buf *b, double v);
+void jw_bool(struct buf *b, bool v);
+void jw_usd(struct buf *b, int64_t micro);
+void jw_time(struct buf *b, int64_t ms);              /* 0 -> null */
+
 /* Whole numbers only, within [min, max]; false for anything else. */
 bool json_int(const cJSON *v, int64_t min, int64_t max, int64_t *out);
 /* Non-negative decimal number of USD into micro-dollars, rounded. */

@@ -4,6 +4,7 @@
  * that let sched_recompute look only at what a change touched. */
 #include "orch.h"
 #include "pricing.h"
+#include "render.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +226,13 @@ struct track *track_new(struct orch *o, const char *id, const char *title, int64
 	k->title = xstrdup(title ? title : id);
 	k->budget_micro = budget_micro;
 	k->created_ms = time_now_ms();
+	if (o->ntrack_slots == o->track_at_cap) {
+		o->track_at_cap = o->track_at_cap ? o->track_at_cap * 2 : 16;
+		o->track_at = xrealloc(o->track_at, o->track_at_cap * sizeof *o->track_at);
+	}
+	k->pos = o->ntrack_slots++;
+	o->track_at[k->pos] = k;
+	render_mark(o, RL_TRACKS, k->pos);
 	*o->tracks_tail = k;
 	o->tracks_tail = &k->next;
 	hashmap_put(o->track_index, id, k);
@@ -278,8 +286,30 @@ void worker_free(struct worker *w)
 	free(w);
 }
 
+/* The objects an event names changed: their fragments are made again. */
+static void mark_named(struct orch *o, struct worker *w, enum event_kind kind, const cJSON *data)
+{
+	const char *task = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, "task"));
+	const char *track = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, "track"));
+	struct task *t = task ? task_find(o, task) : NULL;
+	struct track *k = track ? track_find(o, track) : NULL;
+	if (t)
+		render_mark(o, RL_TASKS, t->pos);
+	if (k)
+		render_mark(o, RL_TRACKS, k->pos);
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(data, "worker");
+	if (!id && event_kinds[kind].channel == EV_WORKERS)
+		id = cJSON_GetObjectItemCaseSensitive(data, "id");
+	if (!w && cJSON_IsNumber(id))
+		w = worker_find(o, (int)id->valuedouble);
+	if (w)
+		render_mark(o, RL_WORKERS, (size_t)w->id - 1);
+}
+
 uint64_t orch_event(struct orch *o, struct worker *w, enum event_kind kind, cJSON *data)
 {
+	if (o->sections)
+		mark_named(o, w, kind, data);
 	char *line = NULL;
 	uint64_t seq = events_publish(&o->events, kind, data, w ? w->task_id : NULL,
 				      w ? w->track_id : NULL, w ? &line : NULL);
@@ -306,6 +336,10 @@ void track_drop(struct orch *o, struct track *k)
 	}
 	hashmap_del(o->track_index, k->id);
 	o->ntracks--;
+	o->track_at[k->pos] = NULL;
+	if (k->pos + 1 == o->ntrack_slots)
+		o->ntrack_slots--;   /* the newest, as undo logs go */
+	render_mark(o, RL_TRACKS, k->pos);
 	free(k->title);
 	usage_set_free(&k->usage);
 	free(k);
@@ -535,6 +569,13 @@ static void counts_add(struct orch *o, struct task *t, int sign)
 void task_link(struct orch *o, struct task *t)
 {
 	struct track *k = t->track;
+	if (o->ntask_slots == o->task_at_cap) {
+		o->task_at_cap = o->task_at_cap ? o->task_at_cap * 2 : 64;
+		o->task_at = xrealloc(o->task_at, o->task_at_cap * sizeof *o->task_at);
+	}
+	t->pos = o->ntask_slots++;
+	o->task_at[t->pos] = t;
+	render_mark(o, RL_TASKS, t->pos);
 	t->next = NULL;
 	t->prev = o->tasks_last;
 	*(t->prev ? &t->prev->next : &o->tasks) = t;
@@ -560,6 +601,8 @@ void task_unlink(struct orch *o, struct task *t)
 	*(t->tprev ? &t->tprev->tnext : &k->first) = t->tnext;
 	*(t->tnext ? &t->tnext->tprev : &k->last) = t->tprev;
 	hashmap_del(o->task_index, t->id);
+	o->task_at[t->pos] = NULL;
+	render_mark(o, RL_TASKS, t->pos);
 	counts_add(o, t, -1);
 	ready_remove(o, t);
 	task_unmark(o, t);
@@ -579,6 +622,8 @@ void task_relink(struct orch *o, struct task *t)
 	*(t->tprev ? &t->tprev->tnext : &k->first) = t;
 	*(t->tnext ? &t->tnext->tprev : &k->last) = t;
 	hashmap_put(o->task_index, t->id, t);
+	o->task_at[t->pos] = t;
+	render_mark(o, RL_TASKS, t->pos);
 	counts_add(o, t, 1);
 	if (t->status == TASK_READY)
 		ready_insert(o, t);

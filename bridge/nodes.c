@@ -61,15 +61,6 @@ static bool wild_exists(struct orch *o, enum wild w, const char *arg)
 	}
 }
 
-static int emit_locked(struct orch *o, cJSON *(*fn)(struct orch *), struct buf *out)
-{
-	pthread_mutex_lock(&o->lock);
-	cJSON *doc = fn(o);
-	pthread_mutex_unlock(&o->lock);
-	json_emit(doc, out);
-	return 0;
-}
-
 /* --- renders --- */
 
 static const char readme_text[] =
@@ -123,12 +114,16 @@ static cJSON *telemetry_doc(struct orch *o)
 
 static int r_state(struct orch *o, const struct node *n, struct buf *out)
 {
-	pthread_mutex_lock(&o->lock);
-	cJSON *doc = render_state(o);
-	pthread_mutex_unlock(&o->lock);
-	cJSON_AddItemToObject(doc, "context", ctx_state_json(o->ctx));
-	cJSON_AddItemToObject(doc, "telemetry", telemetry_doc(o));
-	json_emit(doc, out);
+	/* context and telemetry have their own locks: written first, outside orch.lock */
+	struct buf extra = BUF_INIT;
+	cJSON *rest = cJSON_CreateObject();
+	cJSON_AddItemToObject(rest, "context", ctx_state_json(o->ctx));
+	cJSON_AddItemToObject(rest, "telemetry", telemetry_doc(o));
+	json_emit(rest, &extra);
+	extra.data[0] = ',';                 /* {"context":...}\n -> ,"context":... */
+	extra.data[extra.len - 2] = '\0';
+	render_doc(o, RENDER_STATE, extra.data, out);
+	buf_free(&extra);
 	return 0;
 }
 
@@ -167,22 +162,26 @@ static int r_max_workers(struct orch *o, const struct node *n, struct buf *out)
 
 static int r_workers(struct orch *o, const struct node *n, struct buf *out)
 {
-	return emit_locked(o, render_workers, out);
+	render_doc(o, RENDER_WORKERS, NULL, out);
+	return 0;
 }
 
 static int r_tracks(struct orch *o, const struct node *n, struct buf *out)
 {
-	return emit_locked(o, render_tracks, out);
+	render_doc(o, RENDER_TRACKS, NULL, out);
+	return 0;
 }
 
 static int r_dag(struct orch *o, const struct node *n, struct buf *out)
 {
-	return emit_locked(o, render_dag, out);
+	render_doc(o, RENDER_DAG, NULL, out);
+	return 0;
 }
 
 static int r_financial(struct orch *o, const struct node *n, struct buf *out)
 {
-	return emit_locked(o, render_financial, out);
+	render_doc(o, RENDER_FINANCIAL, NULL, out);
+	return 0;
 }
 
 static int r_dag_dot(struct orch *o, const struct node *n, struct buf *out)
@@ -200,18 +199,17 @@ static int r_worker_view(struct orch *o, const struct node *n, struct buf *out, 
 {
 	pthread_mutex_lock(&o->lock);
 	struct worker *w = arg_worker(o, n);
-	cJSON *doc = NULL;
 	if (w && v == V_STATUS)
 		buf_printf(out, "%s\n", worker_status_name(w->status));
 	else if (w && v == V_INFO)
-		doc = render_worker(o, w);
+		render_worker(o, w, out);
 	else if (w && v == V_TRACE)
 		buf_append(out, w->trace.data, w->trace.len);
 	else if (w && v == V_USAGE)
-		doc = render_usage(o, &w->usage);
+		render_usage(o, &w->usage, out);
+	if (w && (v == V_INFO || v == V_USAGE))
+		buf_putc(out, '\n');
 	pthread_mutex_unlock(&o->lock);
-	if (doc)
-		json_emit(doc, out);
 	return w ? 0 : -ENOENT;
 }
 
@@ -236,11 +234,11 @@ static int r_track_view(struct orch *o, const struct node *n, struct buf *out, e
 {
 	pthread_mutex_lock(&o->lock);
 	struct track *k = track_find(o, n->arg);
-	cJSON *doc = NULL;
 	if (k && v == V_STATUS) {
 		buf_printf(out, "%s\n", track_status_name(k->status));
 	} else if (k && v == V_INFO) {
-		doc = render_track(o, k, true);
+		render_track(o, k, true, out);
+		buf_putc(out, '\n');
 	} else if (k && v == V_BUDGET) {
 		if (k->budget_micro >= 0)
 			buf_printf(out, "%lld.%06lld\n", (long long)(k->budget_micro / 1000000),
@@ -249,8 +247,6 @@ static int r_track_view(struct orch *o, const struct node *n, struct buf *out, e
 			buf_puts(out, "none\n");
 	}
 	pthread_mutex_unlock(&o->lock);
-	if (doc)
-		json_emit(doc, out);
 	return k ? 0 : -ENOENT;
 }
 
@@ -271,17 +267,16 @@ static int r_task_view(struct orch *o, const struct node *n, struct buf *out, en
 {
 	pthread_mutex_lock(&o->lock);
 	struct task *t = task_find(o, n->arg);
-	cJSON *doc = NULL;
-	if (t && v == V_STATUS)
+	if (t && v == V_STATUS) {
 		buf_printf(out, "%s\n", task_status_name(t->status));
-	else if (t && v == V_INFO)
-		doc = render_task(o, t, true);
-	else if (t && v == V_DEPS)
+	} else if (t && v == V_INFO) {
+		render_task(o, t, true, out);
+		buf_putc(out, '\n');
+	} else if (t && v == V_DEPS) {
 		for (size_t i = 0; i < t->ndeps; i++)
 			buf_printf(out, "%s\n", t->deps[i]->id);
+	}
 	pthread_mutex_unlock(&o->lock);
-	if (doc)
-		json_emit(doc, out);
 	return t ? 0 : -ENOENT;
 }
 
@@ -323,7 +318,8 @@ static int a_pause(struct orch *o, const struct node *n, const char *in, size_t 
 	bool freeze = cmd_parse_freeze(in, len);
 	pthread_mutex_lock(&o->lock);
 	sched_pause(o, freeze);
-	json_emit(render_pipeline(o), result);
+	render_pipeline(o, result);
+	buf_putc(result, '\n');
 	pthread_mutex_unlock(&o->lock);
 	return 0;
 }
@@ -333,7 +329,8 @@ static int a_resume(struct orch *o, const struct node *n, const char *in, size_t
 {
 	pthread_mutex_lock(&o->lock);
 	sched_resume(o);
-	json_emit(render_pipeline(o), result);
+	render_pipeline(o, result);
+	buf_putc(result, '\n');
 	pthread_mutex_unlock(&o->lock);
 	return 0;
 }
@@ -347,7 +344,8 @@ static int a_max_workers(struct orch *o, const struct node *n, const char *in, s
 		return rc;
 	pthread_mutex_lock(&o->lock);
 	sched_set_max_workers(o, (int)v);
-	json_emit(render_pipeline(o), result);
+	render_pipeline(o, result);
+	buf_putc(result, '\n');
 	pthread_mutex_unlock(&o->lock);
 	return 0;
 }
@@ -392,7 +390,8 @@ static int a_spawn(struct orch *o, const struct node *n, const char *in, size_t 
 	if (!rc) {
 		if (t)
 			sched_recompute(o);
-		json_emit(render_worker(o, w), result);
+		render_worker(o, w, result);
+		buf_putc(result, '\n');
 	}
 	pthread_mutex_unlock(&o->lock);
 	cmd_spawn_free(&s);
@@ -406,8 +405,10 @@ static int kill_worker(struct orch *o, int id, const struct cmd_kill *k, struct 
 	struct worker *w = worker_find(o, id);
 	int rc = w ? sched_kill(o, w, k->signal, k->grace_s, err)
 		   : err_set(err, ENOENT, "no worker %d", id);
-	if (!rc)
-		json_emit(render_worker(o, w), result);
+	if (!rc) {
+		render_worker(o, w, result);
+		buf_putc(result, '\n');
+	}
 	pthread_mutex_unlock(&o->lock);
 	return rc;
 }
@@ -439,7 +440,8 @@ static int a_usage(struct orch *o, const struct node *n, const char *in, size_t 
 	struct worker *w = arg_worker(o, n);
 	if (w) {
 		sched_report_usage(o, w, &u);
-		json_emit(render_usage(o, &w->usage), result);
+		render_usage(o, &w->usage, result);
+		buf_putc(result, '\n');
 	} else {
 		rc = err_set(err, ENOENT, "no worker %s", n->arg);
 	}
@@ -505,7 +507,8 @@ static int a_budget(struct orch *o, const struct node *n, const char *in, size_t
 		track_mark(o, k);
 		sched_recompute(o);
 		orch_wake(o);
-		json_emit(render_track(o, k, false), result);
+		render_track(o, k, false, result);
+		buf_putc(result, '\n');
 	} else {
 		rc = err_set(err, ENOENT, "no track \"%s\"", n->arg);
 	}
@@ -663,6 +666,12 @@ static bool touched_path(const struct node_def *d, const struct node_change *c, 
 	const char *star = strchr(d->pattern, '*');
 	snprintf(out, size, "%.*s%s%s", (int)(star - d->pattern), d->pattern, arg, star + 1);
 	return true;
+}
+
+struct node_change node_change_of(const struct event_rec *rec)
+{
+	uint64_t kinds = rec->kind < EVK_COUNT ? UINT64_C(1) << rec->kind : 0;
+	return (struct node_change){kinds, rec->worker, rec->task, rec->track, rec->name};
 }
 
 void node_touched(const struct node_change *c,

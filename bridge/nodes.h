@@ -40,6 +40,8 @@ struct node_change {
 	int worker;                    /* the objects it names; 0 / NULL: none */
 	const char *task, *track, *name;
 };
+/* The change an event record is (kinds 0 for one read back from the store). */
+struct node_change node_change_of(const struct event_rec *rec);
 enum node_touch { NODE_BORN, NODE_MODIFIED, NODE_GONE };
 /* Calls fn for each path c touches: an entry born (made), a file whose bytes
  * may differ, an entry gone; dir says whether the path is a directory. */

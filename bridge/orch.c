@@ -13,6 +13,7 @@
 #include "context.h"
 #include "nodes.h"
 #include "pricing.h"
+#include "render.h"
 #include "scheduler.h"
 #include "store.h"
 #include "telemetry.h"
@@ -68,6 +69,7 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	o->ctx = ctx_create(&o->events, o->cfg.mount, o->cfg.max_write * 16);
 	o->tm = tm_create();
 	node_cache_init(o);
+	render_init(o);
 	if (o->cfg.no_store)
 		return 0;
 	if (store_open(o->cfg.state_dir, o->cfg.durable, &o->store, err) ||
@@ -171,6 +173,9 @@ void orch_destroy(struct orch *o)
 	free(o->prices);
 	buf_free(&o->last_error);
 	node_cache_free(o);
+	render_free(o);
+	free(o->task_at);
+	free(o->track_at);
 	ctx_destroy(o->ctx);
 	tm_destroy(o->tm);
 	events_destroy(&o->events);

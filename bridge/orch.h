@@ -50,6 +50,7 @@ struct track {
 	size_t counts[TASK_HELD + 1];
 	size_t ntasks;
 	struct task *first, *last; /* its tasks, creation order (task.tprev/tnext) */
+	size_t pos;                /* its slot in orch.track_at */
 	size_t dirty_pos;          /* 1 + index in orch.dirty_tracks; 0 when clean */
 };
 
@@ -77,6 +78,7 @@ struct task {
 	struct task **rdeps;       /* tasks that list this one as a dep */
 	size_t nrdeps;
 	size_t heap_pos;           /* 1 + index in orch.ready while ready; 0 otherwise */
+	size_t pos;                /* its slot in orch.task_at: creation order, never reused */
 	size_t dirty_pos;          /* 1 + index in orch.dirty_tasks; 0 when clean */
 };
 
@@ -134,6 +136,7 @@ struct telemetry;
 struct store;
 struct hashmap;
 struct render_cache;
+struct render_sections;
 
 struct orch {
 	pthread_mutex_t lock;
@@ -146,6 +149,12 @@ struct orch {
 	struct task *tasks, *tasks_last;
 	struct hashmap *task_index, *track_index;
 	size_t ntasks, ntracks;
+	/* Every task and track ever made has a slot (NULL once removed): the
+	 * render caches are per run of slots. */
+	struct task **task_at;
+	size_t ntask_slots, task_at_cap;
+	struct track **track_at;
+	size_t ntrack_slots, track_at_cap;
 	size_t counts[TASK_HELD + 1];   /* tasks by status, all tracks */
 	uint64_t next_order;
 	unsigned visit_gen;
@@ -190,6 +199,7 @@ struct orch {
 	struct telemetry *tm;
 	struct store *store;       /* NULL when nothing is kept on disk */
 	struct render_cache *rcache; /* nodes.c: last renders, keyed by node and version */
+	struct render_sections *sections; /* render.c: the fragments of the big documents */
 };
 
 /* orch.c: life cycle */

@@ -1,198 +1,236 @@
-/* render: JSON and DOT views of tracks, tasks, workers, pipeline and money. */
+/* render: JSON and DOT views of tracks, tasks, workers, pipeline and money;
+ * the big documents from chunks of cached fragments (see render.h). */
 #include "render.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cmd.h"
 #include "pricing.h"
 
-static void add_usage_fields(cJSON *obj, const struct usage *u, int64_t cost)
+/* --- small views --- */
+
+static void usage_fields(struct buf *b, const struct usage *u, int64_t cost)
 {
-	json_add_i64(obj, "input_tokens", u->input);
-	json_add_i64(obj, "output_tokens", u->output);
-	json_add_i64(obj, "cache_read_tokens", u->cache_read);
-	json_add_i64(obj, "cache_write_tokens", u->cache_write);
-	json_add_i64(obj, "reports", u->reports);
-	json_add_usd(obj, "cost_usd", cost);
+	jw_lit(b, "\"input_tokens\":");
+	jw_i64(b, u->input);
+	jw_lit(b, ",\"output_tokens\":");
+	jw_i64(b, u->output);
+	jw_lit(b, ",\"cache_read_tokens\":");
+	jw_i64(b, u->cache_read);
+	jw_lit(b, ",\"cache_write_tokens\":");
+	jw_i64(b, u->cache_write);
+	jw_lit(b, ",\"reports\":");
+	jw_i64(b, u->reports);
+	jw_lit(b, ",\"cost_usd\":");
+	jw_usd(b, cost);
 }
 
-cJSON *render_usage(const struct orch *o, const struct usage_set *set)
+/* The fields of a usage object, without its braces (financial.json adds to them). */
+static void usage_body(const struct orch *o, const struct usage_set *set, struct buf *b)
 {
-	cJSON *r = cJSON_CreateObject();
 	struct usage total = usage_total(set);
-	add_usage_fields(r, &total, usage_set_cost(set, o->prices, o->nprices));
-	cJSON *models = cJSON_AddObjectToObject(r, "models");
+	usage_fields(b, &total, usage_set_cost(set, o->prices, o->nprices));
+	jw_lit(b, ",\"models\":{");
 	for (size_t i = 0; i < set->n; i++) {
 		const struct price *p = pricing_find(o->prices, o->nprices, set->v[i].model);
-		cJSON *m = cJSON_AddObjectToObject(models, set->v[i].model);
-		add_usage_fields(m, &set->v[i], pricing_cost(p, &set->v[i]));
-		cJSON_AddBoolToObject(m, "priced", p != NULL);
+		if (i)
+			buf_putc(b, ',');
+		jw_str(b, set->v[i].model);
+		jw_lit(b, ":{");
+		usage_fields(b, &set->v[i], pricing_cost(p, &set->v[i]));
+		jw_lit(b, ",\"priced\":");
+		jw_bool(b, p != NULL);
+		buf_putc(b, '}');
 	}
-	return r;
+	buf_putc(b, '}');
 }
 
-cJSON *render_worker(struct orch *o, const struct worker *w)
+void render_usage(const struct orch *o, const struct usage_set *set, struct buf *b)
 {
-	cJSON *r = cJSON_CreateObject();
-	cJSON_AddNumberToObject(r, "id", w->id);
-	cJSON_AddStringToObject(r, "status", worker_status_name(w->status));
-	json_add_str_or_null(r, "task", w->task_id);
-	json_add_str_or_null(r, "track", w->track_id);
-	cJSON_AddNumberToObject(r, "pid", w->pid);
-	cJSON_AddStringToObject(r, "command", w->command);
-	cJSON_AddStringToObject(r, "cwd", w->cwd);
-	json_add_str_or_null(r, "model", w->model);
-	json_add_time(r, "started_at", w->started_ms);
-	json_add_time(r, "ended_at", w->ended_ms);
+	buf_putc(b, '{');
+	usage_body(o, set, b);
+	buf_putc(b, '}');
+}
+
+void render_worker(const struct orch *o, const struct worker *w, struct buf *b)
+{
+	jw_lit(b, "{\"id\":");
+	jw_i64(b, w->id);
+	jw_lit(b, ",\"status\":");
+	jw_str(b, worker_status_name(w->status));
+	jw_lit(b, ",\"task\":");
+	jw_str_or_null(b, w->task_id);
+	jw_lit(b, ",\"track\":");
+	jw_str_or_null(b, w->track_id);
+	jw_lit(b, ",\"pid\":");
+	jw_i64(b, w->pid);
+	jw_lit(b, ",\"command\":");
+	jw_str(b, w->command);
+	jw_lit(b, ",\"cwd\":");
+	jw_str(b, w->cwd);
+	jw_lit(b, ",\"model\":");
+	jw_str_or_null(b, w->model);
+	jw_lit(b, ",\"started_at\":");
+	jw_time(b, w->started_ms);
+	jw_lit(b, ",\"ended_at\":");
+	jw_time(b, w->ended_ms);
 	/* Only once ended: a running clock would make every render differ. */
+	jw_lit(b, ",\"runtime_s\":");
 	if (w->ended_ms)
-		cJSON_AddNumberToObject(r, "runtime_s", (double)(w->ended_ms - w->started_ms) / 1000.0);
+		jw_double(b, (double)(w->ended_ms - w->started_ms) / 1000.0);
 	else
-		cJSON_AddNullToObject(r, "runtime_s");
+		jw_lit(b, "null");
+	jw_lit(b, ",\"exit_code\":");
 	if (w->exit_code >= 0)
-		cJSON_AddNumberToObject(r, "exit_code", w->exit_code);
+		jw_i64(b, w->exit_code);
 	else
-		cJSON_AddNullToObject(r, "exit_code");
-	json_add_str_or_null(r, "signal", w->term_signal ? signal_name(w->term_signal) : NULL);
-	cJSON_AddBoolToObject(r, "timed_out", w->timed_out);
-	cJSON_AddNumberToObject(r, "timeout_s", w->timeout_s);
-	cJSON_AddStringToObject(r, "log", w->log_path);
-	cJSON_AddItemToObject(r, "usage", render_usage(o, &w->usage));
-	return r;
+		jw_lit(b, "null");
+	jw_lit(b, ",\"signal\":");
+	jw_str_or_null(b, w->term_signal ? signal_name(w->term_signal) : NULL);
+	jw_lit(b, ",\"timed_out\":");
+	jw_bool(b, w->timed_out);
+	jw_lit(b, ",\"timeout_s\":");
+	jw_i64(b, w->timeout_s);
+	jw_lit(b, ",\"log\":");
+	jw_str(b, w->log_path);
+	jw_lit(b, ",\"usage\":");
+	render_usage(o, &w->usage, b);
+	buf_putc(b, '}');
 }
 
-cJSON *render_workers(struct orch *o)
+void render_task(struct orch *o, const struct task *t, bool with_workers, struct buf *b)
 {
-	cJSON *r = cJSON_CreateObject();
-	cJSON_AddNumberToObject(r, "running", o->running);
-	cJSON_AddNumberToObject(r, "total", (double)o->nworkers);
-	cJSON *arr = cJSON_AddArrayToObject(r, "workers");
-	for (size_t i = 0; i < o->nworkers; i++)
-		cJSON_AddItemToArray(arr, render_worker(o, o->workers[i]));
-	return r;
-}
-
-cJSON *render_task(struct orch *o, const struct task *t, bool with_workers)
-{
-	cJSON *r = cJSON_CreateObject();
-	cJSON_AddStringToObject(r, "id", t->id);
-	cJSON_AddStringToObject(r, "track", t->track->id);
-	cJSON_AddStringToObject(r, "title", t->title);
-	cJSON_AddStringToObject(r, "status", task_status_name(t->status));
-	cJSON_AddStringToObject(r, "command", t->command);
-	cJSON *deps = cJSON_AddArrayToObject(r, "deps");
-	for (size_t i = 0; i < t->ndeps; i++)
-		cJSON_AddItemToArray(deps, cJSON_CreateString(t->deps[i]->id));
-	json_add_str_or_null(r, "cwd", t->cwd);
-	cJSON *env = cJSON_AddObjectToObject(r, "env");
+	jw_lit(b, "{\"id\":");
+	jw_str(b, t->id);
+	jw_lit(b, ",\"track\":");
+	jw_str(b, t->track->id);
+	jw_lit(b, ",\"title\":");
+	jw_str(b, t->title);
+	jw_lit(b, ",\"status\":");
+	jw_str(b, task_status_name(t->status));
+	jw_lit(b, ",\"command\":");
+	jw_str(b, t->command);
+	jw_lit(b, ",\"deps\":[");
+	for (size_t i = 0; i < t->ndeps; i++) {
+		if (i)
+			buf_putc(b, ',');
+		jw_str(b, t->deps[i]->id);
+	}
+	jw_lit(b, "],\"cwd\":");
+	jw_str_or_null(b, t->cwd);
+	jw_lit(b, ",\"env\":{");
 	for (size_t i = 0; i < t->nenv; i++) {
 		const char *eq = strchr(t->env[i], '=');
-		char key[256];
-		snprintf(key, sizeof key, "%.*s", (int)(eq - t->env[i]), t->env[i]);
-		cJSON_AddStringToObject(env, key, eq + 1);
+		if (i)
+			buf_putc(b, ',');
+		jw_strn(b, t->env[i], (size_t)(eq - t->env[i]));
+		buf_putc(b, ':');
+		jw_str(b, eq + 1);
 	}
-	cJSON_AddNumberToObject(r, "retries", t->retries_initial);
-	cJSON_AddNumberToObject(r, "retries_left", t->retries);
-	cJSON_AddNumberToObject(r, "timeout_s", t->timeout_s);
-	json_add_str_or_null(r, "model", t->model);
-	cJSON_AddNumberToObject(r, "priority", t->priority);
-	json_add_time(r, "created_at", t->created_ms);
+	jw_lit(b, "},\"retries\":");
+	jw_i64(b, t->retries_initial);
+	jw_lit(b, ",\"retries_left\":");
+	jw_i64(b, t->retries);
+	jw_lit(b, ",\"timeout_s\":");
+	jw_i64(b, t->timeout_s);
+	jw_lit(b, ",\"model\":");
+	jw_str_or_null(b, t->model);
+	jw_lit(b, ",\"priority\":");
+	jw_i64(b, t->priority);
+	jw_lit(b, ",\"created_at\":");
+	jw_time(b, t->created_ms);
+	jw_lit(b, ",\"worker\":");
 	if (t->nworkers)
-		cJSON_AddNumberToObject(r, "worker", t->workers[t->nworkers - 1]);
+		jw_i64(b, t->workers[t->nworkers - 1]);
 	else
-		cJSON_AddNullToObject(r, "worker");
-	if (!with_workers) {
-		cJSON *ids = cJSON_AddArrayToObject(r, "workers");
-		for (size_t i = 0; i < t->nworkers; i++)
-			cJSON_AddItemToArray(ids, cJSON_CreateNumber(t->workers[i]));
-		return r;
-	}
-	cJSON *arr = cJSON_AddArrayToObject(r, "workers");
+		jw_lit(b, "null");
+	jw_lit(b, ",\"workers\":[");
 	struct usage_set usage = {0};
 	for (size_t i = 0; i < t->nworkers; i++) {
+		if (i)
+			buf_putc(b, ',');
+		if (!with_workers) {
+			jw_i64(b, t->workers[i]);
+			continue;
+		}
 		struct worker *w = worker_find(o, t->workers[i]);
-		cJSON_AddItemToArray(arr, render_worker(o, w));
+		render_worker(o, w, b);
 		usage_merge(&usage, &w->usage);
 	}
-	cJSON_AddItemToObject(r, "usage", render_usage(o, &usage));
+	buf_putc(b, ']');
+	if (with_workers) {
+		jw_lit(b, ",\"usage\":");
+		render_usage(o, &usage, b);
+	}
 	usage_set_free(&usage);
-	return r;
+	buf_putc(b, '}');
 }
 
-static void add_status_counts(cJSON *obj, struct orch *o, const struct track *k)
+static void status_counts(struct buf *b, const size_t *counts, size_t total)
 {
-	const size_t *counts = k ? k->counts : o->counts;
-	size_t total = k ? k->ntasks : o->ntasks;
-	cJSON *c = cJSON_AddObjectToObject(obj, "tasks_by_status");
-	for (int s = 0; s <= TASK_HELD; s++)
-		cJSON_AddNumberToObject(c, task_status_name((enum task_status)s), (double)counts[s]);
-	cJSON_AddNumberToObject(obj, "task_count", (double)total);
+	jw_lit(b, "\"tasks_by_status\":{");
+	for (int s = 0; s <= TASK_HELD; s++) {
+		if (s)
+			buf_putc(b, ',');
+		jw_str(b, task_status_name((enum task_status)s));
+		buf_putc(b, ':');
+		jw_i64(b, (int64_t)counts[s]);
+	}
+	jw_lit(b, "},\"task_count\":");
+	jw_i64(b, (int64_t)total);
 }
 
-cJSON *render_track(struct orch *o, const struct track *k, bool with_tasks)
+static void budget_field(struct buf *b, const struct track *k)
 {
-	cJSON *r = cJSON_CreateObject();
-	cJSON_AddStringToObject(r, "id", k->id);
-	cJSON_AddStringToObject(r, "title", k->title);
-	cJSON_AddStringToObject(r, "status", track_status_name(k->status));
+	jw_lit(b, "\"budget_usd\":");
 	if (k->budget_micro >= 0)
-		json_add_usd(r, "budget_usd", k->budget_micro);
+		jw_usd(b, k->budget_micro);
 	else
-		cJSON_AddNullToObject(r, "budget_usd");
-	json_add_usd(r, "cost_usd", usage_set_cost(&k->usage, o->prices, o->nprices));
-	json_add_time(r, "created_at", k->created_ms);
-	add_status_counts(r, o, k);
+		jw_lit(b, "null");
+}
+
+void render_track(struct orch *o, const struct track *k, bool with_tasks, struct buf *b)
+{
+	jw_lit(b, "{\"id\":");
+	jw_str(b, k->id);
+	jw_lit(b, ",\"title\":");
+	jw_str(b, k->title);
+	jw_lit(b, ",\"status\":");
+	jw_str(b, track_status_name(k->status));
+	buf_putc(b, ',');
+	budget_field(b, k);
+	jw_lit(b, ",\"cost_usd\":");
+	jw_usd(b, usage_set_cost(&k->usage, o->prices, o->nprices));
+	jw_lit(b, ",\"created_at\":");
+	jw_time(b, k->created_ms);
+	buf_putc(b, ',');
+	status_counts(b, k->counts, k->ntasks);
 	if (with_tasks) {
-		cJSON *arr = cJSON_AddArrayToObject(r, "tasks");
-		for (struct task *t = k->first; t; t = t->tnext)
-			cJSON_AddItemToArray(arr, render_task(o, t, false));
-		cJSON_AddItemToObject(r, "usage", render_usage(o, &k->usage));
-	}
-	return r;
-}
-
-cJSON *render_tracks(struct orch *o)
-{
-	cJSON *r = cJSON_CreateObject();
-	cJSON *arr = cJSON_AddArrayToObject(r, "tracks");
-	for (struct track *k = o->tracks; k; k = k->next)
-		cJSON_AddItemToArray(arr, render_track(o, k, false));
-	return r;
-}
-
-cJSON *render_pipeline(struct orch *o)
-{
-	cJSON *r = cJSON_CreateObject();
-	cJSON_AddStringToObject(r, "status", pipeline_status_name(o->pipeline));
-	cJSON_AddNumberToObject(r, "max_workers", o->max_workers);
-	cJSON_AddNumberToObject(r, "running", o->running);
-	add_status_counts(r, o, NULL);
-	return r;
-}
-
-cJSON *render_dag(struct orch *o)
-{
-	cJSON *r = cJSON_CreateObject();
-	cJSON *nodes = cJSON_AddArrayToObject(r, "nodes");
-	cJSON *edges = cJSON_AddArrayToObject(r, "edges");
-	for (struct task *t = o->tasks; t; t = t->next) {
-		cJSON *n = cJSON_CreateObject();
-		cJSON_AddStringToObject(n, "id", t->id);
-		cJSON_AddStringToObject(n, "track", t->track->id);
-		cJSON_AddStringToObject(n, "title", t->title);
-		cJSON_AddStringToObject(n, "status", task_status_name(t->status));
-		cJSON_AddNumberToObject(n, "priority", t->priority);
-		cJSON_AddItemToArray(nodes, n);
-		for (size_t i = 0; i < t->ndeps; i++) {
-			cJSON *e = cJSON_CreateObject();
-			/* from the dep to the task that waits for it: the order work flows */
-			cJSON_AddStringToObject(e, "from", t->deps[i]->id);
-			cJSON_AddStringToObject(e, "to", t->id);
-			cJSON_AddItemToArray(edges, e);
+		jw_lit(b, ",\"tasks\":[");
+		for (struct task *t = k->first; t; t = t->tnext) {
+			render_task(o, t, false, b);
+			if (t->tnext)
+				buf_putc(b, ',');
 		}
+		jw_lit(b, "],\"usage\":");
+		render_usage(o, &k->usage, b);
 	}
-	return r;
+	buf_putc(b, '}');
+}
+
+void render_pipeline(const struct orch *o, struct buf *b)
+{
+	jw_lit(b, "{\"status\":");
+	jw_str(b, pipeline_status_name(o->pipeline));
+	jw_lit(b, ",\"max_workers\":");
+	jw_i64(b, o->max_workers);
+	jw_lit(b, ",\"running\":");
+	jw_i64(b, o->running);
+	buf_putc(b, ',');
+	status_counts(b, o->counts, o->ntasks);
+	buf_putc(b, '}');
 }
 
 static const char *status_colour(enum task_status s)
@@ -220,27 +258,27 @@ static void dot_quote(struct buf *out, const char *s)
 void render_dag_dot(struct orch *o, struct buf *out)
 {
 	buf_puts(out, "digraph orchfs {\n  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\"];\n");
+	struct buf s = BUF_INIT;
 	for (struct track *k = o->tracks; k; k = k->next) {
+		buf_reset(&s);
+		buf_printf(&s, "cluster_%s", k->id);
 		buf_puts(out, "  subgraph ");
-		struct buf name = BUF_INIT;
-		buf_printf(&name, "cluster_%s", k->id);
-		dot_quote(out, name.data);
-		buf_free(&name);
+		dot_quote(out, s.data);
 		buf_puts(out, " {\n    label=");
 		dot_quote(out, k->title);
 		buf_puts(out, ";\n");
 		for (struct task *t = k->first; t; t = t->tnext) {
-			struct buf label = BUF_INIT;
-			buf_printf(&label, "%s\n%s", t->id, task_status_name(t->status));
+			buf_reset(&s);
+			buf_printf(&s, "%s\n%s", t->id, task_status_name(t->status));
 			buf_puts(out, "    ");
 			dot_quote(out, t->id);
 			buf_puts(out, " [label=");
-			dot_quote(out, label.data);
+			dot_quote(out, s.data);
 			buf_printf(out, ", fillcolor=%s];\n", status_colour(t->status));
-			buf_free(&label);
 		}
 		buf_puts(out, "  }\n");
 	}
+	buf_free(&s);
 	for (struct task *t = o->tasks; t; t = t->next)
 		for (size_t i = 0; i < t->ndeps; i++) {
 			buf_puts(out, "  ");
@@ -252,58 +290,385 @@ void render_dag_dot(struct orch *o, struct buf *out)
 	buf_puts(out, "}\n");
 }
 
-cJSON *render_financial(struct orch *o)
+/* --- fragments, chunks and sections --- */
+
+/* The lists of fragments the big documents are made of. */
+enum section {
+	S_TRACK, S_TASK, S_WORKER, S_DAG_NODE, S_DAG_EDGES, S_FIN_TRACK, S_FIN_WORKER, S_COUNT
+};
+
+static const enum render_list section_list[S_COUNT] = {
+	[S_TRACK] = RL_TRACKS, [S_TASK] = RL_TASKS, [S_WORKER] = RL_WORKERS,
+	[S_DAG_NODE] = RL_TASKS, [S_DAG_EDGES] = RL_TASKS, [S_FIN_TRACK] = RL_TRACKS,
+	[S_FIN_WORKER] = RL_WORKERS,
+};
+
+/* The fragments of RENDER_CHUNK slots joined by ',': immutable once made,
+ * shared by reference between the cache and the documents being written. */
+struct chunk {
+	size_t refs;    /* atomic */
+	size_t len;
+	char text[];
+};
+
+struct render_sections {
+	struct chunk **chunks[S_COUNT];   /* NULL: to be made again */
+	size_t cap[S_COUNT];
+};
+
+static void chunk_unref(struct chunk *c)
 {
-	cJSON *r = cJSON_CreateObject();
-	cJSON_AddStringToObject(r, "currency", "USD");
-	cJSON_AddItemToObject(r, "total", render_usage(o, &o->usage));
-	cJSON *tracks = cJSON_AddObjectToObject(r, "tracks");
-	for (struct track *k = o->tracks; k; k = k->next) {
-		cJSON *t = render_usage(o, &k->usage);
-		if (k->budget_micro >= 0)
-			json_add_usd(t, "budget_usd", k->budget_micro);
-		else
-			cJSON_AddNullToObject(t, "budget_usd");
-		cJSON_AddStringToObject(t, "status", track_status_name(k->status));
-		cJSON_AddItemToObject(tracks, k->id, t);
-	}
-	cJSON *workers = cJSON_AddObjectToObject(r, "workers");
-	for (size_t i = 0; i < o->nworkers; i++) {
-		const struct worker *w = o->workers[i];
-		if (!w->usage.n)
-			continue;
-		char id[16];
-		snprintf(id, sizeof id, "%d", w->id);
-		cJSON_AddItemToObject(workers, id, render_usage(o, &w->usage));
-	}
-	cJSON *prices = cJSON_AddObjectToObject(r, "prices");
-	for (size_t i = 0; i < o->nprices; i++) {
-		const struct price *p = &o->prices[i];
-		cJSON *m = cJSON_AddObjectToObject(prices, p->model);
-		json_add_usd(m, "input_per_mtok", p->input);
-		json_add_usd(m, "output_per_mtok", p->output);
-		json_add_usd(m, "cache_read_per_mtok", p->cache_read);
-		json_add_usd(m, "cache_write_per_mtok", p->cache_write);
-	}
-	return r;
+	if (c && __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		free(c);
 }
 
-cJSON *render_state(struct orch *o)
+static size_t list_slots(const struct orch *o, enum render_list l)
 {
-	cJSON *r = cJSON_CreateObject();
-	json_add_i64(r, "seq", (int64_t)events_seq(&o->events));
-	cJSON_AddStringToObject(r, "version", ORCHFS_VERSION);
-	json_add_time(r, "started_at", o->started_ms);
-	cJSON_AddItemToObject(r, "pipeline", render_pipeline(o));
-	cJSON *tracks = cJSON_AddArrayToObject(r, "tracks");
-	for (struct track *k = o->tracks; k; k = k->next)
-		cJSON_AddItemToArray(tracks, render_track(o, k, false));
-	cJSON *tasks = cJSON_AddArrayToObject(r, "tasks");
-	for (struct task *t = o->tasks; t; t = t->next)
-		cJSON_AddItemToArray(tasks, render_task(o, t, false));
-	cJSON *workers = cJSON_AddArrayToObject(r, "workers");
-	for (size_t i = 0; i < o->nworkers; i++)
-		cJSON_AddItemToArray(workers, render_worker(o, o->workers[i]));
-	cJSON_AddItemToObject(r, "metrics", render_financial(o));
-	return r;
+	return l == RL_TASKS ? o->ntask_slots : l == RL_TRACKS ? o->ntrack_slots : o->nworkers;
+}
+
+/* One object's fragment in section s; false when it has none (an empty slot,
+ * a worker that reported no usage, a task without edges). */
+static bool fragment(struct orch *o, enum section s, size_t pos, struct buf *b)
+{
+	const struct task *t = section_list[s] == RL_TASKS ? o->task_at[pos] : NULL;
+	const struct track *k = section_list[s] == RL_TRACKS ? o->track_at[pos] : NULL;
+	const struct worker *w = section_list[s] == RL_WORKERS ? o->workers[pos] : NULL;
+	if (!t && !k && !w)
+		return false;
+	switch (s) {
+	case S_TRACK:
+		render_track(o, k, false, b);
+		return true;
+	case S_TASK:
+		render_task(o, t, false, b);
+		return true;
+	case S_WORKER:
+		render_worker(o, w, b);
+		return true;
+	case S_DAG_NODE:
+		jw_lit(b, "{\"id\":");
+		jw_str(b, t->id);
+		jw_lit(b, ",\"track\":");
+		jw_str(b, t->track->id);
+		jw_lit(b, ",\"title\":");
+		jw_str(b, t->title);
+		jw_lit(b, ",\"status\":");
+		jw_str(b, task_status_name(t->status));
+		jw_lit(b, ",\"priority\":");
+		jw_i64(b, t->priority);
+		buf_putc(b, '}');
+		return true;
+	case S_DAG_EDGES:
+		/* from the dep to the task that waits for it: the order work flows */
+		for (size_t i = 0; i < t->ndeps; i++) {
+			if (i)
+				buf_putc(b, ',');
+			jw_lit(b, "{\"from\":");
+			jw_str(b, t->deps[i]->id);
+			jw_lit(b, ",\"to\":");
+			jw_str(b, t->id);
+			buf_putc(b, '}');
+		}
+		return t->ndeps > 0;
+	case S_FIN_TRACK:
+		jw_str(b, k->id);
+		jw_lit(b, ":{");
+		usage_body(o, &k->usage, b);
+		buf_putc(b, ',');
+		budget_field(b, k);
+		jw_lit(b, ",\"status\":");
+		jw_str(b, track_status_name(k->status));
+		buf_putc(b, '}');
+		return true;
+	case S_FIN_WORKER:
+		if (!w->usage.n)
+			return false;
+		buf_putc(b, '"');
+		jw_i64(b, w->id);
+		jw_lit(b, "\":");
+		render_usage(o, &w->usage, b);
+		return true;
+	default:
+		return false;
+	}
+}
+
+static struct chunk *chunk_make(struct orch *o, enum section s, size_t index, struct buf *tmp)
+{
+	size_t end = (index + 1) * RENDER_CHUNK, slots = list_slots(o, section_list[s]);
+	buf_reset(tmp);
+	for (size_t pos = index * RENDER_CHUNK; pos < end && pos < slots; pos++) {
+		size_t mark = tmp->len;
+		if (mark)
+			buf_putc(tmp, ',');
+		if (!fragment(o, s, pos, tmp))
+			tmp->len = mark;
+	}
+	struct chunk *c = xmalloc(sizeof *c + tmp->len + 1);
+	c->refs = 1;
+	c->len = tmp->len;
+	memcpy(c->text, tmp->data ? tmp->data : "", tmp->len);
+	c->text[tmp->len] = '\0';
+	return c;
+}
+
+void render_init(struct orch *o)
+{
+	o->sections = xcalloc(1, sizeof *o->sections);
+}
+
+void render_free(struct orch *o)
+{
+	if (!o->sections)
+		return;
+	for (int s = 0; s < S_COUNT; s++) {
+		for (size_t i = 0; i < o->sections->cap[s]; i++)
+			chunk_unref(o->sections->chunks[s][i]);
+		free(o->sections->chunks[s]);
+	}
+	free(o->sections);
+	o->sections = NULL;
+}
+
+void render_mark(struct orch *o, enum render_list list, size_t pos)
+{
+	struct render_sections *rs = o->sections;
+	size_t i = pos / RENDER_CHUNK;
+	if (!rs)
+		return;
+	for (int s = 0; s < S_COUNT; s++)
+		if (section_list[s] == list && i < rs->cap[s] && rs->chunks[s][i]) {
+			chunk_unref(rs->chunks[s][i]);
+			rs->chunks[s][i] = NULL;
+		}
+}
+
+static size_t section_chunks(struct orch *o, enum section s)
+{
+	size_t n = (list_slots(o, section_list[s]) + RENDER_CHUNK - 1) / RENDER_CHUNK;
+	struct render_sections *rs = o->sections;
+	if (n > rs->cap[s]) {
+		size_t cap = rs->cap[s] ? rs->cap[s] : 16;
+		while (cap < n)
+			cap *= 2;
+		rs->chunks[s] = xrealloc(rs->chunks[s], cap * sizeof **rs->chunks);
+		memset(rs->chunks[s] + rs->cap[s], 0, (cap - rs->cap[s]) * sizeof **rs->chunks);
+		rs->cap[s] = cap;
+	}
+	return n;
+}
+
+/* Makes up to max missing chunks of the sections in mask; returns how many
+ * were missing before. */
+static size_t sections_fill(struct orch *o, unsigned mask, size_t max, struct buf *tmp)
+{
+	size_t missing = 0;
+	for (int s = 0; s < S_COUNT; s++) {
+		if (!(mask & (1u << s)))
+			continue;
+		size_t n = section_chunks(o, (enum section)s);
+		for (size_t i = 0; i < n; i++) {
+			if (o->sections->chunks[s][i])
+				continue;
+			if (missing++ < max)
+				o->sections->chunks[s][i] = chunk_make(o, (enum section)s, i, tmp);
+		}
+	}
+	return missing;
+}
+
+/* --- documents --- */
+
+/* A document as it is gathered under the lock: literal text, and runs of
+ * chunk references, in order; written out once the lock is released. */
+struct part {
+	bool chunks;            /* a section's chunks, else text */
+	size_t start, end;      /* in doc_plan.text or doc_plan.refs */
+};
+
+struct doc_plan {
+	struct buf text;
+	struct chunk **refs;
+	size_t nrefs, cap;
+	struct part *parts;
+	size_t nparts;
+};
+
+static void plan_part(struct doc_plan *p, bool chunks, size_t start, size_t end)
+{
+	p->parts = xrealloc(p->parts, (p->nparts + 1) * sizeof *p->parts);
+	p->parts[p->nparts++] = (struct part){chunks, start, end};
+}
+
+/* Text written into p->text since mark becomes a part. */
+static void plan_text(struct doc_plan *p, size_t *mark)
+{
+	if (p->text.len > *mark)
+		plan_part(p, false, *mark, p->text.len);
+	*mark = p->text.len;
+}
+
+static void plan_section(struct doc_plan *p, struct orch *o, enum section s, size_t *mark)
+{
+	plan_text(p, mark);
+	size_t n = section_chunks(o, s), start = p->nrefs;
+	if (p->nrefs + n > p->cap) {
+		p->cap = (p->nrefs + n) * 2;
+		p->refs = xrealloc(p->refs, p->cap * sizeof *p->refs);
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct chunk *c = o->sections->chunks[s][i];
+		__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+		p->refs[p->nrefs++] = c;
+	}
+	plan_part(p, true, start, p->nrefs);
+}
+
+static void plan_financial(struct doc_plan *p, struct orch *o, size_t *mark)
+{
+	struct buf *b = &p->text;
+	jw_lit(b, "{\"currency\":\"USD\",\"total\":");
+	render_usage(o, &o->usage, b);
+	jw_lit(b, ",\"tracks\":{");
+	plan_section(p, o, S_FIN_TRACK, mark);
+	jw_lit(b, "},\"workers\":{");
+	plan_section(p, o, S_FIN_WORKER, mark);
+	jw_lit(b, "},\"prices\":{");
+	for (size_t i = 0; i < o->nprices; i++) {
+		const struct price *pr = &o->prices[i];
+		if (i)
+			buf_putc(b, ',');
+		jw_str(b, pr->model);
+		jw_lit(b, ":{\"input_per_mtok\":");
+		jw_usd(b, pr->input);
+		jw_lit(b, ",\"output_per_mtok\":");
+		jw_usd(b, pr->output);
+		jw_lit(b, ",\"cache_read_per_mtok\":");
+		jw_usd(b, pr->cache_read);
+		jw_lit(b, ",\"cache_write_per_mtok\":");
+		jw_usd(b, pr->cache_write);
+		buf_putc(b, '}');
+	}
+	jw_lit(b, "}}");
+}
+
+static unsigned doc_sections(enum render_doc_kind kind)
+{
+	switch (kind) {
+	case RENDER_STATE:
+		return 1u << S_TRACK | 1u << S_TASK | 1u << S_WORKER | 1u << S_FIN_TRACK |
+		       1u << S_FIN_WORKER;
+	case RENDER_WORKERS: return 1u << S_WORKER;
+	case RENDER_TRACKS: return 1u << S_TRACK;
+	case RENDER_DAG: return 1u << S_DAG_NODE | 1u << S_DAG_EDGES;
+	case RENDER_FINANCIAL: return 1u << S_FIN_TRACK | 1u << S_FIN_WORKER;
+	}
+	return 0;
+}
+
+/* Lock held, every chunk the document needs present. */
+static void plan_doc(struct doc_plan *p, struct orch *o, enum render_doc_kind kind)
+{
+	struct buf *b = &p->text;
+	size_t mark = 0;
+	switch (kind) {
+	case RENDER_STATE:
+		jw_lit(b, "{\"seq\":");
+		jw_i64(b, (int64_t)events_seq(&o->events));
+		jw_lit(b, ",\"version\":\"" ORCHFS_VERSION "\",\"started_at\":");
+		jw_time(b, o->started_ms);
+		jw_lit(b, ",\"pipeline\":");
+		render_pipeline(o, b);
+		jw_lit(b, ",\"tracks\":[");
+		plan_section(p, o, S_TRACK, &mark);
+		jw_lit(b, "],\"tasks\":[");
+		plan_section(p, o, S_TASK, &mark);
+		jw_lit(b, "],\"workers\":[");
+		plan_section(p, o, S_WORKER, &mark);
+		jw_lit(b, "],\"metrics\":");
+		plan_financial(p, o, &mark);
+		buf_putc(b, '}');
+		break;
+	case RENDER_WORKERS:
+		jw_lit(b, "{\"running\":");
+		jw_i64(b, o->running);
+		jw_lit(b, ",\"total\":");
+		jw_i64(b, (int64_t)o->nworkers);
+		jw_lit(b, ",\"workers\":[");
+		plan_section(p, o, S_WORKER, &mark);
+		jw_lit(b, "]}");
+		break;
+	case RENDER_TRACKS:
+		jw_lit(b, "{\"tracks\":[");
+		plan_section(p, o, S_TRACK, &mark);
+		jw_lit(b, "]}");
+		break;
+	case RENDER_DAG:
+		jw_lit(b, "{\"nodes\":[");
+		plan_section(p, o, S_DAG_NODE, &mark);
+		jw_lit(b, "],\"edges\":[");
+		plan_section(p, o, S_DAG_EDGES, &mark);
+		jw_lit(b, "]}");
+		break;
+	case RENDER_FINANCIAL:
+		plan_financial(p, o, &mark);
+		break;
+	}
+	plan_text(p, &mark);
+}
+
+/* Chunks made per lock hold while a document's cache is cold: between two
+ * holds the scheduler and every other thread get their turn. */
+#define FILL_PER_HOLD 32
+
+void render_doc(struct orch *o, enum render_doc_kind kind, const char *extra, struct buf *out)
+{
+	unsigned mask = doc_sections(kind);
+	struct doc_plan p = {0};
+	struct buf tmp = BUF_INIT;
+	pthread_mutex_lock(&o->lock);
+	/* Cold chunks are made a few per hold; the last few, and the gathering,
+	 * in one hold so the document is one moment of the model. */
+	for (int round = 0; round < 1000 && sections_fill(o, mask, FILL_PER_HOLD, &tmp) > FILL_PER_HOLD;
+	     round++) {
+		pthread_mutex_unlock(&o->lock);
+		pthread_mutex_lock(&o->lock);
+	}
+	sections_fill(o, mask, SIZE_MAX, &tmp);
+	plan_doc(&p, o, kind);
+	pthread_mutex_unlock(&o->lock);
+	buf_free(&tmp);
+
+	size_t total = p.text.len + (extra ? strlen(extra) : 0) + 4;
+	for (size_t i = 0; i < p.nrefs; i++)
+		total += p.refs[i]->len + 1;
+	buf_reserve(out, total);
+	for (size_t i = 0; i < p.nparts; i++) {
+		const struct part *pt = &p.parts[i];
+		if (!pt->chunks) {
+			buf_append(out, p.text.data + pt->start, pt->end - pt->start);
+			continue;
+		}
+		bool first = true;
+		for (size_t r = pt->start; r < pt->end; r++) {
+			if (!p.refs[r]->len)
+				continue;
+			if (!first)
+				buf_putc(out, ',');
+			buf_append(out, p.refs[r]->text, p.refs[r]->len);
+			first = false;
+		}
+	}
+	if (extra && kind == RENDER_STATE) {
+		out->len--;   /* the closing brace: extra goes before it */
+		buf_puts(out, extra);
+		buf_putc(out, '}');
+	}
+	buf_putc(out, '\n');
+	for (size_t i = 0; i < p.nrefs; i++)
+		chunk_unref(p.refs[i]);
+	free(p.refs);
+	free(p.parts);
+	buf_free(&p.text);
 }

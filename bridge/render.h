@@ -1,22 +1,44 @@
-/* render: the JSON (and Graphviz) views of the model. Each returns a new cJSON
- * tree built while orch.lock is held; callers print it after unlocking when
- * they can. Field names are the contract of SPEC section 2. */
+/* render: the JSON (and Graphviz) views of the model, written straight into
+ * a buf (json.h's jw). Field names are the contract the README documents.
+ *
+ * The big documents (state.json, workers.json, tracks.json, dag.json,
+ * financial.json) are lists of one fragment per object. Fragments are kept,
+ * joined per chunk of RENDER_CHUNK objects, and a chunk is written again only
+ * when one of its objects changed (render_mark, called for every object an
+ * event names). Under orch.lock a document costs a reference per chunk; the
+ * joining, the copying and everything else happens after the lock is
+ * released, so a reader of a large document never holds up the scheduler.
+ *   render_doc(o, RENDER_STATE, &buf);   (takes orch.lock itself) */
 #ifndef ORCHFS_RENDER_H
 #define ORCHFS_RENDER_H
 
 #include "orch.h"
 
-cJSON *render_usage(const struct orch *o, const struct usage_set *set);
-cJSON *render_worker(struct orch *o, const struct worker *w);
-cJSON *render_workers(struct orch *o);
-cJSON *render_task(struct orch *o, const struct task *t, bool with_workers);
-cJSON *render_track(struct orch *o, const struct track *k, bool with_tasks);
-cJSON *render_tracks(struct orch *o);
-cJSON *render_pipeline(struct orch *o);
-cJSON *render_dag(struct orch *o);
+#define RENDER_CHUNK 64
+
+/* The lists objects are kept in: a task's slot is task.pos, a track's
+ * track.pos, a worker's its id - 1. */
+enum render_list { RL_TASKS, RL_TRACKS, RL_WORKERS, RL_COUNT };
+
+enum render_doc_kind { RENDER_STATE, RENDER_WORKERS, RENDER_TRACKS, RENDER_DAG, RENDER_FINANCIAL };
+
+void render_init(struct orch *o);
+void render_free(struct orch *o);
+/* Lock held: the object in slot pos of list changed (or came, or went). */
+void render_mark(struct orch *o, enum render_list list, size_t pos);
+/* Takes orch.lock for the gathering only. state.json here lacks context and
+ * telemetry: extra (may be NULL) is written before its closing brace. */
+void render_doc(struct orch *o, enum render_doc_kind kind, const char *extra, struct buf *out);
+
+/* Small views, lock held; each appends one JSON value (no newline). */
+void render_usage(const struct orch *o, const struct usage_set *set, struct buf *out);
+void render_worker(const struct orch *o, const struct worker *w, struct buf *out);
+/* with_workers: the task's info.json (its workers in full, and their usage). */
+void render_task(struct orch *o, const struct task *t, bool with_workers, struct buf *out);
+/* with_tasks: the track's info.json (its tasks, and its usage). */
+void render_track(struct orch *o, const struct track *k, bool with_tasks, struct buf *out);
+void render_pipeline(const struct orch *o, struct buf *out);
+/* Lock held. A cluster per track: it is small next to the JSON documents. */
 void render_dag_dot(struct orch *o, struct buf *out);
-cJSON *render_financial(struct orch *o);
-/* state.json without context and telemetry, which are added unlocked. */
-cJSON *render_state(struct orch *o);
 
 #endif

@@ -42,6 +42,8 @@ struct store {
 	uint64_t queued, done, failed;   /* tickets */
 	pthread_t thread;
 	bool running, stop;
+	store_hook_fn hook;        /* under qlock */
+	void *hook_arg;
 };
 
 /* Each entry moves the schema from version i to i + 1 (PRAGMA user_version). */
@@ -343,8 +345,12 @@ struct commit {
 
 static void commit_free(struct commit *c)
 {
-	for (size_t i = 0; i < c->nlines; i++)
+	for (size_t i = 0; i < c->nlines; i++) {
 		free(c->lines[i].line);
+		free(c->lines[i].task);
+		free(c->lines[i].track);
+		free(c->lines[i].name);
+	}
 	free(c->lines);
 	for (size_t i = 0; i < c->nrows; i++) {
 		free(c->rows[i].key);
@@ -424,7 +430,9 @@ uint64_t store_queue(struct store *s, struct orch *o)
 			&ev->ring[(ev->head + (s->gathered + 1 + i - first_kept)) % ev->cap];
 		c->lines[i] = *r;
 		c->lines[i].line = xstrndup(r->line, r->len);
-		c->lines[i].task = c->lines[i].track = c->lines[i].name = NULL;
+		c->lines[i].task = r->task ? xstrdup(r->task) : NULL;
+		c->lines[i].track = r->track ? xstrdup(r->track) : NULL;
+		c->lines[i].name = r->name ? xstrdup(r->name) : NULL;
 		/* the objects it names are the rows to write */
 		if (r->task)
 			hashmap_put(tasks, r->task, c);
@@ -570,6 +578,8 @@ static void *store_main(void *arg)
 			break;
 		struct commit *group = s->qhead;
 		s->qhead = s->qtail = NULL;
+		store_hook_fn hook = s->hook;
+		void *hook_arg = s->hook_arg;
 		pthread_mutex_unlock(&s->qlock);
 
 		uint64_t bytes = 0, last_seq = 0, ticket = 0;
@@ -586,6 +596,10 @@ static void *store_main(void *arg)
 			exec(s->db, "ROLLBACK");
 		} else {
 			tm_store_write(s->tm, bytes);
+			/* before anyone can see the events or get the acknowledgement */
+			for (struct commit *c = group; c && hook; c = c->next)
+				for (size_t i = 0; i < c->nlines; i++)
+					hook(hook_arg, &c->lines[i]);
 			events_commit(s->ev, last_seq);
 		}
 
@@ -631,6 +645,14 @@ int store_wait(struct store *s, uint64_t ticket)
 	int rc = s->done >= ticket ? 0 : -EIO;
 	pthread_mutex_unlock(&s->qlock);
 	return rc;
+}
+
+void store_set_hook(struct store *s, store_hook_fn fn, void *arg)
+{
+	pthread_mutex_lock(&s->qlock);
+	s->hook = fn;
+	s->hook_arg = arg;
+	pthread_mutex_unlock(&s->qlock);
 }
 
 int store_start(struct store *s, struct events *ev)

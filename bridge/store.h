@@ -25,6 +25,11 @@ void store_close(struct store *s);
 /* Loads everything into a freshly initialised orch (no threads running yet)
  * and takes over committing its events. */
 int store_load(struct store *s, struct orch *o, struct orch_err *err);
+/* Called by the store thread for each event it has written, before the event
+ * is visible and before its writer is answered (with no lock held): fs/ops.c
+ * drops the kernel's copies of what it changed, so nobody reads them stale. */
+typedef void (*store_hook_fn)(void *arg, const struct event_rec *rec);
+void store_set_hook(struct store *s, store_hook_fn fn, void *arg);
 /* Starts the store thread; from now on it alone writes. */
 int store_start(struct store *s, struct events *ev);
 /* orch.lock held: queues what the events since the last call changed (the

@@ -14,8 +14,13 @@ struct stream_hub;
 struct notifier;
 
 struct fs *fs_create(struct orch *o);
-/* Hands the fs the events pump and the notifier once they run (NULL = none). */
-void fs_attach(struct fs *fs, struct stream_hub *hub, struct notifier *notifier);
+/* Hands the fs the session, the events pump and the notifier once they run
+ * (NULL = none); from then until fs_detach, each committed change drops the
+ * kernel's copies of what it touched before anyone is told of it. */
+void fs_attach(struct fs *fs, struct fuse_session *se, struct stream_hub *hub,
+	       struct notifier *notifier);
+/* Before the session goes: no more calls on it. */
+void fs_detach(struct fs *fs);
 void fs_destroy(struct fs *fs);
 const struct fuse_lowlevel_ops *fs_ops(void);
 

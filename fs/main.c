@@ -264,10 +264,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "orchfs: the API is off: %s\n", err.message);
 	hub = stream_hub_start(&o);
 	notifier = notifier_start(&o, cfg.mount);
-	fs_attach(fs, hub, notifier);
+	fs_attach(fs, se, hub, notifier);
 	struct fuse_loop_config *loop = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_max_threads(loop, 64);
 	status = fuse_session_loop_mt(se, loop) < 0 ? 1 : 0;
+	fs_detach(fs);
 	fuse_loop_cfg_destroy(loop);
 	stream_hub_stop(hub);   /* parked readers get EOF while the session can still reply */
 	api_stop(server);

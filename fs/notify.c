@@ -99,10 +99,7 @@ static void pass_add(void *arg, enum node_touch how, const char *path, bool dir)
 
 static void pass_event(void *arg, const struct event_rec *rec)
 {
-	if (rec->kind >= EVK_COUNT)
-		return;
-	struct node_change c = {UINT64_C(1) << rec->kind, rec->worker, rec->task, rec->track,
-				rec->name};
+	struct node_change c = node_change_of(rec);
 	node_touched(&c, pass_add, arg);
 }
 

@@ -16,6 +16,7 @@
 
 #include "nodes.h"
 #include "notify.h"
+#include "store.h"
 #include "stream.h"
 #include "telemetry.h"
 
@@ -33,6 +34,7 @@ struct fs {
 	gid_t gid;
 	struct stream_hub *hub;
 	struct notifier *notifier;
+	struct fuse_session *se;   /* for the kernel's cache: set while it runs */
 	struct fs_file *files;     /* open files, under lock */
 };
 
@@ -100,10 +102,53 @@ struct fs *fs_create(struct orch *o)
 	return fs;
 }
 
-void fs_attach(struct fs *fs, struct stream_hub *hub, struct notifier *notifier)
+/* The kernel keeps entries and attributes long (fs_timeout); each change
+ * drops what it touched. inval_entry for an entry that went (a removed task is
+ * gone at once), inval_inode (attributes only: documents are direct_io) for a
+ * file whose bytes changed. Only inodes the kernel was ever given can be
+ * cached, so a path never interned costs nothing. Runs on the store thread,
+ * which holds no lock a FUSE handler could wait for. */
+static void fs_drop_cached(void *arg, enum node_touch how, const char *path, bool dir)
 {
+	struct fs *fs = arg;
+	if (how == NODE_BORN)
+		return;   /* the kernel keeps no negative entries: nothing to drop */
+	pthread_mutex_lock(&fs->lock);
+	fuse_ino_t ino = (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, path);
+	fuse_ino_t parent = 0;
+	const char *slash = strrchr(path, '/');
+	if (how == NODE_GONE && slash) {
+		char dirpath[1024];
+		snprintf(dirpath, sizeof dirpath, "%.*s", (int)(slash - path), path);
+		parent = (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, dirpath);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (parent)
+		fuse_lowlevel_notify_inval_entry(fs->se, parent, slash + 1, strlen(slash + 1));
+	else if (ino && how == NODE_MODIFIED)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
+}
+
+static void fs_committed(void *arg, const struct event_rec *rec)
+{
+	struct node_change c = node_change_of(rec);
+	node_touched(&c, fs_drop_cached, arg);
+}
+
+void fs_attach(struct fs *fs, struct fuse_session *se, struct stream_hub *hub,
+	       struct notifier *notifier)
+{
+	fs->se = se;
 	fs->hub = hub;
 	fs->notifier = notifier;
+	if (fs->o->store)
+		store_set_hook(fs->o->store, fs_committed, fs);
+}
+
+void fs_detach(struct fs *fs)
+{
+	if (fs->o->store)
+		store_set_hook(fs->o->store, NULL, NULL);
 }
 
 /* Unlinks and frees an open file. Its stream, if any, is the hub's to free

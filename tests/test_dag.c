@@ -24,7 +24,7 @@ static const char *status_of(struct orch *o, const char *id)
 static char *dag_text(struct orch *o)
 {
 	struct buf b = BUF_INIT;
-	json_emit(render_dag(o), &b);
+	render_doc(o, RENDER_DAG, NULL, &b);
 	return buf_steal(&b);
 }
 
