@@ -1,5 +1,5 @@
 /* api: the namespace over HTTP, Server-Sent Events and WebSocket, served by
- * libwebsockets on one service thread (SPEC section 6).
+ * libwebsockets on one service thread (README, "Remote: HTTP, SSE and WebSocket").
  *   T=$(cat ~/.local/state/orchfs/token)
  *   curl -H "Authorization: Bearer $T" http://127.0.0.1:8999/api/mma/workers
  *   curl -H "Authorization: Bearer $T" -d 'sleep 5' http://127.0.0.1:8999/api/mma/workers/spawn

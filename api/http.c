@@ -96,26 +96,11 @@ static void start_sse(struct lws *wsi, struct api *a, struct http_pss *p)
 	if (!since && lws_hdr_custom_length(wsi, "last-event-id:", 14) > 0 &&
 	    lws_hdr_custom_copy(wsi, num, sizeof num, "last-event-id:", 14) > 0)
 		since = num;
-	if (since) {
-		char *end;
-		unsigned long long v = strtoull(since, &end, 10);
-		if (*end || end == since) {
-			respond_error(wsi, p, EINVAL, 0, "since must be an event seq (a whole number)");
-			return;
-		}
-		struct buf probe = BUF_INIT;
-		uint64_t last, oldest = 0;
-		int rc = events_read(ev, v, p->mask, 1, &probe, &last, &oldest);
-		buf_free(&probe);
-		if (rc == -ERANGE) {
-			char msg[160];
-			snprintf(msg, sizeof msg, "seq %llu is older than the oldest kept event (%llu); "
-						  "read state.json and follow from its seq",
-				 v, (unsigned long long)oldest);
-			respond_error(wsi, p, ERANGE, 0, msg);
-			return;
-		}
-		p->cursor = v;
+	char msg[200];
+	int rc = since ? events_since(ev, since, strlen(since), &p->cursor, msg, sizeof msg) : 0;
+	if (rc) {
+		respond_error(wsi, p, -rc, 0, msg);
+		return;
 	}
 	p->sse = true;
 	p->status = 200;

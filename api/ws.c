@@ -1,4 +1,4 @@
-/* ws: the WebSocket protocol "orchfs.v1" (SPEC section 6), JSON text frames.
+/* ws: the WebSocket protocol "orchfs.v1" (README, "Remote: HTTP, SSE and WebSocket"), JSON text frames.
  *   {"op":"subscribe","channels":["dag"],"since":40}   -> {"seq":41,…} frames
  *   {"op":"read","path":"mma/pipeline/status","id":1}  -> {"id":1,"ok":true,"result":"running\n"}
  *   {"op":"write","path":"mma/workers/spawn","body":"sleep 1","id":2}
@@ -125,24 +125,19 @@ static void op_subscribe(struct lws *wsi, struct api *a, struct ws_pss *p, const
 	} else {
 		const cJSON *since = cJSON_GetObjectItemCaseSensitive(msg, "since");
 		int64_t v = -1;
-		if (since && !json_int(since, 0, INT64_MAX / 2, &v)) {
-			reply_error(wsi, p, id, EINVAL, "", "\"since\" must be an event seq (a whole number)");
+		char text[32] = "", m[200];
+		/* a JSON number, else its text: events_since says what is wrong */
+		if (since && json_int(since, 0, INT64_MAX / 2, &v))
+			snprintf(text, sizeof text, "%lld", (long long)v);
+		else if (since)
+			snprintf(text, sizeof text, "%s", cJSON_IsString(since) ? since->valuestring : "?");
+		int rc = since ? events_since(&a->o->events, text, strlen(text), &p->cursor, m, sizeof m)
+			       : 0;
+		if (rc) {
+			reply_error(wsi, p, id, -rc, "", m);
 			return;
 		}
-		if (v >= 0) {
-			struct buf probe = BUF_INIT;
-			uint64_t last, oldest = 0;
-			int rc = events_read(&a->o->events, (uint64_t)v, mask, 1, &probe, &last, &oldest);
-			buf_free(&probe);
-			if (rc == -ERANGE) {
-				char m[160];
-				snprintf(m, sizeof m, "seq %lld is older than the oldest kept event (%llu)",
-					 (long long)v, (unsigned long long)oldest);
-				reply_error(wsi, p, id, ERANGE, "", m);
-				return;
-			}
-			p->cursor = (uint64_t)v;
-		} else if (!p->subscribed) {
+		if (!since && !p->subscribed) {
 			p->cursor = events_committed(&a->o->events);
 		}
 		p->mask |= mask;

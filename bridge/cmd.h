@@ -18,7 +18,7 @@
 #include "err.h"
 #include "orch.h"
 
-/* A task as given in a plan or add_task (SPEC section 2, "A task"). */
+/* A task as given in a plan or add_task (README, "The namespace"). */
 struct task_spec {
 	char id[ID_MAX + 1];
 	char *command;                 /* required, non-empty */

@@ -1,4 +1,4 @@
-/* context: named prompt material for workers (SPEC section 1, "Context").
+/* context: named prompt material for workers (README, "The namespace").
  *   echo 'src/main.c'            > context/inject   # kind file, name main.c
  *   echo 'skeleton src/main.c'   > context/inject   # ctags outline
  *   echo 'src/main.c as entry'   > context/inject

@@ -1,4 +1,4 @@
-/* err: errno names, HTTP statuses and the error object of SPEC section 3. */
+/* err: errno names, HTTP statuses and the error object (README, "Errors"). */
 #include "err.h"
 #include "json.h"
 

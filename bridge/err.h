@@ -1,5 +1,5 @@
 /* err: one error type for every failed command, and the one builder of the
- * SPEC's error object, shared by the mount and the HTTP/WebSocket API:
+ * error object (README, "Errors"), shared by the mount and the HTTP/WebSocket API:
  *   {"error":{"status":409,"errno":"ELOOP","message":"...","path":"mma/dag/mutate"}}
  */
 #ifndef ORCHFS_ERR_H

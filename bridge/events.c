@@ -3,6 +3,7 @@
 #include "events.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,6 +308,47 @@ uint64_t events_each(struct events *ev, uint64_t after,
 	}
 	pthread_mutex_unlock(&ev->lock);
 	return after;
+}
+
+void events_too_old(uint64_t after, uint64_t oldest, char *msg, size_t msgsize)
+{
+	snprintf(msg, msgsize,
+		 "seq %" PRIu64 " is older than the oldest kept event (%" PRIu64 "); "
+		 "read state.json and follow from its seq", after, oldest);
+}
+
+int events_since(struct events *ev, const char *text, size_t len, uint64_t *cursor, char *msg,
+		 size_t msgsize)
+{
+	uint64_t v = 0;
+	bool ok = len > 0 && len <= 20;
+	for (size_t i = 0; ok && i < len; i++) {
+		unsigned d = (unsigned)(text[i] - '0');
+		ok = text[i] >= '0' && text[i] <= '9' && v <= (UINT64_MAX - d) / 10;
+		v = v * 10 + d;
+	}
+	if (!ok) {
+		snprintf(msg, msgsize, "since wants an event seq (a whole number), got \"%.*s\"",
+			 (int)(len < 40 ? len : 40), text);
+		return -EINVAL;
+	}
+	uint64_t seq = events_seq(ev);
+	if (v > seq) {
+		snprintf(msg, msgsize, "seq %" PRIu64 " has not happened yet: the last seq is %" PRIu64,
+			 v, seq);
+		return -EINVAL;
+	}
+	/* a mask of nothing reads no line: this only asks whether `after` is kept */
+	struct buf none = BUF_INIT;
+	uint64_t last, oldest = 0;
+	int rc = events_read(ev, v, 0, 0, &none, &last, &oldest);
+	buf_free(&none);
+	if (rc == -ERANGE) {
+		events_too_old(v, oldest, msg, msgsize);
+		return -ERANGE;
+	}
+	*cursor = v;
+	return 0;
 }
 
 uint64_t events_lag_bytes(struct events *ev, uint64_t after)

@@ -121,6 +121,16 @@ int events_read(struct events *ev, uint64_t after, unsigned mask, size_t max, st
 uint64_t events_each(struct events *ev, uint64_t after,
 		     void (*fn)(void *arg, const struct event_rec *rec), void *arg, bool *lost);
 
+/* The one check of a reader's `since` (the events file, SSE and WebSocket):
+ * text is a decimal seq; the reader's cursor becomes it. -EINVAL when it is
+ * not a seq or has not happened yet, -ERANGE when it is older than anything
+ * kept (memory or store); msg says which, in the same words everywhere. */
+int events_since(struct events *ev, const char *text, size_t len, uint64_t *cursor, char *msg,
+		 size_t msgsize);
+
+/* The message for a reader whose cursor fell behind the oldest kept event. */
+void events_too_old(uint64_t after, uint64_t oldest, char *msg, size_t msgsize);
+
 /* Bytes of the committed events after seq `after` (all channels): how far a
  * reader lags. UINT64_MAX when `after` is older than memory. */
 uint64_t events_lag_bytes(struct events *ev, uint64_t after);

@@ -1,4 +1,4 @@
-/* nodes: the one table of the namespace (SPEC section 2). A path resolves to a
+/* nodes: the one table of the namespace (README, "The namespace"). A path resolves to a
  * node; a node renders (read) and applies writes (control files). The FUSE
  * front end and the HTTP/WebSocket API only translate their transport into
  * these calls, so both give the same bytes and the same errors.

@@ -1,4 +1,4 @@
-/* orch: the one context struct and the model of SPEC section 1 (tracks, tasks,
+/* orch: the one context struct and the model (tracks, tasks,
  * workers, pipeline, usage). Every field here is guarded by orch.lock unless a
  * comment says otherwise; sub-stores (events, context, telemetry) have locks of
  * their own and never take this one, so the order is always orch -> sub-store. */

@@ -1,5 +1,5 @@
 /* pricing: model prices and the exact arithmetic of token usage into money.
- * Prices come from --pricing FILE, JSON per SPEC section 7:
+ * Prices come from --pricing FILE, JSON (README, "The daemon"):
  *   {"model-a":{"input_per_mtok":3,"output_per_mtok":15,"cache_read_per_mtok":0.3}}
  * Cost is computed from token totals per model, never from rounded per-report
  * amounts, so summing reports by hand gives the same micro-dollars. */

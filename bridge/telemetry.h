@@ -1,4 +1,4 @@
-/* telemetry: the daemon's own vital signs (SPEC section 5), cheap to record
+/* telemetry: the daemon's own vital signs (README, "The namespace": system/telemetry.json), cheap to record
  * from any thread: counters are atomics or behind the telemetry's own lock,
  * and latency percentiles come from bounded rings of recent samples. */
 #ifndef ORCHFS_TELEMETRY_H

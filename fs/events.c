@@ -25,9 +25,6 @@
 #include "telemetry.h"
 
 #define STREAM_PATH "events"
-#define STREAM_TOO_OLD                                                          \
-	"seq %" PRIu64 " is older than the oldest kept event (%" PRIu64 "); "   \
-	"read state.json and follow from its seq"
 #define STREAM_STARTED "since and channels must come before the first read"
 /* The pump rechecks for shutdown at least this often: a wake that lands just
  * before it starts waiting would otherwise be lost. */
@@ -173,7 +170,7 @@ static void stream_commit(struct stream_hub *hub, struct fs_stream *s, const str
 static void stream_range_error(struct stream_hub *hub, uint64_t after, uint64_t oldest)
 {
 	char msg[256];
-	snprintf(msg, sizeof msg, STREAM_TOO_OLD, after, oldest);
+	events_too_old(after, oldest, msg, sizeof msg);
 	struct buf scratch = BUF_INIT;
 	node_write_error(hub->o, STREAM_PATH, ERANGE, msg, &scratch);
 	buf_free(&scratch);
@@ -397,26 +394,8 @@ static bool is_blank(char c)
 	return c == ' ' || c == '\t' || c == '\r';
 }
 
-/* "since N": N is a plain decimal seq. */
-static bool parse_seq(const char *p, size_t n, uint64_t *out)
-{
-	if (!n || n > 20)
-		return false;
-	uint64_t v = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
-		unsigned d = (unsigned)(p[i] - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return false;
-		v = v * 10 + d;
-	}
-	*out = v;
-	return true;
-}
-
 /* Parses every line of one write; nothing is applied unless all are good. */
-static int stream_parse(const char *data, size_t len, bool *has_since, uint64_t *since,
+static int stream_parse(const char *data, size_t len, const char **since, size_t *since_len,
 			unsigned *mask, char *msg, size_t msgsize)
 {
 	size_t i = 0;
@@ -445,12 +424,9 @@ static int stream_parse(const char *data, size_t len, bool *has_since, uint64_t 
 			argn--;
 		}
 		if (w == 5 && !memcmp(p, "since", 5)) {
-			if (!parse_seq(arg, argn, since)) {
-				snprintf(msg, msgsize, "since wants a seq number, got \"%.*s\"",
-					 (int)(argn < 40 ? argn : 40), arg);
-				return -EINVAL;
-			}
-			*has_since = true;
+			/* checked by events_since, as SSE and WebSocket check theirs */
+			*since = arg;
+			*since_len = argn;
 		} else if (w == 8 && !memcmp(p, "channels", 8)) {
 			char bad[200];
 			unsigned m = argn ? events_channel_mask(arg, argn, bad, sizeof bad) : 0;
@@ -476,7 +452,8 @@ int stream_write(struct stream_hub *hub, struct fs_stream *s, const char *data, 
 {
 	struct orch *o = hub->o;
 	char msg[320];
-	bool has_since = false;
+	const char *since_text = NULL;
+	size_t since_len = 0;
 	uint64_t since = 0;
 	unsigned mask = 0;
 	pthread_mutex_lock(&s->lock);
@@ -485,28 +462,13 @@ int stream_write(struct stream_hub *hub, struct fs_stream *s, const char *data, 
 	if (started)
 		return node_write_error(o, STREAM_PATH, EBUSY, STREAM_STARTED "; open events again",
 					result);
-	int rc = stream_parse(data, len, &has_since, &since, &mask, msg, sizeof msg);
+	int rc = stream_parse(data, len, &since_text, &since_len, &mask, msg, sizeof msg);
+	/* fail now rather than at the first read when it is already too old */
+	if (!rc && since_text)
+		rc = events_since(&o->events, since_text, since_len, &since, msg, sizeof msg);
 	if (rc)
 		return node_write_error(o, STREAM_PATH, -rc, msg, result);
-	if (has_since) {
-		uint64_t seq = events_seq(&o->events);
-		if (since > seq) {
-			snprintf(msg, sizeof msg,
-				 "seq %" PRIu64 " has not happened yet: the last seq is %" PRIu64,
-				 since, seq);
-			return node_write_error(o, STREAM_PATH, EINVAL, msg, result);
-		}
-		/* Fail now rather than at the first read when it is already too old;
-		 * a mask of nothing reads no line. */
-		struct buf none = BUF_INIT;
-		uint64_t last, oldest = 0;
-		rc = events_read(&o->events, since, 0, 0, &none, &last, &oldest);
-		buf_free(&none);
-		if (rc == -ERANGE) {
-			snprintf(msg, sizeof msg, STREAM_TOO_OLD, since, oldest);
-			return node_write_error(o, STREAM_PATH, ERANGE, msg, result);
-		}
-	}
+	bool has_since = since_text != NULL;
 	pthread_mutex_lock(&s->lock);
 	if (s->started) {
 		pthread_mutex_unlock(&s->lock);

@@ -1,10 +1,11 @@
-/* main: the orchfs daemon's command line, mount and life cycle (SPEC section 7).
+/* main: the orchfs daemon's command line, mount and life cycle (README, "The daemon"; orchfs(1)).
  *   orchfs --pricing contrib/pricing.json ~/orchfs
  *   cat contrib/demo-plan.json > ~/orchfs/mma/tracks/create
  *   fusermount3 -u ~/orchfs      # workers get TERM, then KILL; exit 0 */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -225,6 +226,13 @@ int main(int argc, char **argv)
 			   api.http.addr, v6 ? "]" : "", api.http.port);
 		cfg.api_url = buf_steal(&u);
 	}
+	/* A document of many MiB is a buffer for as long as it is read. With a
+	 * fixed threshold such buffers are always mapped and given back when
+	 * freed; glibc's default raises the threshold after the first one and
+	 * keeps each freed one in the arena of whichever of 64 FUSE threads read
+	 * it, so memory would grow with the readers instead of the reads. */
+	mallopt(M_MMAP_THRESHOLD, 512 * 1024);
+	mallopt(M_ARENA_MAX, 4);
 	struct orch o;
 	memset(&o, 0, sizeof o);
 	o.cfg = cfg;   /* fs_init reads max_write before orch_init runs */

@@ -188,7 +188,9 @@ void fs_destroy(struct fs *fs)
 
 /* sized: a document's size is its render's. The notifier's calls are answered
  * without (size 0, never cached): they exist for the inotify event alone, and
- * a render there would make every announcement cost what the document does. */
+ * a render there would make every announcement cost what the document does.
+ * A volatile document says 0 always, as procfs files do: its bytes differ at
+ * every read, and a stat (ls -l) must not cost a render of state.json. */
 static int fs_stat(struct fs *fs, fuse_ino_t ino, const struct node *n, struct stat *st,
 		   bool sized)
 {
@@ -221,7 +223,7 @@ static int fs_stat(struct fs *fs, fuse_ino_t ino, const struct node *n, struct s
 			st->st_mtim = real.st_mtim;
 		}
 		free(path);
-	} else if ((flags & NODE_DOC) && sized) {
+	} else if ((flags & NODE_DOC) && !(flags & NODE_VOLATILE) && sized) {
 		struct buf b = BUF_INIT;
 		int rc = node_render_cached(fs->o, n, &b);
 		st->st_size = (off_t)b.len;

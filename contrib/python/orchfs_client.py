@@ -5,7 +5,8 @@ The successor of the original plan's ``api_hook_client.py``.
 
 Every file under the orchfs mount at path ``P`` is also ``/api/P`` over HTTP:
 ``read(P)`` is ``GET /api/P`` and ``write(P, body)`` is ``POST /api/P``. The
-other methods are named shortcuts for the paths of SPEC.md sections 2 and 6.
+other methods are named shortcuts for the paths of the README's "The namespace"
+and "Remote: HTTP, SSE and WebSocket".
 A failed call raises :class:`OrchfsError`, built from the server's error
 object ``{"error":{"status","errno","message","path"}}``.
 

@@ -107,7 +107,7 @@ for p in "${paths[@]}"; do
 		echo "curl $orch_url/api/$p failed" >&2; exit 1; }
 	[ "$code" = 200 ] || { echo "GET /api/$p from orchfs: HTTP $code: $(cat "$www/api/$p")" >&2; exit 1; }
 done
-# The mount should hold the same bytes (SPEC 6); a difference is reported, not fatal.
+# The mount should hold the same bytes (README, "Remote"); a difference is reported, not fatal.
 cmp -s "$www/api/mma/pipeline/status" "$mnt/mma/pipeline/status" ||
 	echo "warning: GET /api/mma/pipeline/status differs from the mount's file" >&2
 cmp -s "$www/api/mma/workers" "$mnt/mma/workers.json" ||

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_errors: every errno row of SPEC section 3 through the mount: EINVAL,
+# test_errors: every errno row of the README's "Errors" through the mount: EINVAL,
 # ENOENT, EEXIST, EBUSY, ELOOP, EFBIG (a write of 1 MiB) and EACCES (a write
 # to a read-only file). Each failed write must fail, and last_error must hold
 # the error object (errno, HTTP status, message, path); the same object reads

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_events: the events file as a shell user follows it (SPEC 4): `cat
+# test_events: the events file as a shell user follows it (README, "Watching for change"): `cat
 # events` sees a worker's events in seq order; `since N` replays exactly what
 # came after N; `channels` filters; bad writes fail with the error object; 200
 # blocked readers all get every event of a burst while the daemon goes on

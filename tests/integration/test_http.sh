@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_http: the namespace over HTTP (SPEC sections 3 and 6) with curl and jq.
+# test_http: the namespace over HTTP (README, "Control grammar" and "Remote") with curl and jq.
 # Every read route of the seed (/api/mma/workers, /api/state, /api/gui/state,
 # /api/mma/workers/ID, ..., a directory listing) and every control route
 # (POST spawn, kill, pause, resume, inject, mutate, create, usage, budget),
@@ -415,6 +415,10 @@ check "the live stream: data matches id" sse_data_ok "$T/live.sse"
 CODE=$(curl -s --max-time 5 -o "$T/resp.body" -w '%{http_code}' -H "$AUTH" "$HTTP/api/events?since=abc")
 BODY=$(cat "$T/resp.body")
 expect_http_error "since=abc is 400" 400 EINVAL events
+CODE=$(curl -s --max-time 5 -o "$T/resp.body" -w '%{http_code}' -H "$AUTH" "$HTTP/api/events?since=999999999999")
+BODY=$(cat "$T/resp.body")
+expect_http_error "a since that has not happened yet is 400, as on the mount" 400 EINVAL events
+check "... saying so" grep -q "has not happened yet" "$T/resp.body"
 CODE=$(curl -s --max-time 5 -o "$T/resp.body" -w '%{http_code}' -H "$AUTH" "$HTTP/api/events?channels=bogus")
 BODY=$(cat "$T/resp.body")
 expect_http_error "channels=bogus is 400" 400 EINVAL events

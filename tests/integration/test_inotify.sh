@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_inotify: SPEC 4 as inotifywait and tail -f see it. The daemon's own
+# test_inotify: the README's "Watching for change" as inotifywait and tail -f see it. The daemon's own
 # changes must reach watchers: MODIFY of status files and documents, CREATE
 # and DELETE of workers, tasks and context entries, a growing worker log, a
 # burst of writes whose last value is never lost, last_error (which changes

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_namespace: the tree of SPEC section 2 as a user sees it with ls, cat,
+# test_namespace: the tree of the README's "The namespace" as a user sees it with ls, cat,
 # jq and readlink: the top-level files (state.json with seq and every section,
 # last_error, README), the mma/ tree (pipeline, workers, tracks, tasks, dag),
 # context/, metrics/financial.json, system/telemetry.json; one-word files end

@@ -133,8 +133,8 @@ check "that worker is gone" eval '! kill -0 '"$swpid"' 2>/dev/null'
 check "the daemon unmounted itself" eval '! mountpoint -q "$M"'
 
 # --- unmount while a worker spawned from inside the mount runs ---
-# `cd MOUNT; echo CMD > mma/workers/spawn`, as SPEC 3's example does, then
-# fusermount3 -u from elsewhere must still shut the daemon down (SPEC 7).
+# `cd MOUNT; echo CMD > mma/workers/spawn`, as the README's first ten minutes do, then
+# fusermount3 -u from elsewhere must still shut the daemon down (README, "The daemon").
 orchfs_start --max-workers 2
 cd "$M" || exit 1
 sw=$(spawn 'trap "echo got-term; exit 0" TERM; echo armed; while :; do sleep 0.1; done')

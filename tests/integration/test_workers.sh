@@ -15,7 +15,7 @@ w_is() { [ "$(w_status "$1")" == "$2" ]; }
 log_has() { grep -qx -- "$2" "mma/workers/$1/log"; }
 proc_state() { awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null; }
 
-# --- spawn with the result read back on the same descriptor (SPEC 3) ---
+# --- spawn with the result read back on the same descriptor (README, "Control grammar") ---
 exec 3<>mma/workers/spawn
 echo 'sleep 1' >&3
 read -r r <&3

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_ws: the WebSocket protocol orchfs.v1 (SPEC section 6), driven by small
+# test_ws: the WebSocket protocol orchfs.v1 (README, "Remote: HTTP, SSE and WebSocket"), driven by small
 # Python clients (Debian's python3 with websockets 10.4, plus a raw socket):
 # the handshake (subprotocol, token in a header or ?token=, 401 without one,
 # 403 for a foreign Origin or Host, a matching Origin accepted); subscribe
@@ -362,7 +362,9 @@ async def bad():
                                 ('{"op":"subscribe","channels":["nosuch"],"id":8}', 8, "an unknown channel"),
                                 ('{"op":"subscribe","channels":"dag","id":9}', 9, "channels not an array"),
                                 ('{"op":"subscribe","since":"abc","id":10}', 10, "since not a number"),
-                                ('{"op":"subscribe","since":-1,"id":11}', 11, "a negative since")]:
+                                ('{"op":"subscribe","since":-1,"id":11}', 11, "a negative since"),
+                                ('{"op":"subscribe","since":999999999999,"id":12}', 12,
+                                 "a since that has not happened yet (as the mount and SSE say)")]:
         r, _ = await request(ws, text)
         check("%s: answered EINVAL (400)%s" % (name, " with its id" if want_id else ""),
               r.get("ok") is False and r.get("id") == want_id and error_ok(r.get("error"), 400, "EINVAL", "") and
