@@ -378,14 +378,7 @@ static int a_spawn(struct orch *o, const struct node *n, const char *in, size_t 
 		rc = err_set(err, EBUSY, "task %s is %s", t->id, task_status_name(t->status));
 	if (!rc) {
 		/* A hand spawn for a task runs the given command as that task's attempt. */
-		if (t) {
-			char *cmd = t->command;
-			t->command = s.command;
-			rc = sched_spawn(o, &s, t, &w, err);
-			t->command = cmd;
-		} else {
-			rc = sched_spawn(o, &s, NULL, &w, err);
-		}
+		rc = sched_spawn(o, &s, t, s.command, &w, err);
 	}
 	if (!rc) {
 		if (t)

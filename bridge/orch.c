@@ -62,9 +62,7 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	o->task_index = hashmap_new();
 	o->track_index = hashmap_new();
 	o->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	pthread_mutex_init(&o->logs_ahead.lock, NULL);
-	for (size_t i = 0; i < 16; i++)
-		o->logs_ahead.fd[i] = -1;
+	pthread_cond_init(&o->spawned, NULL);
 	events_init(&o->events, o->cfg.event_history ? o->cfg.event_history : EVENT_HISTORY);
 	o->ctx = ctx_create(&o->events, o->cfg.mount, o->cfg.max_write * 16);
 	o->tm = tm_create();
@@ -180,10 +178,7 @@ void orch_destroy(struct orch *o)
 	tm_destroy(o->tm);
 	events_destroy(&o->events);
 	close(o->wake_fd);
-	for (size_t i = 0; i < 16; i++)
-		if (o->logs_ahead.fd[i] >= 0)
-			close(o->logs_ahead.fd[i]);
-	pthread_mutex_destroy(&o->logs_ahead.lock);
+	pthread_cond_destroy(&o->spawned);
 	pthread_mutex_destroy(&o->lock);
 }
 

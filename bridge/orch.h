@@ -102,6 +102,10 @@ struct worker {
 	bool kill_requested;       /* a kill command: the end status is `killed` */
 	int64_t kill_deadline_ns;  /* SIGKILL after this (0 = none pending) */
 	size_t run_pos;            /* 1 + index in orch.run while running; 0 otherwise */
+	/* Its process is being started, without orch.lock: no pid yet. What is
+	 * read of it meanwhile (command, cwd, env, log path) does not change. */
+	bool starting;
+	int pending_signal;        /* a kill that came while it was starting */
 	char *log_path;
 	struct usage_set usage;
 	struct buf trace;          /* this worker's event lines */
@@ -185,12 +189,8 @@ struct orch {
 	uint64_t errors;           /* atomic: failed writes so far (last_error moved) */
 
 	int wake_fd;               /* eventfd: wakes the scheduler */
-	/* Logs of the next workers, created ahead by the scheduler thread without
-	 * orch.lock: a file system slow to create files must not stall commands. */
-	struct {
-		pthread_mutex_t lock;
-		int id[16], fd[16];
-	} logs_ahead;
+	int starting;              /* workers whose process is being started */
+	pthread_cond_t spawned;    /* broadcast when one of those has started */
 	pthread_t sched_thread;
 	bool sched_started, stopping;
 

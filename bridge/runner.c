@@ -15,18 +15,10 @@ static int pidfd_open_(pid_t pid)
 	return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-int runner_open_log(const char *log_path)
+int runner_start(const char *command, const char *cwd, char *const envp[], const char *log_path,
+		 struct runner_proc *out, struct orch_err *err)
 {
-	/* a new worker's log starts empty: ids are never reused, so anything in
-	 * the file is left over from a state directory whose store was removed */
-	return open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-}
-
-int runner_start(const char *command, const char *cwd, char *const envp[], int logfd,
-		 const char *log_path, struct runner_proc *out, struct orch_err *err)
-{
-	if (logfd < 0)
-		logfd = runner_open_log(log_path);
+	int logfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
 	if (logfd < 0)
 		return err_set(err, EIO, "cannot open log %s: %s", log_path, strerror(errno));
 	int pipefd[2];

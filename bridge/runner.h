@@ -15,12 +15,11 @@ struct runner_proc {
 	int stdin_fd;   /* write end, O_NONBLOCK */
 };
 
-/* Runs `/bin/sh -c command` in cwd with envp, output appended to logfd (which
- * it closes) or, when logfd < 0, to log_path. */
-int runner_start(const char *command, const char *cwd, char *const envp[], int logfd,
-		 const char *log_path, struct runner_proc *out, struct orch_err *err);
-/* Opens (creating) a worker's log for appending; -1 on failure. */
-int runner_open_log(const char *log_path);
+/* Runs `/bin/sh -c command` in cwd with envp, its output to log_path (made
+ * anew: ids are never reused, so anything there is left over from a state
+ * directory whose store was removed). */
+int runner_start(const char *command, const char *cwd, char *const envp[], const char *log_path,
+		 struct runner_proc *out, struct orch_err *err);
 /* Sends sig to the process group; 0, or -errno (ESRCH when it is gone). */
 int runner_signal(pid_t pgid, int sig);
 /* Non-blocking reap of pid. 1 = reaped (status in *wstatus), 0 = still running. */

@@ -18,13 +18,17 @@
 
 extern char **environ;
 
-static void publish_task_status(struct orch *o, struct task *t, enum task_status from)
+/* worker: the attempt that makes it running (0: none). Naming it puts the
+ * worker's record in the same commit, before its process has even started. */
+static void publish_task_status(struct orch *o, struct task *t, enum task_status from, int worker)
 {
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddStringToObject(d, "task", t->id);
 	cJSON_AddStringToObject(d, "track", t->track->id);
 	cJSON_AddStringToObject(d, "from", task_status_name(from));
 	cJSON_AddStringToObject(d, "to", task_status_name(t->status));
+	if (worker)
+		cJSON_AddNumberToObject(d, "worker", worker);
 	orch_event(o, NULL, EVK_TASK_STATUS, d);
 }
 
@@ -34,7 +38,7 @@ static void task_set(struct orch *o, struct task *t, enum task_status s)
 	if (from == s)
 		return;
 	task_set_status(o, t, s);
-	publish_task_status(o, t, from);
+	publish_task_status(o, t, from, 0);
 }
 
 /* Can t still reach done (or skipped)? Failed and killed tasks need a human. */
@@ -165,62 +169,29 @@ static char **worker_envp(struct orch *o, const struct worker *w, char *const *e
 	return envp;
 }
 
-static int log_ahead_take(struct orch *o, int id)
-{
-	int fd = -1;
-	pthread_mutex_lock(&o->logs_ahead.lock);
-	size_t slot = (size_t)id % 16;
-	if (o->logs_ahead.id[slot] == id) {
-		fd = o->logs_ahead.fd[slot];
-		o->logs_ahead.fd[slot] = -1;
-		o->logs_ahead.id[slot] = 0;
-	}
-	pthread_mutex_unlock(&o->logs_ahead.lock);
-	return fd;
-}
+/* --- starting a worker: its record under the lock, the process without --- */
 
-/* Called without orch.lock: creates the logs of the next few worker ids. */
-static void log_ahead_fill(struct orch *o)
-{
-	int next = (int)__atomic_load_n(&o->nworkers, __ATOMIC_ACQUIRE) + 1;
-	int want = o->max_workers < 15 ? o->max_workers + 1 : 16;
-	for (int id = next; id < next + want; id++) {
-		size_t slot = (size_t)id % 16;
-		pthread_mutex_lock(&o->logs_ahead.lock);
-		bool have = o->logs_ahead.id[slot] == id;
-		pthread_mutex_unlock(&o->logs_ahead.lock);
-		if (have)
-			continue;
-		char path[4096];
-		snprintf(path, sizeof path, "%s/logs/%d.log", o->cfg.state_dir, id);
-		int fd = runner_open_log(path);
-		if (fd < 0)
-			return;
-		pthread_mutex_lock(&o->logs_ahead.lock);
-		/* a slot still holding an older id was passed by: that worker made its own */
-		if (o->logs_ahead.fd[slot] >= 0)
-			close(o->logs_ahead.fd[slot]);
-		o->logs_ahead.id[slot] = id;
-		o->logs_ahead.fd[slot] = fd;
-		pthread_mutex_unlock(&o->logs_ahead.lock);
-	}
-}
+struct spawn_job {
+	struct worker *w;
+	struct task *t;            /* NULL for a hand spawn without a task */
+	struct runner_proc p;
+	int rc;
+	struct orch_err err;
+};
 
-int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, struct worker **out,
-		struct orch_err *err)
+/* Lock held: the worker's record, running but still starting (no pid yet),
+ * counted against max_workers; its task, if any, is running from now on. */
+static struct worker *spawn_begin(struct orch *o, const struct cmd_spawn *req, struct task *t,
+				  const char *command)
 {
-	if (o->stopping)
-		return err_set(err, EBUSY, "orchfs is shutting down");
-	if (t && t->status == TASK_RUNNING)
-		return err_set(err, EBUSY, "task %s is already running", t->id);
-
 	struct worker *w = xcalloc(1, sizeof *w);
 	w->id = (int)o->nworkers + 1;
 	w->exit_code = -1;
 	w->pidfd = w->stdin_fd = -1;
+	w->starting = true;
 	const char *cwd = t ? t->cwd : req->cwd;
 	const char *model = t ? t->model : req->model;
-	w->command = xstrdup(t ? t->command : req->command);
+	w->command = xstrdup(command);
 	w->cwd = xstrdup(cwd ? cwd : o->cfg.workdir);
 	w->model = model ? xstrdup(model) : NULL;
 	if (t) {
@@ -238,37 +209,70 @@ int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, str
 	struct buf path = BUF_INIT;
 	buf_printf(&path, "%s/logs/%d.log", o->cfg.state_dir, w->id);
 	w->log_path = buf_steal(&path);
-
-	char **envp = worker_envp(o, w, w->env, w->nenv, NULL, 0);
-	struct runner_proc p;
-	int rc = runner_start(w->command, w->cwd, envp, log_ahead_take(o, w->id), w->log_path, &p,
-			      err);
-	for (char **e = envp; *e; e++)
-		free(*e);
-	free(envp);
-	if (rc) {
-		unlink(w->log_path);
-		worker_free(w);
-		return rc;
-	}
-	if (o->pipeline == PIPE_FROZEN)
-		runner_signal(p.pid, SIGSTOP);
-
-	w->pid = p.pid;
-	w->pidfd = p.pidfd;
-	w->stdin_fd = p.stdin_fd;
 	w->status = WORKER_RUNNING;
 	w->started_ms = time_now_ms();
-	w->started_ns = time_mono_ns();
 	if (o->nworkers == o->workers_cap) {
 		o->workers_cap = o->workers_cap ? o->workers_cap * 2 : 64;
 		o->workers = xrealloc(o->workers, o->workers_cap * sizeof *o->workers);
 	}
-	/* atomic: log_ahead_fill reads it without the lock */
-	o->workers[o->nworkers] = w;
-	__atomic_store_n(&o->nworkers, o->nworkers + 1, __ATOMIC_RELEASE);
+	o->workers[o->nworkers++] = w;
 	run_add(o, w);
+	o->starting++;
+	if (t) {
+		t->workers = xrealloc(t->workers, (t->nworkers + 1) * sizeof *t->workers);
+		t->workers[t->nworkers++] = w->id;
+		enum task_status from = t->status;
+		task_set_status(o, t, TASK_RUNNING);
+		publish_task_status(o, t, from, w->id);
+	}
+	return w;
+}
 
+/* No lock: the process. Everything it reads of w is fixed while w starts. */
+static void spawn_run(struct orch *o, struct spawn_job *j)
+{
+	struct worker *w = j->w;
+	char **envp = worker_envp(o, w, w->env, w->nenv, NULL, 0);
+	j->rc = runner_start(w->command, w->cwd, envp, w->log_path, &j->p, &j->err);
+	for (char **e = envp; *e; e++)
+		free(*e);
+	free(envp);
+}
+
+/* Lock held: the worker runs, or it failed to start (a failed worker, and
+ * its task failed: a command that cannot start will not start on a retry). */
+static void spawn_end(struct orch *o, struct spawn_job *j)
+{
+	struct worker *w = j->w;
+	w->starting = false;
+	o->starting--;
+	pthread_cond_broadcast(&o->spawned);
+	if (j->rc) {
+		run_remove(o, w);
+		w->status = WORKER_FAILED;
+		w->ended_ms = time_now_ms();
+		cJSON *d = cJSON_CreateObject();
+		cJSON_AddNumberToObject(d, "id", w->id);
+		cJSON_AddStringToObject(d, "status", worker_status_name(w->status));
+		cJSON_AddNullToObject(d, "exit_code");
+		cJSON_AddStringToObject(d, "error", j->err.message);
+		orch_event(o, w, EVK_WORKER_EXITED, d);
+		struct task *t = j->t;
+		if (t && t->status == TASK_RUNNING && t->workers[t->nworkers - 1] == w->id) {
+			cJSON *f = cJSON_CreateObject();
+			cJSON_AddStringToObject(f, "task", t->id);
+			cJSON_AddStringToObject(f, "error", j->err.message);
+			orch_event(o, NULL, EVK_TASK_SPAWN_FAILED, f);
+			task_set(o, t, TASK_FAILED);
+		}
+		return;
+	}
+	w->pid = j->p.pid;
+	w->pidfd = j->p.pidfd;
+	w->stdin_fd = j->p.stdin_fd;
+	w->started_ns = time_mono_ns();
+	if (o->pipeline == PIPE_FROZEN)
+		runner_signal(w->pid, SIGSTOP);
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddNumberToObject(d, "id", w->id);
 	json_add_str_or_null(d, "task", w->task_id);
@@ -276,14 +280,30 @@ int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, str
 	cJSON_AddNumberToObject(d, "pid", w->pid);
 	cJSON_AddStringToObject(d, "command", w->command);
 	orch_event(o, w, EVK_WORKER_SPAWNED, d);
-	if (t) {
-		t->workers = xrealloc(t->workers, (t->nworkers + 1) * sizeof *t->workers);
-		t->workers[t->nworkers++] = w->id;
-		task_set(o, t, TASK_RUNNING);
+	/* a kill that came while it started */
+	if (w->pending_signal) {
+		runner_signal(w->pid, w->pending_signal);
+		if (o->pipeline == PIPE_FROZEN)
+			runner_signal(w->pid, SIGCONT);
 	}
 	orch_wake(o);
-	*out = w;
-	return 0;
+}
+
+int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, const char *command,
+		struct worker **out, struct orch_err *err)
+{
+	if (o->stopping)
+		return err_set(err, EBUSY, "orchfs is shutting down");
+	if (t && t->status == TASK_RUNNING)
+		return err_set(err, EBUSY, "task %s is already running", t->id);
+	struct spawn_job j = {.t = t};
+	j.w = spawn_begin(o, req, t, command ? command : t ? t->command : req->command);
+	pthread_mutex_unlock(&o->lock);
+	spawn_run(o, &j);
+	pthread_mutex_lock(&o->lock);
+	spawn_end(o, &j);
+	*out = j.w;
+	return j.rc ? err_set(err, j.err.errnum, "%s", j.err.message) : 0;
 }
 
 static bool signal_ends_process(int sig)
@@ -302,14 +322,17 @@ int sched_kill(struct orch *o, struct worker *w, int sig, int grace_s, struct or
 			       worker_status_name(w->status));
 	if (grace_s < 0)
 		grace_s = o->cfg.kill_grace_s;
-	int rc = runner_signal(w->pid, sig);
+	/* still starting: it gets the signal the moment it has a pid */
+	if (w->starting && (w->pending_signal != SIGKILL))
+		w->pending_signal = sig;
+	int rc = w->starting ? 0 : runner_signal(w->pid, sig);
 	if (rc && rc != -ESRCH)
 		return err_set(err, EIO, "kill worker %d: %s", w->id, strerror(-rc));
 	bool ends = signal_ends_process(sig);
 	if (ends) {
 		w->kill_requested = true;
 		/* A stopped group would hold the signal pending until resumed. */
-		if (o->pipeline == PIPE_FROZEN)
+		if (o->pipeline == PIPE_FROZEN && !w->starting)
 			runner_signal(w->pid, SIGCONT);
 		if (sig != SIGKILL) {
 			int64_t deadline = time_mono_ns() + (int64_t)grace_s * 1000000000;
@@ -332,6 +355,10 @@ static void pipeline_set(struct orch *o, enum pipeline_status s)
 	enum pipeline_status from = o->pipeline;
 	if (from == s)
 		return;
+	/* Workers being started were decided before this: they are spawned
+	 * before it, so no worker is spawned after a pause is acknowledged. */
+	while (o->starting)
+		pthread_cond_wait(&o->spawned, &o->lock);
 	int sig = s == PIPE_FROZEN ? SIGSTOP : from == PIPE_FROZEN ? SIGCONT : 0;
 	for (int i = 0; sig && i < o->running; i++)
 		runner_signal(o->run[i]->pid, sig);
@@ -471,6 +498,15 @@ void sched_recover(struct orch *o)
 		orch_event(o, w, EVK_WORKER_LOST, d);
 		task_after_attempt(o, w);
 	}
+	/* A task still running here lost an attempt whose record never reached
+	 * the disk: it ends as that attempt would have. */
+	for (struct task *t = o->tasks; t; t = t->next) {
+		struct worker *w = t->nworkers ? worker_find(o, t->workers[t->nworkers - 1]) : NULL;
+		if (t->status == TASK_RUNNING && w && w->status == WORKER_LOST)
+			task_after_attempt(o, w);
+		else if (t->status == TASK_RUNNING && !w)
+			task_set(o, t, TASK_FAILED);
+	}
 	sched_recompute(o);
 }
 
@@ -487,13 +523,18 @@ static struct task *pick_ready(struct orch *o, struct task ***skipped, size_t *n
 	return t;
 }
 
-static void sched_tick(struct orch *o)
+/* Lock held: reaps, enforces timeouts and kill graces, and makes the records
+ * of the workers to start (jobs), whose processes start after the lock is
+ * released: a fork is never made while others wait for the model. */
+static void sched_tick(struct orch *o, struct spawn_job **jobs, size_t *njobs)
 {
 	int64_t now = time_mono_ns();
 	bool changed = false;
 	for (int i = 0; i < o->running; i++) {
 		struct worker *w = o->run[i];
 		int wstatus;
+		if (w->starting)
+			continue;   /* no pid yet: waitpid(0) would reap anyone's */
 		if (runner_reap(w->pid, &wstatus)) {
 			worker_ended(o, w, wstatus);   /* run[i] is now another worker */
 			i--;
@@ -529,15 +570,9 @@ static void sched_tick(struct orch *o)
 		struct task *t = pick_ready(o, &skipped, &nskipped);
 		if (!t)
 			break;
-		struct worker *w;
-		struct orch_err err = {0};
-		if (sched_spawn(o, NULL, t, &w, &err)) {
-			cJSON *d = cJSON_CreateObject();
-			cJSON_AddStringToObject(d, "task", t->id);
-			cJSON_AddStringToObject(d, "error", err.message);
-			orch_event(o, NULL, EVK_TASK_SPAWN_FAILED, d);
-			task_set(o, t, TASK_FAILED);
-		}
+		*jobs = xrealloc(*jobs, (*njobs + 1) * sizeof **jobs);
+		(*jobs)[*njobs] = (struct spawn_job){.t = t};
+		(*jobs)[(*njobs)++].w = spawn_begin(o, NULL, t, t->command);
 		changed = true;
 	}
 	for (size_t i = 0; i < nskipped; i++)
@@ -546,6 +581,15 @@ static void sched_tick(struct orch *o)
 	if (changed)
 		sched_recompute(o);
 	/* One commit for everything this tick did. */
+	orch_commit(o);
+}
+
+/* Lock held: the workers the tick started have their processes now. */
+static void sched_tick_end(struct orch *o, struct spawn_job *jobs, size_t njobs)
+{
+	for (size_t i = 0; i < njobs; i++)
+		spawn_end(o, &jobs[i]);
+	sched_recompute(o);
 	orch_commit(o);
 }
 
@@ -566,16 +610,29 @@ void *sched_main(void *arg)
 		for (int i = 0; i < o->running; i++)
 			fds[n++] = (struct pollfd){.fd = o->run[i]->pidfd, .events = POLLIN};
 		pthread_mutex_unlock(&o->lock);
-		log_ahead_fill(o);
 		/* 100 ms bounds how late a timeout or a kill grace can fire. */
 		poll(fds, n, 100);
 		uint64_t drain;
 		if (fds[0].revents & POLLIN)
 			(void)!read(o->wake_fd, &drain, sizeof drain);
+		struct spawn_job *jobs = NULL;
+		size_t njobs = 0;
 		pthread_mutex_lock(&o->lock);
+		/* a tick is its time under the lock, the processes' start left out */
 		int64_t t0 = time_mono_ns();
-		sched_tick(o);
-		tm_tick(o->tm, time_mono_ns() - t0);
+		sched_tick(o, &jobs, &njobs);
+		int64_t ticked = time_mono_ns() - t0;
+		if (njobs) {
+			pthread_mutex_unlock(&o->lock);
+			for (size_t i = 0; i < njobs; i++)
+				spawn_run(o, &jobs[i]);
+			pthread_mutex_lock(&o->lock);
+			t0 = time_mono_ns();
+			sched_tick_end(o, jobs, njobs);
+			ticked += time_mono_ns() - t0;
+		}
+		free(jobs);
+		tm_tick(o->tm, ticked);
 	}
 	pthread_mutex_unlock(&o->lock);
 	free(fds);

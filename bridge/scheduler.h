@@ -10,9 +10,13 @@
 
 /* Readiness of blocked/ready tasks and every track's status; publishes changes. */
 void sched_recompute(struct orch *o);
-/* Starts a worker for a spawn command (task NULL) or for task t. */
-int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, struct worker **out,
-		struct orch_err *err);
+/* Starts a worker for a spawn command (task NULL) or for task t, running
+ * command (NULL: the task's or the request's). orch.lock is released while
+ * the process starts (the worker is `running` with no pid meanwhile), and
+ * held again on return. A process that cannot start leaves a failed worker
+ * (and, for a task, a failed task) and is an error. */
+int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, const char *command,
+		struct worker **out, struct orch_err *err);
 /* Sends sig to the worker's process group; KILL follows after grace_s (-1 =
  * --kill-grace) unless sig is KILL or a non-terminating signal. err may be NULL. */
 int sched_kill(struct orch *o, struct worker *w, int sig, int grace_s, struct orch_err *err);

@@ -314,7 +314,7 @@ static void test_chunked_documents(void **state)
 	/* workers come, end, report; tasks change, go, come back */
 	pthread_mutex_lock(&o->lock);
 	struct worker *w;
-	assert_int_equal(sched_spawn(o, NULL, task_find(o, "b0"), &w, &err), 0);
+	assert_int_equal(sched_spawn(o, NULL, task_find(o, "b0"), NULL, &w, &err), 0);
 	pthread_mutex_unlock(&o->lock);
 	expect_cold_equal(o);
 	assert_int_equal(write_node(o, "mma/workers/1/usage", "model=m1 in=5 out=7", &r), 0);

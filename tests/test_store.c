@@ -155,7 +155,7 @@ static void test_round_trip(void **state)
 	/* start a, as the scheduler would: a real process, a running worker */
 	pthread_mutex_lock(&o.lock);
 	struct worker *w;
-	assert_int_equal(sched_spawn(&o, NULL, task_find(&o, "a"), &w, &err), 0);
+	assert_int_equal(sched_spawn(&o, NULL, task_find(&o, "a"), NULL, &w, &err), 0);
 	pid_t pid = w->pid;
 	uint64_t ticket = orch_commit(&o);
 	pthread_mutex_unlock(&o.lock);

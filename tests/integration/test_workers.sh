@@ -47,6 +47,20 @@ check "it ran in its cwd" log_has "$w" "$T/elsewhere"
 check "info.json has cwd and model" \
 	jqe --arg d "$T/elsewhere" '.cwd == $d and .model == "m1"' "mma/workers/$w/info.json"
 
+# --- a worker that cannot start: an error, and a record that says so ---
+n0=$(jq .total mma/workers.json)
+expect_errno "a spawn in a directory that does not exist fails" ENOENT mma/workers/spawn \
+	"{\"command\":\"true\",\"cwd\":\"$T/no-such-dir\"}"
+nf=$((n0 + 1))
+check "its worker is a failed record (ids go on, nothing is hidden)" \
+	jqe --argjson id "$nf" '.workers[] | select(.id == $id) | .status == "failed" and .exit_code == null and .pid == 0' \
+	mma/workers.json
+check "its trace says why" jqe -s 'last | .type == "worker.exited" and (.data.error | test("no-such-dir"))' \
+	"mma/workers/$nf/trace"
+ctl_write mma/tracks/create "{\"id\":\"nostart\",\"tasks\":[{\"id\":\"ns1\",\"command\":\"true\",\"cwd\":\"$T/no-such-dir\",\"retries\":2}]}"
+wait_for "a task whose worker cannot start fails, without retries" 5 status_is mma/tasks/ns1/status failed
+check "... with its one attempt" jqe '(.workers | length) == 1 and .retries_left == 2' mma/tasks/ns1/info.json
+
 # --- the ORCHFS_* environment ---
 w=$(spawn 'env | grep ^ORCHFS_ | sort')
 wait_for "the env worker exits" 5 w_is "$w" exited
