@@ -48,6 +48,17 @@ char *xstrndup(const char *s, size_t n)
 	return p;
 }
 
+void *xgrow(void *p, size_t *cap, size_t n, size_t size)
+{
+	if (n <= *cap)
+		return p;
+	size_t c = *cap ? *cap : 16;
+	while (c < n)
+		c *= 2;
+	*cap = c;
+	return xrealloc(p, c * size);
+}
+
 void buf_reserve(struct buf *b, size_t extra)
 {
 	size_t need = b->len + extra + 1;

@@ -31,5 +31,9 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
+/* An array p of *cap elements of size bytes, grown (doubling, from 16) so
+ * that it holds at least n: ARRAY_GROW(v, cap, n) before v[n - 1] = ... */
+void *xgrow(void *p, size_t *cap, size_t n, size_t size);
+#define ARRAY_GROW(v, cap, n) ((v) = xgrow((v), &(cap), (n), sizeof *(v)))
 
 #endif

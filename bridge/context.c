@@ -641,7 +641,7 @@ static cJSON *entry_json(const struct ctx_entry *e, const char *status)
 static void publish(struct ctx_store *cs, enum event_kind kind, cJSON *data)
 {
 	if (cs->ev)
-		events_publish(cs->ev, kind, data, NULL, NULL, NULL);
+		events_publish(cs->ev, kind, data, NULL, NULL);
 	else
 		cJSON_Delete(data);
 }

@@ -143,8 +143,20 @@ static int event_worker(unsigned channel, const cJSON *data)
 	return cJSON_IsNumber(w) ? (int)w->valuedouble : 0;
 }
 
+/* Evicts the oldest events until one of len bytes fits. */
+static void ring_make_room(struct events *ev, size_t len)
+{
+	while (ev->count && (ev->count == ev->cap || ev->held + len > EVENTS_MAX_BYTES)) {
+		ev->held -= ev->ring[ev->head].len;
+		rec_clear(&ev->ring[ev->head]);
+		ev->head = (ev->head + 1) % ev->cap;
+		ev->count--;
+		ev->evicted++;
+	}
+}
+
 uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, const char *task,
-			const char *track, char **line_out)
+			const char *track)
 {
 	cJSON *root = cJSON_CreateObject();
 	if (!data)
@@ -163,12 +175,7 @@ uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, co
 	struct buf line = BUF_INIT;
 	json_emit(root, &line);
 
-	if (ev->count == ev->cap) {
-		rec_clear(&ev->ring[ev->head]);
-		ev->head = (ev->head + 1) % ev->cap;
-		ev->count--;
-		ev->evicted++;
-	}
+	ring_make_room(ev, line.len);
 	struct event_rec *rec = &ev->ring[(ev->head + ev->count) % ev->cap];
 	rec->seq = seq;
 	rec->channel = bit;
@@ -180,14 +187,13 @@ uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, co
 	rec->name = name;
 	rec->len = line.len;
 	rec->line = buf_steal(&line);
+	ev->held += rec->len;
 	ev->bytes += rec->len;
 	rec->cum = ev->bytes;
 	ev->count++;
 	if (ev->count > ev->high_water)
 		ev->high_water = ev->count;
 	ev->published++;
-	if (line_out)
-		*line_out = xstrndup(rec->line, rec->len);
 	if (ev->autocommit) {
 		ev->committed = seq;
 		pthread_cond_broadcast(&ev->cond);
@@ -200,11 +206,7 @@ void events_restore(struct events *ev, uint64_t seq, unsigned channel, int worke
 		    const char *line, size_t len)
 {
 	pthread_mutex_lock(&ev->lock);
-	if (ev->count == ev->cap) {
-		rec_clear(&ev->ring[ev->head]);
-		ev->head = (ev->head + 1) % ev->cap;
-		ev->count--;
-	}
+	ring_make_room(ev, len);
 	struct event_rec *rec = &ev->ring[(ev->head + ev->count) % ev->cap];
 	rec->seq = seq;
 	rec->channel = channel;
@@ -212,6 +214,7 @@ void events_restore(struct events *ev, uint64_t seq, unsigned channel, int worke
 	rec->worker = worker;
 	rec->line = xstrndup(line, len);
 	rec->len = len;
+	ev->held += len;
 	ev->bytes += len;
 	rec->cum = ev->bytes;
 	ev->count++;
@@ -349,6 +352,17 @@ int events_since(struct events *ev, const char *text, size_t len, uint64_t *curs
 	}
 	*cursor = v;
 	return 0;
+}
+
+void events_trace(struct events *ev, int id, struct buf *out)
+{
+	pthread_mutex_lock(&ev->lock);
+	for (size_t i = 0; i < ev->count; i++) {
+		const struct event_rec *r = &ev->ring[(ev->head + i) % ev->cap];
+		if (r->worker == id && r->seq <= ev->committed)
+			buf_append(out, r->line, r->len);
+	}
+	pthread_mutex_unlock(&ev->lock);
 }
 
 uint64_t events_lag_bytes(struct events *ev, uint64_t after)

@@ -42,6 +42,10 @@ struct event_kind_info {
 };
 extern const struct event_kind_info event_kinds[EVK_COUNT];
 
+/* The history in memory is bounded by count (--event-history) and by bytes;
+ * older events are read back from the store. */
+#define EVENTS_MAX_BYTES (8u << 20)
+
 struct event_rec {
 	uint64_t seq;
 	unsigned channel;    /* one enum ev_channel bit */
@@ -72,6 +76,7 @@ struct events {
 	uint64_t published, evicted;
 	size_t high_water;       /* most events held at once */
 	uint64_t bytes;          /* cumulative bytes of all lines published */
+	size_t held;             /* bytes of the lines in memory: at most EVENTS_MAX_BYTES */
 	/* The seq of the last event of each kind (atomic): a document that
 	 * depends on some kinds is unchanged while none of theirs moved. */
 	uint64_t kind_seq[EVK_COUNT];
@@ -84,10 +89,13 @@ void events_destroy(struct events *ev);
 /* Publishes one event; takes ownership of data (NULL = {}). The objects it
  * names are data's task, track, name (context) and worker (or id on the
  * workers channel); task and track, when data lacks them, may be given
- * (a worker's event is about its task and track too). When line_out is not
- * NULL it receives a malloc'd copy of the serialized line. */
+ * (a worker's event is about its task and track too). */
 uint64_t events_publish(struct events *ev, enum event_kind kind, cJSON *data, const char *task,
-			const char *track, char **line_out);
+			const char *track);
+
+/* A worker's trace from memory (the store keeps the whole of it): the lines
+ * of the committed events about worker id. */
+void events_trace(struct events *ev, int id, struct buf *out);
 uint64_t events_seq(struct events *ev);
 /* Oldest seq still kept in memory (seq+1 when the history is empty). */
 uint64_t events_oldest(struct events *ev);

@@ -158,11 +158,11 @@ cJSON *json_add_i64(cJSON *obj, const char *name, int64_t v)
 
 cJSON *json_add_usd(cJSON *obj, const char *name, int64_t micro)
 {
-	char s[40];
-	const char *sign = micro < 0 ? "-" : "";
-	uint64_t m = micro < 0 ? (uint64_t)0 - (uint64_t)micro : (uint64_t)micro;
-	snprintf(s, sizeof s, "%s%" PRIu64 ".%06" PRIu64, sign, m / 1000000, m % 1000000);
-	return cJSON_AddRawToObject(obj, name, s);
+	struct buf s = BUF_INIT;
+	jw_usd(&s, micro);
+	cJSON *r = cJSON_AddRawToObject(obj, name, s.data);
+	buf_free(&s);
+	return r;
 }
 
 void time_iso(int64_t ms, char *out, size_t size)

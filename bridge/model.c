@@ -226,10 +226,7 @@ struct track *track_new(struct orch *o, const char *id, const char *title, int64
 	k->title = xstrdup(title ? title : id);
 	k->budget_micro = budget_micro;
 	k->created_ms = time_now_ms();
-	if (o->ntrack_slots == o->track_at_cap) {
-		o->track_at_cap = o->track_at_cap ? o->track_at_cap * 2 : 16;
-		o->track_at = xrealloc(o->track_at, o->track_at_cap * sizeof *o->track_at);
-	}
+	ARRAY_GROW(o->track_at, o->track_at_cap, o->ntrack_slots + 1);
 	k->pos = o->ntrack_slots++;
 	o->track_at[k->pos] = k;
 	render_mark(o, RL_TRACKS, k->pos);
@@ -282,7 +279,6 @@ void worker_free(struct worker *w)
 	strv_free(w->env, w->nenv);
 	free(w->log_path);
 	free(w->usage.v);
-	buf_free(&w->trace);
 	free(w);
 }
 
@@ -310,14 +306,8 @@ uint64_t orch_event(struct orch *o, struct worker *w, enum event_kind kind, cJSO
 {
 	if (o->sections)
 		mark_named(o, w, kind, data);
-	char *line = NULL;
-	uint64_t seq = events_publish(&o->events, kind, data, w ? w->task_id : NULL,
-				      w ? w->track_id : NULL, w ? &line : NULL);
-	if (w) {
-		buf_puts(&w->trace, line);
-		free(line);
-	}
-	return seq;
+	return events_publish(&o->events, kind, data, w ? w->task_id : NULL,
+			      w ? w->track_id : NULL);
 }
 
 void track_drop(struct orch *o, struct track *k)
@@ -351,10 +341,7 @@ void task_mark(struct orch *o, struct task *t)
 {
 	if (t->dirty_pos)
 		return;
-	if (o->ndirty_tasks == o->dirty_tasks_cap) {
-		o->dirty_tasks_cap = o->dirty_tasks_cap ? o->dirty_tasks_cap * 2 : 64;
-		o->dirty_tasks = xrealloc(o->dirty_tasks, o->dirty_tasks_cap * sizeof *o->dirty_tasks);
-	}
+	ARRAY_GROW(o->dirty_tasks, o->dirty_tasks_cap, o->ndirty_tasks + 1);
 	o->dirty_tasks[o->ndirty_tasks++] = t;
 	t->dirty_pos = o->ndirty_tasks;
 }
@@ -373,11 +360,7 @@ void track_mark(struct orch *o, struct track *k)
 {
 	if (k->dirty_pos)
 		return;
-	if (o->ndirty_tracks == o->dirty_tracks_cap) {
-		o->dirty_tracks_cap = o->dirty_tracks_cap ? o->dirty_tracks_cap * 2 : 16;
-		o->dirty_tracks =
-			xrealloc(o->dirty_tracks, o->dirty_tracks_cap * sizeof *o->dirty_tracks);
-	}
+	ARRAY_GROW(o->dirty_tracks, o->dirty_tracks_cap, o->ndirty_tracks + 1);
 	o->dirty_tracks[o->ndirty_tracks++] = k;
 	k->dirty_pos = o->ndirty_tracks;
 }
@@ -426,10 +409,7 @@ void ready_insert(struct orch *o, struct task *t)
 {
 	if (t->heap_pos)
 		return;
-	if (o->nready == o->ready_cap) {
-		o->ready_cap = o->ready_cap ? o->ready_cap * 2 : 64;
-		o->ready = xrealloc(o->ready, o->ready_cap * sizeof *o->ready);
-	}
+	ARRAY_GROW(o->ready, o->ready_cap, o->nready + 1);
 	o->ready[o->nready++] = t;
 	heap_up(o, o->nready - 1);
 }
@@ -457,10 +437,7 @@ struct task *ready_peek(struct orch *o)
 
 void run_add(struct orch *o, struct worker *w)
 {
-	if ((size_t)o->running == o->run_cap) {
-		o->run_cap = o->run_cap ? o->run_cap * 2 : 16;
-		o->run = xrealloc(o->run, o->run_cap * sizeof *o->run);
-	}
+	ARRAY_GROW(o->run, o->run_cap, (size_t)o->running + 1);
 	o->run[o->running++] = w;
 	w->run_pos = (size_t)o->running;
 }
@@ -569,10 +546,7 @@ static void counts_add(struct orch *o, struct task *t, int sign)
 void task_link(struct orch *o, struct task *t)
 {
 	struct track *k = t->track;
-	if (o->ntask_slots == o->task_at_cap) {
-		o->task_at_cap = o->task_at_cap ? o->task_at_cap * 2 : 64;
-		o->task_at = xrealloc(o->task_at, o->task_at_cap * sizeof *o->task_at);
-	}
+	ARRAY_GROW(o->task_at, o->task_at_cap, o->ntask_slots + 1);
 	t->pos = o->ntask_slots++;
 	o->task_at[t->pos] = t;
 	render_mark(o, RL_TASKS, t->pos);

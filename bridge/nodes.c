@@ -197,6 +197,7 @@ enum obj_view { V_STATUS, V_INFO, V_TRACE, V_USAGE, V_DEPS, V_BUDGET };
 
 static int r_worker_view(struct orch *o, const struct node *n, struct buf *out, enum obj_view v)
 {
+	int id = 0;
 	pthread_mutex_lock(&o->lock);
 	struct worker *w = arg_worker(o, n);
 	if (w && v == V_STATUS)
@@ -204,12 +205,14 @@ static int r_worker_view(struct orch *o, const struct node *n, struct buf *out, 
 	else if (w && v == V_INFO)
 		render_worker(o, w, out);
 	else if (w && v == V_TRACE)
-		buf_append(out, w->trace.data, w->trace.len);
+		id = w->id;   /* read after the lock: it is the store's */
 	else if (w && v == V_USAGE)
 		render_usage(o, &w->usage, out);
 	if (w && (v == V_INFO || v == V_USAGE))
 		buf_putc(out, '\n');
 	pthread_mutex_unlock(&o->lock);
+	if (id)
+		orch_trace(o, id, out);
 	return w ? 0 : -ENOENT;
 }
 

@@ -100,6 +100,14 @@ uint64_t orch_commit(struct orch *o)
 	return o->store ? store_queue(o->store, o) : 0;
 }
 
+void orch_trace(struct orch *o, int worker, struct buf *out)
+{
+	if (o->store)
+		store_trace(o->store, worker, out);
+	else
+		events_trace(&o->events, worker, out);
+}
+
 int orch_wait(struct orch *o, uint64_t ticket)
 {
 	return o->store && ticket ? store_wait(o->store, ticket) : 0;

@@ -108,7 +108,6 @@ struct worker {
 	int pending_signal;        /* a kill that came while it was starting */
 	char *log_path;
 	struct usage_set usage;
-	struct buf trace;          /* this worker's event lines */
 };
 
 struct price {
@@ -218,6 +217,8 @@ uint64_t orch_commit(struct orch *o);
 /* Lock NOT held: until the commit of ticket is durable and its events are
  * visible to readers. -EIO when the store failed (the change stays in memory). */
 int orch_wait(struct orch *o, uint64_t ticket);
+/* A worker's trace: its events, from the store (memory without one). */
+void orch_trace(struct orch *o, int worker, struct buf *out);
 
 /* model.c: lookups and names (lock held) */
 bool id_valid(const char *id);
@@ -259,7 +260,8 @@ void run_remove(struct orch *o, struct worker *w);
 void worker_free(struct worker *w);
 char **strv_dup(char *const *v, size_t n);
 void strv_free(char **v, size_t n);
-/* Publishes an event and appends it to worker w's trace when w is not NULL. */
+/* Publishes an event; w, when not NULL, is the worker it is about (its
+ * trace, its task and track). */
 uint64_t orch_event(struct orch *o, struct worker *w, enum event_kind kind, cJSON *data);
 
 /* hashmap: string -> pointer, for task and track ids */

@@ -100,7 +100,8 @@ void render_worker(const struct orch *o, const struct worker *w, struct buf *b)
 	buf_putc(b, '}');
 }
 
-void render_task(struct orch *o, const struct task *t, bool with_workers, struct buf *b)
+/* {"id","track","title","status" of a task: its info.json and its dag.json node */
+static void task_head(struct buf *b, const struct task *t)
 {
 	jw_lit(b, "{\"id\":");
 	jw_str(b, t->id);
@@ -110,6 +111,11 @@ void render_task(struct orch *o, const struct task *t, bool with_workers, struct
 	jw_str(b, t->title);
 	jw_lit(b, ",\"status\":");
 	jw_str(b, task_status_name(t->status));
+}
+
+void render_task(struct orch *o, const struct task *t, bool with_workers, struct buf *b)
+{
+	task_head(b, t);
 	jw_lit(b, ",\"command\":");
 	jw_str(b, t->command);
 	jw_lit(b, ",\"deps\":[");
@@ -347,14 +353,7 @@ static bool fragment(struct orch *o, enum section s, size_t pos, struct buf *b)
 		render_worker(o, w, b);
 		return true;
 	case S_DAG_NODE:
-		jw_lit(b, "{\"id\":");
-		jw_str(b, t->id);
-		jw_lit(b, ",\"track\":");
-		jw_str(b, t->track->id);
-		jw_lit(b, ",\"title\":");
-		jw_str(b, t->title);
-		jw_lit(b, ",\"status\":");
-		jw_str(b, task_status_name(t->status));
+		task_head(b, t);
 		jw_lit(b, ",\"priority\":");
 		jw_i64(b, t->priority);
 		buf_putc(b, '}');

@@ -211,10 +211,7 @@ static struct worker *spawn_begin(struct orch *o, const struct cmd_spawn *req, s
 	w->log_path = buf_steal(&path);
 	w->status = WORKER_RUNNING;
 	w->started_ms = time_now_ms();
-	if (o->nworkers == o->workers_cap) {
-		o->workers_cap = o->workers_cap ? o->workers_cap * 2 : 64;
-		o->workers = xrealloc(o->workers, o->workers_cap * sizeof *o->workers);
-	}
+	ARRAY_GROW(o->workers, o->workers_cap, o->nworkers + 1);
 	o->workers[o->nworkers++] = w;
 	run_add(o, w);
 	o->starting++;

@@ -694,6 +694,20 @@ void store_close(struct store *s)
 	free(s);
 }
 
+void store_trace(struct store *s, int worker, struct buf *out)
+{
+	sqlite3_stmt *st;
+	pthread_mutex_lock(&s->rlock);
+	if (sqlite3_prepare_v2(s->rdb, "SELECT line FROM events WHERE worker = ?1 ORDER BY seq", -1,
+			       &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_int(st, 1, worker);
+		while (sqlite3_step(st) == SQLITE_ROW)
+			buf_append(out, sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->rlock);
+}
+
 /* --- replays older than memory --- */
 
 static int store_backfill(void *arg, uint64_t after, unsigned mask, size_t max, struct buf *out,
@@ -934,17 +948,6 @@ static int load_events(struct store *s, struct orch *o, uint64_t seq)
 			       (size_t)sqlite3_column_bytes(st, 3));
 	sqlite3_finalize(st);
 	events_restore_done(&o->events, seq);
-	/* Each worker's trace: its events, from the whole log. */
-	if (sqlite3_prepare_v2(s->db, "SELECT worker, line FROM events WHERE worker > 0 ORDER BY seq",
-			       -1, &st, NULL) != SQLITE_OK)
-		return -1;
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		struct worker *w = worker_find(o, sqlite3_column_int(st, 0));
-		if (w)
-			buf_append(&w->trace, sqlite3_column_text(st, 1),
-				   (size_t)sqlite3_column_bytes(st, 1));
-	}
-	sqlite3_finalize(st);
 	return 0;
 }
 

@@ -36,6 +36,8 @@ int store_start(struct store *s, struct events *ev);
  * rows of the objects they name, and the events) for the store thread, and
  * returns its ticket. Costs what the change touched, never what is stored. */
 uint64_t store_queue(struct store *s, struct orch *o);
+/* A worker's trace: the lines of its events, oldest first (any thread). */
+void store_trace(struct store *s, int worker, struct buf *out);
 /* Without orch.lock: until the commit of ticket is on disk (0), or has
  * failed (-EIO; the store thread tries it again with the next commit). */
 int store_wait(struct store *s, uint64_t ticket);

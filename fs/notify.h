@@ -2,10 +2,11 @@
  * change made inside the daemon, so the notifier has ordinary calls made on
  * the mount: truncate(path, size) for IN_MODIFY, mkdir/mknod for IN_CREATE,
  * rmdir/unlink for IN_DELETE, by a helper process whose id the FUSE handlers
- * recognise, turning those calls into no-ops. It wakes on committed events, coalesces bursts
- * (a last event always follows the last change), and polls running workers'
- * logs so `tail -f` and inotifywait see them grow. It never runs inside a FUSE
- * handler, which would deadlock.
+ * recognise, turning those calls into no-ops. It wakes on each commit and
+ * announces the files the node table says the new events touched (what a
+ * pass is making calls for, the next pass announces: the last change always
+ * is), and polls running workers' logs so `tail -f` and inotifywait see them
+ * grow. It never runs inside a FUSE handler, which would deadlock.
  *   inotifywait -m -r ~/orchfs/mma &; echo 'sleep 1' > ~/orchfs/mma/workers/spawn */
 #ifndef ORCHFS_NOTIFY_H
 #define ORCHFS_NOTIFY_H

@@ -1,9 +1,12 @@
 /* ops: FUSE low-level operations over the node table.
  *   orchfs -f /tmp/o & cat /tmp/o/mma/pipeline/status
  * Inodes are interned paths, never freed (paths are short and ids are never
- * reused, so the table only grows with the namespace). Documents are rendered
- * once per open and read from that snapshot; every file is direct_io, so sizes
- * never gate reads and `cat` always sees the whole document. */
+ * reused, so the table only grows with the namespace). The kernel keeps
+ * entries and attributes for long (fs_timeout); a committed change drops the
+ * ones it touched before it is acknowledged (fs_drop_cached). Documents are
+ * rendered once per open and read from that snapshot; every file is
+ * direct_io, so sizes never gate reads and `cat` always sees the whole
+ * document. */
 #include "fs.h"
 
 #include <errno.h>

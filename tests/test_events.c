@@ -23,8 +23,10 @@ static void test_publish(void **state)
 	assert_int_equal(events_oldest(&ev), 1);
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddStringToObject(d, "task", "t1");
-	char *line = NULL;
-	assert_int_equal(events_publish(&ev, EVK_TASK_STATUS, d, NULL, NULL, &line), 1);
+	assert_int_equal(events_publish(&ev, EVK_TASK_STATUS, d, NULL, NULL), 1);
+	/* the record names its task, and the line is what readers get */
+	assert_string_equal(ev.ring[ev.head].task, "t1");
+	char *line = xstrndup(ev.ring[ev.head].line, ev.ring[ev.head].len);
 	cJSON *parsed = cJSON_Parse(line);
 	assert_non_null(parsed);
 	assert_int_equal(cJSON_GetObjectItem(parsed, "seq")->valueint, 1);
@@ -40,12 +42,33 @@ static void test_publish(void **state)
 	events_destroy(&ev);
 }
 
+/* Memory holds at most EVENTS_MAX_BYTES of lines, whatever the count allows. */
+static void test_history_bytes(void **state)
+{
+	struct events ev;
+	events_init(&ev, 1u << 20);
+	char big[4096];
+	memset(big, 'x', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	size_t n = 2 * EVENTS_MAX_BYTES / sizeof big;
+	for (size_t i = 0; i < n; i++) {
+		cJSON *d = cJSON_CreateObject();
+		cJSON_AddStringToObject(d, "blob", big);
+		events_publish(&ev, EVK_DAEMON_STARTED, d, NULL, NULL);
+	}
+	assert_true(ev.held <= EVENTS_MAX_BYTES);
+	assert_true(ev.count < n && ev.count > n / 3);
+	assert_int_equal(ev.evicted + ev.count, n);
+	assert_int_equal(events_oldest(&ev), n - ev.count + 1);
+	events_destroy(&ev);
+}
+
 static void test_history_bound(void **state)
 {
 	struct events ev;
 	events_init(&ev, 4);
 	for (int i = 0; i < 10; i++)
-		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL, NULL);
+		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL);
 	assert_int_equal(events_seq(&ev), 10);
 	assert_int_equal(ev.count, 4);
 	assert_int_equal(ev.evicted, 6);
@@ -70,7 +93,7 @@ static enum event_kind kind_of(const char *channel)
 static void publish_round(struct events *ev, const char *const *channels, size_t n, int count)
 {
 	for (int i = 0; i < count; i++)
-		events_publish(ev, kind_of(channels[(size_t)i % n]), NULL, NULL, NULL, NULL);
+		events_publish(ev, kind_of(channels[(size_t)i % n]), NULL, NULL, NULL);
 }
 
 /* The seqs of the lines in out, in order, into seqs (at most max). */
@@ -134,7 +157,7 @@ static void test_read_whole_lines(void **state)
 	struct events ev;
 	events_init(&ev, 16);
 	for (int i = 0; i < 5; i++)
-		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL, NULL);
+		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL);
 	struct buf one = BUF_INIT, out = BUF_INIT;
 	uint64_t last, oldest, seqs[8];
 	assert_int_equal(events_read(&ev, 0, EV_ALL_EVENTS, 1, &one, &last, &oldest), 0);
@@ -167,7 +190,7 @@ static void test_read_too_old(void **state)
 	struct events ev;
 	events_init(&ev, 4);
 	for (int i = 0; i < 10; i++)
-		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL, NULL);
+		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL);
 	struct buf out = BUF_INIT;
 	uint64_t last = 99, oldest = 0, seqs[8];
 	assert_int_equal(events_read(&ev, 2, EV_ALL_EVENTS, 1 << 20, &out, &last, &oldest), -ERANGE);
@@ -190,7 +213,7 @@ static void test_read_committed_only(void **state)
 	events_init(&ev, 16);
 	ev.autocommit = false;   /* as when a store commits */
 	for (int i = 0; i < 3; i++)
-		events_publish(&ev, EVK_TASK_STATUS, NULL, NULL, NULL, NULL);
+		events_publish(&ev, EVK_TASK_STATUS, NULL, NULL, NULL);
 	assert_int_equal(events_seq(&ev), 3);
 	assert_int_equal(events_committed(&ev), 0);
 	struct buf out = BUF_INIT;
@@ -237,7 +260,7 @@ static void test_wait(void **state)
 {
 	struct events ev;
 	events_init(&ev, 16);
-	events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL, NULL);
+	events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL);
 
 	/* already past: returns at once */
 	int64_t t0 = mono_ms();
@@ -253,7 +276,7 @@ static void test_wait(void **state)
 	pthread_t t;
 	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
 	usleep(20000);
-	events_publish(&ev, EVK_WORKER_SIGNAL, NULL, NULL, NULL, NULL);
+	events_publish(&ev, EVK_WORKER_SIGNAL, NULL, NULL, NULL);
 	pthread_join(t, NULL);
 	assert_int_equal(w.got, 2);
 
@@ -262,7 +285,7 @@ static void test_wait(void **state)
 	w = (struct waiter){.ev = &ev, .after = 2, .timeout_ms = 5000};
 	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
 	usleep(20000);
-	events_publish(&ev, EVK_WORKER_SIGNAL, NULL, NULL, NULL, NULL);
+	events_publish(&ev, EVK_WORKER_SIGNAL, NULL, NULL, NULL);
 	events_commit(&ev, 3);
 	pthread_join(t, NULL);
 	assert_int_equal(w.got, 3);
@@ -321,6 +344,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_publish),
 		cmocka_unit_test(test_history_bound),
+		cmocka_unit_test(test_history_bytes),
 		cmocka_unit_test(test_read_filter),
 		cmocka_unit_test(test_read_whole_lines),
 		cmocka_unit_test(test_read_too_old),

@@ -224,7 +224,7 @@ static void test_history_too_old(void **state)
 	struct events ev;
 	events_init(&ev, 4);
 	for (int i = 0; i < 10; i++)
-		events_publish(&ev, EVK_TASK_STATUS, NULL, NULL, NULL, NULL);
+		events_publish(&ev, EVK_TASK_STATUS, NULL, NULL, NULL);
 	struct buf out = BUF_INIT;
 	uint64_t last, oldest = 0;
 	assert_int_equal(events_read(&ev, 2, EV_ALL_EVENTS, 1 << 20, &out, &last, &oldest), -ERANGE);
