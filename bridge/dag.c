@@ -147,7 +147,7 @@ static int op_add_task(struct batch *b, const struct task_spec *s, const char *t
 	struct task *t = xcalloc(1, sizeof *t);
 	strcpy(t->id, s->id);
 	t->track = k;
-	t->title = xstrdup(s->title ? s->title : s->id);
+	t->title = s->title && strcmp(s->title, s->id) ? xstrdup(s->title) : NULL;
 	t->command = xstrdup(s->command);
 	t->cwd = s->cwd ? xstrdup(s->cwd) : NULL;
 	t->model = s->model ? xstrdup(s->model) : NULL;
@@ -365,6 +365,7 @@ int dag_mutate(struct orch *o, const struct cmd_mutate *m, struct buf *result,
 	       struct orch_err *err)
 {
 	struct batch b = {.o = o};
+	sched_wait_started(o);
 	for (size_t i = 0; i < m->nops; i++) {
 		int rc = op_apply(&b, &m->ops[i], err);
 		if (rc) {

@@ -207,6 +207,11 @@ struct task *task_find(struct orch *o, const char *id)
 	return hashmap_get(o->task_index, id);
 }
 
+const char *task_title(const struct task *t)
+{
+	return t->title ? t->title : t->id;
+}
+
 struct track *track_find(struct orch *o, const char *id)
 {
 	return hashmap_get(o->track_index, id);

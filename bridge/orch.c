@@ -18,7 +18,9 @@
 #include "store.h"
 #include "telemetry.h"
 
-#define EVENT_HISTORY 65536
+/* Events kept in memory (and at most EVENTS_MAX_BYTES of them): enough for
+ * every reader that keeps up; one further behind reads the store's copy. */
+#define EVENT_HISTORY 16384
 
 int orch_mkdir_p(const char *path)
 {

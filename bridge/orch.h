@@ -57,7 +57,7 @@ struct track {
 struct task {
 	char id[ID_MAX + 1];
 	struct track *track;
-	char *title, *command, *cwd, *model;
+	char *title, *command, *cwd, *model;   /* title NULL: the id (task_title) */
 	char **env;                /* "KEY=VALUE" */
 	size_t nenv;
 	int retries;               /* retries left */
@@ -223,6 +223,7 @@ void orch_trace(struct orch *o, int worker, struct buf *out);
 /* model.c: lookups and names (lock held) */
 bool id_valid(const char *id);
 struct task *task_find(struct orch *o, const char *id);
+const char *task_title(const struct task *t);
 struct track *track_find(struct orch *o, const char *id);
 struct worker *worker_find(struct orch *o, int id);
 const char *task_status_name(enum task_status s);

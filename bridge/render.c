@@ -108,7 +108,7 @@ static void task_head(struct buf *b, const struct task *t)
 	jw_lit(b, ",\"track\":");
 	jw_str(b, t->track->id);
 	jw_lit(b, ",\"title\":");
-	jw_str(b, t->title);
+	jw_str(b, task_title(t));
 	jw_lit(b, ",\"status\":");
 	jw_str(b, task_status_name(t->status));
 }

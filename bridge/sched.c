@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +18,8 @@
 #include "telemetry.h"
 
 extern char **environ;
+
+#define SCHED_NICE (-5)
 
 /* worker: the attempt that makes it running (0: none). Naming it puts the
  * worker's record in the same commit, before its process has even started. */
@@ -352,10 +355,7 @@ static void pipeline_set(struct orch *o, enum pipeline_status s)
 	enum pipeline_status from = o->pipeline;
 	if (from == s)
 		return;
-	/* Workers being started were decided before this: they are spawned
-	 * before it, so no worker is spawned after a pause is acknowledged. */
-	while (o->starting)
-		pthread_cond_wait(&o->spawned, &o->lock);
+	sched_wait_started(o);
 	int sig = s == PIPE_FROZEN ? SIGSTOP : from == PIPE_FROZEN ? SIGCONT : 0;
 	for (int i = 0; sig && i < o->running; i++)
 		runner_signal(o->run[i]->pid, sig);
@@ -365,6 +365,12 @@ static void pipeline_set(struct orch *o, enum pipeline_status s)
 	cJSON_AddStringToObject(d, "to", pipeline_status_name(s));
 	orch_event(o, NULL, EVK_PIPELINE_STATUS, d);
 	orch_wake(o);
+}
+
+void sched_wait_started(struct orch *o)
+{
+	while (o->starting)
+		pthread_cond_wait(&o->spawned, &o->lock);
 }
 
 int sched_pause(struct orch *o, bool freeze)
@@ -596,6 +602,10 @@ void *sched_main(void *arg)
 	struct pollfd *fds = NULL;
 	size_t cap = 0;
 	pthread_setname_np(pthread_self(), "orchfs-sched");
+	/* Its time under the lock is what every reader and writer waits on: on a
+	 * machine busy with clients it should not be the one preempted. Only
+	 * root may raise it; anyone else runs it as it is. */
+	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), SCHED_NICE);
 	pthread_mutex_lock(&o->lock);
 	while (!(o->stopping && o->running == 0)) {
 		size_t n = 1;

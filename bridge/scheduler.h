@@ -20,6 +20,12 @@ int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, con
 /* Sends sig to the worker's process group; KILL follows after grace_s (-1 =
  * --kill-grace) unless sig is KILL or a non-terminating signal. err may be NULL. */
 int sched_kill(struct orch *o, struct worker *w, int sig, int grace_s, struct orch_err *err);
+/* Until the workers whose start was decided have started (orch.lock is
+ * released meanwhile). A change that would have changed that decision (a
+ * pause, an edge, a new plan) waits for it, so the events say what happened
+ * in the order it did: no worker.spawned after a pause, or after an edge that
+ * would have held it back. */
+void sched_wait_started(struct orch *o);
 int sched_pause(struct orch *o, bool freeze);
 int sched_resume(struct orch *o);
 int sched_set_max_workers(struct orch *o, int n);

@@ -215,7 +215,7 @@ static cJSON *task_doc(const struct task *t)
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddStringToObject(d, "id", t->id);
 	cJSON_AddStringToObject(d, "track", t->track->id);
-	cJSON_AddStringToObject(d, "title", t->title);
+	cJSON_AddStringToObject(d, "title", task_title(t));
 	cJSON_AddStringToObject(d, "command", t->command);
 	json_add_str_or_null(d, "cwd", t->cwd);
 	json_add_str_or_null(d, "model", t->model);
@@ -818,9 +818,11 @@ static int load_tasks(struct store *s, struct orch *o)
 		strcpy(t->id, id);
 		t->track = k;
 		t->title = doc_str(d, "title");
+		if (t->title && !strcmp(t->title, id)) {
+			free(t->title);
+			t->title = NULL;
+		}
 		t->command = doc_str(d, "command");
-		if (!t->title)
-			t->title = xstrdup(id);
 		if (!t->command)
 			t->command = xstrdup("false");
 		t->cwd = doc_str(d, "cwd");
