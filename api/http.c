@@ -287,7 +287,8 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 		return write_sse(wsi, a, p);
 	size_t left = p->resp.len - p->sent, n = left < CHUNK ? left : CHUNK;
 	unsigned char *chunk = xmalloc(LWS_PRE + n + 1);
-	memcpy(chunk + LWS_PRE, p->resp.data + p->sent, n);
+	if (n)
+		memcpy(chunk + LWS_PRE, p->resp.data + p->sent, n);
 	bool last = p->sent + n == p->resp.len;
 	int w = lws_write(wsi, chunk + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
 	free(chunk);

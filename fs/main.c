@@ -112,6 +112,19 @@ static char *absolute(const char *path)
 	return buf_steal(&b);
 }
 
+/* What main allocated for the options, on every way out. */
+static void options_free(struct orch_config *cfg, struct api_config *api)
+{
+	free(cfg->state_dir);
+	free(cfg->token_file);
+	free(cfg->api_url);
+	free((char *)api->tls_cert);
+	free((char *)api->tls_key);
+	free(cfg->pricing_file);
+	free(cfg->workdir);
+	free(cfg->mount);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -163,6 +176,7 @@ int main(int argc, char **argv)
 		case 'W':
 			if (api_parse_listen(optarg, c == 'H' ? &api.http : &api.ws, &err)) {
 				fprintf(stderr, "orchfs: --%s %s\n", c == 'H' ? "http" : "ws", err.message);
+				options_free(&cfg, &api);
 				return 2;
 			}
 			break;
@@ -182,6 +196,7 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc - 1) {
 		usage(stderr);
+		options_free(&cfg, &api);
 		return 2;
 	}
 	if (cfg.max_workers < 1)
@@ -196,6 +211,7 @@ int main(int argc, char **argv)
 	char real[PATH_MAX];
 	if (!realpath(mnt_arg, real)) {
 		fprintf(stderr, "orchfs: mountpoint %s: %s\n", mnt_arg, strerror(errno));
+		options_free(&cfg, &api);
 		return 1;
 	}
 	cfg.mount = xstrdup(real);
@@ -205,6 +221,7 @@ int main(int argc, char **argv)
 	 * connection must not cross one). */
 	if (state_dir_check(cfg.state_dir, &err)) {
 		fprintf(stderr, "orchfs: %s\n", err.message);
+		options_free(&cfg, &api);
 		return 1;
 	}
 	bool api_on = !api.http.off || !api.ws.off;
@@ -217,6 +234,7 @@ int main(int argc, char **argv)
 	api.token_file = cfg.token_file;
 	if (api_on && api_check(&api, &err)) {
 		fprintf(stderr, "orchfs: %s\n", err.message);
+		options_free(&cfg, &api);
 		return api.no_auth ? 2 : 1;
 	}
 	if (!api.http.off) {
@@ -260,6 +278,7 @@ int main(int argc, char **argv)
 		fuse_remove_signal_handlers(se);
 		fuse_session_destroy(se);
 		fs_destroy(fs);
+		options_free(&cfg, &api);
 		return 1;
 	}
 	started = true;
@@ -297,13 +316,6 @@ out:
 	fs_destroy(fs);
 	if (started)
 		orch_destroy(&o);
-	free(cfg.state_dir);
-	free(cfg.token_file);
-	free(cfg.api_url);
-	free((char *)api.tls_cert);
-	free((char *)api.tls_key);
-	free(cfg.pricing_file);
-	free(cfg.workdir);
-	free(cfg.mount);
+	options_free(&cfg, &api);
 	return status;
 }

@@ -44,6 +44,11 @@ struct fs {
 struct fs_file {
 	struct node node;
 	char *path;
+	/* The kernel's handle is one reference, each handler at work on the file
+	 * another: a read cut short by a fatal signal lets the kernel release
+	 * the file while its handler still runs. fs.lock guards refs. */
+	int refs;
+	pthread_mutex_t lock;      /* guards data, has_result, result_base */
 	struct buf data;           /* the snapshot, or the last write's result */
 	bool has_result;
 	off_t result_base;         /* file offset where the result starts */
@@ -55,7 +60,28 @@ struct fs_file {
 
 struct fs_dir {
 	struct buf entries;        /* fuse_add_direntry records */
+	int refs;                  /* as fs_file's, under fs.lock */
 };
+
+static struct fs_dir *fs_dir_hold(struct fs *fs, struct fuse_file_info *fi)
+{
+	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
+	pthread_mutex_lock(&fs->lock);
+	d->refs++;
+	pthread_mutex_unlock(&fs->lock);
+	return d;
+}
+
+static void fs_dir_put(struct fs *fs, struct fs_dir *d)
+{
+	pthread_mutex_lock(&fs->lock);
+	bool last = --d->refs == 0;
+	pthread_mutex_unlock(&fs->lock);
+	if (last) {
+		buf_free(&d->entries);
+		free(d);
+	}
+}
 
 #define ENTRY_TIMEOUT 3600.0
 
@@ -171,8 +197,27 @@ static void fs_file_free(struct fs *fs, struct fs_file *f, bool release_stream)
 	if (f->stream && release_stream)
 		stream_release(fs->hub, f->stream);
 	buf_free(&f->data);
+	pthread_mutex_destroy(&f->lock);
 	free(f->path);
 	free(f);
+}
+
+static struct fs_file *fs_file_hold(struct fs *fs, struct fuse_file_info *fi)
+{
+	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
+	pthread_mutex_lock(&fs->lock);
+	f->refs++;
+	pthread_mutex_unlock(&fs->lock);
+	return f;
+}
+
+static void fs_file_put(struct fs *fs, struct fs_file *f)
+{
+	pthread_mutex_lock(&fs->lock);
+	bool last = --f->refs == 0;
+	pthread_mutex_unlock(&fs->lock);
+	if (last)
+		fs_file_free(fs, f, true);
 }
 
 void fs_destroy(struct fs *fs)
@@ -417,6 +462,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (!rc) {
 		/* The whole listing is taken at opendir: a consistent snapshot, like a document. */
 		d = xcalloc(1, sizeof *d);
+		d->refs = 1;
 		struct dir_fill f = {fs, req, in->path, &d->entries};
 		dir_add(&f, ".", ino, S_IFDIR);
 		dir_add(&f, "..", FUSE_ROOT_ID, S_IFDIR);  /* the kernel fills in the real parent */
@@ -438,9 +484,10 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
 	OP_BEGIN(TM_READDIR);
-	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
+	struct fs_dir *d = fs_dir_hold(fs, fi);
 	OP_END(0);
 	if ((size_t)off >= d->entries.len) {
+		fs_dir_put(fs, d);
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
@@ -457,13 +504,12 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		end += reclen;
 	}
 	fuse_reply_buf(req, d->entries.data + off, end - (size_t)off);
+	fs_dir_put(fs, d);   /* after the reply: it is read from entries */
 }
 
 static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
-	buf_free(&d->entries);
-	free(d);
+	fs_dir_put(fs_of(req), (struct fs_dir *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -489,6 +535,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		f->node = n;
 		f->path = xstrdup(in->path);
 		f->logfd = -1;
+		f->refs = 1;
+		pthread_mutex_init(&f->lock, NULL);
 		pthread_mutex_lock(&fs->lock);
 		f->next = fs->files;
 		if (f->next)
@@ -533,25 +581,30 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		stream_read(fs->hub, f->stream, req, size);   /* replies now or later */
 		return;
 	}
+	f = fs_file_hold(fs, fi);
+	char *tmp = xmalloc(size ? size : 1);
+	ssize_t r = 0;
+	pthread_mutex_lock(&f->lock);
 	if (f->logfd >= 0 && !f->has_result) {
-		char *tmp = xmalloc(size);
-		ssize_t r = pread(f->logfd, tmp, size, off);
-		OP_END(r < 0);
-		if (r < 0)
-			fuse_reply_err(req, EIO);
-		else
-			fuse_reply_buf(req, tmp, (size_t)r);
-		free(tmp);
-		return;
+		r = pread(f->logfd, tmp, size, off);
+	} else {
+		/* After a write, reads on the same descriptor return its result,
+		 * starting where the write left the file offset. */
+		size_t pos = (size_t)off;
+		if (f->has_result)
+			pos = off > f->result_base ? (size_t)(off - f->result_base) : 0;
+		size_t n = pos < f->data.len ? f->data.len - pos : 0;
+		r = (ssize_t)(n < size ? n : size);
+		memcpy(tmp, f->data.data ? f->data.data + pos : "", (size_t)r);
 	}
-	/* After a write, reads on the same descriptor return its result, starting
-	 * where the write left the file offset. */
-	size_t pos = (size_t)off;
-	if (f->has_result)
-		pos = off > f->result_base ? (size_t)(off - f->result_base) : 0;
-	size_t n = pos < f->data.len ? f->data.len - pos : 0;
-	OP_END(0);
-	fuse_reply_buf(req, n ? f->data.data + pos : NULL, n < size ? n : size);
+	pthread_mutex_unlock(&f->lock);
+	fs_file_put(fs, f);
+	OP_END(r < 0);
+	if (r < 0)
+		fuse_reply_err(req, EIO);
+	else
+		fuse_reply_buf(req, tmp, (size_t)r);
+	free(tmp);
 }
 
 static char *caller_cwd(fuse_req_t req)
@@ -570,11 +623,13 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 		     struct fuse_file_info *fi)
 {
 	OP_BEGIN(TM_WRITE);
-	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
+	struct fs_file *f = fs_file_hold(fs, fi);
+	struct buf result = BUF_INIT;
 	int rc;
-	buf_reset(&f->data);
 	if (f->stream) {
-		rc = stream_write(fs->hub, f->stream, data, size, &f->data);
+		rc = stream_write(fs->hub, f->stream, data, size, &result);
+		buf_free(&result);   /* an error is in last_error; a stream reads events */
+		fs_file_put(fs, f);
 		OP_END(rc < 0);
 		if (rc < 0)
 			fuse_reply_err(req, -rc);
@@ -591,14 +646,19 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 		char msg[128];
 		snprintf(msg, sizeof msg, "a command through the mount is at most %zu bytes",
 			 fs->o->cfg.max_write - 4096);
-		rc = node_write_error(fs->o, f->path, EFBIG, msg, &f->data);
+		rc = node_write_error(fs->o, f->path, EFBIG, msg, &result);
 	} else {
 		char *cwd = caller_cwd(req);
-		rc = node_write(fs->o, &f->node, f->path, data, size, cwd, &f->data);
+		rc = node_write(fs->o, &f->node, f->path, data, size, cwd, &result);
 		free(cwd);
 	}
+	pthread_mutex_lock(&f->lock);
+	buf_free(&f->data);
+	f->data = result;
 	f->has_result = true;
 	f->result_base = off + (off_t)size;
+	pthread_mutex_unlock(&f->lock);
+	fs_file_put(fs, f);
 	OP_END(rc);
 	if (rc)
 		fuse_reply_err(req, -rc);
@@ -609,7 +669,7 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	OP_BEGIN(TM_RELEASE);
-	fs_file_free(fs, (struct fs_file *)(uintptr_t)fi->fh, true);
+	fs_file_put(fs, (struct fs_file *)(uintptr_t)fi->fh);
 	OP_END(0);
 	fuse_reply_err(req, 0);
 }
