@@ -104,6 +104,7 @@ void events_init(struct events *ev, size_t capacity)
 	pthread_cond_init(&ev->cond, &attr);
 	pthread_condattr_destroy(&attr);
 	ev->autocommit = true;
+	ev->gathered = UINT64_MAX;
 	ev->cap = capacity ? capacity : 1;
 	ev->ring = xcalloc(ev->cap, sizeof *ev->ring);
 }
@@ -143,10 +144,29 @@ static int event_worker(unsigned channel, const cJSON *data)
 	return cJSON_IsNumber(w) ? (int)w->valuedouble : 0;
 }
 
-/* Evicts the oldest events until one of len bytes fits. */
+/* Twice the room, the kept events first in order. */
+static void ring_grow(struct events *ev)
+{
+	struct event_rec *ring = xcalloc(ev->cap * 2, sizeof *ring);
+	for (size_t i = 0; i < ev->count; i++)
+		ring[i] = ev->ring[(ev->head + i) % ev->cap];
+	free(ev->ring);
+	ev->ring = ring;
+	ev->cap *= 2;
+	ev->head = 0;
+}
+
+/* Evicts the oldest events until one of len bytes fits, but never one the
+ * store has not taken yet (a plan of many tasks is many events in one commit):
+ * then the history grows past its bounds until the store has them. */
 static void ring_make_room(struct events *ev, size_t len)
 {
 	while (ev->count && (ev->count == ev->cap || ev->held + len > EVENTS_MAX_BYTES)) {
+		if (ev->ring[ev->head].seq > ev->gathered) {
+			if (ev->count == ev->cap)
+				ring_grow(ev);
+			return;
+		}
 		ev->held -= ev->ring[ev->head].len;
 		rec_clear(&ev->ring[ev->head]);
 		ev->head = (ev->head + 1) % ev->cap;

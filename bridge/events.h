@@ -77,6 +77,9 @@ struct events {
 	size_t high_water;       /* most events held at once */
 	uint64_t bytes;          /* cumulative bytes of all lines published */
 	size_t held;             /* bytes of the lines in memory: at most EVENTS_MAX_BYTES */
+	/* The last seq the store has taken (UINT64_MAX without a store): a later
+	 * one is never evicted, the history grows instead, or it would be lost. */
+	uint64_t gathered;
 	/* The seq of the last event of each kind (atomic): a document that
 	 * depends on some kinds is unchanged while none of theirs moved. */
 	uint64_t kind_seq[EVK_COUNT];

@@ -24,7 +24,7 @@ cJSON *json_add_str_or_null(cJSON *obj, const char *name, const char *s);
  *   jw_lit(b, "{\"id\":"); jw_i64(b, 3); jw_lit(b, ",\"task\":"); jw_str(b, id);
  * Strings are escaped, and bytes that are not UTF-8 become U+FFFD, so every
  * document is valid UTF-8 JSON whatever a worker or a plan put in. */
-#define jw_lit(b, s) buf_append((b), (s), sizeof(s) - 1)
+#define jw_lit(b, s) buf_append((b), "" s, sizeof(s) - 1)   /* s: a string literal */
 void jw_str(struct buf *b, const char *s);
 void jw_strn(struct buf *b, const char *s, size_t len);
 void jw_str_or_null(struct buf *b, const char *s);   /* NULL or "" -> null */

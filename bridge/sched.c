@@ -583,8 +583,10 @@ static void sched_tick(struct orch *o, struct spawn_job **jobs, size_t *njobs)
 	free(skipped);
 	if (changed)
 		sched_recompute(o);
-	/* One commit for everything this tick did. */
-	orch_commit(o);
+	/* One commit for everything this tick did (the starts' end commits it
+	 * when there are some). */
+	if (!*njobs)
+		orch_commit(o);
 }
 
 /* Lock held: the workers the tick started have their processes now. */

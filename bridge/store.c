@@ -173,91 +173,150 @@ fail:
 
 /* --- the model as documents --- */
 
-static cJSON *strv_json(char *const *v, size_t n)
+/* The model's rows, written straight as JSON (the loaders below read them). */
+
+static void strv_doc(struct buf *b, char *const *v, size_t n)
 {
-	cJSON *a = cJSON_CreateArray();
-	for (size_t i = 0; i < n; i++)
-		cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
-	return a;
+	buf_putc(b, '[');
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			buf_putc(b, ',');
+		jw_str(b, v[i]);
+	}
+	buf_putc(b, ']');
 }
 
-static cJSON *usage_json(const struct usage_set *set)
+static void usage_doc(struct buf *b, const struct usage_set *set)
 {
-	cJSON *a = cJSON_CreateArray();
+	buf_putc(b, '[');
 	for (size_t i = 0; i < set->n; i++) {
 		const struct usage *u = &set->v[i];
-		cJSON *o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "model", u->model);
-		json_add_i64(o, "in", u->input);
-		json_add_i64(o, "out", u->output);
-		json_add_i64(o, "cr", u->cache_read);
-		json_add_i64(o, "cw", u->cache_write);
-		json_add_i64(o, "n", u->reports);
-		cJSON_AddItemToArray(a, o);
+		jw_lit(b, "{\"model\":");
+		jw_str(b, u->model);
+		jw_lit(b, ",\"in\":");
+		jw_i64(b, u->input);
+		jw_lit(b, ",\"out\":");
+		jw_i64(b, u->output);
+		jw_lit(b, ",\"cr\":");
+		jw_i64(b, u->cache_read);
+		jw_lit(b, ",\"cw\":");
+		jw_i64(b, u->cache_write);
+		jw_lit(b, ",\"n\":");
+		jw_i64(b, u->reports);
+		buf_putc(b, '}');
+		if (i + 1 < set->n)
+			buf_putc(b, ',');
 	}
-	return a;
+	buf_putc(b, ']');
 }
 
-static cJSON *track_doc(const struct track *k)
+static char *track_doc(const struct track *k)
 {
-	cJSON *d = cJSON_CreateObject();
-	cJSON_AddStringToObject(d, "id", k->id);
-	cJSON_AddStringToObject(d, "title", k->title);
-	json_add_i64(d, "budget", k->budget_micro);
-	cJSON_AddNumberToObject(d, "status", k->status);
-	json_add_i64(d, "created", k->created_ms);
-	cJSON_AddItemToObject(d, "usage", usage_json(&k->usage));
-	return d;
+	struct buf b = BUF_INIT;
+	jw_lit(&b, "{\"id\":");
+	jw_str(&b, k->id);
+	jw_lit(&b, ",\"title\":");
+	jw_str(&b, k->title);
+	jw_lit(&b, ",\"budget\":");
+	jw_i64(&b, k->budget_micro);
+	jw_lit(&b, ",\"status\":");
+	jw_i64(&b, k->status);
+	jw_lit(&b, ",\"created\":");
+	jw_i64(&b, k->created_ms);
+	jw_lit(&b, ",\"usage\":");
+	usage_doc(&b, &k->usage);
+	buf_putc(&b, '}');
+	return buf_steal(&b);
 }
 
-static cJSON *task_doc(const struct task *t)
+static char *task_doc(const struct task *t)
 {
-	cJSON *d = cJSON_CreateObject();
-	cJSON_AddStringToObject(d, "id", t->id);
-	cJSON_AddStringToObject(d, "track", t->track->id);
-	cJSON_AddStringToObject(d, "title", task_title(t));
-	cJSON_AddStringToObject(d, "command", t->command);
-	json_add_str_or_null(d, "cwd", t->cwd);
-	json_add_str_or_null(d, "model", t->model);
-	cJSON_AddItemToObject(d, "env", strv_json(t->env, t->nenv));
-	cJSON_AddNumberToObject(d, "retries", t->retries);
-	cJSON_AddNumberToObject(d, "retries_initial", t->retries_initial);
-	cJSON_AddNumberToObject(d, "timeout_s", t->timeout_s);
-	cJSON_AddNumberToObject(d, "priority", t->priority);
-	json_add_i64(d, "order", (int64_t)t->order);
-	cJSON_AddNumberToObject(d, "status", t->status);
-	cJSON *deps = cJSON_AddArrayToObject(d, "deps");
-	for (size_t i = 0; i < t->ndeps; i++)
-		cJSON_AddItemToArray(deps, cJSON_CreateString(t->deps[i]->id));
-	cJSON *ws = cJSON_AddArrayToObject(d, "workers");
-	for (size_t i = 0; i < t->nworkers; i++)
-		cJSON_AddItemToArray(ws, cJSON_CreateNumber(t->workers[i]));
-	json_add_i64(d, "created", t->created_ms);
-	return d;
+	struct buf b = BUF_INIT;
+	jw_lit(&b, "{\"id\":");
+	jw_str(&b, t->id);
+	jw_lit(&b, ",\"track\":");
+	jw_str(&b, t->track->id);
+	jw_lit(&b, ",\"title\":");
+	jw_str(&b, task_title(t));
+	jw_lit(&b, ",\"command\":");
+	jw_str(&b, t->command);
+	jw_lit(&b, ",\"cwd\":");
+	jw_str_or_null(&b, t->cwd);
+	jw_lit(&b, ",\"model\":");
+	jw_str_or_null(&b, t->model);
+	jw_lit(&b, ",\"env\":");
+	strv_doc(&b, t->env, t->nenv);
+	jw_lit(&b, ",\"retries\":");
+	jw_i64(&b, t->retries);
+	jw_lit(&b, ",\"retries_initial\":");
+	jw_i64(&b, t->retries_initial);
+	jw_lit(&b, ",\"timeout_s\":");
+	jw_i64(&b, t->timeout_s);
+	jw_lit(&b, ",\"priority\":");
+	jw_i64(&b, t->priority);
+	jw_lit(&b, ",\"order\":");
+	jw_i64(&b, (int64_t)t->order);
+	jw_lit(&b, ",\"status\":");
+	jw_i64(&b, t->status);
+	jw_lit(&b, ",\"deps\":[");
+	for (size_t i = 0; i < t->ndeps; i++) {
+		if (i)
+			buf_putc(&b, ',');
+		jw_str(&b, t->deps[i]->id);
+	}
+	jw_lit(&b, "],\"workers\":[");
+	for (size_t i = 0; i < t->nworkers; i++) {
+		if (i)
+			buf_putc(&b, ',');
+		jw_i64(&b, t->workers[i]);
+	}
+	jw_lit(&b, "],\"created\":");
+	jw_i64(&b, t->created_ms);
+	buf_putc(&b, '}');
+	return buf_steal(&b);
 }
 
-static cJSON *worker_doc(const struct worker *w)
+static char *worker_doc(const struct worker *w)
 {
-	cJSON *d = cJSON_CreateObject();
-	cJSON_AddNumberToObject(d, "id", w->id);
-	cJSON_AddNumberToObject(d, "status", w->status);
-	cJSON_AddStringToObject(d, "task", w->task_id);
-	cJSON_AddStringToObject(d, "track", w->track_id);
-	cJSON_AddStringToObject(d, "command", w->command);
-	cJSON_AddStringToObject(d, "cwd", w->cwd);
-	json_add_str_or_null(d, "model", w->model);
-	cJSON_AddItemToObject(d, "env", strv_json(w->env, w->nenv));
-	cJSON_AddNumberToObject(d, "pid", w->pid);
-	json_add_i64(d, "started", w->started_ms);
-	json_add_i64(d, "ended", w->ended_ms);
-	cJSON_AddNumberToObject(d, "timeout_s", w->timeout_s);
-	cJSON_AddNumberToObject(d, "exit_code", w->exit_code);
-	cJSON_AddNumberToObject(d, "signal", w->term_signal);
-	cJSON_AddBoolToObject(d, "timed_out", w->timed_out);
-	cJSON_AddBoolToObject(d, "kill_requested", w->kill_requested);
-	cJSON_AddStringToObject(d, "log", w->log_path);
-	cJSON_AddItemToObject(d, "usage", usage_json(&w->usage));
-	return d;
+	struct buf b = BUF_INIT;
+	jw_lit(&b, "{\"id\":");
+	jw_i64(&b, w->id);
+	jw_lit(&b, ",\"status\":");
+	jw_i64(&b, w->status);
+	jw_lit(&b, ",\"task\":");
+	jw_str(&b, w->task_id);
+	jw_lit(&b, ",\"track\":");
+	jw_str(&b, w->track_id);
+	jw_lit(&b, ",\"command\":");
+	jw_str(&b, w->command);
+	jw_lit(&b, ",\"cwd\":");
+	jw_str(&b, w->cwd);
+	jw_lit(&b, ",\"model\":");
+	jw_str_or_null(&b, w->model);
+	jw_lit(&b, ",\"env\":");
+	strv_doc(&b, w->env, w->nenv);
+	jw_lit(&b, ",\"pid\":");
+	jw_i64(&b, w->pid);
+	jw_lit(&b, ",\"started\":");
+	jw_i64(&b, w->started_ms);
+	jw_lit(&b, ",\"ended\":");
+	jw_i64(&b, w->ended_ms);
+	jw_lit(&b, ",\"timeout_s\":");
+	jw_i64(&b, w->timeout_s);
+	jw_lit(&b, ",\"exit_code\":");
+	jw_i64(&b, w->exit_code);
+	jw_lit(&b, ",\"signal\":");
+	jw_i64(&b, w->term_signal);
+	jw_lit(&b, ",\"timed_out\":");
+	jw_bool(&b, w->timed_out);
+	jw_lit(&b, ",\"kill_requested\":");
+	jw_bool(&b, w->kill_requested);
+	jw_lit(&b, ",\"log\":");
+	jw_str(&b, w->log_path);
+	jw_lit(&b, ",\"usage\":");
+	usage_doc(&b, &w->usage);
+	buf_putc(&b, '}');
+	return buf_steal(&b);
 }
 
 static int64_t doc_i64(const cJSON *d, const char *key, int64_t fallback)
@@ -365,19 +424,17 @@ static void commit_free(struct commit *c)
 	free(c);
 }
 
+/* doc: owned by the row (NULL: the row is deleted). */
 static void commit_row(struct commit *c, enum row_table table, const char *key, int64_t ikey,
-		       int64_t ord, cJSON *doc)
+		       int64_t ord, char *doc)
 {
 	c->rows = xrealloc(c->rows, (c->nrows + 1) * sizeof *c->rows);
-	c->rows[c->nrows++] = (struct row){table, key ? xstrdup(key) : NULL, ikey, ord,
-					   doc ? cJSON_PrintUnformatted(doc) : NULL};
-	cJSON_Delete(doc);
+	c->rows[c->nrows++] = (struct row){table, key ? xstrdup(key) : NULL, ikey, ord, doc};
 }
 
 static void commit_meta(struct commit *c, const char *key, const char *value)
 {
-	c->rows = xrealloc(c->rows, (c->nrows + 1) * sizeof *c->rows);
-	c->rows[c->nrows++] = (struct row){ROW_META, xstrdup(key), 0, 0, xstrdup(value)};
+	commit_row(c, ROW_META, key, 0, 0, xstrdup(value));
 }
 
 static void gather_blob(void *arg, const char *name, const char *data, size_t len)
@@ -421,8 +478,6 @@ uint64_t store_queue(struct store *s, struct orch *o)
 	pthread_mutex_lock(&ev->lock);
 	uint64_t last = ev->seq;
 	uint64_t first_kept = ev->count ? ev->ring[ev->head].seq : ev->seq + 1;
-	if (s->gathered + 1 < first_kept)
-		s->gathered = first_kept - 1;   /* a history smaller than one commit: lost */
 	c->nlines = (size_t)(last - s->gathered);
 	c->lines = xcalloc(c->nlines ? c->nlines : 1, sizeof *c->lines);
 	for (size_t i = 0; i < c->nlines; i++) {
@@ -439,6 +494,7 @@ uint64_t store_queue(struct store *s, struct orch *o)
 		if (r->track)
 			hashmap_put(tracks, r->track, c);
 	}
+	ev->gathered = last;   /* what is taken may go from memory now */
 	pthread_mutex_unlock(&ev->lock);
 
 	if (!c->nlines) {
@@ -476,7 +532,9 @@ uint64_t store_queue(struct store *s, struct orch *o)
 	}
 	free(ids);
 	if (c->context) {
-		commit_row(c, ROW_CONTEXT_DOC, "context", 0, 0, ctx_export(o->ctx));
+		cJSON *ctx = ctx_export(o->ctx);
+		commit_row(c, ROW_CONTEXT_DOC, "context", 0, 0, cJSON_PrintUnformatted(ctx));
+		cJSON_Delete(ctx);
 		ctx_export_contents(o->ctx, gather_blob, c);
 	}
 	char num[32];
@@ -984,6 +1042,7 @@ int store_load(struct store *s, struct orch *o, struct orch_err *err)
 		ctx_import(o->ctx, ctx_doc, load_content, s);
 	cJSON_Delete(ctx_doc);
 	s->gathered = seq;
+	o->events.gathered = seq;
 	s->tm = o->tm;
 	o->events.autocommit = false;
 	o->events.backfill = store_backfill;

@@ -63,6 +63,23 @@ static void test_history_bytes(void **state)
 	events_destroy(&ev);
 }
 
+/* Events the store has not taken yet are never evicted: a plan of many tasks
+ * is many events in one commit, and each must reach the disk. */
+static void test_history_keeps_what_is_not_stored(void **state)
+{
+	struct events ev;
+	events_init(&ev, 4);
+	ev.gathered = 2;   /* as a store would say: it has taken 1 and 2 */
+	for (int i = 0; i < 10; i++)
+		events_publish(&ev, EVK_DAEMON_STARTED, NULL, NULL, NULL);
+	assert_int_equal(ev.evicted, 2);
+	assert_int_equal(ev.count, 8);
+	assert_int_equal(events_oldest(&ev), 3);
+	for (size_t i = 0; i < ev.count; i++)
+		assert_int_equal(ev.ring[(ev.head + i) % ev.cap].seq, 3 + i);
+	events_destroy(&ev);
+}
+
 static void test_history_bound(void **state)
 {
 	struct events ev;
@@ -345,6 +362,7 @@ int main(void)
 		cmocka_unit_test(test_publish),
 		cmocka_unit_test(test_history_bound),
 		cmocka_unit_test(test_history_bytes),
+		cmocka_unit_test(test_history_keeps_what_is_not_stored),
 		cmocka_unit_test(test_read_filter),
 		cmocka_unit_test(test_read_whole_lines),
 		cmocka_unit_test(test_read_too_old),
