@@ -201,10 +201,12 @@ start_daemon fresh
 start_daemon scale
 echo "orchfs: fresh pid ${pid[fresh]}, scale pid ${pid[scale]}; $(nproc) CPUs; --max-workers 8"
 
-# worker 1 on FRESH: one `true`, so the per-worker figures have a worker to use
+# worker 1 on FRESH: a task's `true` in a track, as worker 1 on SCALE is, so
+# the per-worker figures touch the same kinds of object on both (a usage
+# report updates the worker, its task and its track)
 fresh_worker() {
 	local i
-	say fresh mma/workers/spawn true
+	say fresh mma/tracks/create '{"id":"f001","tasks":[{"id":"f001-0","command":"true"}]}'
 	for ((i = 0; i < 200; i++)); do
 		[ "$(look fresh mma/workers/1/status)" = exited ] && return 0
 		sleep 0.05
