@@ -156,12 +156,6 @@ int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener,
 	return 0;
 }
 
-static bool is_json_path(const char *path)
-{
-	size_t n = strlen(path);
-	return (n > 5 && strcmp(path + n - 5, ".json") == 0) || strcmp(path, "last_error") == 0;
-}
-
 int api_read(struct api *a, const char *path, struct buf *out, bool *is_json)
 {
 	struct node n;
@@ -194,7 +188,7 @@ int api_read(struct api *a, const char *path, struct buf *out, bool *is_json)
 		*is_json = false;
 	} else if (node_flags(&n) & NODE_DOC) {
 		rc = node_render_cached(a->o, &n, out);
-		*is_json = is_json_path(resolved);
+		*is_json = (node_flags(&n) & NODE_JSON) != 0;
 	} else {
 		/* a control file: its content is the result of a write, per descriptor */
 		err_set(&err, EACCES, "%s is a control file: POST to it", resolved);

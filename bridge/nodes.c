@@ -562,7 +562,8 @@ static int a_remove(struct orch *o, const struct node *n, const char *in, size_t
 
 #define DIR_(p, w) {p, NODE_DIR, 0, w, NULL, NULL, 0, 0, 0}
 #define DOC(p, w, r, deps) {p, NODE_FILE, NODE_DOC, w, r, NULL, deps, 0, 0}
-#define VOL(p, w, r, deps) {p, NODE_FILE, NODE_DOC | NODE_VOLATILE, w, r, NULL, deps, 0, 0}
+#define JSON(p, w, r, deps) {p, NODE_FILE, NODE_DOC | NODE_JSON, w, r, NULL, deps, 0, 0}
+#define VOL(p, w, r, deps) {p, NODE_FILE, NODE_DOC | NODE_VOLATILE | NODE_JSON, w, r, NULL, deps, 0, 0}
 #define CTL(p, w, a) {p, NODE_FILE, NODE_CTL, w, NULL, a, 0, 0, 0}
 #define VAL(p, w, r, a, deps) {p, NODE_FILE, NODE_DOC | NODE_CTL, w, r, a, deps, 0, 0}
 /* an entry whose object comes and goes with these kinds */
@@ -573,7 +574,7 @@ static const struct node_def node_table[] = {
 	/* it carries telemetry and the seq: every change is one */
 	VOL("state.json", W_NONE, r_state, K_ALL),
 	{"events", NODE_FILE, NODE_STREAM, W_NONE, NULL, NULL, 0, 0, 0},
-	DOC("last_error", W_NONE, r_last_error, NODE_DEP_ERROR),
+	JSON("last_error", W_NONE, r_last_error, NODE_DEP_ERROR),
 	DOC("README", W_NONE, r_readme, 0),
 	DIR_("mma", W_NONE),
 	DIR_("mma/pipeline", W_NONE),
@@ -582,13 +583,13 @@ static const struct node_def node_table[] = {
 	    K(PIPELINE_MAX_WORKERS)),
 	CTL("mma/pipeline/pause", W_NONE, a_pause),
 	CTL("mma/pipeline/resume", W_NONE, a_resume),
-	DOC("mma/workers.json", W_NONE, r_workers, K_WORKER | K(USAGE_REPORTED)),
+	JSON("mma/workers.json", W_NONE, r_workers, K_WORKER | K(USAGE_REPORTED)),
 	DIR_("mma/workers", W_NONE),
 	CTL("mma/workers/spawn", W_NONE, a_spawn),
 	CTL("mma/workers/kill", W_NONE, a_kill),
 	ENTRY("mma/workers/*", NODE_DIR, 0, W_WORKER, NULL, 0, K(WORKER_SPAWNED), 0),
 	DOC("mma/workers/*/status", W_WORKER, r_worker_status, K(WORKER_EXITED) | K(WORKER_LOST)),
-	DOC("mma/workers/*/info.json", W_WORKER, r_worker_info, K_WORKER | K(USAGE_REPORTED)),
+	JSON("mma/workers/*/info.json", W_WORKER, r_worker_info, K_WORKER | K(USAGE_REPORTED)),
 	{"mma/workers/*/log", NODE_FILE, NODE_LOG, W_WORKER, NULL, NULL, 0, 0, 0},
 	/* its events, so every event about it */
 	DOC("mma/workers/*/trace", W_WORKER, r_worker_trace, K_WORKER | K(USAGE_REPORTED)),
@@ -596,24 +597,24 @@ static const struct node_def node_table[] = {
 	CTL("mma/workers/*/stdin", W_WORKER, a_stdin),
 	CTL("mma/workers/*/kill", W_WORKER, a_worker_kill),
 	/* status, budget, cost and task counts of every track */
-	DOC("mma/tracks.json", W_NONE, r_tracks, K_TRACKS | K_TASKS | K(USAGE_REPORTED)),
+	JSON("mma/tracks.json", W_NONE, r_tracks, K_TRACKS | K_TASKS | K(USAGE_REPORTED)),
 	DIR_("mma/tracks", W_NONE),
 	CTL("mma/tracks/create", W_NONE, a_create),
 	ENTRY("mma/tracks/*", NODE_DIR, 0, W_TRACK, NULL, 0, K(TRACK_CREATED), 0),
 	DOC("mma/tracks/*/status", W_TRACK, r_track_status, K(TRACK_STATUS)),
-	DOC("mma/tracks/*/info.json", W_TRACK, r_track_info,
+	JSON("mma/tracks/*/info.json", W_TRACK, r_track_info,
 	    K_TRACKS | K_TASKS | K(USAGE_REPORTED) | K(TASK_RETRY)),
 	VAL("mma/tracks/*/budget", W_TRACK, r_track_budget, a_budget, K(TRACK_BUDGET)),
 	DIR_("mma/tasks", W_NONE),
 	ENTRY("mma/tasks/*", NODE_DIR, 0, W_TASK, NULL, 0, K(TASK_ADDED), K(TASK_REMOVED)),
 	DOC("mma/tasks/*/status", W_TASK, r_task_status, K(TASK_STATUS)),
 	/* it shows its workers and their usage */
-	DOC("mma/tasks/*/info.json", W_TASK, r_task_info,
+	JSON("mma/tasks/*/info.json", W_TASK, r_task_info,
 	    K(TASK_STATUS) | K(TASK_RETRY) | K(TASK_SPAWN_FAILED) | K_EDGES | K_WORKER |
 		    K(USAGE_REPORTED)),
 	DOC("mma/tasks/*/deps", W_TASK, r_task_deps, K_EDGES),
 	{"mma/tasks/*/worker", NODE_LINK, 0, W_TASK, NULL, NULL, 0, 0, 0},
-	DOC("mma/dag.json", W_NONE, r_dag, K_TASKS | K_EDGES),
+	JSON("mma/dag.json", W_NONE, r_dag, K_TASKS | K_EDGES),
 	DOC("mma/dag.dot", W_NONE, r_dag_dot, K_TASKS | K_EDGES | K(TRACK_CREATED)),
 	DIR_("mma/dag", W_NONE),
 	CTL("mma/dag/mutate", W_NONE, a_mutate),
@@ -627,7 +628,7 @@ static const struct node_def node_table[] = {
 	CTL("context/inject", W_NONE, a_inject),
 	CTL("context/remove", W_NONE, a_remove),
 	DIR_("metrics", W_NONE),
-	DOC("metrics/financial.json", W_NONE, r_financial,
+	JSON("metrics/financial.json", W_NONE, r_financial,
 	    K(USAGE_REPORTED) | K(TRACK_STATUS) | K(TRACK_CREATED) | K(TRACK_BUDGET)),
 	DIR_("system", W_NONE),
 	/* changes all the time and is never announced: read it when you want it */
