@@ -63,21 +63,26 @@ struct fs_dir {
 	int refs;                  /* as fs_file's, under fs.lock */
 };
 
+/* The references of open files and directories, under fs.lock: n is added,
+ * and whether that left none is the answer. */
+static bool fs_ref(struct fs *fs, int *refs, int n)
+{
+	pthread_mutex_lock(&fs->lock);
+	bool none = (*refs += n) == 0;
+	pthread_mutex_unlock(&fs->lock);
+	return none;
+}
+
 static struct fs_dir *fs_dir_hold(struct fs *fs, struct fuse_file_info *fi)
 {
 	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
-	pthread_mutex_lock(&fs->lock);
-	d->refs++;
-	pthread_mutex_unlock(&fs->lock);
+	fs_ref(fs, &d->refs, 1);
 	return d;
 }
 
 static void fs_dir_put(struct fs *fs, struct fs_dir *d)
 {
-	pthread_mutex_lock(&fs->lock);
-	bool last = --d->refs == 0;
-	pthread_mutex_unlock(&fs->lock);
-	if (last) {
+	if (fs_ref(fs, &d->refs, -1)) {
 		buf_free(&d->entries);
 		free(d);
 	}
@@ -205,18 +210,13 @@ static void fs_file_free(struct fs *fs, struct fs_file *f, bool release_stream)
 static struct fs_file *fs_file_hold(struct fs *fs, struct fuse_file_info *fi)
 {
 	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
-	pthread_mutex_lock(&fs->lock);
-	f->refs++;
-	pthread_mutex_unlock(&fs->lock);
+	fs_ref(fs, &f->refs, 1);
 	return f;
 }
 
 static void fs_file_put(struct fs *fs, struct fs_file *f)
 {
-	pthread_mutex_lock(&fs->lock);
-	bool last = --f->refs == 0;
-	pthread_mutex_unlock(&fs->lock);
-	if (last)
+	if (fs_ref(fs, &f->refs, -1))
 		fs_file_free(fs, f, true);
 }
 
