@@ -18,7 +18,7 @@ enum node_flags {
 	NODE_DOC = 1,       /* rendered when opened: a snapshot */
 	NODE_CTL = 2,       /* a write is a command */
 	NODE_LOG = 4,       /* content is a file on disk (true size, grows) */
-	NODE_VOLATILE = 8,  /* changes without a version bump: never cache its render */
+	NODE_VOLATILE = 8,  /* changes without an event: never cached, size 0 */
 	NODE_STREAM = 16,   /* the events file: answered by fs/stream, not rendered */
 	NODE_JSON = 32,     /* its content is one JSON document (application/json) */
 };

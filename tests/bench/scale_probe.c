@@ -44,8 +44,9 @@
 
 #define LATE_MS 1000
 #define LOST_MS 4000
-/* A notifier pass coalesces for 20 ms; waiting a little longer keeps one
- * change's trailing events out of the next measurement. */
+/* The gap between two changes: long enough that one change's trailing
+ * events (a pass announces every file it touched) stay out of the next
+ * measurement. */
 #define INOTIFY_GAP_MS 100
 
 static double now_ms(void)
