@@ -18,7 +18,7 @@
  *       an inotify watch on STATUS, then N writes alternating PAUSE and
  *       RESUME, each timed from just before write() to the first event;
  *       prints p50_ms= p99_ms= max_ms= late= lost= n=
- *       (late: not announced within 1 s; lost: not within LOST_MS either,
+ *       (late: not announced within 1 s; lost: not within LOST_MS (2 s) either,
  *       and counted at LOST_MS)
  *   scale_probe stat N PATH_A PATH_B
  *       N stat() calls of each, alternating; prints
@@ -43,7 +43,10 @@
 #include <unistd.h>
 
 #define LATE_MS 1000
-#define LOST_MS 4000
+/* How long to wait for an announcement: a change the notifier never
+ * announces (older versions compared renders and missed quick reversals)
+ * counts as this, so waiting longer would only cost time. */
+#define LOST_MS 2000
 /* The gap between two changes: long enough that one change's trailing
  * events (a pass announces every file it touched) stay out of the next
  * measurement. */
@@ -133,11 +136,12 @@ static int mode_ops(long pid, const char *path, long want, long max_s, char **va
 	/* At rest first: work a daemon still has from before (a notifier pass
 	 * over a big state takes seconds) must not be counted against these
 	 * writes. The clock ticks at CLK_TCK (100 Hz), so the idle rate needs
-	 * windows of a second: until one costs at most 10% of a core, a minute
-	 * at most (then the last one stands, and settle_s shows it). */
-	double idle_rate = 0;   /* ms of CPU per ms */
+	 * windows of a second: until one costs at most 10% of a core, or no
+	 * less than the one before (a big daemon burns some CPU at rest), 30 s
+	 * at most; the last window is the idle rate, settle_s tells how long. */
+	double idle_rate = 1e9;   /* ms of CPU per ms */
 	int settle;
-	for (settle = 0; settle < 60; settle++) {
+	for (settle = 0; settle < 30; settle++) {
 		double w0 = now_ms(), c0 = cpu_ms(pid);
 		sleep_ms(1000);
 		double w1 = now_ms(), c1 = cpu_ms(pid);
@@ -145,8 +149,9 @@ static int mode_ops(long pid, const char *path, long want, long max_s, char **va
 			fprintf(stderr, "scale_probe: no process %ld\n", pid);
 			return 1;
 		}
+		double prev_rate = idle_rate;
 		idle_rate = (c1 - c0) / (w1 - w0);
-		if (idle_rate <= 0.1)
+		if (idle_rate <= 0.1 || idle_rate >= prev_rate - 0.02)
 			break;
 	}
 
