@@ -39,14 +39,15 @@ static struct ws_pss **list_of(struct api *a)
 
 static void queue_reply(struct lws *wsi, struct ws_pss *p, cJSON *doc)
 {
-	char *text = cJSON_PrintUnformatted(doc);
+	struct buf text = BUF_INIT;
+	json_write(&text, doc);
 	cJSON_Delete(doc);
-	size_t len = strlen(text);
+	size_t len = text.len;
 	struct reply *r = xmalloc(sizeof *r + LWS_PRE + len);
 	r->next = NULL;
 	r->len = len;
-	memcpy(r->data + LWS_PRE, text, len);
-	cJSON_free(text);
+	memcpy(r->data + LWS_PRE, text.data, len);
+	buf_free(&text);
 	if (p->tail)
 		p->tail->next = r;
 	else
@@ -169,8 +170,11 @@ static void op_read_write(struct lws *wsi, struct api *a, struct ws_pss *p, cons
 		char *text = NULL;
 		if (cJSON_IsString(body))
 			text = xstrdup(body->valuestring);
-		else if (body)   /* a JSON body may come as JSON itself */
-			text = cJSON_PrintUnformatted(body);
+		else if (body) {   /* a JSON body may come as JSON itself */
+			struct buf b = BUF_INIT;
+			json_write(&b, body);
+			text = buf_steal(&b);
+		}
 		if (!text) {
 			reply_error(wsi, p, id, EINVAL, path->valuestring, "\"body\" is required");
 			return;

@@ -10,15 +10,47 @@
 
 void json_emit(cJSON *root, struct buf *out)
 {
-	char *s = cJSON_PrintUnformatted(root);
-	if (!s) {
-		fputs("orchfs: out of memory\n", stderr);
-		abort();
-	}
-	buf_puts(out, s);
+	json_write(out, root);
 	buf_putc(out, '\n');
-	cJSON_free(s);
 	cJSON_Delete(root);
+}
+
+/* cJSON_Print formats every number with printf and copies strings as they
+ * are: this writes through jw instead, whole numbers as integers and text as
+ * valid UTF-8, like every other document. */
+void json_write(struct buf *b, const cJSON *item)
+{
+	switch (item->type & 0xFF) {
+	case cJSON_False: jw_lit(b, "false"); break;
+	case cJSON_True: jw_lit(b, "true"); break;
+	case cJSON_Number: {
+		double d = item->valuedouble;
+		if (d == (double)(int64_t)d && fabs(d) <= 9007199254740992.0)
+			jw_i64(b, (int64_t)d);
+		else
+			jw_double(b, d);
+		break;
+	}
+	case cJSON_String: jw_str(b, item->valuestring ? item->valuestring : ""); break;
+	case cJSON_Raw: buf_puts(b, item->valuestring ? item->valuestring : "null"); break;
+	case cJSON_Array:
+	case cJSON_Object: {
+		bool object = (item->type & 0xFF) == cJSON_Object;
+		buf_putc(b, object ? '{' : '[');
+		for (const cJSON *c = item->child; c; c = c->next) {
+			if (c != item->child)
+				buf_putc(b, ',');
+			if (object) {
+				jw_str(b, c->string ? c->string : "");
+				buf_putc(b, ':');
+			}
+			json_write(b, c);
+		}
+		buf_putc(b, object ? '}' : ']');
+		break;
+	}
+	default: jw_lit(b, "null"); break;
+	}
 }
 
 /* --- jw --- */
@@ -103,9 +135,14 @@ void jw_str_or_null(struct buf *b, const char *s)
 
 void jw_i64(struct buf *b, int64_t v)
 {
-	char s[24];
-	int n = snprintf(s, sizeof s, "%" PRId64, v);
-	buf_append(b, s, (size_t)n);
+	char s[24], *p = s + sizeof s;
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+	do
+		*--p = (char)('0' + u % 10);
+	while (u /= 10);
+	if (v < 0)
+		*--p = '-';
+	buf_append(b, p, (size_t)(s + sizeof s - p));
 }
 
 void jw_double(struct buf *b, double v)
@@ -165,14 +202,48 @@ cJSON *json_add_usd(cJSON *obj, const char *name, int64_t micro)
 	return r;
 }
 
+/* Writes n digits of v at p. */
+static char *put_digits(char *p, unsigned v, int n)
+{
+	for (int i = n - 1; i >= 0; i--, v /= 10)
+		p[i] = (char)('0' + v % 10);
+	return p + n;
+}
+
 void time_iso(int64_t ms, char *out, size_t size)
 {
-	time_t secs = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&secs, &tm);
-	char date[24];
-	strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out, size, "%s.%03dZ", date, (int)(ms % 1000));
+	/* Every event carries a time: days to a civil date by arithmetic (the
+	 * proleptic Gregorian calendar, eras of 400 years), not gmtime_r and
+	 * strftime. */
+	if (ms < 0)
+		ms = 0;
+	int64_t secs = ms / 1000, days = secs / 86400;
+	unsigned sod = (unsigned)(secs % 86400), msec = (unsigned)(ms % 1000);
+	int64_t z = days + 719468, era = z / 146097;
+	unsigned doe = (unsigned)(z - era * 146097);
+	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+	unsigned day = doy - (153 * mp + 2) / 5 + 1, month = mp < 10 ? mp + 3 : mp - 9;
+	int64_t year = (int64_t)yoe + era * 400 + (month <= 2);
+	if (year > 9999 || size < 25) {
+		snprintf(out, size, "%s", "0000-01-01T00:00:00.000Z");
+		return;
+	}
+	char *p = put_digits(out, (unsigned)year, 4);
+	*p++ = '-';
+	p = put_digits(p, month, 2);
+	*p++ = '-';
+	p = put_digits(p, day, 2);
+	*p++ = 'T';
+	p = put_digits(p, sod / 3600, 2);
+	*p++ = ':';
+	p = put_digits(p, sod / 60 % 60, 2);
+	*p++ = ':';
+	p = put_digits(p, sod % 60, 2);
+	*p++ = '.';
+	p = put_digits(p, msec, 3);
+	*p++ = 'Z';
+	*p = 0;
 }
 
 cJSON *json_add_time(cJSON *obj, const char *name, int64_t ms)

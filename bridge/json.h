@@ -12,6 +12,8 @@
 
 /* Prints root compactly with a trailing newline into out, then deletes root. */
 void json_emit(cJSON *root, struct buf *out);
+/* Any cJSON tree as compact JSON, written the way jw writes (below). */
+void json_write(struct buf *b, const cJSON *item);
 cJSON *json_add_i64(cJSON *obj, const char *name, int64_t v);
 /* Money: integer micro-dollars printed as USD with 6 decimals ("1.250000"). */
 cJSON *json_add_usd(cJSON *obj, const char *name, int64_t micro);

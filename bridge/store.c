@@ -125,7 +125,7 @@ int store_open(const char *state_dir, bool durable, struct store **out, struct o
 	struct store *s = xcalloc(1, sizeof *s);
 	s->lockfd = lockfd;
 	pthread_mutex_init(&s->rlock, NULL);
-	pthread_mutex_init(&s->qlock, NULL);
+	mutex_init_pi(&s->qlock);
 	pthread_cond_init(&s->qcond, NULL);
 	pthread_cond_init(&s->qdone, NULL);
 	int rc;
@@ -532,9 +532,11 @@ uint64_t store_queue(struct store *s, struct orch *o)
 	}
 	free(ids);
 	if (c->context) {
+		struct buf doc = BUF_INIT;
 		cJSON *ctx = ctx_export(o->ctx);
-		commit_row(c, ROW_CONTEXT_DOC, "context", 0, 0, cJSON_PrintUnformatted(ctx));
+		json_write(&doc, ctx);
 		cJSON_Delete(ctx);
+		commit_row(c, ROW_CONTEXT_DOC, "context", 0, 0, buf_steal(&doc));
 		ctx_export_contents(o->ctx, gather_blob, c);
 	}
 	char num[32];

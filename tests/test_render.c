@@ -1,8 +1,10 @@
 /* test_render: the node table (resolve, list, write, errors) and the renders
- * behind it, called directly with no mount and no scheduler thread. */
+ * behind it, called directly with no mount and no scheduler thread; and the
+ * JSON writer every event line is made with. */
 #include "fixture.h"
 
 #include <errno.h>
+#include <math.h>
 
 #include "nodes.h"
 #include "pricing.h"
@@ -329,6 +331,45 @@ static void test_chunked_documents(void **state)
 	buf_free(&r);
 }
 
+/* json_write and time_iso: what every event line is made of */
+static void test_json_writer(void **state)
+{
+	(void)state;
+	cJSON *d = cJSON_CreateObject();
+	cJSON_AddNumberToObject(d, "n", 3);
+	cJSON_AddNumberToObject(d, "neg", -42);
+	cJSON_AddNumberToObject(d, "half", 1.5);
+	cJSON_AddNumberToObject(d, "big", 1e300);
+	cJSON_AddNumberToObject(d, "nan", NAN);
+	cJSON_AddStringToObject(d, "bad\xff", "a\xc3(\"\n\x01");
+	json_add_i64(d, "i64", INT64_MAX);
+	json_add_usd(d, "usd", 1250000);
+	cJSON *a = cJSON_AddArrayToObject(d, "a");
+	cJSON_AddItemToArray(a, cJSON_CreateTrue());
+	cJSON_AddItemToArray(a, cJSON_CreateNull());
+	cJSON_AddItemToArray(a, cJSON_CreateObject());
+	struct buf b = BUF_INIT;
+	json_emit(d, &b);
+	assert_string_equal(b.data,
+			    "{\"n\":3,\"neg\":-42,\"half\":1.5,\"big\":1e+300,\"nan\":null,"
+			    "\"bad\xef\xbf\xbd\":\"a\xef\xbf\xbd(\\\"\\n\\u0001\","
+			    "\"i64\":9223372036854775807,\"usd\":1.250000,\"a\":[true,null,{}]}\n");
+	buf_free(&b);
+
+	static const struct { int64_t ms; const char *iso; } dates[] = {
+		{0, "1970-01-01T00:00:00.000Z"},
+		{951782400000, "2000-02-29T00:00:00.000Z"},
+		{1709251199999, "2024-02-29T23:59:59.999Z"},
+		{1796553600123, "2026-12-06T10:40:00.123Z"},
+		{253402300799999, "9999-12-31T23:59:59.999Z"},
+	};
+	for (size_t i = 0; i < sizeof dates / sizeof *dates; i++) {
+		char iso[40];
+		time_iso(dates[i].ms, iso, sizeof iso);
+		assert_string_equal(iso, dates[i].iso);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -339,6 +380,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_usage_and_money, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_documents, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_chunked_documents, fixture_setup, fixture_teardown),
+		cmocka_unit_test(test_json_writer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
