@@ -4,6 +4,7 @@
 #ifndef ORCHFS_BUF_H
 #define ORCHFS_BUF_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 
@@ -35,5 +36,10 @@ char *xstrndup(const char *s, size_t n);
  * that it holds at least n: ARRAY_GROW(v, cap, n) before v[n - 1] = ... */
 void *xgrow(void *p, size_t *cap, size_t n, size_t size);
 #define ARRAY_GROW(v, cap, n) ((v) = xgrow((v), &(cap), (n), sizeof *(v)))
+
+/* A mutex the scheduler's thread takes: with priority inheritance, so that a
+ * thread holding it is raised to the scheduler's priority while the
+ * scheduler waits (no inversion when that thread is real-time). */
+void mutex_init_pi(pthread_mutex_t *m);
 
 #endif

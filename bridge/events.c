@@ -97,7 +97,7 @@ unsigned events_channel_mask(const char *list, size_t len, char *bad, size_t bad
 void events_init(struct events *ev, size_t capacity)
 {
 	memset(ev, 0, sizeof *ev);
-	pthread_mutex_init(&ev->lock, NULL);
+	mutex_init_pi(&ev->lock);
 	pthread_condattr_t attr;
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);

@@ -56,7 +56,7 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 		free(o->prices);
 		return err_set(err, -rc, "cannot create %s: %s", logs, strerror(-rc));
 	}
-	pthread_mutex_init(&o->lock, NULL);
+	mutex_init_pi(&o->lock);
 	o->started_ms = time_now_ms();
 	o->max_workers = cfg->max_workers > 0 ? cfg->max_workers : 1;
 	o->pipeline = PIPE_RUNNING;

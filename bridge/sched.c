@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -606,8 +607,14 @@ void *sched_main(void *arg)
 	pthread_setname_np(pthread_self(), "orchfs-sched");
 	/* Its time under the lock is what every reader and writer waits on: on a
 	 * machine busy with clients it should not be the one preempted. Only
-	 * root may raise it; anyone else runs it as it is. */
-	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), SCHED_NICE);
+	 * root may raise it; anyone else runs it as it is. Its work is bounded
+	 * (a tick, then poll), so real-time cannot starve the machine. The
+	 * workers it starts must not inherit the raise: reset-on-fork gives them
+	 * the normal policy and nice 0. */
+	struct sched_param rt = {.sched_priority = 1}, normal = {0};
+	if (sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &rt) != 0 &&
+	    sched_setscheduler(0, SCHED_OTHER | SCHED_RESET_ON_FORK, &normal) == 0)
+		(void)setpriority(PRIO_PROCESS, (id_t)gettid(), SCHED_NICE);
 	pthread_mutex_lock(&o->lock);
 	while (!(o->stopping && o->running == 0)) {
 		size_t n = 1;

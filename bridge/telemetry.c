@@ -40,7 +40,7 @@ static const char *const op_names[TM_NOPS] = {
 struct telemetry *tm_create(void)
 {
 	struct telemetry *tm = xcalloc(1, sizeof *tm);
-	pthread_mutex_init(&tm->lock, NULL);
+	mutex_init_pi(&tm->lock);
 	tm->start_ns = tm->last_wall_ns = time_mono_ns();
 	return tm;
 }

@@ -76,6 +76,8 @@ struct notifier_pass {
 		bool dir;
 	} *items;
 	size_t n, cap;
+	struct node_change *changes;  /* the events' changes, copied out of the ring */
+	size_t nchanges, changes_cap;
 };
 
 static bool notifier_stopping(struct notifier *n)
@@ -97,10 +99,20 @@ static void pass_add(void *arg, enum node_touch how, const char *path, bool dir)
 	p->items[p->n++] = (struct pass_item){xstrdup(path), how, dir};
 }
 
+static const char *dup_or_null(const char *s)
+{
+	return s ? xstrdup(s) : NULL;
+}
+
+/* Under the events' lock, which the scheduler takes to publish: only a copy
+ * is made here, the paths are worked out after. */
 static void pass_event(void *arg, const struct event_rec *rec)
 {
+	struct notifier_pass *p = arg;
 	struct node_change c = node_change_of(rec);
-	node_touched(&c, pass_add, arg);
+	ARRAY_GROW(p->changes, p->changes_cap, p->nchanges + 1);
+	p->changes[p->nchanges++] = (struct node_change){c.kinds, c.worker, dup_or_null(c.task),
+							  dup_or_null(c.track), dup_or_null(c.name)};
 }
 
 /* --- calls on the mount, made by the hand --- */
@@ -300,6 +312,14 @@ static void notifier_pass(struct notifier *n)
 	uint64_t errors = __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE);
 	bool lost = false;
 	uint64_t seq = events_each(&o->events, n->seq, pass_event, &p, &lost);
+	for (size_t i = 0; i < p.nchanges; i++) {
+		struct node_change *c = &p.changes[i];
+		node_touched(c, pass_add, &p);
+		free((char *)c->task);
+		free((char *)c->track);
+		free((char *)c->name);
+	}
+	free(p.changes);
 	if (lost) {
 		/* some are gone from memory: every shared document may have changed */
 		struct node_change all = {(UINT64_C(1) << EVK_COUNT) - 1, 0, NULL, NULL, NULL};

@@ -4,7 +4,8 @@
 # status/info.json/exit codes, the ORCHFS_* environment, cwd and env, logs
 # that grow while the worker runs, stdin, kill by id or per worker with
 # signals and a grace (a worker trapping TERM is KILLed after the grace),
-# STOP/CONT that do not end a worker, the trace, and workers.json.
+# STOP/CONT that do not end a worker, the trace, workers.json, and that
+# workers run at nice 0 with the normal policy whatever the scheduler's.
 . "$(dirname "$0")/lib.sh"
 
 orchfs_start --max-workers 4
@@ -46,6 +47,22 @@ check "its env reached it" log_has "$w" "foo=bar baz"
 check "it ran in its cwd" log_has "$w" "$T/elsewhere"
 check "info.json has cwd and model" \
 	jqe --arg d "$T/elsewhere" '.cwd == $d and .model == "m1"' "mma/workers/$w/info.json"
+
+# --- the scheduler's priority is not the workers' (README, "Design") ---
+# /proc/PID/stat after "(comm) ": field 17 is nice, field 39 the policy (0: normal)
+sched_of() { awk '{ sub(/.*\) /, ""); print $17, $39 }' "$1"; }
+# a task's worker, which the scheduler thread starts
+cat >"$T/prio.sh" <<'EOS'
+awk '{ sub(/.*\) /, ""); print $17, $39 }' /proc/$$/stat
+EOS
+ctl_write mma/tracks/create "{\"id\":\"prio\",\"tasks\":[{\"id\":\"prio1\",\"command\":\"sh $T/prio.sh\"}]}"
+wait_for "the task reporting its priority is done" 5 status_is mma/tasks/prio1/status done
+expect_eq "a task's worker runs at nice 0 with the normal policy" "$(cat mma/tasks/prio1/worker/log)" "0 0"
+sched_tid=$(grep -lx orchfs-sched /proc/"$DAEMON_PID"/task/*/comm | head -1)
+if [ "$(id -u)" = 0 ]; then
+	expect_eq "as root the scheduler thread is SCHED_FIFO (1), nice 0" \
+		"$(sched_of "${sched_tid%/comm}/stat")" "0 1"
+fi
 
 # --- a worker that cannot start: an error, and a record that says so ---
 n0=$(jq .total mma/workers.json)
