@@ -864,7 +864,10 @@ static int load_tasks(struct store *s, struct orch *o)
 	if (sqlite3_prepare_v2(s->db, "SELECT doc FROM tasks ORDER BY ord", -1, &st, NULL) !=
 	    SQLITE_OK)
 		return -1;
-	cJSON *docs = cJSON_CreateArray();
+	/* Edges wait until every node is back: "task\0dep\0" pairs in one
+	 * buffer, not the parsed rows (kept, 100,000 of them would be most of
+	 * the heap, and what they leave behind cannot be given back). */
+	struct buf edges = BUF_INIT;
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		cJSON *d = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
 		char id[ID_MAX + 1], track[ID_MAX + 1];
@@ -903,22 +906,24 @@ static int load_tasks(struct store *s, struct orch *o)
 		if (t->order >= o->next_order)
 			o->next_order = t->order + 1;
 		task_link(o, t);
-		cJSON_AddItemToArray(docs, d);
-	}
-	sqlite3_finalize(st);
-	/* Edges once every node is back. */
-	const cJSON *d;
-	cJSON_ArrayForEach(d, docs) {
-		struct task *t = task_find(o, cJSON_GetStringValue(cJSON_GetObjectItem(d, "id")));
 		const cJSON *dep;
 		cJSON_ArrayForEach(dep, cJSON_GetObjectItemCaseSensitive(d, "deps")) {
-			struct task *x = cJSON_IsString(dep) ? task_find(o, dep->valuestring) : NULL;
-			if (!x)
+			if (!cJSON_IsString(dep))
 				continue;
-			task_dep_add(o, t, x);
+			buf_append(&edges, id, strlen(id) + 1);
+			buf_append(&edges, dep->valuestring, strlen(dep->valuestring) + 1);
 		}
+		cJSON_Delete(d);
 	}
-	cJSON_Delete(docs);
+	sqlite3_finalize(st);
+	for (size_t at = 0; at < edges.len;) {
+		const char *id = edges.data + at, *dep = id + strlen(id) + 1;
+		at = (size_t)(dep - edges.data) + strlen(dep) + 1;
+		struct task *t = task_find(o, id), *x = task_find(o, dep);
+		if (t && x)
+			task_dep_add(o, t, x);
+	}
+	buf_free(&edges);
 	return 0;
 }
 

@@ -10,10 +10,13 @@
 #   3. change -> inotify latency on mma/pipeline/status (pause/resume writes)
 #   4. RSS at rest, and its growth over 20 reads of state.json
 #   5. reading state.json against Python's json.dumps of the same document
-#   6. scheduler tick p99 (system/telemetry.json .loop.p99_us) idle, and
-#      loaded: 100 WebSocket clients on every channel, a state.json read
-#      loop and a plan of 1,000 `true` tasks running
+#   6. scheduler tick p99 (system/telemetry.json .loop.p99_us) idle, with
+#      a plan of 1,000 `true` tasks running alone, and loaded: 100
+#      WebSocket clients on every channel, a state.json read loop and such a
+#      plan running
 #   7. stat() of mma/workers/1/status against mma/pipeline/status
+# and, once the rounds are done, the RSS of each daemon restarted on its
+# state dir.
 # Before figures 1-4 a daemon is let come to rest (at most 30% of a core over
 # 2 s): the notifier's work left over from before is no figure's.
 # It prints each round, then a markdown table: the median and spread
@@ -128,6 +131,20 @@ start_daemon() {
 		--http "127.0.0.1:$ph" --ws "127.0.0.1:$pw" --max-workers 8 --pricing "$pricing" "$d/mnt"
 	bench_wait_mount "$d/mnt" "$bench_pid" "$d/orchfs.log" "$d/mnt/mma/pipeline/status" "$d/state/token" || exit 1
 	mnt[$1]=$d/mnt pid[$1]=$bench_pid state[$1]=$d/state wsport[$1]=$pw log[$1]=$d/orchfs.log
+}
+
+# restart_daemon NAME: the daemon stopped and started again on its state dir,
+# as a user's would be after an upgrade or a reboot
+restart_daemon() {
+	local d ph pw
+	d=$(dirname "${mnt[$1]}")
+	bench_stop "${mnt[$1]}" "${pid[$1]}"
+	read -r ph pw < <(bench_free_ports "$py" 2)
+	[ -n "$pw" ] || exit 1
+	bench_start "$d/mnt" "$d/orchfs.log" "$orchfs" -f --state-dir "$d/state" \
+		--http "127.0.0.1:$ph" --ws "127.0.0.1:$pw" --max-workers 8 --pricing "$pricing" "$d/mnt"
+	bench_wait_mount "$d/mnt" "$bench_pid" "$d/orchfs.log" "$d/mnt/mma/pipeline/status" "$d/state/token" || exit 1
+	pid[$1]=$bench_pid wsport[$1]=$pw
 }
 
 alive() { # alive NAME [WHAT]: dies, with the end of its log, if the daemon has
@@ -373,10 +390,24 @@ idle_ticks() {
 	done
 }
 
-# loaded_ticks NAME ROUND: the tick p99 while scale_ws.py's clients, a
-# state.json read loop and a plan of load_tasks `true` tasks run
+# loaded_ticks NAME ROUND [plan]: the tick p99 while scale_ws.py's clients, a
+# state.json read loop and a plan of load_tasks `true` tasks run; with
+# "plan", while the plan alone runs (the tick's own work, the baseline of
+# what the clients and the reads add)
 loaded_ticks() {
-	local d=$1 r=$2 m=${mnt[$1]} i c0 c p99 t0 deadline wsout idle
+	local d=$1 r=$2 m=${mnt[$1]} i c0 c p99 t0 deadline wsout idle plan_only=${3:-}
+	if [ -n "$plan_only" ]; then
+		tick "$d"; c0=$tick_count
+		t0=$(now)
+		create_track "$d" "plan$r" "$load_tasks" 0
+		deadline=$(($(date +%s) + load_max_s))
+		wait_track "$d" "plan$r" "$deadline" || die "the plan on $d was not done in ${load_max_s}s"
+		tick "$d"; c=$tick_count p99=$tick_p99
+		alive "$d" "the plan"
+		record tplan "$d" "$(div "$p99" 1000)"
+		printf 'round %d %-5s tick plan alone  p99_us=%s ticks=%d plan_s=%s\n' "$r" "$d" "$p99" "$((c - c0))" "$(since "$t0")"
+		return
+	fi
 	rm -f "$tmp/ws.ready" "$tmp/load.stop"
 	"$py" "$here/scale_ws.py" --port "${wsport[$d]}" --token-file "${state[$d]}/token" \
 		--ready "$tmp/ws.ready" --clients "$ws_clients" --max-s "$load_max_s" >"$tmp/ws.out" 2>&1 &
@@ -412,6 +443,9 @@ loaded_ticks() {
 	idle=${vals[tidle:$d]% }
 	idle=${idle##* }
 	record tloadr "$d" "$(div "$(div "$p99" 1000)" "$idle")"
+	idle=${vals[tplan:$d]% }
+	idle=${idle##* }
+	record tloadp "$d" "$(div "$(div "$p99" 1000)" "$idle")"
 	printf 'round %d %-5s tick loaded      p99_us=%s ticks=%d plan_s=%s %s\n' "$r" "$d" "$p99" "$((c - c0))" "$(since "$t0")" "$wsout"
 	# its p99 is the 6th longest of its 512 ticks, so a few hundred loaded
 	# ones are enough to set it
@@ -429,9 +463,19 @@ for ((r = 1; r <= rounds; r++)); do
 	measure fresh "$r"
 	measure scale "$r"
 	idle_ticks "$r"
+	loaded_ticks fresh "$r" plan
+	loaded_ticks scale "$r" plan
 	loaded_ticks fresh "$r"
 	loaded_ticks scale "$r"
 	echo "round $r took $(since "$t_round")s"
+done
+
+# RSS once restarted: what is loaded back from the store, at rest
+for d in fresh scale; do
+	restart_daemon "$d"
+	rest "$d"
+	record rssr "$d" "$(div "$(rss_kib "$d")" 1024)"
+	printf 'restart %-5s rss_at_rest_kib=%d\n' "$d" "$(rss_kib "$d")"
 done
 
 # --- the table
@@ -469,12 +513,15 @@ row rss "4. RSS at rest (MiB)" "scale ≤ 100 MiB"
 row size "   state.json size (MiB)" "—"
 row grow "   RSS growth over 20 state.json reads (MiB)" "—"
 row growr "   RSS growth / state.json size" "≤ 1.0"
+row rssr "   RSS at rest after a restart (MiB)" "scale ≤ 100 MiB"
 row read "5. state.json read (ms)" "—"
 row dumps "   json.dumps of it in Python (ms)" "—"
 row readr "   state.json read / json.dumps" "≤ 1.0"
 row tidle "6. scheduler tick p99 idle (ms)" "—"
 row tload "   scheduler tick p99 loaded (ms)" "≤ 2 ms"
 row tloadr "   tick p99 loaded / idle" "≤ 5"
+row tplan "   scheduler tick p99, the plan alone (ms)" "—"
+row tloadp "   tick p99 loaded / the plan alone" "—"
 row statw "7. stat mma/workers/1/status (µs)" "—"
 row statp "   stat mma/pipeline/status (µs)" "—"
 row statr "   stat worker / pipeline" "≤ 1.5"
