@@ -3,6 +3,7 @@
  * point and the caller has nothing to undo. Messages are written for the
  * person at the shell: they name the field, the line and the rule broken. */
 #include "cmd.h"
+#include "pricing.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -21,7 +22,6 @@
 #define GRACE_MAX 3600
 #define TIMEOUT_MAX (86400 * 365)
 #define RETRIES_MAX 1000
-#define COUNT_MAX 9007199254740992LL /* 2^53: the largest count JSON keeps exactly */
 #define USD_INT_MAX 1000000000000LL /* same ceiling as json_usd */
 
 struct tok {
@@ -1078,9 +1078,9 @@ static int parse_usage_line(const char *in, size_t len, struct usage *out, struc
 			out->model[vn] = '\0';
 		} else {
 			uint64_t c;
-			if (!parse_u64(v, vn, COUNT_MAX, &c))
+			if (!parse_u64(v, vn, USAGE_REPORT_MAX, &c))
 				return err_set(err, EINVAL, "\"%s\" must be a whole number 0..%lld",
-					       keys[k], COUNT_MAX);
+					       keys[k], USAGE_REPORT_MAX);
 			*counts[k] = (int64_t)c;
 		}
 	}
@@ -1117,9 +1117,9 @@ static int parse_usage_json(const cJSON *root, struct usage *out, struct orch_er
 				return err_set(err, EINVAL, "\"%s\" is required", keys[k]);
 			continue;
 		}
-		if (!json_int(v, 0, COUNT_MAX, counts[k]))
+		if (!json_int(v, 0, USAGE_REPORT_MAX, counts[k]))
 			return err_set(err, EINVAL, "\"%s\" must be a whole number 0..%lld", keys[k],
-				       COUNT_MAX);
+				       USAGE_REPORT_MAX);
 	}
 	return 0;
 }

@@ -18,6 +18,7 @@ static const struct {
 	{ENOSPC, "ENOSPC", 507}, {EMFILE, "EMFILE", 503}, {ENOMEM, "ENOMEM", 500},
 	{ERANGE, "ERANGE", 410},   /* a replay from before the oldest kept event */
 	{EINTR, "EINTR", 503},     {ENOTSUP, "ENOTSUP", 405},
+	{EOVERFLOW, "EOVERFLOW", 422},   /* a total that would pass what orchfs counts exactly */
 };
 
 int err_set(struct orch_err *e, int errnum, const char *fmt, ...)

@@ -435,9 +435,11 @@ static int a_usage(struct orch *o, const struct node *n, const char *in, size_t 
 	pthread_mutex_lock(&o->lock);
 	struct worker *w = arg_worker(o, n);
 	if (w) {
-		sched_report_usage(o, w, &u);
-		render_usage(o, &w->usage, result);
-		buf_putc(result, '\n');
+		rc = sched_report_usage(o, w, &u, err);
+		if (!rc) {
+			render_usage(o, &w->usage, result);
+			buf_putc(result, '\n');
+		}
 	} else {
 		rc = err_set(err, ENOENT, "no worker %s", n->arg);
 	}

@@ -16,9 +16,9 @@ static bool price_field(const cJSON *model, const char *name, int64_t *out, stru
 		*out = 0;
 		return true;
 	}
-	if (!json_usd(v, out)) {
-		err_set(err, EINVAL, "pricing: model \"%s\": \"%s\" must be a number >= 0",
-			model->string, name);
+	if (!json_usd(v, out) || *out > (int64_t)PRICE_MAX_USD * 1000000) {
+		err_set(err, EINVAL, "pricing: model \"%s\": \"%s\" must be a number 0..%d",
+			model->string, name, PRICE_MAX_USD);
 		return false;
 	}
 	return true;
@@ -101,7 +101,8 @@ const struct price *pricing_find(const struct price *prices, size_t n, const cha
 }
 
 
-int64_t pricing_cost(const struct price *p, const struct usage *u)
+/* Micro-dollars, unbounded: counts <= 2^63 times prices <= 10^11 fit 128 bits. */
+static __int128 cost_exact(const struct price *p, const struct usage *u)
 {
 	if (!p)
 		return 0;
@@ -110,7 +111,47 @@ int64_t pricing_cost(const struct price *p, const struct usage *u)
 	__int128 pico = (__int128)u->input * p->input + (__int128)u->output * p->output +
 			(__int128)u->cache_read * p->cache_read +
 			(__int128)u->cache_write * p->cache_write;
-	return (int64_t)((pico + 500000) / 1000000);
+	return (pico + 500000) / 1000000;
+}
+
+int64_t pricing_cost(const struct price *p, const struct usage *u)
+{
+	__int128 c = cost_exact(p, u);
+	return c > MONEY_MAX ? MONEY_MAX : (int64_t)c;
+}
+
+int usage_check_add(const struct usage_set *set, const struct usage *u,
+		    const struct price *prices, size_t n, const char *who, struct orch_err *err)
+{
+	static const char *const kinds[] = {"input", "output", "cache_read", "cache_write",
+					    "reports"};
+	struct usage sum = *u;   /* u's model once u is added */
+	__int128 cost = 0;       /* the other models' */
+	for (size_t i = 0; i < set->n; i++) {
+		const struct usage *x = &set->v[i];
+		if (strcmp(x->model, u->model) != 0) {
+			cost += cost_exact(pricing_find(prices, n, x->model), x);
+			continue;
+		}
+		int64_t *to[] = {&sum.input, &sum.output, &sum.cache_read, &sum.cache_write,
+				 &sum.reports};
+		const int64_t had[] = {x->input, x->output, x->cache_read, x->cache_write,
+				       x->reports};
+		for (size_t k = 0; k < 5; k++) {
+			if (*to[k] > USAGE_TOTAL_MAX - had[k])
+				return err_set(err, EOVERFLOW,
+					       "this report would take %s's %s%s for %s past %lld",
+					       who, kinds[k], k < 4 ? " tokens" : "", u->model,
+					       USAGE_TOTAL_MAX);
+			*to[k] += had[k];
+		}
+	}
+	cost += cost_exact(pricing_find(prices, n, u->model), &sum);
+	if (cost > MONEY_MAX)
+		return err_set(err, EOVERFLOW,
+			       "this report would take %s's cost past $9007199254.740992, the most "
+			       "orchfs counts exactly", who);
+	return 0;
 }
 
 void usage_add(struct usage_set *set, const struct usage *u)
@@ -138,10 +179,10 @@ void usage_merge(struct usage_set *into, const struct usage_set *from)
 
 int64_t usage_set_cost(const struct usage_set *set, const struct price *prices, size_t n)
 {
-	int64_t total = 0;
+	__int128 total = 0;
 	for (size_t i = 0; i < set->n; i++)
-		total += pricing_cost(pricing_find(prices, n, set->v[i].model), &set->v[i]);
-	return total;
+		total += cost_exact(pricing_find(prices, n, set->v[i].model), &set->v[i]);
+	return total > MONEY_MAX ? MONEY_MAX : (int64_t)total;
 }
 
 void usage_set_free(struct usage_set *set)

@@ -399,11 +399,21 @@ int sched_set_max_workers(struct orch *o, int n)
 	return 0;
 }
 
-void sched_report_usage(struct orch *o, struct worker *w, const struct usage *u)
+int sched_report_usage(struct orch *o, struct worker *w, const struct usage *u,
+		       struct orch_err *err)
 {
+	struct track *k = w->track_id[0] ? track_find(o, w->track_id) : NULL;
+	char who[32];
+	snprintf(who, sizeof who, "worker %d", w->id);
+	int rc = usage_check_add(&w->usage, u, o->prices, o->nprices, who, err);
+	if (!rc && k)
+		rc = usage_check_add(&k->usage, u, o->prices, o->nprices, "its track", err);
+	if (!rc)
+		rc = usage_check_add(&o->usage, u, o->prices, o->nprices, "the daemon", err);
+	if (rc)
+		return rc;
 	usage_add(&w->usage, u);
 	usage_add(&o->usage, u);
-	struct track *k = w->track_id[0] ? track_find(o, w->track_id) : NULL;
 	if (k)
 		usage_add(&k->usage, u);
 	cJSON *d = cJSON_CreateObject();
@@ -422,6 +432,7 @@ void sched_report_usage(struct orch *o, struct worker *w, const struct usage *u)
 		track_mark(o, k);
 		sched_recompute(o);
 	}
+	return 0;
 }
 
 /* --- the loop --- */

@@ -30,7 +30,9 @@ int sched_pause(struct orch *o, bool freeze);
 int sched_resume(struct orch *o);
 int sched_set_max_workers(struct orch *o, int n);
 /* Adds a usage report to the worker, its task and track; may flip a track to over_budget. */
-void sched_report_usage(struct orch *o, struct worker *w, const struct usage *u);
+/* Refused (EOVERFLOW, nothing changed) past the bounds of pricing.h. */
+int sched_report_usage(struct orch *o, struct worker *w, const struct usage *u,
+		       struct orch_err *err);
 /* After a restart: workers that were running are lost; their tasks are
  * retried if retries remain, else failed. */
 void sched_recover(struct orch *o);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "pricing.h"
 
 /* ---- helpers ---- */
 
@@ -553,10 +554,11 @@ static void test_usage(void **state)
 	assert_int_equal(u.cache_read, 9);
 	assert_int_equal(u.cache_write, 7);
 
-	assert_int_equal(usage("{\"model\":\"m2\",\"input_tokens\":9007199254740992,\"output_tokens\":5,"
+	/* USAGE_REPORT_MAX tokens a kind is the most one report carries */
+	assert_int_equal(usage("{\"model\":\"m2\",\"input_tokens\":1000000000000,\"output_tokens\":5,"
 			       "\"cache_read_tokens\":1,\"cache_write_tokens\":2}", &u, &e), 0);
 	assert_string_equal(u.model, "m2");
-	assert_int_equal(u.input, 9007199254740992LL);
+	assert_int_equal(u.input, USAGE_REPORT_MAX);
 	assert_int_equal(u.output, 5);
 	assert_int_equal(u.cache_read, 1);
 	assert_int_equal(u.cache_write, 2);
@@ -994,6 +996,8 @@ static const struct bad bad_inputs[] = {
 	{P_USAGE, "model=m1 in=1 in=2 out=1", EINVAL},
 	{P_USAGE, "model= in=1 out=1", EINVAL},
 	{P_USAGE, "model=m1 in=9007199254740993 out=1", EINVAL},
+	{P_USAGE, "model=m1 in=1000000000001 out=1", EINVAL},
+	{P_USAGE, "{\"model\":\"m1\",\"input_tokens\":1,\"output_tokens\":1000000000001}", EINVAL},
 	{P_USAGE, "model m1 in=1 out=1", EINVAL},
 	{P_USAGE, "model=m1 in=1 out=1 cache_read=1 cache_write=1 x=1", EINVAL},
 	{P_USAGE, "{\"model\":\"m1\",\"input_tokens\":1}", EINVAL},

@@ -1,4 +1,5 @@
-/* test_pricing: price parsing and exact integer money arithmetic. */
+/* test_pricing: price parsing and exact integer money arithmetic, within
+ * its bounds. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -66,10 +67,52 @@ static void test_cost(void **state)
 	u = mk("cheap", 7, 0, 0, 0);                                   /* 0.525 µ$ */
 	assert_int_equal(pricing_cost(&cheap, &u), 1);
 	assert_int_equal(pricing_cost(NULL, &u), 0);
-	/* 2^53 tokens at $100/Mtok does not overflow */
-	struct price dear = {.input = 100000000};
-	u = mk("d", INT64_C(9007199254740992), 0, 0, 0);
-	assert_int_equal(pricing_cost(&dear, &u), INT64_C(900719925474099200));
+	/* 2^53 tokens of each kind at the highest price neither wraps nor lies
+	 * below the ceiling: it stops at MONEY_MAX */
+	struct price dear = {.input = PRICE_MAX_USD * INT64_C(1000000), .output = PRICE_MAX_USD * INT64_C(1000000),
+			     .cache_read = PRICE_MAX_USD * INT64_C(1000000), .cache_write = PRICE_MAX_USD * INT64_C(1000000)};
+	u = mk("d", USAGE_TOTAL_MAX, USAGE_TOTAL_MAX, USAGE_TOTAL_MAX, USAGE_TOTAL_MAX);
+	assert_int_equal(pricing_cost(&dear, &u), MONEY_MAX);
+	u = mk("d", 1000, 0, 0, 0);
+	assert_int_equal(pricing_cost(&dear, &u), 100000000);          /* $100 */
+}
+
+/* Totals never wrap: a report past a bound is refused, naming the bound */
+static void test_bounds(void **state)
+{
+	struct orch_err err = {0};
+	struct price *p = NULL;
+	size_t n = 0;
+	const char *ok = "{\"top\":{\"input_per_mtok\":100000}}";
+	const char *over = "{\"top\":{\"input_per_mtok\":100000.000001}}";
+	assert_int_equal(pricing_parse(ok, strlen(ok), &p, &n, &err), 0);
+	assert_int_equal(p[0].input, PRICE_MAX_USD * INT64_C(1000000));
+	free(p);
+	assert_int_equal(pricing_parse(over, strlen(over), &p, &n, &err), -EINVAL);
+
+	struct price prices[] = {{.model = "top", .input = PRICE_MAX_USD * INT64_C(1000000)}};
+	struct usage_set s = {0};
+	struct usage free_tokens = mk("unpriced", USAGE_TOTAL_MAX - 5, 0, 0, 0);
+	usage_add(&s, &free_tokens);
+	struct usage u = mk("unpriced", 5, 0, 0, 0);
+	assert_int_equal(usage_check_add(&s, &u, prices, 1, "w", &err), 0);
+	u.input = 6;
+	assert_int_equal(usage_check_add(&s, &u, prices, 1, "w", &err), -EOVERFLOW);
+	assert_non_null(strstr(err.message, "input tokens"));
+	u = mk("other", 6, 0, 0, 0);   /* another model's total is its own */
+	assert_int_equal(usage_check_add(&s, &u, prices, 1, "w", &err), 0);
+
+	/* cost: 9e10 tokens at $100,000/Mtok is $9e9, under 2^53 micro-dollars */
+	u = mk("top", 90000000000, 0, 0, 0);
+	assert_int_equal(usage_check_add(&s, &u, prices, 1, "w", &err), 0);
+	usage_add(&s, &u);
+	assert_int_equal(usage_set_cost(&s, prices, 1), INT64_C(9000000000000000));
+	u = mk("top", 100000000, 0, 0, 0);   /* $10,000 more passes it */
+	assert_int_equal(usage_check_add(&s, &u, prices, 1, "w", &err), -EOVERFLOW);
+	assert_non_null(strstr(err.message, "cost"));
+	u = mk("top", 1, 0, 0, 0);
+	assert_int_equal(usage_check_add(&s, &u, prices, 1, "w", &err), 0);
+	usage_set_free(&s);
 }
 
 static void test_usage_sets(void **state)
@@ -104,6 +147,7 @@ int main(void)
 		cmocka_unit_test(test_parse_errors),
 		cmocka_unit_test(test_cost),
 		cmocka_unit_test(test_usage_sets),
+		cmocka_unit_test(test_bounds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,10 +26,11 @@ _API_ARGS=()
 
 # Prices for the pricing file every daemon gets (USD per million tokens).
 # Integer micro-dollars per Mtok are kept beside them for exact arithmetic.
-PRICING_JSON='{"m1":{"input_per_mtok":3,"output_per_mtok":15,"cache_read_per_mtok":0.3,"cache_write_per_mtok":3.75},"m2":{"input_per_mtok":0.8,"output_per_mtok":4}}'
+PRICING_JSON='{"m1":{"input_per_mtok":3,"output_per_mtok":15,"cache_read_per_mtok":0.3,"cache_write_per_mtok":3.75},"m2":{"input_per_mtok":0.8,"output_per_mtok":4},"gold":{"input_per_mtok":100000}}'
 declare -A PRICE_MICRO=(
 	[m1.in]=3000000 [m1.out]=15000000 [m1.cache_read]=300000 [m1.cache_write]=3750000
 	[m2.in]=800000 [m2.out]=4000000 [m2.cache_read]=0 [m2.cache_write]=0
+	[gold.in]=100000000000 [gold.out]=0 [gold.cache_read]=0 [gold.cache_write]=0
 )
 
 log() { printf '%s\n' "$*"; }
@@ -102,7 +103,8 @@ poll() {
 http_status_of() {
 	case $1 in
 	EINVAL) echo 400 ;; ENOENT) echo 404 ;; EEXIST | EBUSY | ELOOP) echo 409 ;;
-	EFBIG) echo 413 ;; EACCES | EPERM) echo 403 ;; EIO) echo 500 ;; *) echo "?" ;;
+	EFBIG) echo 413 ;; EACCES | EPERM) echo 403 ;; EIO) echo 500 ;; EOVERFLOW) echo 422 ;;
+	*) echo "?" ;;
 	esac
 }
 

@@ -6,7 +6,8 @@
 # cost_usd equals tokens x price computed here in integer micro-dollars. An
 # unpriced model costs nothing. Budgets: a track with budget_usd 0.000001
 # goes over_budget after a report and its ready task does not start until
-# tracks/ID/budget is raised.
+# tracks/ID/budget is raised. Bounds: a report too large, or one that would
+# take a total past 2^53 micro-dollars, is refused and counts nowhere.
 . "$(dirname "$0")/lib.sh"
 
 orchfs_start --max-workers 4
@@ -142,5 +143,28 @@ check "the budget write reads back the track" jqe '.id == "capped" and .budget_u
 check "tracks/capped/budget reads 1" awk '{ exit !($1 == 1) }' mma/tracks/capped/budget
 wait_for "with the budget raised its tasks run" 5 eval 'status_is mma/tasks/after/status done && status_is mma/tasks/later/status done'
 wait_for "and the track is done" 3 status_is mma/tracks/capped/status done
+
+# --- bounds: nothing wraps (README, "Bounds") ---
+# what a refused report must leave as it was (the running worker's runtime_s
+# moves with the clock)
+snapshot() { cat metrics/financial.json mma/tracks.json; jq -c 'del(.workers[].runtime_s)' mma/workers.json; }
+wb_=$(spawn 'sleep 30')
+before=$(snapshot)
+expect_errno "a report over 10^12 tokens of a kind is refused" EINVAL "mma/workers/$wb_/usage" \
+	"model=m1 in=1000000000001 out=0"
+expect_errno "so is one in JSON" EINVAL "mma/workers/$wb_/usage" \
+	'{"model":"m1","input_tokens":1e13,"output_tokens":0}'
+expect_eq "the refused ones changed nothing" "$(snapshot)" "$before"
+ctl_write "mma/workers/$wb_/usage" "model=gold in=90000000000 out=0" || echo "the report failed: $RESULT"
+expect_eq "a report costing 9e9 USD is taken, exactly" \
+	"$(jq -r '.cost_usd | tostring' "mma/workers/$wb_/usage")" 9000000000
+mid=$(snapshot)
+expect_errno "one that would take the cost past 2^53 micro-dollars is refused" EOVERFLOW \
+	"mma/workers/$wb_/usage" "model=gold in=100000000 out=0"
+check "its message says which total" grep -q "cost past" <<<"$(last_error_message)"
+expect_eq "and counts nowhere" "$(snapshot)" "$mid"
+check "money is never negative" jqe '[.. | .cost_usd? // empty | . >= 0] | all' metrics/financial.json
+kill_one() { printf '%s\n' "$1" >mma/workers/kill; }
+kill_one "$wb_"
 
 finish
