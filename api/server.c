@@ -281,7 +281,9 @@ static struct lws_vhost *make_vhost(struct api *a, const char *name, const struc
 	info.port = l->port;
 	info.iface = l->addr;
 	info.protocols = protocols;
-	info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+	/* a text frame that is not UTF-8 is closed with 1007, as RFC 6455 asks */
+	info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE |
+		       LWS_SERVER_OPTION_VALIDATE_UTF8;
 	if (strchr(l->addr, ':') == NULL)
 		info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
 	if (a->cfg.tls_cert) {

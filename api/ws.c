@@ -202,6 +202,8 @@ static void on_message(struct lws *wsi, struct api *a, struct ws_pss *p)
 	const char *op = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "op"));
 	if (!cJSON_IsObject(msg))
 		reply_error(wsi, p, NULL, EINVAL, "", "a message is one JSON object with \"op\"");
+	else if (json_nul_escape(p->rx.data, p->rx.len) < p->rx.len)
+		reply_error(wsi, p, id, EINVAL, "", "a string holds \\u0000: NUL is refused");
 	else if (!op)
 		reply_error(wsi, p, id, EINVAL, "", "\"op\" is required");
 	else if (!strcmp(op, "subscribe") || !strcmp(op, "unsubscribe"))

@@ -55,6 +55,9 @@ static int input_prepare(const char *in, size_t *len, struct orch_err *err)
 		return 0;
 	if (memchr(in, '\0', *len))
 		return err_set(err, EINVAL, "the input contains a NUL byte");
+	size_t bad = utf8_check(in, *len);
+	if (bad < *len)
+		return err_set(err, EINVAL, "the input is not UTF-8 (byte %zu)", bad + 1);
 	if (in[*len - 1] == '\n')
 		(*len)--;
 	return 0;
@@ -212,6 +215,10 @@ static bool parse_u64(const char *p, size_t n, uint64_t max, uint64_t *out)
 
 static int json_parse(const char *in, size_t len, cJSON **out, struct orch_err *err)
 {
+	size_t nul = json_nul_escape(in, len);
+	if (nul < len)
+		return err_set(err, EINVAL, "a string holds \\u0000 (byte %zu): NUL is refused, as in "
+			       "the line forms", nul + 1);
 	const char *end = NULL;
 	cJSON *root = cJSON_ParseWithLengthOpts(in, len, &end, false);
 	size_t at;

@@ -36,6 +36,12 @@ void jw_bool(struct buf *b, bool v);
 void jw_usd(struct buf *b, int64_t micro);
 void jw_time(struct buf *b, int64_t ms);              /* 0 -> null */
 
+/* Where s stops being UTF-8 (overlong forms and surrogates are not), or len. */
+size_t utf8_check(const char *s, size_t len);
+/* Where JSON text s escapes a NUL in a string (\u0000, which cJSON would
+ * keep as the string's end), or len. */
+size_t json_nul_escape(const char *s, size_t len);
+
 /* Whole numbers only, within [min, max]; false for anything else. */
 bool json_int(const cJSON *v, int64_t min, int64_t max, int64_t *out);
 /* Non-negative decimal number of USD into micro-dollars, rounded. */

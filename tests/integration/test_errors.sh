@@ -143,6 +143,18 @@ expect_errno "write to pipeline/status" EACCES mma/pipeline/status 'paused'
 expect_errno "write to a task's status" EACCES mma/tasks/e1/status 'done'
 expect_errno "write to a worker's log" EACCES "mma/workers/$running/log" 'forged'
 
+# --- bytes that are not UTF-8, and NUL (README, "Errors") ---
+expect_errno "a command that is not UTF-8" EINVAL mma/workers/spawn $'echo \xff\xfe'
+expect_errno "a JSON command that is not UTF-8" EINVAL mma/workers/spawn $'{"command":"echo \xc3("}'
+expect_errno "an overlong encoding" EINVAL mma/workers/spawn $'echo \xc0\xaf'
+expect_errno "a UTF-16 surrogate, encoded" EINVAL mma/workers/spawn $'echo \xed\xa0\x80'
+expect_errno "a title that is not UTF-8" EINVAL mma/tracks/create $'{"id":"u8","title":"\xff","tasks":[]}'
+expect_errno "\\u0000 in a JSON command" EINVAL mma/workers/spawn '{"command":"true\u0000junk"}'
+expect_errno "\\u0000 in a JSON mutation" EINVAL mma/dag/mutate '{"op":"hold","task":"e1\u0000"}'
+expect_errno "a lone surrogate escape" EINVAL mma/workers/spawn '{"command":"echo \udc00"}'
+check "the error object of a bad byte is UTF-8 JSON" \
+	sh -c 'iconv -f UTF-8 -t UTF-8 "$1" >/dev/null && jq -e .error "$1" >/dev/null' _ last_error
+
 # --- nothing changed ---
 after=$(views)
 expect_eq "every view is identical after the refused writes" "$after" "$before"
