@@ -184,6 +184,8 @@ static int check_model(const char *p, size_t n, struct orch_err *err)
 
 static bool env_name_valid(const char *s)
 {
+	if (strlen(s) > ENV_NAME_MAX)
+		return false;
 	if (!((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
 		return false;
 	for (const char *c = s + 1; *c; c++)
@@ -379,12 +381,14 @@ static int get_env(const cJSON *obj, char ***env, size_t *nenv, struct orch_err 
 	size_t n = (size_t)cJSON_GetArraySize(v);
 	if (n == 0)
 		return 0;
+	if (n > ENV_VARS_MAX)
+		return err_set(err, EINVAL, "\"env\" holds %zu names; at most %d", n, ENV_VARS_MAX);
 	*env = xcalloc(n, sizeof **env);
 	for (const cJSON *c = v->child; c; c = c->next) {
 		const char *k = c->string ? c->string : "";
 		if (!env_name_valid(k))
 			return err_set(err, EINVAL,
-				       "bad \"env\" name \"%.*s\": names are [A-Za-z_][A-Za-z0-9_]*",
+				       "bad \"env\" name \"%.*s\": names are [A-Za-z_][A-Za-z0-9_]{0,127}",
 				       show_len(strlen(k)), k);
 		if (!cJSON_IsString(c))
 			return err_set(err, EINVAL, "\"env\" value of \"%s\" must be a string", k);

@@ -18,6 +18,10 @@
 #include "err.h"
 #include "orch.h"
 
+/* An "env" holds at most ENV_VARS_MAX names of at most ENV_NAME_MAX bytes. */
+#define ENV_VARS_MAX 1024
+#define ENV_NAME_MAX 128
+
 /* A task as given in a plan or add_task (README, "The namespace"). */
 struct task_spec {
 	char id[ID_MAX + 1];

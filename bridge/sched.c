@@ -123,22 +123,20 @@ void sched_recompute(struct orch *o)
 	}
 }
 
-static void env_push(char ***envp, size_t *n, size_t *cap, char *entry)
+/* What a worker gets of the daemon's own environment (README, "Workers"):
+ * enough to find programs, its user and the locale, nothing else (no
+ * secrets the daemon was started with). */
+static bool env_passed(const char *entry)
 {
-	/* Later entries override earlier ones with the same name. */
+	static const char *const names[] = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG",
+					    "LANGUAGE", "TZ", "TMPDIR", "TERM"};
 	size_t klen = strcspn(entry, "=");
-	for (size_t i = 0; i < *n; i++)
-		if (strncmp((*envp)[i], entry, klen) == 0 && (*envp)[i][klen] == '=') {
-			free((*envp)[i]);
-			(*envp)[i] = entry;
-			return;
-		}
-	if (*n + 2 > *cap) {
-		*cap = *cap ? *cap * 2 : 64;
-		*envp = xrealloc(*envp, *cap * sizeof **envp);
-	}
-	(*envp)[(*n)++] = entry;
-	(*envp)[*n] = NULL;
+	if (klen > 3 && !strncmp(entry, "LC_", 3))
+		return true;
+	for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+		if (strlen(names[i]) == klen && !memcmp(names[i], entry, klen))
+			return true;
+	return false;
 }
 
 static char *env_fmt(const char *key, const char *value)
@@ -148,28 +146,44 @@ static char *env_fmt(const char *key, const char *value)
 	return buf_steal(&b);
 }
 
-static char **worker_envp(struct orch *o, const struct worker *w, char *const *extra1,
-			  size_t n1, char *const *extra2, size_t n2)
+/* The worker's environment: the passed-through variables, then orchfs's,
+ * then its own (own, unique by name), each name once, the later winning.
+ * Linear: a name is looked up in a map of own's names. */
+static char **worker_envp(struct orch *o, const struct worker *w, char *const *own, size_t nown)
 {
-	char **envp = NULL;
-	size_t n = 0, cap = 0;
-	for (char **e = environ; e && *e; e++)
-		if (strncmp(*e, "ORCHFS_", 7) != 0)
-			env_push(&envp, &n, &cap, xstrdup(*e));
+	struct hashmap *mine = hashmap_new();
+	char key[ENV_NAME_MAX + 1];
+	for (size_t i = 0; i < nown; i++) {
+		size_t klen = strcspn(own[i], "=");
+		snprintf(key, sizeof key, "%.*s", (int)klen, own[i]);
+		hashmap_put(mine, key, (void *)own[i]);
+	}
 	char id[16];
 	snprintf(id, sizeof id, "%d", w->id);
-	env_push(&envp, &n, &cap, env_fmt("ORCHFS_MOUNT", o->cfg.mount));
-	env_push(&envp, &n, &cap, env_fmt("ORCHFS_WORKER_ID", id));
-	env_push(&envp, &n, &cap, env_fmt("ORCHFS_TASK_ID", w->task_id));
-	env_push(&envp, &n, &cap, env_fmt("ORCHFS_TRACK", w->track_id));
-	if (o->cfg.api_url)
-		env_push(&envp, &n, &cap, env_fmt("ORCHFS_API", o->cfg.api_url));
-	if (o->cfg.token_file)
-		env_push(&envp, &n, &cap, env_fmt("ORCHFS_TOKEN_FILE", o->cfg.token_file));
-	for (size_t i = 0; i < n1; i++)
-		env_push(&envp, &n, &cap, xstrdup(extra1[i]));
-	for (size_t i = 0; i < n2; i++)
-		env_push(&envp, &n, &cap, xstrdup(extra2[i]));
+	const char *const ours[][2] = {
+		{"ORCHFS_MOUNT", o->cfg.mount}, {"ORCHFS_WORKER_ID", id},
+		{"ORCHFS_TASK_ID", w->task_id}, {"ORCHFS_TRACK", w->track_id},
+		{"ORCHFS_API", o->cfg.api_url},
+	};
+	size_t cap = nown + sizeof ours / sizeof *ours + 1, n = 0;
+	for (char **e = environ; e && *e; e++)
+		cap++;
+	char **envp = xcalloc(cap, sizeof *envp);
+	for (char **e = environ; e && *e; e++) {
+		size_t klen = strcspn(*e, "=");
+		if (!env_passed(*e) || klen > ENV_NAME_MAX)
+			continue;
+		snprintf(key, sizeof key, "%.*s", (int)klen, *e);
+		if (!hashmap_get(mine, key))
+			envp[n++] = xstrdup(*e);
+	}
+	for (size_t i = 0; i < sizeof ours / sizeof *ours; i++)
+		if (ours[i][1] && !hashmap_get(mine, ours[i][0]))
+			envp[n++] = env_fmt(ours[i][0], ours[i][1]);
+	for (size_t i = 0; i < nown; i++)
+		envp[n++] = xstrdup(own[i]);
+	envp[n] = NULL;
+	hashmap_free(mine);
 	return envp;
 }
 
@@ -233,7 +247,7 @@ static struct worker *spawn_begin(struct orch *o, const struct cmd_spawn *req, s
 static void spawn_run(struct orch *o, struct spawn_job *j)
 {
 	struct worker *w = j->w;
-	char **envp = worker_envp(o, w, w->env, w->nenv, NULL, 0);
+	char **envp = worker_envp(o, w, w->env, w->nenv);
 	j->rc = runner_start(w->command, w->cwd, envp, w->log_path, &j->p, &j->err);
 	for (char **e = envp; *e; e++)
 		free(*e);

@@ -8,6 +8,8 @@
 # workers run at nice 0 with the normal policy whatever the scheduler's.
 . "$(dirname "$0")/lib.sh"
 
+# the daemon's environment holds a secret its workers must not see
+export ORCHFS_TEST_SECRET=hunter2 LC_TESTING=passed
 orchfs_start --max-workers 4
 cd "$M" || exit 1
 
@@ -85,6 +87,25 @@ check "ORCHFS_MOUNT is the mount" log_has "$w" "ORCHFS_MOUNT=$M"
 check "ORCHFS_WORKER_ID is its id" log_has "$w" "ORCHFS_WORKER_ID=$w"
 check "ORCHFS_TASK_ID is set (empty: no task)" log_has "$w" "ORCHFS_TASK_ID="
 check "ORCHFS_TRACK is set (empty: no track)" log_has "$w" "ORCHFS_TRACK="
+w=$(spawn 'env')
+wait_for "the worker printing its environment exits" 5 w_is "$w" exited
+check "a worker has PATH and HOME" eval 'log_has "$w" "PATH=$PATH" && log_has "$w" "HOME=$HOME"'
+check "and the locale (LC_*)" log_has "$w" "LC_TESTING=passed"
+check "but not the rest of the daemon's environment" eval '! grep -q hunter2 "mma/workers/$w/log"'
+check "nor the path of the daemon's token" eval '! grep -q ^ORCHFS_TOKEN_FILE= "mma/workers/$w/log"'
+env_of() { # env_of N: a JSON env of N names, on lines of its own (so that
+	# write_fd writes it with cat, in one write: bash's printf would cut it)
+	jq -n --argjson n "$1" '[range($n) | {key: "V\(.)", value: "x"}] | from_entries'
+}
+w=$(spawn "{\"command\":\"env | grep -c ^V\",\"env\":$(env_of 1024)}")
+wait_for "a worker with 1,024 env names exits" 5 w_is "$w" exited
+expect_eq "it got all of them" "$(cat "mma/workers/$w/log")" 1024
+expect_errno "an env of 1,025 names is refused" EINVAL mma/workers/spawn "{\"command\":\"true\",\"env\":$(env_of 1025)}"
+expect_errno "an env name over 128 bytes is refused" EINVAL mma/workers/spawn \
+	"{\"command\":\"true\",\"env\":{\"$(printf 'N%.0s' {1..129})\":\"x\"}}"
+w=$(spawn '{"command":"echo $PATH $ORCHFS_WORKER_ID","env":{"PATH":"/own","ORCHFS_WORKER_ID":"mine"}}')
+wait_for "a worker overriding PATH exits" 5 w_is "$w" exited
+expect_eq "its own env wins over what is passed and orchfs's" "$(cat "mma/workers/$w/log")" "/own mine"
 ctl_write mma/tracks/create '{"id":"wk","tasks":[{"id":"envtask","command":"env | grep ^ORCHFS_ | sort"}]}'
 check "a track with one task is created" jqe '.id == "wk"' <<<"$RESULT"
 wait_for "the task's worker is done" 5 status_is mma/tasks/envtask/status done
