@@ -2,7 +2,7 @@
 # track_lifecycle_http: the same track life as track_lifecycle.sh, through
 # curl and Server-Sent Events only: nothing reads or writes the mount (the
 # daemon still needs one to start). Workers report their token usage with
-# curl to their $ORCHFS_API with the token from $ORCHFS_TOKEN_FILE. A plan of
+# curl to their $ORCHFS_API with a token the sim writes into them. A plan of
 # 9 tasks with a diamond (a -> b,c -> d); GET /api/events?since=N followed
 # from the start; add_task (JSON), add_dep, a cycle refused with 409 ELOOP, an
 # atomic batch refused whole; freeze (worker processes in state T), pause
@@ -125,11 +125,12 @@ curl -sN -H "$AUTH" "$API/api/events?since=$SEQ0" >"$T/sse.txt" 2>"$T/sse.err" &
 BG_PIDS+=($!)
 
 # --- the plan --------------------------------------------------------------
-# Workers report their usage with curl to $ORCHFS_API.
-write_worker <<'EOF'
-[ -n "${ORCHFS_API:-}" ] && [ -r "${ORCHFS_TOKEN_FILE:-}" ] || { echo "no ORCHFS_API or token" >&2; exit 3; }
-curl -sf --max-time 10 -o /dev/null -H "Authorization: Bearer $(cat "$ORCHFS_TOKEN_FILE")" \
-	--data-binary "$line" "$ORCHFS_API/api/mma/workers/$ORCHFS_WORKER_ID/usage" || exit 3
+# Workers report their usage with curl to $ORCHFS_API, with the token the sim
+# gives them (the daemon passes them no path to its own).
+write_worker <<EOF
+[ -n "\${ORCHFS_API:-}" ] || { echo "no ORCHFS_API" >&2; exit 3; }
+curl -sf --max-time 10 -o /dev/null -H "Authorization: Bearer $(cat "$TOKEN_FILE")" \\
+	--data-binary "\$line" "\$ORCHFS_API/api/mma/workers/\$ORCHFS_WORKER_ID/usage" || exit 3
 EOF
 write_plan "track lifecycle sim (HTTP)"
 

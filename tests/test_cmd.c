@@ -1242,16 +1242,21 @@ static void test_many_items(void **state)
 	struct orch_err e = {0};
 	struct buf b = BUF_INIT;
 
+	/* an env is bounded: ENV_VARS_MAX names, duplicates found by sorting */
 	buf_puts(&b, "{\"command\":\"x\",\"env\":{");
-	for (int i = 0; i < N; i++)
+	for (int i = 0; i < ENV_VARS_MAX; i++)
 		buf_printf(&b, "%s\"K%d\":\"v\"", i ? "," : "", i);
 	buf_puts(&b, "}}");
 	struct cmd_spawn s;
 	assert_int_equal(spawn(b.data, &s, &e), 0);
-	assert_int_equal(s.nenv, N);
-	assert_string_equal(s.env[N - 1], "K99999=v");
+	assert_int_equal(s.nenv, ENV_VARS_MAX);
+	assert_string_equal(s.env[ENV_VARS_MAX - 1], "K1023=v");
 	cmd_spawn_free(&s);
 	b.len -= 2;
+	buf_puts(&b, ",\"K5\":\"again\"}}");
+	assert_int_equal(spawn(b.data, &s, &e), -EINVAL);
+	assert_string_equal(e.message, "\"env\" holds 1025 names; at most 1024");
+	b.len -= 2 + strlen(",\"K5\":\"again\"") + strlen(",\"K1023\":\"v\"");
 	buf_puts(&b, ",\"K5\":\"again\"}}");
 	assert_int_equal(spawn(b.data, &s, &e), -EINVAL);
 	assert_string_equal(e.message, "\"env\" gives \"K5\" twice");
