@@ -266,8 +266,11 @@ static void notifier_call(struct notifier *n, enum notify_intent intent, const c
 	snprintf(n->path, sizeof n->path, "%s", rel);
 	pthread_mutex_unlock(&n->lock);
 	/* the size is of no matter: fs/ops.c answers the hand's truncate as a getattr */
-	struct hand_request rq = {.intent = intent, .dir = dir, .size = 0,
-				  .len = (uint32_t)strlen(n->path)};
+	struct hand_request rq;
+	memset(&rq, 0, sizeof rq);   /* its padding goes down the pipe too */
+	rq.intent = intent;
+	rq.dir = dir;
+	rq.len = (uint32_t)strlen(n->path);
 	int e = EPIPE;
 	bool ok = write_full(n->to_hand, &rq, sizeof rq) && write_full(n->to_hand, n->path, rq.len) &&
 		  read_full(n->from_hand, &e, sizeof e);

@@ -60,6 +60,10 @@ struct fs_file {
 
 struct fs_dir {
 	struct buf entries;        /* fuse_add_direntry records */
+	/* where record i starts; starts[n] is the end. A readdir offset is a
+	 * cookie issued here, the ordinal of the entry to resume at, never a
+	 * byte position: seekdir(3) may hand back any number. */
+	size_t *starts, n, cap;
 	int refs;                  /* as fs_file's, under fs.lock */
 };
 
@@ -84,6 +88,7 @@ static void fs_dir_put(struct fs *fs, struct fs_dir *d)
 {
 	if (fs_ref(fs, &d->refs, -1)) {
 		buf_free(&d->entries);
+		free(d->starts);
 		free(d);
 	}
 }
@@ -427,18 +432,22 @@ struct dir_fill {
 	struct fs *fs;
 	fuse_req_t req;
 	const char *path;
-	struct buf *out;
+	struct fs_dir *d;
 };
 
 static void dir_add(struct dir_fill *f, const char *name, fuse_ino_t ino, mode_t mode)
 {
+	struct fs_dir *d = f->d;
 	struct stat st = {.st_ino = ino, .st_mode = mode};
 	size_t need = fuse_add_direntry(f->req, NULL, 0, name, NULL, 0);
-	buf_reserve(f->out, need);
-	/* the offset of an entry is the end of its record: where to resume */
-	fuse_add_direntry(f->req, f->out->data + f->out->len, need, name, &st,
-			  (off_t)(f->out->len + need));
-	f->out->len += need;
+	buf_reserve(&d->entries, need);
+	ARRAY_GROW(d->starts, d->cap, d->n + 2);
+	d->starts[d->n++] = d->entries.len;
+	/* the offset of an entry is the cookie of the next: where to resume */
+	fuse_add_direntry(f->req, d->entries.data + d->entries.len, need, name, &st,
+			  (off_t)d->n);
+	d->entries.len += need;
+	d->starts[d->n] = d->entries.len;
 }
 
 static void dir_child(void *arg, const char *name, const struct node *child)
@@ -463,7 +472,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		/* The whole listing is taken at opendir: a consistent snapshot, like a document. */
 		d = xcalloc(1, sizeof *d);
 		d->refs = 1;
-		struct dir_fill f = {fs, req, in->path, &d->entries};
+		struct dir_fill f = {fs, req, in->path, d};
 		dir_add(&f, ".", ino, S_IFDIR);
 		dir_add(&f, "..", FUSE_ROOT_ID, S_IFDIR);  /* the kernel fills in the real parent */
 		rc = node_list(fs->o, &n, dir_child, &f);
@@ -471,8 +480,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	OP_END(rc);
 	if (rc) {
 		if (d)
-			buf_free(&d->entries);
-		free(d);
+			fs_dir_put(fs, d);
 		fuse_reply_err(req, -rc);
 		return;
 	}
@@ -486,24 +494,16 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	OP_BEGIN(TM_READDIR);
 	struct fs_dir *d = fs_dir_hold(fs, fi);
 	OP_END(0);
-	if ((size_t)off >= d->entries.len) {
+	if (off < 0 || (size_t)off >= d->n) {   /* the end, or no cookie of ours */
 		fs_dir_put(fs, d);
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	/* Whole records only: find the last record end within off + size. */
-	size_t end = (size_t)off, limit = (size_t)off + size;
-	while (end < d->entries.len) {
-		const struct {
-			uint64_t ino, off;
-			uint32_t namelen, type;
-		} *rec = (const void *)(d->entries.data + end);
-		size_t reclen = (24 + rec->namelen + 7) & ~(size_t)7;
-		if (end + reclen > limit)
-			break;
-		end += reclen;
-	}
-	fuse_reply_buf(req, d->entries.data + off, end - (size_t)off);
+	/* whole records only, as many as fit in size */
+	size_t first = (size_t)off, last = first;
+	while (last < d->n && d->starts[last + 1] - d->starts[first] <= size)
+		last++;
+	fuse_reply_buf(req, d->entries.data + d->starts[first], d->starts[last] - d->starts[first]);
 	fs_dir_put(fs, d);   /* after the reply: it is read from entries */
 }
 

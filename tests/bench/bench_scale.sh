@@ -242,7 +242,9 @@ fresh_worker() {
 	local i
 	say fresh mma/tracks/create '{"id":"f001","tasks":[{"id":"f001-0","command":"true"}]}'
 	for ((i = 0; i < 200; i++)); do
-		[ "$(look fresh mma/workers/1/status)" = exited ] && return 0
+		# the scheduler starts it after the write returns: it may not be there yet
+		[ -e "${mnt[fresh]}/mma/workers/1/status" ] && [ "$(look fresh mma/workers/1/status)" = exited ] &&
+			return 0
 		sleep 0.05
 	done
 	die "worker 1 on fresh did not exit in 10s (status $(look fresh mma/workers/1/status))"

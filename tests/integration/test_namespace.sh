@@ -4,7 +4,8 @@
 # last_error, README), the mma/ tree (pipeline, workers, tracks, tasks, dag),
 # context/, metrics/financial.json, system/telemetry.json; one-word files end
 # in a newline; documents are snapshots fixed at open; result read-back on the
-# same descriptor; the tasks/ID/worker symlink; objects that do not exist.
+# same descriptor; the tasks/ID/worker symlink; objects that do not exist;
+# seekdir to any offset.
 . "$(dirname "$0")/lib.sh"
 
 orchfs_start --max-workers 2
@@ -171,5 +172,35 @@ check "ls of an unknown worker fails" eval '! ls mma/workers/99 >/dev/null 2>&1'
 check "ls of an unknown track fails" eval '! ls mma/tracks/nosuch >/dev/null 2>&1'
 check "a bad worker id is not a worker" eval '! ls mma/workers/01 >/dev/null 2>&1'
 check "an unknown file at the root does not exist" test ! -e nosuch
+
+# --- seekdir to any number: no garbage entries (offsets are our cookies) ---
+# readdir(3) after seekdir(3) asks the filesystem for that offset as it is
+seek_names() { # seek_names DIR OFFSET...: the names read after each seekdir
+	/usr/bin/python3 - "$@" <<'EOF'
+import ctypes, sys
+class Dirent(ctypes.Structure):
+    _fields_ = [("ino", ctypes.c_uint64), ("off", ctypes.c_int64), ("reclen", ctypes.c_ushort),
+                ("type", ctypes.c_ubyte), ("name", ctypes.c_char * 256)]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.opendir.restype = ctypes.c_void_p
+libc.readdir.restype = ctypes.POINTER(Dirent)
+libc.readdir.argtypes = [ctypes.c_void_p]
+libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+libc.closedir.argtypes = [ctypes.c_void_p]
+d = libc.opendir(sys.argv[1].encode())
+for off in sys.argv[2:]:
+    libc.seekdir(d, int(off))
+    while True:
+        e = libc.readdir(d)
+        if not e:
+            break
+        print(e.contents.name.decode("utf-8", "replace"))
+libc.closedir(d)
+EOF
+}
+listing=$( (echo .; echo ..; ls -A mma) | sort -u)
+got=$(seek_names mma 0 1 2 3 5 7 13 24 25 31 100 4095 65536 9223372036854775807 | sort -u)
+expect_eq "seekdir anywhere reads only real entries" "$got" "$listing"
+expect_eq "seekdir to 0 reads the whole listing" "$(seek_names mma 0 | sort)" "$listing"
 
 finish
