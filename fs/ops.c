@@ -54,7 +54,15 @@ struct fs_file {
 	off_t result_base;         /* file offset where the result starts */
 	int logfd;
 	struct fs_stream *stream;  /* the events file */
-	bool oversize;             /* a write was cut by the transport: refuse the rest */
+	/* A command written in pieces (cat writes 128 KiB at a time, bash's
+	 * printf 4 KiB): the pieces so far, from file offset pending_off, under
+	 * lock. Applied once, whole, when a piece ends it (see fs_write), or at
+	 * the next read, write elsewhere, or close (whose error close(2) reports). */
+	struct buf pending;
+	off_t pending_off;
+	bool pending_open;         /* pending holds a command not applied yet */
+	bool oversize;             /* a command passed the limit: the rest of its
+				    * pieces, and all later writes, are refused too */
 	struct fs_file *prev, *next;   /* fs.files: what is still open at shutdown is freed */
 };
 
@@ -207,6 +215,7 @@ static void fs_file_free(struct fs *fs, struct fs_file *f, bool release_stream)
 	if (f->stream && release_stream)
 		stream_release(fs->hub, f->stream);
 	buf_free(&f->data);
+	buf_free(&f->pending);
 	pthread_mutex_destroy(&f->lock);
 	free(f->path);
 	free(f);
@@ -571,6 +580,80 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
+static char *caller_cwd(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	char link[64], target[4096];
+	snprintf(link, sizeof link, "/proc/%d/cwd", (int)ctx->pid);
+	ssize_t n = readlink(link, target, sizeof target - 1);
+	if (n <= 0)
+		return NULL;
+	target[n] = '\0';
+	return xstrdup(target);
+}
+
+/* f->lock held (dropped while the command runs, as it may wait for the
+ * model and the disk): applies the pending command, its result (or error
+ * object) to be read back from where it ended. */
+static int fs_apply_pending(struct fs *fs, struct fs_file *f, fuse_req_t req)
+{
+	if (!f->pending_open)
+		return 0;
+	struct buf command = f->pending, result = BUF_INIT;
+	off_t end = f->pending_off + (off_t)command.len;
+	f->pending = (struct buf)BUF_INIT;
+	f->pending_open = false;
+	pthread_mutex_unlock(&f->lock);
+	char *cwd = caller_cwd(req);
+	int rc = node_write(fs->o, &f->node, f->path, command.data ? command.data : "", command.len,
+			    cwd, &result);
+	free(cwd);
+	buf_free(&command);
+	pthread_mutex_lock(&f->lock);
+	buf_free(&f->data);
+	f->data = result;
+	f->has_result = true;
+	f->result_base = end;
+	return rc;
+}
+
+/* A piece of a command at file offset off. A write(2) reaches us cut into
+ * pieces only where the writer's buffer or the kernel's max_write cut it,
+ * both multiples of 4 KiB: a piece whose size is not one ends its command,
+ * which is then applied at once, so its error is the write's own. */
+static int fs_write_piece(struct fs *fs, struct fs_file *f, fuse_req_t req, const char *data,
+			  size_t size, off_t off)
+{
+	size_t limit = fs->o->cfg.max_write - 4096;
+	int rc = 0;
+	pthread_mutex_lock(&f->lock);
+	if (f->pending_open && off != f->pending_off + (off_t)f->pending.len)
+		rc = fs_apply_pending(fs, f, req);   /* a write elsewhere: a new command */
+	if (!f->pending_open) {
+		f->pending_open = true;
+		f->pending_off = off;
+	}
+	if (f->oversize || f->pending.len + size > limit) {
+		f->oversize = true;
+		buf_reset(&f->pending);
+		f->pending_open = false;
+		char msg[128];
+		snprintf(msg, sizeof msg, "a command through the mount is at most %zu bytes", limit);
+		struct buf result = BUF_INIT;
+		rc = node_write_error(fs->o, f->path, EFBIG, msg, &result);
+		buf_free(&f->data);
+		f->data = result;
+		f->has_result = true;
+		f->result_base = off + (off_t)size;
+	} else {
+		buf_append(&f->pending, data, size);
+		if (size % 4096)
+			rc = fs_apply_pending(fs, f, req);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -585,6 +668,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	char *tmp = xmalloc(size ? size : 1);
 	ssize_t r = 0;
 	pthread_mutex_lock(&f->lock);
+	(void)fs_apply_pending(fs, f, req);   /* its result, or error object, is what is read */
 	if (f->logfd >= 0 && !f->has_result) {
 		r = pread(f->logfd, tmp, size, off);
 	} else {
@@ -607,63 +691,42 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(tmp);
 }
 
-static char *caller_cwd(fuse_req_t req)
-{
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	char link[64], target[4096];
-	snprintf(link, sizeof link, "/proc/%d/cwd", (int)ctx->pid);
-	ssize_t n = readlink(link, target, sizeof target - 1);
-	if (n <= 0)
-		return NULL;
-	target[n] = '\0';
-	return xstrdup(target);
-}
-
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
 	OP_BEGIN(TM_WRITE);
 	struct fs_file *f = fs_file_hold(fs, fi);
-	struct buf result = BUF_INIT;
 	int rc;
 	if (f->stream) {
+		struct buf result = BUF_INIT;
 		rc = stream_write(fs->hub, f->stream, data, size, &result);
 		buf_free(&result);   /* an error is in last_error; a stream reads events */
-		fs_file_put(fs, f);
-		OP_END(rc < 0);
-		if (rc < 0)
-			fuse_reply_err(req, -rc);
-		else
-			fuse_reply_write(req, size);
-		return;
-	}
-	/* The kernel cuts a write(2) into requests of at most max_write bytes and
-	 * 256 pages of the writer's buffer, so any write up to max_write - 4 KiB
-	 * arrives whole, and a request longer than that may be the first piece
-	 * of a longer write: refuse it, and the rest of the descriptor's writes. */
-	if (f->oversize || size > fs->o->cfg.max_write - 4096) {
-		f->oversize = true;
-		char msg[128];
-		snprintf(msg, sizeof msg, "a command through the mount is at most %zu bytes",
-			 fs->o->cfg.max_write - 4096);
-		rc = node_write_error(fs->o, f->path, EFBIG, msg, &result);
+		rc = rc < 0 ? rc : 0;
 	} else {
-		char *cwd = caller_cwd(req);
-		rc = node_write(fs->o, &f->node, f->path, data, size, cwd, &result);
-		free(cwd);
+		rc = fs_write_piece(fs, f, req, data, size, off);
 	}
-	pthread_mutex_lock(&f->lock);
-	buf_free(&f->data);
-	f->data = result;
-	f->has_result = true;
-	f->result_base = off + (off_t)size;
-	pthread_mutex_unlock(&f->lock);
 	fs_file_put(fs, f);
 	OP_END(rc);
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
 		fuse_reply_write(req, size);
+}
+
+/* close(2): a command still pending is applied now, and its error is close's. */
+static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	OP_BEGIN(TM_OTHER);
+	struct fs_file *f = fs_file_hold(fs, fi);
+	int rc = 0;
+	if (!f->stream) {
+		pthread_mutex_lock(&f->lock);
+		rc = fs_apply_pending(fs, f, req);
+		pthread_mutex_unlock(&f->lock);
+	}
+	fs_file_put(fs, f);
+	OP_END(rc);
+	fuse_reply_err(req, -rc);
 }
 
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -752,6 +815,7 @@ static const struct fuse_lowlevel_ops ops = {
 	.write = fs_write,
 	/* no flush: libfuse answers ENOSYS once and the kernel stops asking, so a
 	 * close() after the daemon has gone (a reader ended by shutdown) succeeds */
+	.flush = fs_flush,
 	.release = fs_release,
 };
 

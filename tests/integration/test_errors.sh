@@ -4,7 +4,8 @@
 # to a read-only file). Each failed write must fail, and last_error must hold
 # the error object (errno, HTTP status, message, path); the same object reads
 # back on the descriptor that failed; bad input changes nothing (the views are
-# identical before and after); the daemon is still up after all of it.
+# identical before and after); the daemon is still up after all of it. Then
+# commands written in pieces (cat, bash's printf), applied once and whole.
 . "$(dirname "$0")/lib.sh"
 
 orchfs_start --max-workers 2
@@ -163,5 +164,24 @@ expect_eq "the paused pipeline is still paused" "$(cat mma/pipeline/status)" pau
 check "no context entry was added or removed" jqe '[.entries[].name] == ["ok.c"]' context/state.json
 check "the daemon is still up" kill -0 "$DAEMON_PID"
 check "the mount still answers" status_is mma/tasks/e1/status running
+
+# --- a command written in pieces is applied once, whole (README, "Errors") ---
+# cat writes 128 KiB at a time, bash's printf 4 KiB: a plan of 3,000 tasks
+# (about 170 KiB) goes in two pieces, a long line in several
+awk 'BEGIN { printf "{\"id\":\"pieces\",\"tasks\":["
+	for (i = 0; i < 3000; i++) printf "%s{\"id\":\"pc%d\",\"command\":\"true\",\"title\":\"a task with a title long enough\"}", i ? "," : "", i
+	print "]}" }' >"$T/pieces.json"
+check "the plan is over 128 KiB" test "$(stat -c %s "$T/pieces.json")" -gt 131072
+check "cat of it to tracks/create succeeds" sh -c 'cat "$1" >mma/tracks/create' _ "$T/pieces.json"
+check "and creates the track with all 3,000 tasks" jqe '.tasks | length == 3000' mma/tracks/pieces/info.json
+line=$(printf '{"op":"release","task":"pc1","note":"%s"}' "$(head -c 10000 /dev/zero | tr '\0' x)")
+if printf '%s' "$line" >mma/dag/mutate 2>/dev/null; then wrote=ok; else wrote=failed; fi
+check "a 10 KB line from bash's printf (4 KiB pieces) is one command (EINVAL for its unknown field)" \
+	eval '[ $wrote == failed ] && jqe ".error.errno == \"EINVAL\" and (.error.message | test(\"note\"))" last_error'
+head -c 8192 /dev/zero | tr '\0' ' ' >"$T/page2"
+printf 'hold nosuch' | dd of="$T/page2" conv=notrunc status=none
+if dd if="$T/page2" of=mma/dag/mutate bs=8192 count=1 status=none 2>"$T/dd.err"; then wrote=ok; else wrote=failed; fi
+check "a command of exactly 8 KiB is applied at close, and close reports its error" \
+	eval '[ $wrote == failed ] && grep -qi "closing" "$T/dd.err" && jqe ".error.errno == \"ENOENT\"" last_error'
 
 finish
