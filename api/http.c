@@ -148,16 +148,29 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 			respond(wsi, p, 200, is_json ? "application/json" : "text/plain; charset=utf-8");
 		return 0;
 	}
-	/* POST: the size is known before a byte of the body is read */
+	/* POST: the size is known before a byte of the body is read. A body
+	 * framed two ways (Content-Length and chunked) is how requests are
+	 * smuggled past a proxy: one framing, Content-Length, and nothing else. */
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+		p->close_after = true;
+		respond_error(wsi, p, EINVAL, 400,
+			      "Transfer-Encoding is refused: send the body with Content-Length");
+		return 0;
+	}
 	char cl[32];
 	if (header_copy(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof cl) < 0) {
 		p->close_after = true;
 		respond_error(wsi, p, EINVAL, 411, "Content-Length is required");
 		return 0;
 	}
-	char *end;
-	unsigned long long n = strtoull(cl, &end, 10);
-	if (*end || end == cl) {
+	/* digits only: strtoull would take "-1" (as 2^64 - 1), "+5" and " 5" */
+	unsigned long long n = 0;
+	bool digits = cl[0] != '\0' && strlen(cl) <= 19;
+	for (const char *c = cl; digits && *c; c++) {
+		digits = *c >= '0' && *c <= '9';
+		n = n * 10 + (unsigned long long)(*c - '0');
+	}
+	if (!digits) {
 		p->close_after = true;
 		respond_error(wsi, p, EINVAL, 400, "bad Content-Length");
 		return 0;

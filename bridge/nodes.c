@@ -39,13 +39,25 @@ struct node_def {
 
 /* --- helpers --- */
 
+/* A worker id is its decimal digits and nothing else: no sign, no space, no
+ * leading zero (strtol would take "+1" and " 1" for 1). 0 if it is not one. */
+static int arg_id(const char *arg)
+{
+	int id = 0;
+	if (arg[0] < '1' || arg[0] > '9')
+		return 0;
+	for (const char *c = arg; *c; c++) {
+		if (*c < '0' || *c > '9' || id > (INT_MAX - (*c - '0')) / 10)
+			return 0;
+		id = id * 10 + (*c - '0');
+	}
+	return id;
+}
+
 static struct worker *arg_worker(struct orch *o, const struct node *n)
 {
-	char *end;
-	long id = strtol(n->arg, &end, 10);
-	if (*end || id < 1 || id > INT_MAX || n->arg[0] == '0')
-		return NULL;
-	return worker_find(o, (int)id);
+	int id = arg_id(n->arg);
+	return id ? worker_find(o, id) : NULL;
 }
 
 static bool wild_exists(struct orch *o, enum wild w, const char *arg)
@@ -422,7 +434,7 @@ static int a_worker_kill(struct orch *o, const struct node *n, const char *in, s
 {
 	struct cmd_kill k;
 	int rc = cmd_parse_kill(in, len, true, &k, err);
-	return rc ? rc : kill_worker(o, atoi(n->arg), &k, result, err);
+	return rc ? rc : kill_worker(o, arg_id(n->arg), &k, result, err);
 }
 
 static int a_usage(struct orch *o, const struct node *n, const char *in, size_t len,

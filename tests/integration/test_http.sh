@@ -297,12 +297,47 @@ expect_http_error "405: POST to a document (README)" 405 "*" README
 post mma/workers.json '{}'
 expect_http_error "405: POST to a document (workers.json)" 405 "*" mma/workers.json
 
-# --- 411: POST without Content-Length ---
-printf 'true' >"$T/req.body"
-CODE=$(curl -s --max-time 10 -o "$T/resp.body" -w '%{http_code}' -H "$AUTH" -H 'Transfer-Encoding: chunked' \
-	--data-binary "@$T/req.body" "$HTTP/api/mma/workers/spawn")
-BODY=$(cat "$T/resp.body")
-expect_http_error "411: a chunked POST (no Content-Length)" 411 "*" mma/workers/spawn
+# --- framing: one Content-Length, digits only; no Transfer-Encoding ---
+# raw_post HEADERS BODY: a POST to spawn with these extra header lines
+# (CRLF-separated), as bytes on a socket; sets CODE, BODY and CTYPE
+raw_post() {
+	local out
+	out=$(timeout 10 "$PY" - "$HTTP_PORT" "$(cat "$S/token")" "$1" "$2" <<'EOF'
+import socket, sys
+port, tok, extra, body = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+head = "POST /api/mma/workers/spawn HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n" % (port, tok)
+s.sendall((head + extra.replace("|", "\r\n") + "\r\n\r\n" + body).encode())
+data = b""
+try:
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+        if b"\r\n\r\n" in data and data.rstrip().endswith(b"}"):
+            break
+except socket.timeout:
+    pass
+print(data.decode(errors="replace").replace("\r", ""))
+EOF
+)
+	CODE=$(sed -n '1s/^HTTP\/1.1 \([0-9]*\).*/\1/p' <<<"$out")
+	CTYPE=$(sed -n 's/^[Cc]ontent-[Tt]ype: *//p' <<<"$out" | head -1)
+	BODY=$(sed -n '/^{/,$p' <<<"$out")
+}
+seq_framing=$(state_seq)
+raw_post "Transfer-Encoding: chunked" $'4\r\ntrue\r\n0\r\n\r\n'
+expect_http_error "400: a chunked POST (Transfer-Encoding is refused)" 400 EINVAL mma/workers/spawn
+raw_post "Content-Length: 4|Transfer-Encoding: chunked" $'4\r\ntrue\r\n0\r\n\r\n'
+expect_http_error "400: Content-Length and chunked both (a smuggling shape)" 400 EINVAL mma/workers/spawn
+raw_post "Content-Length: -1" "true"
+expect_http_error "400: Content-Length: -1" 400 EINVAL mma/workers/spawn
+raw_post "Content-Length: +4" "true"
+expect_http_error "400: Content-Length: +4" 400 EINVAL mma/workers/spawn
+raw_post "X-Nothing: 1" ""
+expect_http_error "411: a POST with no Content-Length" 411 EINVAL mma/workers/spawn
+expect_eq "no framing refused above started anything" "$(state_seq)" "$seq_framing"
 
 # --- 401: the token ---
 auth_err() { # NAME CURL_ARGS... -> 401 with the error object for "state"

@@ -171,6 +171,10 @@ check "cat of an unknown task fails" eval '! cat mma/tasks/nosuch/status 2>/dev/
 check "ls of an unknown worker fails" eval '! ls mma/workers/99 >/dev/null 2>&1'
 check "ls of an unknown track fails" eval '! ls mma/tracks/nosuch >/dev/null 2>&1'
 check "a bad worker id is not a worker" eval '! ls mma/workers/01 >/dev/null 2>&1'
+for bad in +1 ' 1' '1 ' -1 0x1 1e0; do
+	check "\"$bad\" is not worker 1" eval '! ls "mma/workers/$bad" >/dev/null 2>&1'
+done
+check "... while 1 is" test -d mma/workers/1
 check "an unknown file at the root does not exist" test ! -e nosuch
 
 # --- seekdir to any number: no garbage entries (offsets are our cookies) ---
