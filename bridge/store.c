@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -122,6 +123,28 @@ int store_open(const char *state_dir, bool durable, struct store **out, struct o
 		close(lockfd);
 		return err_set(err, EBUSY, "%s is in use by another orchfs", state_dir);
 	}
+	/* Commands and env values are in it: the owner's alone. SQLite gives its
+	 * -wal and -shm files the database's mode, so making it first is enough;
+	 * one made by an older orchfs is put right. */
+	int dbfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (dbfd < 0 || fchmod(dbfd, 0600) < 0) {
+		int e = errno;
+		if (dbfd >= 0)
+			close(dbfd);
+		close(lockfd);
+		return err_set(err, EIO, "cannot create %s: %s", path, strerror(e));
+	}
+	close(dbfd);
+	for (size_t i = 0; i < 2; i++) {
+		char side[4096 + 8];
+		snprintf(side, sizeof side, "%s%s", path, i ? "-shm" : "-wal");
+		(void)chmod(side, 0600);   /* absent: SQLite makes it with the mode above */
+	}
+	struct stat dir;
+	if (stat(state_dir, &dir) == 0 && (dir.st_mode & 077))
+		fprintf(stderr, "orchfs: warning: %s is open to others (mode %03o): the store "
+			"and the logs hold commands and their output; chmod 700 it\n", state_dir,
+			(unsigned)(dir.st_mode & 0777));
 	struct store *s = xcalloc(1, sizeof *s);
 	s->lockfd = lockfd;
 	pthread_mutex_init(&s->rlock, NULL);

@@ -66,10 +66,20 @@ check "log survived" grep -q a-started "$M/mma/workers/$wa/log"
 check "trace has spawned and lost" eval 'grep -q worker.spawned "$M/mma/workers/$wa/trace" && grep -q worker.lost "$M/mma/workers/$wa/trace"'
 check "tracks.json intact" jqe '.tracks[0].id == "k"' "$M/mma/tracks.json"
 
-# A clean stop then a restart changes nothing either.
+# The store and the logs are the owner's alone (README, "Durability").
+modes() { stat -c %a "$S/orchfs.db" "$S/orchfs.db-wal" "$S/logs/$wa.log" "$S/logs" | tr '\n' ' '; }
+expect_eq "the store, its WAL, a log and the logs' directory are 0600/0700" "$(modes)" "600 600 600 700 "
+
+# A clean stop then a restart changes nothing either; the modes an older
+# orchfs left are put right, with a warning about a state dir others can read.
 fusermount3 -u "$M"
 poll 5 eval '! kill -0 $DAEMON_PID 2>/dev/null'
+chmod 644 "$S/orchfs.db" "$S/orchfs.db-wal" 2>/dev/null
+chmod 755 "$S"
 restart_same
+expect_eq "the store is 0600 again" "$(stat -c %a "$S/orchfs.db" "$S/orchfs.db-wal" | tr '\n' ' ')" "600 600 "
+check "a state dir open to others is warned about" grep -q "open to others (mode 755)" "$DAEMON_LOG"
+chmod 700 "$S"
 expect_eq "held after clean restart" "$(cat "$M/mma/tasks/c/status")" held
 check "seq still there" test "$(jq .seq "$M/state.json")" -gt "$before_seq"
 
