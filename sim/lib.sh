@@ -145,6 +145,12 @@ on_exit() {
 	local rc=$?
 	trap - EXIT INT TERM
 	teardown
+	# a sanitizer's report in the daemon's log fails the sim, shown here
+	if [ -f "$T/daemon.log" ] && grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T/daemon.log"; then
+		echo "FAIL: a sanitizer report in the daemon's log:" >&2
+		grep -E -A40 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T/daemon.log" | head -80 >&2
+		[ "$rc" -eq 0 ] || [ "$rc" -eq 77 ] && rc=1
+	fi
 	if [ -n "${KEEP_TMP:-}" ]; then
 		echo "kept $T" >&2
 	elif ! is_mounted "$T/mnt"; then
@@ -165,8 +171,9 @@ skip_or_fail() {
 	echo "SKIP: $NAME: $*" >&2
 	exit 77
 }
-# need CMD [WHAT]: CMD is installed, else skip_or_fail "WHAT is missing".
-need() { command -v "$1" >/dev/null || skip_or_fail "${2:-$1} is missing"; }
+# need CMD [WHAT]: CMD is installed, else a failure "WHAT is missing" (only
+# a missing /dev/fuse may skip: contrib/install-deps.sh installs the rest).
+need() { command -v "$1" >/dev/null || { echo "FAIL: $NAME: ${2:-$1} is missing" >&2; exit 1; }; }
 
 # A watchdog: a wedged mount would block this script in a read, so it kills
 # our daemon (which aborts the FUSE connection) and then the script.
@@ -205,12 +212,14 @@ start_daemon() {
 	echo "$DAEMON_PID" >"$T/daemon.pid"
 }
 # daemon_up CMD WHAT TIMEOUT_MSG: within 5 s CMD (eval) succeeds; else the
-# daemon's log and a skip ("orchfs exited before WHAT" if it is gone).
+# daemon's log and a failure ("orchfs exited before WHAT" if it is gone): a
+# daemon that does not start is never a skip.
 daemon_up() {
 	if ! poll 5 eval "$1"; then
 		cat "$T/daemon.log" >&2
-		kill -0 "$DAEMON_PID" 2>/dev/null || skip_or_fail "orchfs exited before $2"
-		skip_or_fail "$3"
+		kill -0 "$DAEMON_PID" 2>/dev/null || { echo "FAIL: $NAME: orchfs exited before $2" >&2; exit 1; }
+		echo "FAIL: $NAME: $3" >&2
+		exit 1
 	fi
 }
 wait_mount() {

@@ -220,6 +220,13 @@ _worker_pids() {
 	done
 }
 
+# _fail_now WHY: the test cannot go on; a failure, never a skip (only a
+# machine without /dev/fuse may skip).
+_fail_now() {
+	echo "FAIL: $TEST_NAME: $*" >&2
+	exit 1
+}
+
 _skip_or_fail() {
 	if [ "${CI:-}" == "true" ]; then
 		echo "FAIL: $TEST_NAME: $*" >&2
@@ -251,6 +258,19 @@ _cleanup() {
 			kill -KILL "$p" 2>/dev/null
 		done
 		mountpoint -q "$mnt" 2>/dev/null && fusermount3 -uz "$mnt" 2>/dev/null
+	done
+	# A sanitizer's report in a daemon's log fails the test, whatever else
+	# passed: it is shown here, before its directory goes.
+	for i in "${!_TMPDIRS[@]}"; do
+		local log
+		for log in "${_TMPDIRS[$i]}"/*.log; do
+			[ -f "$log" ] || continue
+			if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log"; then
+				echo "FAIL: $TEST_NAME: a sanitizer report in $log:" >&2
+				grep -E -A40 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log" | head -80 >&2
+				[ "$rc" -eq 0 ] || [ "$rc" -eq 77 ] && rc=1
+			fi
+		done
 	done
 	for i in "${!_TMPDIRS[@]}"; do
 		local t=${_TMPDIRS[$i]}
@@ -293,8 +313,8 @@ _start_watchdog
 # DAEMON_PID (and DAEMON_LOG).
 orchfs_start() {
 	[ -e /dev/fuse ] || _skip_or_fail "/dev/fuse is missing: cannot mount orchfs"
-	command -v fusermount3 >/dev/null || _skip_or_fail "fusermount3 is missing"
-	command -v jq >/dev/null || _skip_or_fail "jq is missing"
+	command -v fusermount3 >/dev/null || _fail_now "fusermount3 is missing"
+	command -v jq >/dev/null || _fail_now "jq is missing"
 	if [ ! -x "$ORCHFS" ]; then
 		echo "FAIL: $TEST_NAME: no daemon at $ORCHFS (build it, or set ORCHFS)" >&2
 		exit 1
@@ -333,12 +353,12 @@ orchfs_start() {
 				echo "FAIL: $TEST_NAME: the daemon refused its arguments: $*" >&2
 				exit 1
 			fi
-			_skip_or_fail "orchfs exited ($rc) before the mount came up"
+			_fail_now "orchfs exited ($rc) before the mount came up"
 		fi
 		sleep 0.05
 	done
 	cat "$DAEMON_LOG" >&2
-	_skip_or_fail "the mount at $M did not come up within 5 s"
+	_fail_now "the mount at $M did not come up within 5 s"
 }
 
 # free_port: a TCP port on 127.0.0.1 that nothing listens on now.
