@@ -324,6 +324,10 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 	struct http_pss *p = user;
 	struct api *a = api_of(wsi);
 	switch (reason) {
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+		/* h2c, or WebSocket on the wrong listener: this one is HTTP/1.1 */
+		return api_refuse_upgrade(wsi, EINVAL, 400,
+					  "no upgrade here: this listener speaks HTTP/1.1 (WebSocket is on --ws)");
 	case LWS_CALLBACK_HTTP:
 		return on_http(wsi, a, p, in);
 	case LWS_CALLBACK_HTTP_BODY:

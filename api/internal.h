@@ -35,6 +35,9 @@ extern const struct lws_protocols api_ws_protocol;
 struct api *api_of(struct lws *wsi);
 /* Host, Origin and token checks shared by HTTP and WebSocket: 0, or the HTTP
  * status to refuse with (401, 403) and a message. */
+/* Answers an upgrade request with an HTTP/1.1 error object (status 400, 401,
+ * 403 or 404) and returns 1, as LWS_CALLBACK_HTTP_CONFIRM_UPGRADE wants. */
+int api_refuse_upgrade(struct lws *wsi, int errnum, int status, const char *why);
 int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, bool websocket,
 	      char *why, size_t whysize);
 /* Marks WebSocket clients lagging past --ws-queue-max for closing (1013);

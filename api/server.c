@@ -116,6 +116,27 @@ static int header(struct lws *wsi, enum lws_token_indexes tok, char *out, size_t
 	return lws_hdr_copy(wsi, out, (int)size, tok) < 0 ? -1 : n;
 }
 
+/* Refuses an upgrade with an HTTP/1.1 status and the error object (lws's own
+ * helper answers HTTP/1.0 with HTML here, which clients reject). */
+int api_refuse_upgrade(struct lws *wsi, int errnum, int status, const char *why)
+{
+	struct orch_err err;
+	struct buf body = BUF_INIT, msg = BUF_INIT;
+	err_set(&err, errnum, "%s", why);
+	err_render_status(&err, "", status, &body);
+	const char *text = status == 400 ? "Bad Request" : status == 401 ? "Unauthorized"
+			 : status == 404 ? "Not Found" : "Forbidden";
+	buf_reserve(&msg, LWS_PRE);
+	msg.len = LWS_PRE;
+	buf_printf(&msg, "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+			 "content-length: %zu\r\nconnection: close\r\n\r\n%s",
+		   status, text, body.len, body.data);
+	lws_write(wsi, (unsigned char *)msg.data + LWS_PRE, msg.len - LWS_PRE, LWS_WRITE_HTTP_HEADERS);
+	buf_free(&body);
+	buf_free(&msg);
+	return 1;
+}
+
 int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, bool websocket,
 	      char *why, size_t whysize)
 {

@@ -319,26 +319,6 @@ size_t api_ws_check_lag(struct api *a, uint64_t *depths, size_t max)
 	return n;
 }
 
-/* Refuses an upgrade with an HTTP/1.1 status and the error object (lws's own
- * helper answers HTTP/1.0 with HTML here, which WebSocket clients reject). */
-static int refuse_upgrade(struct lws *wsi, int status, const char *why)
-{
-	struct orch_err err;
-	struct buf body = BUF_INIT, msg = BUF_INIT;
-	err_set(&err, status == 404 ? ENOENT : EACCES, "%s", why);
-	err_render_status(&err, "", status, &body);
-	const char *text = status == 401 ? "Unauthorized" : status == 404 ? "Not Found" : "Forbidden";
-	buf_reserve(&msg, LWS_PRE);
-	msg.len = LWS_PRE;
-	buf_printf(&msg, "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
-			 "content-length: %zu\r\nconnection: close\r\n\r\n%s",
-		   status, text, body.len, body.data);
-	lws_write(wsi, (unsigned char *)msg.data + LWS_PRE, msg.len - LWS_PRE, LWS_WRITE_HTTP_HEADERS);
-	buf_free(&body);
-	buf_free(&msg);
-	return 1;
-}
-
 static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
 		       size_t len)
 {
@@ -349,13 +329,14 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
 		/* still HTTP here, so the refusal can be a real 401 or 403 */
 		int refuse = api_admit(a, wsi, &a->cfg.ws, true, why, sizeof why);
-		return refuse ? refuse_upgrade(wsi, refuse, why) : 0;
+		return refuse ? api_refuse_upgrade(wsi, EACCES, refuse, why) : 0;
 	}
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
 		return api_admit(a, wsi, &a->cfg.ws, true, why, sizeof why) ? -1 : 0;
 	case LWS_CALLBACK_HTTP:
 		/* a plain HTTP request on the WebSocket listener */
-		refuse_upgrade(wsi, 404, "this listener speaks WebSocket (orchfs.v1); HTTP is on the other");
+		api_refuse_upgrade(wsi, ENOENT, 404,
+				   "this listener speaks WebSocket (orchfs.v1); HTTP is on the other");
 		return -1;
 	case LWS_CALLBACK_ESTABLISHED:
 		memset(p, 0, sizeof *p);

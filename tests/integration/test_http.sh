@@ -338,6 +338,12 @@ expect_http_error "400: Content-Length: +4" 400 EINVAL mma/workers/spawn
 raw_post "X-Nothing: 1" ""
 expect_http_error "411: a POST with no Content-Length" 411 EINVAL mma/workers/spawn
 expect_eq "no framing refused above started anything" "$(state_seq)" "$seq_framing"
+# an h2c upgrade (HTTP/2 in clear) is refused with the error object, not taken
+read -r CODE CTYPE < <(curl -s --max-time 10 -o "$T/resp.body" -w '%{http_code} %{content_type}\n' -H "$AUTH" \
+	-H 'Connection: Upgrade, HTTP2-Settings' -H 'Upgrade: h2c' -H 'HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA' \
+	"$HTTP/api/mma/pipeline/status")
+BODY=$(cat "$T/resp.body")
+expect_http_error "400: an h2c upgrade is refused" 400 EINVAL ""
 
 # --- 401: the token ---
 auth_err() { # NAME CURL_ARGS... -> 401 with the error object for "state"
