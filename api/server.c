@@ -3,6 +3,7 @@
  * touch lws only through lws_cancel_service(), the one call lws allows them. */
 #include <errno.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,7 +250,8 @@ int api_write(struct api *a, const char *path, const char *body, size_t len, str
 
 static void telemetry_tick(lws_sorted_usec_list_t *sul)
 {
-	struct api *a = lws_container_of(sul, struct api, sul_telemetry);
+	/* the list node is a member of struct api, whose alignment it has */
+	struct api *a = (struct api *)(void *)((char *)sul - offsetof(struct api, sul_telemetry));
 	buf_reset(&a->telemetry_frame);
 	cJSON *f = cJSON_CreateObject();
 	cJSON_AddStringToObject(f, "channel", "telemetry");

@@ -584,8 +584,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_PUT_TRACK] = "INSERT OR REPLACE INTO tracks (id, doc) VALUES (?1, ?3)",
 	[ST_PUT_WORKER] = "INSERT OR REPLACE INTO workers (id, doc) VALUES (?4, ?3)",
 	[ST_PUT_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?3)",
-	[ST_PUT_EVENT] = "INSERT OR REPLACE INTO events (seq, channel, worker, line) "
-			 "VALUES (?4, ?2, ?5, ?3)",
+	[ST_PUT_EVENT] = ("INSERT OR REPLACE INTO events (seq, channel, worker, line) "
+			  "VALUES (?4, ?2, ?5, ?3)"),
 	[ST_DEL_CONTEXT] = "DELETE FROM context",
 	[ST_PUT_CONTEXT] = "INSERT INTO context (name, ord, content) VALUES (?1, ?2, ?6)",
 };

@@ -2,6 +2,7 @@
  * behind it, called directly with no mount and no scheduler thread; and the
  * JSON writer every event line is made with. */
 #include "fixture.h"
+#include "fake.h"
 
 #include <errno.h>
 #include <math.h>
@@ -45,29 +46,6 @@ static cJSON *read_json(struct orch *o, const char *path)
 	cJSON *j = s ? cJSON_Parse(s) : NULL;
 	free(s);
 	return j;
-}
-
-/* A finished worker with usage, made by hand: no process is needed to render one. */
-static struct worker *fake_worker(struct orch *o, const char *task)
-{
-	struct worker *w = xcalloc(1, sizeof *w);
-	w->id = (int)o->nworkers + 1;
-	w->status = WORKER_EXITED;
-	w->exit_code = 0;
-	w->pidfd = w->stdin_fd = -1;
-	w->command = xstrdup("true");
-	w->cwd = xstrdup("/tmp");
-	w->log_path = xstrdup("/tmp/none.log");
-	w->started_ms = 1000;
-	w->ended_ms = 2500;
-	struct task *t = task_find(o, task);
-	strcpy(w->task_id, task);
-	strcpy(w->track_id, t->track->id);
-	t->workers = xrealloc(t->workers, (t->nworkers + 1) * sizeof *t->workers);
-	t->workers[t->nworkers++] = w->id;
-	o->workers = xrealloc(o->workers, (o->nworkers + 1) * sizeof *o->workers);
-	o->workers[o->nworkers++] = w;
-	return w;
 }
 
 static void test_resolve(void **state)
@@ -340,7 +318,7 @@ static void test_json_writer(void **state)
 	cJSON_AddNumberToObject(d, "neg", -42);
 	cJSON_AddNumberToObject(d, "half", 1.5);
 	cJSON_AddNumberToObject(d, "big", 1e300);
-	cJSON_AddNumberToObject(d, "nan", NAN);
+	cJSON_AddNumberToObject(d, "nan", nan(""));
 	cJSON_AddStringToObject(d, "bad\xff", "a\xc3(\"\n\x01");
 	json_add_i64(d, "i64", INT64_MAX);
 	json_add_usd(d, "usd", 1250000);
