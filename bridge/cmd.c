@@ -1427,21 +1427,31 @@ int cmd_parse_usd(const char *in, size_t len, int64_t *micro, struct orch_err *e
 	return 0;
 }
 
-bool cmd_parse_freeze(const char *in, size_t len)
+int cmd_parse_text(const char *in, size_t len, struct orch_err *err)
 {
-	struct orch_err err;
-	if (input_prepare(in, &len, &err))
-		return false;
+	return input_prepare(in, &len, err);
+}
+
+int cmd_parse_pause(const char *in, size_t len, bool *freeze, struct orch_err *err)
+{
+	*freeze = false;
+	int rc = input_prepare(in, &len, err);
+	if (rc)
+		return rc;
 	const char *p = in;
 	trim(&p, &len);
-	if (len == 6 && strncasecmp(p, "freeze", 6) == 0)
-		return true;
+	if (len == 6 && strncasecmp(p, "freeze", 6) == 0) {
+		*freeze = true;
+		return 0;
+	}
 	if (len == 0 || p[0] != '{')
-		return false;
+		return 0;
+	/* JSON that does not parse, or says nothing of freeze, still pauses */
 	cJSON *root = NULL;
-	if (json_parse(p, len, &root, &err))
-		return false;
-	bool f = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "freeze"));
+	struct orch_err ignored;
+	if (json_parse(p, len, &root, &ignored))
+		return 0;
+	*freeze = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "freeze"));
 	cJSON_Delete(root);
-	return f;
+	return 0;
 }

@@ -100,8 +100,11 @@ int cmd_parse_int(const char *in, size_t len, int64_t min, int64_t max, int64_t 
 		  struct orch_err *err);
 /* Non-negative decimal USD, e.g. "12.5", into micro-dollars. */
 int cmd_parse_usd(const char *in, size_t len, int64_t *micro, struct orch_err *err);
-/* pipeline/pause: "freeze" (or JSON {"freeze":true}) freezes, anything else pauses. */
-bool cmd_parse_freeze(const char *in, size_t len);
+/* pipeline/pause: "freeze" (or JSON {"freeze":true}) freezes, any other text
+ * pauses; a NUL or bytes that are not UTF-8 are refused, as everywhere. */
+int cmd_parse_pause(const char *in, size_t len, bool *freeze, struct orch_err *err);
+/* Any text (pipeline/resume): only a NUL or bytes that are not UTF-8 are refused. */
+int cmd_parse_text(const char *in, size_t len, struct orch_err *err);
 
 /* "TERM", "SIGTERM", "term", "15" -> 15; -1 when unknown. */
 int signal_from_name(const char *s);

@@ -330,7 +330,10 @@ static int r_ctx_file(struct orch *o, const struct node *n, struct buf *out)
 static int a_pause(struct orch *o, const struct node *n, const char *in, size_t len,
 		   const char *cwd, struct buf *result, struct orch_err *err)
 {
-	bool freeze = cmd_parse_freeze(in, len);
+	bool freeze;
+	int rc = cmd_parse_pause(in, len, &freeze, err);
+	if (rc)
+		return rc;
 	pthread_mutex_lock(&o->lock);
 	sched_pause(o, freeze);
 	render_pipeline(o, result);
@@ -342,6 +345,9 @@ static int a_pause(struct orch *o, const struct node *n, const char *in, size_t 
 static int a_resume(struct orch *o, const struct node *n, const char *in, size_t len,
 		    const char *cwd, struct buf *result, struct orch_err *err)
 {
+	int rc = cmd_parse_text(in, len, err);
+	if (rc)
+		return rc;
 	pthread_mutex_lock(&o->lock);
 	sched_resume(o);
 	render_pipeline(o, result);

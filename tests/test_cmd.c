@@ -114,7 +114,9 @@ static bool freeze(const char *s)
 {
 	size_t n = strlen(s);
 	char *b = exact(s, n);
-	bool f = cmd_parse_freeze(b, n);
+	bool f;
+	struct orch_err e;
+	assert_int_equal(cmd_parse_pause(b, n, &f, &e), 0);
 	free(b);
 	return f;
 }
@@ -776,7 +778,12 @@ static void test_freeze(void **state)
 	assert_false(freeze("{\"freeze\":1}"));
 	assert_false(freeze("{\"freeze\":true"));
 	assert_false(freeze("{}"));
-	assert_false(cmd_parse_freeze("freeze\0x", 8));
+	bool f;
+	struct orch_err e;
+	assert_int_equal(cmd_parse_pause("freeze\0x", 8, &f, &e), -EINVAL);
+	assert_int_equal(cmd_parse_pause("\xff", 1, &f, &e), -EINVAL);
+	assert_int_equal(cmd_parse_text("go\xc3", 3, &e), -EINVAL);
+	assert_int_equal(cmd_parse_text("go", 2, &e), 0);
 }
 
 /* ---- signals ---- */
