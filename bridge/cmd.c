@@ -290,15 +290,25 @@ static int get_string(const cJSON *obj, const char *name, bool required, char **
 	return 0;
 }
 
-/* A command of only blanks would run /bin/sh -c "" and "succeed" at nothing. */
+/* exec(2) takes no argument longer than this (Linux's MAX_ARG_STRLEN): a
+ * longer command could never start, so it is refused as it is written. */
+#define COMMAND_MAX (128 * 1024 - 1)
+
+static int check_command(const char *command, size_t len, struct orch_err *err)
+{
+	/* only blanks would run /bin/sh -c "" and "succeed" at nothing */
+	if (first_byte(command, len) == '\0')
+		return err_set(err, EINVAL, "\"command\" must not be empty");
+	if (len > COMMAND_MAX)
+		return err_set(err, EINVAL, "a command is at most %d bytes (exec's limit), got %zu",
+			       COMMAND_MAX, len);
+	return 0;
+}
+
 static int get_command(const cJSON *obj, char **out, struct orch_err *err)
 {
 	int rc = get_string(obj, "command", true, out, err);
-	if (rc)
-		return rc;
-	if (first_byte(*out, strlen(*out)) == '\0')
-		return err_set(err, EINVAL, "\"command\" must not be empty");
-	return 0;
+	return rc ? rc : check_command(*out, strlen(*out), err);
 }
 
 static int get_id(const cJSON *obj, const char *name, const char *what, bool required,
@@ -653,7 +663,7 @@ int cmd_parse_spawn(const char *in, size_t len, struct cmd_spawn *out, struct or
 		cJSON_Delete(root);
 	} else if (first_byte(in, len) == '\0') {
 		rc = err_set(err, EINVAL, "spawn needs a command line");
-	} else {
+	} else if (!(rc = check_command(in, len, err))) {
 		out->command = xstrndup(in, len);
 	}
 	if (rc)
