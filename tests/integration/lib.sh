@@ -145,15 +145,36 @@ write_once() {
 
 # expect_errno NAME ERRNO FILE CONTENT: the write of CONTENT (one write) to
 # FILE must fail, and last_error must hold the error object with that errno,
-# its HTTP status, a non-empty message and FILE's path. One check.
+# its HTTP status, a non-empty message and FILE's path: the very object read
+# back on the descriptor that failed, so a stale one from an earlier write
+# cannot pass. (A file that cannot be opened for writing fails at open, with
+# no descriptor to read from, and a read of the events file waits for events:
+# then last_error alone.) One check.
 expect_errno() {
-	local name=$1 want=$2 file=$3 content=$4 why=()
-	if { write_once "$file" "$content"; } 2>/dev/null; then
+	local name=$1 want=$2 file=$3 content=$4 why=() fd back="" opened=0
+	if [ "${file##*/}" != events ] && exec {fd}<>"$file" 2>/dev/null; then
+		opened=1
+		if { write_fd "$fd" "$content"; } 2>/dev/null; then
+			# a write of a multiple of 4 KiB is applied at this read
+			IFS= read -r back <&"$fd"
+			exec {fd}>&-
+			if jq -e .error >/dev/null 2>&1 <<<"$back"; then :; else
+				fail "$name" "the write to $file succeeded; want $want"
+				return 1
+			fi
+		else
+			IFS= read -r back <&"$fd"
+			exec {fd}>&-
+		fi
+	elif { write_once "$file" "$content"; } 2>/dev/null; then
 		fail "$name" "the write to $file succeeded; want $want"
 		return 1
 	fi
 	local doc
 	doc=$(cat "$M/last_error" 2>/dev/null)
+	if [ "$opened" == 1 ] && [ "$doc" != "$back" ]; then
+		why+=("last_error is not the object read back on the descriptor [${back:0:200}]")
+	fi
 	local errno status message path
 	errno=$(jq -r '.error.errno // empty' <<<"$doc" 2>/dev/null)
 	status=$(jq -r '.error.status // empty' <<<"$doc" 2>/dev/null)
