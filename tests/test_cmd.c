@@ -1301,19 +1301,34 @@ static void test_many_items(void **state)
 	buf_free(&b);
 }
 
+/* Every *_free leaves its struct zeroed, so a second free (an error path
+ * that frees again) does nothing; and NULL is taken. */
 static void test_free_zeroed(void **state)
 {
 	(void)state;
-	struct task_spec t = {0};
-	struct cmd_plan p = {0};
-	struct cmd_spawn s = {0};
-	struct cmd_mutate m = {0};
-	struct ctx_inject_req r = {0};
-	task_spec_free(&t);
+	struct orch_err e = {0};
+	struct cmd_plan p;
+	assert_int_equal(plan("{\"id\":\"k\",\"title\":\"t\",\"tasks\":[{\"id\":\"a\",\"command\":\"x\","
+			      "\"env\":{\"A\":\"1\"},\"deps\":[\"b\"]},{\"id\":\"b\",\"command\":\"y\"}]}", &p, &e), 0);
 	cmd_plan_free(&p);
+	assert_true(all_zero(&p, sizeof p));
+	cmd_plan_free(&p);
+	struct cmd_spawn s;
+	assert_int_equal(spawn("{\"command\":\"x\",\"cwd\":\"/tmp\",\"model\":\"m\",\"env\":{\"A\":\"1\"}}", &s, &e), 0);
 	cmd_spawn_free(&s);
+	assert_true(all_zero(&s, sizeof s));
+	cmd_spawn_free(&s);
+	struct cmd_mutate m;
+	assert_int_equal(mutate("hold a; add_dep a b", &m, &e), 0);
 	cmd_mutate_free(&m);
+	assert_true(all_zero(&m, sizeof m));
+	cmd_mutate_free(&m);
+	struct task_spec t = {0};
+	task_spec_free(&t);
+	assert_true(all_zero(&t, sizeof t));
+	struct ctx_inject_req r = {0};
 	ctx_inject_req_free(&r);
+	assert_true(all_zero(&r, sizeof r));
 	task_spec_free(NULL);
 	cmd_plan_free(NULL);
 	cmd_spawn_free(NULL);

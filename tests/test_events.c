@@ -356,9 +356,30 @@ static void test_channel_mask(void **state)
 	assert_int_equal(EV_ALL_EVENTS & EV_TELEMETRY, 0);
 }
 
+/* Without a store to replay from, a since older than what memory keeps is
+ * ERANGE, naming the oldest kept (with one, test_store's round trip reads
+ * the older events back from SQLite). */
+static void test_history_too_old_without_store(void **state)
+{
+	(void)state;
+	struct events ev;
+	events_init(&ev, 4);
+	for (int i = 0; i < 10; i++)
+		events_publish(&ev, EVK_TASK_STATUS, NULL, NULL, NULL);
+	struct buf out = BUF_INIT;
+	uint64_t last, oldest = 0;
+	assert_int_equal(events_read(&ev, 2, EV_ALL_EVENTS, 1 << 20, &out, &last, &oldest), -ERANGE);
+	assert_int_equal(oldest, 7);
+	assert_int_equal(events_read(&ev, 6, EV_ALL_EVENTS, 1 << 20, &out, &last, &oldest), 0);
+	assert_int_equal(last, 10);
+	buf_free(&out);
+	events_destroy(&ev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_history_too_old_without_store),
 		cmocka_unit_test(test_publish),
 		cmocka_unit_test(test_history_bound),
 		cmocka_unit_test(test_history_bytes),

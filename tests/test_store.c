@@ -219,22 +219,6 @@ static void test_round_trip(void **state)
 	orch_destroy(&o);
 }
 
-static void test_history_too_old(void **state)
-{
-	struct events ev;
-	events_init(&ev, 4);
-	for (int i = 0; i < 10; i++)
-		events_publish(&ev, EVK_TASK_STATUS, NULL, NULL, NULL);
-	struct buf out = BUF_INIT;
-	uint64_t last, oldest = 0;
-	assert_int_equal(events_read(&ev, 2, EV_ALL_EVENTS, 1 << 20, &out, &last, &oldest), -ERANGE);
-	assert_int_equal(oldest, 7);
-	assert_int_equal(events_read(&ev, 6, EV_ALL_EVENTS, 1 << 20, &out, &last, &oldest), 0);
-	assert_int_equal(last, 10);
-	buf_free(&out);
-	events_destroy(&ev);
-}
-
 /* A write the store cannot take (another process holds the database's write
  * lock) fails with EIO and its events stay unseen; once the lock goes, the
  * store thread writes it after all, with the next commit, in order. */
@@ -278,7 +262,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_corrupt_and_locked, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_write_fails_then_retried, dir_setup, dir_teardown),
-		cmocka_unit_test(test_history_too_old),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
