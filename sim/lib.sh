@@ -445,8 +445,12 @@ event_checks() {
 # else the track.
 money_checks() {
 	local fin=$1 want m i o c
-	jq -r '.prices | to_entries[] | "\(.key) \(.value.input_per_mtok * 1000000 | round) \(.value.output_per_mtok * 1000000 | round) \(.value.cache_read_per_mtok * 1000000 | round) \(.value.cache_write_per_mtok * 1000000 | round)"' \
-		"$fin" >"$T/prices.txt"
+	# the prices the sim gave its own daemon (a shared instance's are its own:
+	# then what it says it charges)
+	local prices=("$fin") filter='.prices'
+	[ "$OWN" == 1 ] && prices=("$T/pricing.json") filter='with_entries(select(.key | startswith("_") | not))'
+	jq -r "$filter"' | to_entries[] | "\(.key) \((.value.input_per_mtok // 0) * 1000000 | round) \((.value.output_per_mtok // 0) * 1000000 | round) \((.value.cache_read_per_mtok // 0) * 1000000 | round) \((.value.cache_write_per_mtok // 0) * 1000000 | round)"' \
+		"${prices[@]}" >"$T/prices.txt"
 	# usage.log lines: "WORKER model=M in=N out=N cache_read=N"
 	want=$(awk '
 		FNR == NR { pin[$1] = $2; pout[$1] = $3; pcr[$1] = $4; next }
