@@ -167,6 +167,13 @@ wait_for "after the grace it is killed" 6 w_is "$w" killed
 check "it ended by KILL" jqe '.signal == "KILL"' "mma/workers/$w/info.json"
 check "its trace shows TERM, then KILL" \
 	jqe -s '[.[] | select(.type == "worker.signal") | .data.signal] == ["TERM","KILL"]' "mma/workers/$w/trace"
+# the grace, measured: from the TERM event to the KILL event (the scheduler
+# looks every 100 ms; a loaded machine may add a little)
+grace_ms=$(python3 -c 'import json, sys, datetime
+ts = [datetime.datetime.strptime(e["ts"], "%Y-%m-%dT%H:%M:%S.%fZ") for e in map(json.loads, open(sys.argv[1]))
+      if e["type"] == "worker.signal"]
+print(round((ts[1] - ts[0]).total_seconds() * 1000))' "mma/workers/$w/trace")
+check "the KILL came one grace (1 s) after the TERM: ${grace_ms} ms" test "$grace_ms" -ge 1000 -a "$grace_ms" -le 1500
 
 # --- signals that do not end a worker ---
 w=$(spawn 'exec sleep 30')
