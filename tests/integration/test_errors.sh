@@ -184,4 +184,12 @@ if dd if="$T/page2" of=mma/dag/mutate bs=8192 count=1 status=none 2>"$T/dd.err";
 check "a command of exactly 8 KiB is applied at close, and close reports its error" \
 	eval '[ $wrote == failed ] && grep -qi "closing" "$T/dd.err" && jqe ".error.errno == \"ENOENT\"" last_error'
 
+
+# --- unmounting right after a large change works the first time ---
+sed 's/"pieces"/"pieces2"/; s/"pc/"pd/g' "$T/pieces.json" >"$T/pieces2.json"
+cd / || exit 1
+check "a second 3,000-task plan is created" sh -c 'cat "$1" >"$2/mma/tracks/create"' _ "$T/pieces2.json" "$M"
+check "fusermount3 -u at once after it succeeds (nothing of orchfs holds the mount)" fusermount3 -u "$M"
+wait_for "and the daemon exits" 5 eval '! kill -0 $DAEMON_PID 2>/dev/null'
+
 finish
