@@ -18,6 +18,8 @@
 
 #include "api.h"
 #include "fs.h"
+
+#define FS_IDLE_THREADS 8
 #include "nodes.h"
 #include "notify.h"
 #include "store.h"
@@ -294,6 +296,9 @@ int main(int argc, char **argv)
 	fs_attach(fs, se, hub, notifier);
 	struct fuse_loop_config *loop = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_max_threads(loop, 64);
+	/* a crowd of readers grows the pool; once they are gone, all but this
+	 * many idle threads end (libfuse's default keeps every one) */
+	fuse_loop_cfg_set_idle_threads(loop, FS_IDLE_THREADS);
 	status = fuse_session_loop_mt(se, loop) < 0 ? 1 : 0;
 	fs_detach(fs);
 	fuse_loop_cfg_destroy(loop);

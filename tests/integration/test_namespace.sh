@@ -5,7 +5,7 @@
 # context/, metrics/financial.json, system/telemetry.json; one-word files end
 # in a newline; documents are snapshots fixed at open; result read-back on the
 # same descriptor; the tasks/ID/worker symlink; objects that do not exist;
-# seekdir to any offset.
+# seekdir to any offset; the threads 300 readers needed end after them.
 . "$(dirname "$0")/lib.sh"
 
 orchfs_start --max-workers 2
@@ -206,5 +206,18 @@ listing=$( (echo .; echo ..; ls -A mma) | sort -u)
 got=$(seek_names mma 0 1 2 3 5 7 13 24 25 31 100 4095 65536 9223372036854775807 | sort -u)
 expect_eq "seekdir anywhere reads only real entries" "$got" "$listing"
 expect_eq "seekdir to 0 reads the whole listing" "$(seek_names mma 0 | sort)" "$listing"
+
+
+# --- a crowd of readers leaves no crowd of threads behind ---
+threads() { ls "/proc/$DAEMON_PID/task" | wc -l; }
+t0=$(threads)
+readers=()
+for i in $(seq 300); do
+	{ cat state.json mma/workers.json mma/dag.json >/dev/null; } &
+	readers+=($!)
+done
+wait "${readers[@]}"
+few_threads() { [ "$(threads)" -le $((t0 + 8)) ]; }
+wait_for "after 300 readers, at most 8 idle threads more than before ($t0)" 5 few_threads
 
 finish
