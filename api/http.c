@@ -3,12 +3,15 @@
  *   curl -H "Authorization: Bearer $T" -X POST --data-binary 'freeze' 127.0.0.1:8999/api/mma/pipeline/pause
  *   curl -N -H "Authorization: Bearer $T" '127.0.0.1:8999/api/events?since=10&channels=dag'
  * A response is built whole, then written in pieces, one lws_write() per
- * WRITEABLE callback. */
+ * WRITEABLE callback; a worker's log is not built but read from its file a
+ * piece at a time (as long as it was at the request), so a log of any size
+ * costs one piece of memory. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "nodes.h"
@@ -28,6 +31,9 @@ struct http_pss {
 	const char *ctype;
 	struct buf resp;
 	size_t sent;
+	bool from_log;             /* the body is a log's file, read as it is sent */
+	int logfd;
+	size_t log_len;            /* its length at the request */
 	bool headers_sent, responding, close_after;
 	/* an event stream */
 	bool sse;
@@ -36,6 +42,13 @@ struct http_pss {
 	uint64_t telemetry_gen;
 	int64_t last_write_ns;
 };
+
+static void close_log(struct http_pss *p)
+{
+	if (p->from_log)
+		close(p->logfd);
+	p->from_log = false;
+}
 
 static void respond(struct lws *wsi, struct http_pss *p, int status, const char *ctype)
 {
@@ -115,6 +128,7 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 	/* a kept-alive connection reuses its session for the next request */
 	buf_free(&p->body);
 	buf_free(&p->resp);
+	close_log(p);
 	memset(p, 0, sizeof *p);
 	if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0)
 		p->method = M_GET;
@@ -138,6 +152,11 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 	if (p->method == M_GET) {
 		if (strcmp(p->path, "events") == 0) {
 			start_sse(wsi, a, p);
+			return 0;
+		}
+		if ((p->logfd = api_open_log(a, p->path, &p->log_len)) >= 0) {
+			p->from_log = true;
+			respond(wsi, p, 200, "text/plain; charset=utf-8");
 			return 0;
 		}
 		bool is_json;
@@ -202,7 +221,8 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 static int write_headers(struct lws *wsi, struct http_pss *p)
 {
 	unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *q = start, *end = buf + sizeof buf;
-	lws_filepos_t len = p->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : p->resp.len;
+	lws_filepos_t len = p->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN
+				   : p->from_log ? p->log_len : p->resp.len;
 	if (lws_add_http_common_headers(wsi, (unsigned)p->status,
 					p->sse ? "text/event-stream" : p->ctype, len, &q, end))
 		return -1;
@@ -298,11 +318,19 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 	}
 	if (p->sse)
 		return write_sse(wsi, a, p);
-	size_t left = p->resp.len - p->sent, n = left < CHUNK ? left : CHUNK;
+	size_t total = p->from_log ? p->log_len : p->resp.len;
+	size_t left = total - p->sent, n = left < CHUNK ? left : CHUNK;
 	unsigned char *chunk = xmalloc(LWS_PRE + n + 1);
-	if (n)
+	if (n && p->from_log) {
+		ssize_t r = pread(p->logfd, chunk + LWS_PRE, n, (off_t)p->sent);
+		if (r != (ssize_t)n) {   /* truncated under us: the length is promised */
+			free(chunk);
+			return -1;
+		}
+	} else if (n) {
 		memcpy(chunk + LWS_PRE, p->resp.data + p->sent, n);
-	bool last = p->sent + n == p->resp.len;
+	}
+	bool last = p->sent + n == total;
 	int w = lws_write(wsi, chunk + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
 	free(chunk);
 	if (w < 0)
@@ -313,6 +341,7 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 		return 0;
 	}
 	p->responding = false;
+	close_log(p);
 	if (p->close_after)
 		return -1;
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
@@ -360,6 +389,7 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 		if (p) {
 			buf_free(&p->body);
 			buf_free(&p->resp);
+			close_log(p);
 		}
 		return 0;
 	default:

@@ -1,14 +1,16 @@
 /* server: the libwebsockets context with its two listeners, the service
  * thread, and the pump that wakes it when events are committed. Other threads
  * touch lws only through lws_cancel_service(), the one call lws allows them. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <arpa/inet.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -178,6 +180,25 @@ int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener,
 	return 0;
 }
 
+int api_open_log(struct api *a, const char *path, size_t *len)
+{
+	struct node n;
+	char resolved[600], *file;
+	if (node_resolve_api(a->o, path, &n, resolved, sizeof resolved) ||
+	    !(node_flags(&n) & NODE_LOG) || node_log_path(a->o, &n, &file))
+		return -ENOENT;
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	free(file);
+	struct stat st;
+	if (fd >= 0 && fstat(fd, &st) == 0) {
+		*len = (size_t)st.st_size;
+		return fd;
+	}
+	if (fd >= 0)
+		close(fd);
+	return -EIO;
+}
+
 int api_read(struct api *a, const char *path, struct buf *out, bool *is_json)
 {
 	struct node n;
@@ -194,20 +215,9 @@ int api_read(struct api *a, const char *path, struct buf *out, bool *is_json)
 		buf_putc(out, '\n');
 		*is_json = false;
 	} else if (node_flags(&n) & NODE_LOG) {
-		char *file;
-		rc = node_log_path(a->o, &n, &file);
-		FILE *f = rc ? NULL : fopen(file, "re");
-		char chunk[65536];
-		size_t got;
-		while (f && (got = fread(chunk, 1, sizeof chunk, f)) > 0)
-			buf_append(out, chunk, got);
-		if (f)
-			fclose(f);
-		else if (!rc)
-			rc = -EIO;
-		if (!rc)
-			free(file);
-		*is_json = false;
+		/* the transports read logs in pieces (api_open_log), never whole */
+		err_set(&err, EINVAL, "%s is a log: read it from its file in pieces", resolved);
+		rc = -EINVAL;
 	} else if (node_flags(&n) & NODE_DOC) {
 		rc = node_render_cached(a->o, &n, out);
 		*is_json = (node_flags(&n) & NODE_JSON) != 0;

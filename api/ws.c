@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -154,6 +155,52 @@ static void op_subscribe(struct lws *wsi, struct api *a, struct ws_pss *p, const
 	queue_reply(wsi, p, d);
 }
 
+/* A worker's log is read a piece at a time: {"op":"read","path":P,"offset":N}
+ * answers at most WS_LOG_PIECE bytes from N (0 by default) as "result", the
+ * log's "size" now, and "next", the offset to ask for, while there is more.
+ * A piece ends on a whole UTF-8 character where the bytes allow it. */
+#define WS_LOG_PIECE (256 * 1024)
+
+static void read_log_piece(struct lws *wsi, struct ws_pss *p, const cJSON *msg, const cJSON *id,
+			   const char *path, int fd, size_t size)
+{
+	const cJSON *o = cJSON_GetObjectItemCaseSensitive(msg, "offset");
+	int64_t offset = 0;
+	if (o && (!json_int(o, 0, INT64_MAX / 2, &offset) || (uint64_t)offset > size)) {
+		close(fd);
+		char why[96];
+		snprintf(why, sizeof why, "\"offset\" must be a whole number 0..%zu (the log's size)",
+			 size);
+		reply_error(wsi, p, id, EINVAL, path, why);
+		return;
+	}
+	size_t want = size - (size_t)offset < WS_LOG_PIECE ? size - (size_t)offset : WS_LOG_PIECE;
+	char *piece = xmalloc(want + 1);
+	ssize_t got = pread(fd, piece, want, (off_t)offset);
+	close(fd);
+	size_t n = got > 0 ? (size_t)got : 0;
+	/* back off over a character cut in two (at most 3 bytes of it) */
+	if ((size_t)offset + n < size)
+		for (size_t back = 1; back <= 3 && back <= n; back++) {
+			unsigned char c = (unsigned char)piece[n - back];
+			if ((c & 0xC0) == 0x80)
+				continue;   /* a continuation byte: look further back */
+			size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+			if (need > back)
+				n -= back;
+			break;
+		}
+	piece[n] = '\0';
+	cJSON *d = reply_doc(id, true);
+	cJSON_AddItemToObject(d, "result", cJSON_CreateString(piece));
+	json_add_i64(d, "offset", offset);
+	json_add_i64(d, "size", (int64_t)size);
+	if ((size_t)offset + n < size)
+		json_add_i64(d, "next", offset + (int64_t)n);
+	free(piece);
+	queue_reply(wsi, p, d);
+}
+
 static void op_read_write(struct lws *wsi, struct api *a, struct ws_pss *p, const cJSON *msg,
 			  const cJSON *id, bool write)
 {
@@ -182,6 +229,12 @@ static void op_read_write(struct lws *wsi, struct api *a, struct ws_pss *p, cons
 		rc = api_write(a, path->valuestring, text, strlen(text), &out);
 		free(text);
 	} else {
+		size_t size;
+		int fd = api_open_log(a, path->valuestring, &size);
+		if (fd >= 0) {
+			read_log_piece(wsi, p, msg, id, path->valuestring, fd, size);
+			return;
+		}
 		rc = api_read(a, path->valuestring, &out, &is_json);
 	}
 	cJSON *d = reply_doc(id, rc == 0);
@@ -234,10 +287,15 @@ static int close_lagging(struct lws *wsi, struct api *a, struct ws_pss *p)
 	return -1;
 }
 
+/* Replies a client asked for (a log piece is 256 KiB) are not lag until
+ * they pass this: one that asks and reads is never too slow for them. */
+#define WS_REPLY_ALLOWANCE (1024 * 1024)
+
 static uint64_t lag_of(struct api *a, struct ws_pss *p)
 {
 	uint64_t lag = p->subscribed ? events_lag_bytes(&a->o->events, p->cursor) : 0;
-	return lag == UINT64_MAX ? lag : lag + p->queued;
+	uint64_t replies = p->queued > WS_REPLY_ALLOWANCE ? p->queued - WS_REPLY_ALLOWANCE : 0;
+	return lag == UINT64_MAX ? lag : lag + replies;
 }
 
 static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
@@ -355,7 +413,8 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 		buf_append(&p->rx, in, len);
 		if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi))
 			on_message(wsi, a, p);
-		if (p->queued > a->cfg.ws_queue_max)
+		/* one that asks without reading the answers is lagging too */
+		if (p->queued > a->cfg.ws_queue_max + WS_REPLY_ALLOWANCE)
 			return close_lagging(wsi, a, p);
 		return 0;
 	case LWS_CALLBACK_SERVER_WRITEABLE:

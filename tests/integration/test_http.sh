@@ -392,6 +392,20 @@ after=$(views)
 expect_eq "no refused request changed anything" "$after" "$before"
 expect_eq "no refused request published an event" "$(state_seq)" "$seq_before"
 
+# --- a big log is sent from its file, a piece at a time ---
+wbig=$(spawn 'head -c 30000000 /dev/zero | tr "\\0" x')
+wait_for "a worker writing a 30 MB log exits" 10 status_is "mma/workers/$wbig/status" exited
+rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status"; }
+rss0=$(rss)
+curl_resp -H "$AUTH" "$HTTP/api/mma/workers/$wbig/log"
+rss1=$(rss)
+expect_eq "GET of a 30 MB log: 200, text, its bytes" "$CODE $CTYPE $(wc -c <"$T/resp.body")" \
+	"200 text/plain; charset=utf-8 30000000"
+check "... the same bytes as the mount's" cmp -s "$T/resp.body" "mma/workers/$wbig/log"
+check "... and the daemon did not hold it: RSS grew $(((rss1 - rss0) / 1024)) MiB (< 8)" \
+	test $((rss1 - rss0)) -lt 8192
+rm -f "$T/resp.body"
+
 # ==== the same bytes on both transports, while nothing changes ====
 # The pipeline is paused and every worker has ended.
 ensure_idle

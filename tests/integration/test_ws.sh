@@ -580,6 +580,34 @@ async def stall(cmdlen, maxn):
     check("every client, the dropped one too, is let go (clients %d)" % tel["clients"], tel["clients"] == 0, tel)
 
 
+async def logs():
+    """a worker's log of 1.5 MB (multi-byte characters too) read in pieces"""
+    wid = spawn("python3 -c 'import sys; sys.stdout.write(\"\\u00e9\" * 500000 + \"x\" * 500000)'")
+    end = time.time() + 10
+    while time.time() < end and open(os.path.join(M, "mma/workers/%d/status" % wid)).read() != "exited\n":
+        await asyncio.sleep(0.05)
+    want = open(os.path.join(M, "mma/workers/%d/log" % wid), "rb").read()
+    ws = await connect()
+    got, offset, pieces, biggest, sizes = b"", 0, 0, 0, set()
+    while offset is not None and pieces < 100:
+        r, _ = await request(ws, {"op": "read", "path": "mma/workers/%d/log" % wid, "offset": offset, "id": pieces})
+        if not r.get("ok"):
+            check("a log piece is read", False, str(r)[:300])
+            break
+        piece = r["result"].encode()
+        got += piece
+        biggest = max(biggest, len(piece))
+        sizes.add(r.get("size"))
+        offset = r.get("next")
+        pieces += 1
+    check("a 1.5 MB log comes whole, in %d pieces of at most 256 KiB, cut between characters" % pieces,
+          got == want and pieces > 1 and biggest <= 256 * 1024, (len(got), len(want), pieces, biggest))
+    check("each piece tells the log's size", sizes == {len(want)}, sizes)
+    r, _ = await request(ws, {"op": "read", "path": "mma/workers/%d/log" % wid, "offset": len(want) + 1, "id": "x"})
+    check("an offset past the end is 400 EINVAL", r.get("ok") is False and error_ok(r.get("error"), 400, "EINVAL", "mma/workers/%d/log" % wid), r)
+    await ws.close()
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "burst":
@@ -611,6 +639,7 @@ py ops
 py bad
 py subscribe
 py telemetry 20
+py logs
 check "the daemon is up after the protocol tests" kill -0 "$DAEMON_PID"
 
 # --- a stalled client on a daemon that lets clients lag 64 KiB ---
@@ -619,6 +648,7 @@ check "the daemon is up after the protocol tests" kill -0 "$DAEMON_PID"
 MAIN_M=$M
 orchfs_start_api --max-workers 4 --ws-queue-max 65536
 py stall 20000 800
+py logs   # pieces of 256 KiB on a daemon whose clients may lag only 64 KiB
 check "the stalled daemon's mount still answers" status_is "$M/mma/pipeline/status" running
 check "the first daemon's mount still answers" status_is "$MAIN_M/mma/pipeline/status" running
 
