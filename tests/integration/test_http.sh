@@ -285,8 +285,7 @@ get nosuch
 expect_http_error "404: an unknown path" 404 ENOENT nosuch
 post nosuch/file 'x'
 expect_http_error "404: POST to an unknown path" 404 ENOENT nosuch/file
-CODE=$(curl -s --max-time 10 -o "$T/resp.body" -w '%{http_code}' -H "$AUTH" "$HTTP/nosuch")
-BODY=$(cat "$T/resp.body")
+curl_resp -H "$AUTH" "$HTTP/nosuch"
 expect_http_error "404: a path outside /api/" 404 ENOENT /nosuch
 
 # --- 405: methods ---
@@ -355,8 +354,7 @@ expect_http_error "400: an h2c upgrade is refused" 400 EINVAL ""
 auth_err() { # NAME CURL_ARGS... -> 401 with the error object for "state"
 	local name=$1
 	shift
-	CODE=$(curl -s --max-time 10 -o "$T/resp.body" -w '%{http_code}' "$@")
-	BODY=$(cat "$T/resp.body")
+	curl_resp "$@"
 	expect_http_error "$name" 401 EACCES state
 }
 auth_err "401: no token" "$HTTP/api/state"
@@ -368,17 +366,14 @@ auth_err "401: a token of another length" -H "Authorization: Bearer abc" "$HTTP/
 auth_err "401: not a bearer token" -H "Authorization: Basic $(printf 'u:%s' "$TOKEN" | base64 -w0)" "$HTTP/api/state"
 auth_err "401: a wrong ?token=" "$HTTP/api/state?token=$wrong"
 printf 'sleep 30' >"$T/req.body"
-CODE=$(curl -s --max-time 10 -o "$T/resp.body" -w '%{http_code}' --data-binary "@$T/req.body" "$HTTP/api/mma/workers/spawn")
-BODY=$(cat "$T/resp.body")
+curl_resp --data-binary "@$T/req.body" "$HTTP/api/mma/workers/spawn"
 expect_http_error "401: a POST without a token" 401 EACCES mma/workers/spawn
 
 # --- 403: a foreign Host ---
-CODE=$(curl -s --max-time 10 -o "$T/resp.body" -w '%{http_code}' -H "$AUTH" -H "Host: evil.example:$HTTP_PORT" "$HTTP/api/state")
-BODY=$(cat "$T/resp.body")
+curl_resp -H "$AUTH" -H "Host: evil.example:$HTTP_PORT" "$HTTP/api/state"
 expect_http_error "403: a foreign Host" 403 EACCES state
-CODE=$(curl -s --max-time 10 -o "$T/resp.body" -w '%{http_code}' --data-binary "@$T/req.body" \
-	-H "$AUTH" -H "Host: evil.example:$HTTP_PORT" "$HTTP/api/mma/workers/spawn")
-BODY=$(cat "$T/resp.body")
+curl_resp --data-binary "@$T/req.body" \
+	-H "$AUTH" -H "Host: evil.example:$HTTP_PORT" "$HTTP/api/mma/workers/spawn"
 expect_http_error "403: a POST with a foreign Host" 403 EACCES mma/workers/spawn
 # a name, not an address, that begins like one: DNS rebinding would reach us
 for name in 127.0.0.1.evil.example 127.evil.example localhost.evil.example; do
@@ -476,21 +471,16 @@ expect_eq "the live stream: id: S+1..S' with no gap and no duplicate" \
 	"$(sse_ids "$T/live.sse" | tr '\n' ' ')" "$(seq $((S1 + 1)) "$S2" | tr '\n' ' ')"
 check "the live stream: data matches id" sse_data_ok "$T/live.sse"
 
-CODE=$(curl -s --max-time 5 -o "$T/resp.body" -w '%{http_code}' -H "$AUTH" "$HTTP/api/events?since=abc")
-BODY=$(cat "$T/resp.body")
+curl_resp -H "$AUTH" "$HTTP/api/events?since=abc"
 expect_http_error "since=abc is 400" 400 EINVAL events
-CODE=$(curl -s --max-time 5 -o "$T/resp.body" -w '%{http_code}' -H "$AUTH" "$HTTP/api/events?since=999999999999")
-BODY=$(cat "$T/resp.body")
+curl_resp -H "$AUTH" "$HTTP/api/events?since=999999999999"
 expect_http_error "a since that has not happened yet is 400, as on the mount" 400 EINVAL events
 check "... saying so" grep -q "has not happened yet" "$T/resp.body"
-CODE=$(curl -s --max-time 5 -o "$T/resp.body" -w '%{http_code}' -H "$AUTH" "$HTTP/api/events?channels=bogus")
-BODY=$(cat "$T/resp.body")
+curl_resp -H "$AUTH" "$HTTP/api/events?channels=bogus"
 expect_http_error "channels=bogus is 400" 400 EINVAL events
-CODE=$(curl -s --max-time 5 -o "$T/resp.body" -w '%{http_code}' -H "$AUTH" -H "Last-Event-ID: x1" "$HTTP/api/events")
-BODY=$(cat "$T/resp.body")
+curl_resp -H "$AUTH" -H "Last-Event-ID: x1" "$HTTP/api/events"
 expect_http_error "Last-Event-ID: x1 is 400" 400 EINVAL events
-CODE=$(curl -s --max-time 5 -o "$T/resp.body" -w '%{http_code}' "$HTTP/api/events")
-BODY=$(cat "$T/resp.body")
+curl_resp "$HTTP/api/events"
 expect_http_error "the stream wants a token" 401 EACCES events
 
 # a stream whose client went away is let go: no socket left in CLOSE-WAIT
@@ -554,8 +544,7 @@ head -c 2000 /dev/zero | tr '\0' ' ' >"$T/2000"
 curl_resp -H "$AUTH" --data-binary "@$T/2000" "$HTTP/api/mma/dag/mutate"
 expect_http_error "--max-body 1000: a body of 2000 bytes is 413" 413 EFBIG mma/dag/mutate last_error
 { printf 'hold nosuch'; head -c 989 /dev/zero | tr '\0' ' '; } >"$T/1000"
-CODE=$(curl -s --max-time 10 -o "$T/resp.body" -w '%{http_code}' -H "$AUTH" --data-binary "@$T/1000" "$HTTP/api/mma/dag/mutate")
-BODY=$(cat "$T/resp.body")
+curl_resp -H "$AUTH" --data-binary "@$T/1000" "$HTTP/api/mma/dag/mutate"
 expect_http_error "--max-body 1000: a body of exactly 1000 bytes is taken (404 for its one op)" 404 ENOENT mma/dag/mutate last_error
 # Refused before reading: the headers say 100 MB, no byte of the body is
 # sent, and the answer comes anyway.
