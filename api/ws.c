@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "nodes.h"
 
 struct reply {
 	struct reply *next;
@@ -248,6 +249,25 @@ static void op_read_write(struct lws *wsi, struct api *a, struct ws_pss *p, cons
 	queue_reply(wsi, p, d);
 }
 
+/* cJSON ends a string at \u0000, so a message holding one is refused whole;
+ * a write's refusal is the file's, in last_error, as on the mount. */
+static void refuse_nul(struct lws *wsi, struct api *a, struct ws_pss *p, const cJSON *msg,
+		       const cJSON *id, bool write)
+{
+	static const char why[] = "a string holds \\u0000: NUL is refused";
+	const char *path = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "path"));
+	if (!write || !path) {
+		reply_error(wsi, p, id, EINVAL, path ? path : "", why);
+		return;
+	}
+	struct buf out = BUF_INIT;
+	node_write_error(a->o, path, EINVAL, why, &out);
+	cJSON *d = reply_doc(id, false);
+	cJSON_AddItemToObject(d, "error", error_inner(out.data));
+	buf_free(&out);
+	queue_reply(wsi, p, d);
+}
+
 static void on_message(struct lws *wsi, struct api *a, struct ws_pss *p)
 {
 	cJSON *msg = cJSON_ParseWithLength(p->rx.data, p->rx.len);
@@ -255,12 +275,12 @@ static void on_message(struct lws *wsi, struct api *a, struct ws_pss *p)
 	const char *op = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "op"));
 	if (!cJSON_IsObject(msg))
 		reply_error(wsi, p, NULL, EINVAL, "", "a message is one JSON object with \"op\"");
-	else if (json_nul_escape(p->rx.data, p->rx.len) < p->rx.len)
-		reply_error(wsi, p, id, EINVAL, "", "a string holds \\u0000: NUL is refused");
 	else if (!op)
 		reply_error(wsi, p, id, EINVAL, "", "\"op\" is required");
 	else if (!strcmp(op, "subscribe") || !strcmp(op, "unsubscribe"))
 		op_subscribe(wsi, a, p, msg, id, !strcmp(op, "subscribe"));
+	else if (json_nul_escape(p->rx.data, p->rx.len) < p->rx.len)
+		refuse_nul(wsi, a, p, msg, id, !strcmp(op, "write"));
 	else if (!strcmp(op, "read") || !strcmp(op, "write"))
 		op_read_write(wsi, a, p, msg, id, !strcmp(op, "write"));
 	else

@@ -1,19 +1,23 @@
 #!/usr/bin/python3
-"""hostile.py: the bad inputs of test_hostile.sh, through the mount and over
-HTTP. For every control file and POST route, each input must be refused, with
-the same errno on both transports, an error object that is valid UTF-8 JSON
-with that errno, its HTTP status and the path, and last_error holding the
-very same object. Prints one line per failure and a summary; exit 1 on any.
+"""hostile.py: the bad inputs of test_hostile.sh, through the mount, over HTTP
+and (those a JSON string can carry: UTF-8) as WebSocket writes. For every
+control file and POST route, each input must be refused, with the same errno
+on every transport, an error object that is valid UTF-8 JSON with that errno,
+its HTTP status and the path, and last_error holding the very same object.
+Prints one line per failure and a summary; exit 1 on any.
 
-  hostile.py MOUNT HTTP_URL TOKEN_FILE WORKER TRACK
+  hostile.py MOUNT HTTP_URL WS_URL TOKEN_FILE WORKER TRACK
 """
+import asyncio
 import http.client
 import json
 import os
 import sys
 import urllib.parse
 
-mount, url, token_file, worker, track = sys.argv[1:6]
+import websockets
+
+mount, url, ws_url, token_file, worker, track = sys.argv[1:7]
 token = open(token_file).read().strip()
 host = urllib.parse.urlparse(url)
 STATUS = {"EINVAL": 400, "ENOENT": 404, "EEXIST": 409, "EBUSY": 409, "ELOOP": 409,
@@ -140,6 +144,43 @@ def via_http(path, data):
     return errno, None
 
 
+class WS:
+    """one WebSocket client for every write, in order"""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.ws = self.loop.run_until_complete(websockets.connect(
+            ws_url, subprotocols=["orchfs.v1"], extra_headers={"Authorization": "Bearer " + token},
+            max_size=1 << 24, ping_interval=None))
+        self.n = 0
+
+    def write(self, path, text):
+        self.n += 1
+        msg = {"op": "write", "path": path, "body": text, "id": self.n}
+
+        async def ask():
+            await self.ws.send(json.dumps(msg))
+            while True:
+                r = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+                if r.get("id") == self.n:
+                    return r
+        return self.loop.run_until_complete(ask())
+
+
+def via_ws(ws, path, data):
+    r = ws.write(path, data.decode("utf-8"))
+    if r.get("ok") is not False:
+        return None, "WS write ok"
+    errno, why = error_ok(json.dumps({"error": r.get("error")}).encode(), path, "ws")
+    if why:
+        return None, why
+    if json.loads(last_error()) != {"error": r["error"]}:
+        return None, "last_error is not the WS error object"
+    return errno, None
+
+
+ws = WS()
 failures = total = 0
 fewest = None
 for path, own in files.items():
@@ -152,10 +193,12 @@ for path, own in files.items():
         h_errno, h_why = via_http(path, data)
         if not data:
             m_errno = h_errno
-        why = m_why or h_why or (None if m_errno == h_errno else f"mount {m_errno}, http {h_errno}")
+        w_errno, w_why = via_ws(ws, path, data) if valid_utf8(data) else (m_errno, None)
+        why = m_why or h_why or w_why or (
+            None if m_errno == h_errno == w_errno else f"mount {m_errno}, http {h_errno}, ws {w_errno}")
         if why:
             failures += 1
             print(f"FAIL {path} {data[:60]!r}: {why}")
 print(f"hostile: {total} inputs over {len(files)} control files (at least {fewest} each), each "
-      f"through the mount and over HTTP; {failures} failures")
+      f"through the mount, over HTTP and (UTF-8 ones) over WebSocket; {failures} failures")
 sys.exit(1 if failures else 0)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_hostile: at least 30 bad inputs to every control file and POST route,
-# each through the mount and over HTTP (hostile.py): empty, huge, binary, NUL,
+# each through the mount, over HTTP and, when a JSON string can carry it,
+# over WebSocket (hostile.py): empty, huge, binary, NUL,
 # bytes that are not UTF-8, huge and negative numbers, deep JSON, unknown
 # fields, wrong types. Each is refused with the same errno on both, an error
 # object that is valid UTF-8 JSON, and last_error equal to it; and nothing
@@ -23,10 +24,10 @@ views() {
 before=$(views)
 seq_before=$(jq .seq state.json)
 
-out=$(/usr/bin/python3 "$(dirname "$0")/hostile.py" "$M" "$HTTP" "$S/token" "$w" h 2>&1)
+out=$(/usr/bin/python3 "$(dirname "$0")/hostile.py" "$M" "$HTTP" "$WSURL" "$S/token" "$w" h 2>&1)
 rc=$?
 echo "$out" | tail -40
-check "every hostile input is refused alike on both transports, as the error object" test "$rc" -eq 0
+check "every hostile input is refused alike on every transport, as the error object" test "$rc" -eq 0
 fewest=$(sed -n 's/.*(at least \([0-9]*\) each).*/\1/p' <<<"$out")
 check "at least 30 inputs a control file ($fewest)" test "${fewest:-0}" -ge 30
 expect_eq "nothing changed" "$(views)" "$before"
