@@ -2,6 +2,7 @@
  * the big documents from chunks of cached fragments (see render.h). */
 #include "render.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,6 +321,7 @@ struct chunk {
 struct render_sections {
 	struct chunk **chunks[S_COUNT];   /* NULL: to be made again */
 	size_t cap[S_COUNT];
+	int64_t used_ns[S_COUNT];         /* when a document last needed it */
 };
 
 static void chunk_unref(struct chunk *c)
@@ -430,6 +432,33 @@ void render_free(struct orch *o)
 	o->sections = NULL;
 }
 
+void render_trim(struct orch *o, int64_t idle_ns)
+{
+	struct chunk **gone[S_COUNT] = {0};
+	size_t ngone[S_COUNT] = {0};
+	pthread_mutex_lock(&o->lock);
+	struct render_sections *rs = o->sections;
+	int64_t now = time_mono_ns();
+	for (int s = 0; rs && s < S_COUNT; s++)
+		if (rs->cap[s] && now - rs->used_ns[s] >= idle_ns) {
+			gone[s] = rs->chunks[s];
+			ngone[s] = rs->cap[s];
+			rs->chunks[s] = NULL;
+			rs->cap[s] = 0;
+		}
+	pthread_mutex_unlock(&o->lock);
+	/* a document being written holds its own references */
+	bool freed = false;
+	for (int s = 0; s < S_COUNT; s++) {
+		for (size_t i = 0; i < ngone[s]; i++)
+			chunk_unref(gone[s][i]);
+		free(gone[s]);
+		freed = freed || ngone[s];
+	}
+	if (freed)
+		malloc_trim(0);   /* the chunks are small: give their pages back too */
+}
+
 void render_mark(struct orch *o, enum render_list list, size_t pos)
 {
 	struct render_sections *rs = o->sections;
@@ -463,9 +492,11 @@ static size_t section_chunks(struct orch *o, enum section s)
 static size_t sections_fill(struct orch *o, unsigned mask, size_t max, struct buf *tmp)
 {
 	size_t missing = 0;
+	int64_t now = time_mono_ns();
 	for (int s = 0; s < S_COUNT; s++) {
 		if (!(mask & (1u << s)))
 			continue;
+		o->sections->used_ns[s] = now;
 		size_t n = section_chunks(o, (enum section)s);
 		for (size_t i = 0; i < n; i++) {
 			if (o->sections->chunks[s][i])

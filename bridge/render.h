@@ -24,6 +24,10 @@ enum render_doc_kind { RENDER_STATE, RENDER_WORKERS, RENDER_TRACKS, RENDER_DAG, 
 
 void render_init(struct orch *o);
 void render_free(struct orch *o);
+/* Takes orch.lock: lets go the fragments no document has needed for idle_ns,
+ * so a state.json read once is not held for good (the next read makes them
+ * again). */
+void render_trim(struct orch *o, int64_t idle_ns);
 /* Lock held: the object in slot pos of list changed (or came, or went). */
 void render_mark(struct orch *o, enum render_list list, size_t pos);
 /* Takes orch.lock for the gathering only. state.json here lacks context and

@@ -31,9 +31,12 @@
 #include <unistd.h>
 
 #include "nodes.h"
+#include "render.h"
 
 /* Logs grow without events: they are looked at this often. */
 #define NOTIFIER_LOG_POLL_MS 100
+/* The fragments of the big documents are let go after this long unread. */
+#define DOC_CACHE_IDLE_S 30
 #define NOTIFIER_FUSE_MAGIC 0x65735546   /* statfs f_type of every FUSE mount */
 
 /* A running worker's log, watched by size: its bytes reach the file on disk
@@ -420,6 +423,7 @@ static void *notifier_main(void *arg)
 	struct orch *o = n->o;
 	pthread_setname_np(pthread_self(), "orchfs-notify");
 	int64_t next_logs = time_mono_ns() + NOTIFIER_LOG_POLL_MS * 1000000LL;
+	int64_t next_trim = next_logs;
 	while (!notifier_stopping(n)) {
 		if (events_committed(&o->events) > n->seq ||
 		    __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE) != n->errors) {
@@ -434,6 +438,13 @@ static void *notifier_main(void *arg)
 		if (time_mono_ns() >= next_logs) {
 			notifier_poll_logs(n);
 			next_logs = time_mono_ns() + NOTIFIER_LOG_POLL_MS * 1000000LL;
+		}
+		/* The daemon's one periodic thread besides the scheduler (which
+		 * must not wait on the allocator): its turn also lets go the
+		 * document fragments nobody has read for a while. */
+		if (time_mono_ns() >= next_trim) {
+			render_trim(o, DOC_CACHE_IDLE_S * 1000000000LL);
+			next_trim = time_mono_ns() + 1000000000LL;
 		}
 	}
 	return NULL;
