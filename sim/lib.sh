@@ -348,6 +348,15 @@ write_pricing() {
  "m2":{"input_per_mtok":0.8,"output_per_mtok":4}}
 EOF
 }
+# started_or_done TASK...: each task is running or done (through the sim's
+# own `task`, mount or HTTP). A function for wait_for, not an eval: an `exit`
+# in an eval would end the sim without a FAIL line.
+started_or_done() {
+	local x
+	for x in "$@"; do
+		case $(task "$x") in running | done) ;; *) return 1 ;; esac
+	done
+}
 # write_worker <REPORT: $T/w.sh, one attempt of a task: report usage with the
 # sh lines REPORT (stdin; "$line" is the report) and note it in usage.log for
 # the cost check, then per mode wait for a gate file, fail on the first

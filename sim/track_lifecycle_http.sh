@@ -189,13 +189,6 @@ sleep 0.6
 check "while paused, b, c and f are ready and not started" eval 'task_is b ready && task_is c ready && task_is f ready'
 expect_eq "while paused, no worker was started" "$(get mma/workers | jq '.total')" "$NW"
 post mma/pipeline/resume resume
-# a function, not an eval: an `exit` there would end the sim without a FAIL
-started_or_done() { # started_or_done TASK...: each is running or done
-	local x
-	for x in "$@"; do
-		case $(task "$x") in running | done) ;; *) return 1 ;; esac
-	done
-}
 wait_for "after resume, b, c and f start (or are done)" 5 started_or_done b c f
 
 # --- retry the killed task; let h, f, d, n, x finish ----------------------
