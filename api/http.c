@@ -154,13 +154,14 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 			start_sse(wsi, a, p);
 			return 0;
 		}
-		if ((p->logfd = api_open_log(a, p->path, &p->log_len)) >= 0) {
-			p->from_log = true;
-			respond(wsi, p, 200, "text/plain; charset=utf-8");
-			return 0;
-		}
 		bool is_json;
-		int rc = api_read(a, p->path, &p->resp, &is_json);
+		struct api_log log;
+		int rc = api_read(a, p->path, &p->resp, &is_json, &log);
+		if (log.fd >= 0) {
+			p->from_log = true;
+			p->logfd = log.fd;
+			p->log_len = log.len;
+		}
 		if (rc)
 			respond(wsi, p, status_of(&p->resp), "application/json");
 		else

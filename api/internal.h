@@ -43,11 +43,16 @@ int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener,
 /* Marks WebSocket clients lagging past --ws-queue-max for closing (1013);
  * fills depths (at most max) with each client's lag in bytes, returns how many. */
 size_t api_ws_check_lag(struct api *a, uint64_t *depths, size_t max);
-/* P as a worker's log: its file, open, and its length now; -ENOENT when P is
- * not a log (api_read answers it), -EIO when the file cannot be opened. */
-int api_open_log(struct api *a, const char *path, size_t *len);
-/* Renders what GET /api/P returns; -errno with the error object in out. */
-int api_read(struct api *a, const char *path, struct buf *out, bool *is_json);
+/* A worker's log, as api_read hands it over: its file, open (fd -1: P is
+ * not a log), and its length then. The caller sends it and closes fd. */
+struct api_log {
+	int fd;
+	size_t len;
+};
+/* Renders what GET /api/P returns; -errno with the error object in out. A
+ * log is not rendered: log gets its file instead (out stays empty). */
+int api_read(struct api *a, const char *path, struct buf *out, bool *is_json,
+	     struct api_log *log);
 /* Writes body to control file P; result or error object in out. */
 int api_write(struct api *a, const char *path, const char *body, size_t len, struct buf *out);
 

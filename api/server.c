@@ -180,32 +180,15 @@ int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener,
 	return 0;
 }
 
-int api_open_log(struct api *a, const char *path, size_t *len)
-{
-	struct node n;
-	char resolved[600], *file;
-	if (node_resolve_api(a->o, path, &n, resolved, sizeof resolved) ||
-	    !(node_flags(&n) & NODE_LOG) || node_log_path(a->o, &n, &file))
-		return -ENOENT;
-	int fd = open(file, O_RDONLY | O_CLOEXEC);
-	free(file);
-	struct stat st;
-	if (fd >= 0 && fstat(fd, &st) == 0) {
-		*len = (size_t)st.st_size;
-		return fd;
-	}
-	if (fd >= 0)
-		close(fd);
-	return -EIO;
-}
-
-int api_read(struct api *a, const char *path, struct buf *out, bool *is_json)
+int api_read(struct api *a, const char *path, struct buf *out, bool *is_json,
+	     struct api_log *log)
 {
 	struct node n;
 	char resolved[600];
 	struct orch_err err = {0};
 	int rc = node_resolve_api(a->o, path, &n, resolved, sizeof resolved);
 	*is_json = true;
+	log->fd = -1;
 	if (rc) {
 		err_set(&err, ENOENT, "no such file: %s", path);
 	} else if (node_type(&n) == NODE_DIR) {
@@ -215,9 +198,23 @@ int api_read(struct api *a, const char *path, struct buf *out, bool *is_json)
 		buf_putc(out, '\n');
 		*is_json = false;
 	} else if (node_flags(&n) & NODE_LOG) {
-		/* the transports read logs in pieces (api_open_log), never whole */
-		err_set(&err, EINVAL, "%s is a log: read it from its file in pieces", resolved);
-		rc = -EINVAL;
+		/* never read whole: the transports send it from the file in pieces */
+		char *file;
+		struct stat st;
+		*is_json = false;
+		rc = node_log_path(a->o, &n, &file);
+		if (!rc) {
+			log->fd = open(file, O_RDONLY | O_CLOEXEC);
+			free(file);
+			if (log->fd >= 0 && fstat(log->fd, &st) == 0) {
+				log->len = (size_t)st.st_size;
+			} else {
+				if (log->fd >= 0)
+					close(log->fd);
+				log->fd = -1;
+				rc = -EIO;
+			}
+		}
 	} else if (node_flags(&n) & NODE_DOC) {
 		rc = node_render_cached(a->o, &n, out);
 		*is_json = (node_flags(&n) & NODE_JSON) != 0;

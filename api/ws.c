@@ -230,13 +230,12 @@ static void op_read_write(struct lws *wsi, struct api *a, struct ws_pss *p, cons
 		rc = api_write(a, path->valuestring, text, strlen(text), &out);
 		free(text);
 	} else {
-		size_t size;
-		int fd = api_open_log(a, path->valuestring, &size);
-		if (fd >= 0) {
-			read_log_piece(wsi, p, msg, id, path->valuestring, fd, size);
+		struct api_log log;
+		rc = api_read(a, path->valuestring, &out, &is_json, &log);
+		if (log.fd >= 0) {
+			read_log_piece(wsi, p, msg, id, path->valuestring, log.fd, log.len);
 			return;
 		}
-		rc = api_read(a, path->valuestring, &out, &is_json);
 	}
 	cJSON *d = reply_doc(id, rc == 0);
 	if (rc) {
