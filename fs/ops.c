@@ -592,6 +592,16 @@ static char *caller_cwd(fuse_req_t req)
 	return xstrdup(target);
 }
 
+/* f->lock held: what reads on the descriptor return from now, starting at
+ * file offset end (where the write left it). */
+static void set_result(struct fs_file *f, struct buf *result, off_t end)
+{
+	buf_free(&f->data);
+	f->data = *result;
+	f->has_result = true;
+	f->result_base = end;
+}
+
 /* f->lock held (dropped while the command runs, as it may wait for the
  * model and the disk): applies the pending command, its result (or error
  * object) to be read back from where it ended. */
@@ -610,10 +620,7 @@ static int fs_apply_pending(struct fs *fs, struct fs_file *f, fuse_req_t req)
 	free(cwd);
 	buf_free(&command);
 	pthread_mutex_lock(&f->lock);
-	buf_free(&f->data);
-	f->data = result;
-	f->has_result = true;
-	f->result_base = end;
+	set_result(f, &result, end);
 	return rc;
 }
 
@@ -641,10 +648,7 @@ static int fs_write_piece(struct fs *fs, struct fs_file *f, fuse_req_t req, cons
 		snprintf(msg, sizeof msg, "a command through the mount is at most %zu bytes", limit);
 		struct buf result = BUF_INIT;
 		rc = node_write_error(fs->o, f->path, EFBIG, msg, &result);
-		buf_free(&f->data);
-		f->data = result;
-		f->has_result = true;
-		f->result_base = off + (off_t)size;
+		set_result(f, &result, off + (off_t)size);
 	} else {
 		buf_append(&f->pending, data, size);
 		if (size % 4096)
