@@ -15,6 +15,7 @@
 
 #include "internal.h"
 #include "nodes.h"
+#include "request.h"
 #include "telemetry.h"
 
 #define CHUNK 65536
@@ -71,17 +72,6 @@ static void respond_error(struct lws *wsi, struct http_pss *p, int errnum, int s
 	respond(wsi, p, status, "application/json");
 }
 
-/* The status an error object carries: the one the core or the transport chose. */
-static int status_of(const struct buf *object)
-{
-	cJSON *e = cJSON_ParseWithLength(object->data, object->len);
-	const cJSON *st = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(e, "error"),
-							   "status");
-	int status = cJSON_IsNumber(st) ? (int)st->valuedouble : 500;
-	cJSON_Delete(e);
-	return status;
-}
-
 static int header_copy(struct lws *wsi, enum lws_token_indexes tok, char *out, size_t size)
 {
 	int n = lws_hdr_total_length(wsi, tok);
@@ -92,27 +82,15 @@ static int header_copy(struct lws *wsi, enum lws_token_indexes tok, char *out, s
 
 static void start_sse(struct lws *wsi, struct api *a, struct http_pss *p)
 {
-	char arg[256], bad[200];
-	struct events *ev = &a->o->events;
-	p->mask = EV_ALL_EVENTS;
-	p->cursor = events_committed(ev);
-	const char *channels = lws_get_urlarg_by_name(wsi, "channels=", arg, sizeof arg);
-	if (channels) {
-		p->mask = events_channel_mask(channels, strlen(channels), bad, sizeof bad);
-		if (!p->mask) {
-			respond_error(wsi, p, EINVAL, 0, bad);
-			return;
-		}
-	}
-	char num[32] = "";
-	const char *since = lws_get_urlarg_by_name(wsi, "since=", arg, sizeof arg);
-	if (!since && lws_hdr_custom_length(wsi, "last-event-id:", 14) > 0 &&
-	    lws_hdr_custom_copy(wsi, num, sizeof num, "last-event-id:", 14) > 0)
-		since = num;
-	char msg[200];
-	int rc = since ? events_since(ev, since, strlen(since), &p->cursor, msg, sizeof msg) : 0;
+	char channels[256], since[256], last_id[32], why[200];
+	bool has_last_id = lws_hdr_custom_length(wsi, "last-event-id:", 14) > 0 &&
+			   lws_hdr_custom_copy(wsi, last_id, sizeof last_id, "last-event-id:", 14) > 0;
+	int rc = req_stream_open(&a->o->events,
+				 lws_get_urlarg_by_name(wsi, "channels=", channels, sizeof channels),
+				 lws_get_urlarg_by_name(wsi, "since=", since, sizeof since),
+				 has_last_id ? last_id : NULL, &p->mask, &p->cursor, why, sizeof why);
 	if (rc) {
-		respond_error(wsi, p, -rc, 0, msg);
+		respond_error(wsi, p, -rc, 0, why);
 		return;
 	}
 	p->sse = true;
@@ -136,7 +114,7 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 		p->method = M_POST;
 	snprintf(p->path, sizeof p->path, "%s", strncmp(uri, "/api/", 5) == 0 ? uri + 5 : uri);
 
-	int refuse = api_admit(a, wsi, &a->cfg.http, false, why, sizeof why);
+	int refuse = api_admit(a, wsi, &a->cfg.http, why, sizeof why);
 	if (refuse) {
 		respond_error(wsi, p, EACCES, refuse, why);
 		return 0;
@@ -155,15 +133,15 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 			return 0;
 		}
 		bool is_json;
-		struct api_log log;
-		int rc = api_read(a, p->path, &p->resp, &is_json, &log);
+		struct req_log log;
+		int rc = req_read(a->o, p->path, &p->resp, &is_json, &log);
 		if (log.fd >= 0) {
 			p->from_log = true;
 			p->logfd = log.fd;
 			p->log_len = log.len;
 		}
 		if (rc)
-			respond(wsi, p, status_of(&p->resp), "application/json");
+			respond(wsi, p, req_status_of(&p->resp), "application/json");
 		else
 			respond(wsi, p, 200, is_json ? "application/json" : "text/plain; charset=utf-8");
 		return 0;
@@ -183,14 +161,8 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 		respond_error(wsi, p, EINVAL, 411, "Content-Length is required");
 		return 0;
 	}
-	/* digits only: strtoull would take "-1" (as 2^64 - 1), "+5" and " 5" */
-	unsigned long long n = 0;
-	bool digits = cl[0] != '\0' && strlen(cl) <= 19;
-	for (const char *c = cl; digits && *c; c++) {
-		digits = *c >= '0' && *c <= '9';
-		n = n * 10 + (unsigned long long)(*c - '0');
-	}
-	if (!digits) {
+	unsigned long long n;
+	if (!req_content_length(cl, &n)) {
 		p->close_after = true;
 		respond_error(wsi, p, EINVAL, 400, "bad Content-Length");
 		return 0;
@@ -213,8 +185,8 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 	}
 	p->content_length = (size_t)n;
 	if (n == 0) {
-		int rc = api_write(a, p->path, "", 0, &p->resp);
-		respond(wsi, p, rc ? status_of(&p->resp) : 200, "application/json");
+		int rc = req_write(a->o, p->path, "", 0, &p->resp);
+		respond(wsi, p, rc ? req_status_of(&p->resp) : 200, "application/json");
 	}
 	return 0;
 }
@@ -373,9 +345,9 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
 		if (p->responding)
 			return 0;
-		int rc = api_write(a, p->path, p->body.data ? p->body.data : "", p->body.len, &p->resp);
+		int rc = req_write(a->o, p->path, p->body.data ? p->body.data : "", p->body.len, &p->resp);
 		buf_free(&p->body);
-		respond(wsi, p, rc ? status_of(&p->resp) : 200, "application/json");
+		respond(wsi, p, rc ? req_status_of(&p->resp) : 200, "application/json");
 		return 0;
 	}
 	case LWS_CALLBACK_HTTP_WRITEABLE:

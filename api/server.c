@@ -3,18 +3,16 @@
  * touch lws only through lws_cancel_service(), the one call lws allows them. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
-#include "nodes.h"
+#include "request.h"
 #include "telemetry.h"
 
 int api_parse_listen(const char *s, struct api_listen *out, struct orch_err *err)
@@ -110,13 +108,16 @@ struct api *api_of(struct lws *wsi)
 	return lws_context_user(lws_get_context(wsi));
 }
 
-static int header(struct lws *wsi, enum lws_token_indexes tok, char *out, size_t size)
+/* A header's value, whole (NULL when absent); the caller frees it. */
+static char *header_dup(struct lws *wsi, enum lws_token_indexes tok)
 {
-	out[0] = '\0';
 	int n = lws_hdr_total_length(wsi, tok);
-	if (n <= 0 || (size_t)n >= size)
-		return n <= 0 ? 0 : -1;
-	return lws_hdr_copy(wsi, out, (int)size, tok) < 0 ? -1 : n;
+	if (n <= 0)
+		return NULL;
+	char *v = xmalloc((size_t)n + 1);
+	if (lws_hdr_copy(wsi, v, n + 1, tok) < 0)
+		v[0] = '\0';
+	return v;
 }
 
 /* Refuses an upgrade with an HTTP/1.1 status and the error object (lws's own
@@ -140,117 +141,26 @@ int api_refuse_upgrade(struct lws *wsi, int errnum, int status, const char *why)
 	return 1;
 }
 
-int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, bool websocket,
-	      char *why, size_t whysize)
+int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, char *why,
+	      size_t whysize)
 {
-	char host[256], origin[256], authz[256], tok[128];
-	if (header(wsi, WSI_TOKEN_HOST, host, sizeof host) <= 0 ||
-	    !auth_host_ok(host, listener->addr, listener->port)) {
-		snprintf(why, whysize, "Host \"%s\" is not this listener's own name", host);
-		return 403;
-	}
-	if (header(wsi, WSI_TOKEN_ORIGIN, origin, sizeof origin) < 0) {
-		snprintf(why, whysize, "Origin header too long");
-		return 403;
-	}
-	if (origin[0]) {
-		/* A page of ours may be served from either listener. */
-		int ports[2] = {a->cfg.http.off ? 0 : a->cfg.http.port, a->cfg.ws.off ? 0 : a->cfg.ws.port};
-		if (!auth_origin_ok(origin, listener->addr, ports, 2)) {
-			snprintf(why, whysize, "Origin \"%s\" is not this server's own", origin);
-			return 403;
-		}
-	}
-	(void)websocket;
-	if (a->cfg.no_auth)
-		return 0;
-	size_t len = 0;
-	const char *given = NULL;
-	if (header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, authz, sizeof authz) > 0)
-		given = auth_bearer(authz, &len);
-	else if (lws_get_urlarg_by_name(wsi, "token=", tok, sizeof tok)) {
-		given = lws_get_urlarg_by_name(wsi, "token=", tok, sizeof tok);
-		len = strlen(given);
-	}
-	if (!given || !auth_token_equal(a->token, given, len)) {
-		snprintf(why, whysize, given ? "the token is not valid"
-					     : "no token: send Authorization: Bearer TOKEN");
-		return 401;
-	}
-	return 0;
-}
-
-int api_read(struct api *a, const char *path, struct buf *out, bool *is_json,
-	     struct api_log *log)
-{
-	struct node n;
-	char resolved[600];
-	struct orch_err err = {0};
-	int rc = node_resolve_api(a->o, path, &n, resolved, sizeof resolved);
-	*is_json = true;
-	log->fd = -1;
-	if (rc) {
-		err_set(&err, ENOENT, "no such file: %s", path);
-	} else if (node_type(&n) == NODE_DIR) {
-		rc = node_render_listing(a->o, &n, resolved, out);
-	} else if (node_type(&n) == NODE_LINK) {
-		rc = node_readlink(a->o, &n, out);
-		buf_putc(out, '\n');
-		*is_json = false;
-	} else if (node_flags(&n) & NODE_LOG) {
-		/* never read whole: the transports send it from the file in pieces */
-		char *file;
-		struct stat st;
-		*is_json = false;
-		rc = node_log_path(a->o, &n, &file);
-		if (!rc) {
-			log->fd = open(file, O_RDONLY | O_CLOEXEC);
-			free(file);
-			if (log->fd >= 0 && fstat(log->fd, &st) == 0) {
-				log->len = (size_t)st.st_size;
-			} else {
-				if (log->fd >= 0)
-					close(log->fd);
-				log->fd = -1;
-				rc = -EIO;
-			}
-		}
-	} else if (node_flags(&n) & NODE_DOC) {
-		rc = node_render_cached(a->o, &n, out);
-		*is_json = (node_flags(&n) & NODE_JSON) != 0;
-	} else {
-		/* a control file: its content is the result of a write, per descriptor */
-		err_set(&err, EACCES, "%s is a control file: POST to it", resolved);
-		rc = -ENOTSUP;   /* the caller answers 405 */
-	}
-	if (rc && !err.errnum)
-		err_set(&err, -rc, "%s: %s", path, strerror(-rc));
-	if (rc) {
-		buf_reset(out);
-		err_render_status(&err, path, rc == -ENOTSUP ? 405 : err_http_status(err.errnum), out);
-	}
-	return rc;
-}
-
-int api_write(struct api *a, const char *path, const char *body, size_t len, struct buf *out)
-{
-	struct node n;
-	char resolved[600];
-	/* a control file by its own name; /api/state and the like still resolve,
-	 * so a POST to them is refused as a read-only file (405), not unknown */
-	if (node_resolve(a->o, path, &n) != 0 &&
-	    node_resolve_api(a->o, path, &n, resolved, sizeof resolved) != 0) {
-		struct orch_err err;
-		err_set(&err, ENOENT, "no such file: %s", path);
-		err_render(&err, path, out);
-		return -ENOENT;
-	}
-	if (!(node_flags(&n) & NODE_CTL))
-		/* the mount's errno for a write to a read-only file; over HTTP it
-		 * is the wrong method as well */
-		return node_write_error_status(a->o, path, EACCES, 405,
-					       "read-only: only control files take POST", out);
-	return node_write(a->o, &n, path, body, len, NULL, out);
+	char tok[128];
+	struct req_site site = {
+		.addr = listener->addr, .port = listener->port,
+		.ports = {a->cfg.http.off ? 0 : a->cfg.http.port, a->cfg.ws.off ? 0 : a->cfg.ws.port},
+		.token = a->cfg.no_auth ? NULL : a->token,
+	};
+	struct req_headers h = {
+		.host = header_dup(wsi, WSI_TOKEN_HOST),
+		.origin = header_dup(wsi, WSI_TOKEN_ORIGIN),
+		.authorization = header_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION),
+		.token_arg = lws_get_urlarg_by_name(wsi, "token=", tok, sizeof tok),
+	};
+	int refuse = req_admit(&site, &h, why, whysize);
+	free((char *)h.host);
+	free((char *)h.origin);
+	free((char *)h.authorization);
+	return refuse;
 }
 
 /* --- threads --- */

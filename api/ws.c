@@ -2,7 +2,8 @@
  *   {"op":"subscribe","channels":["dag"],"since":40}   -> {"seq":41,…} frames
  *   {"op":"read","path":"mma/pipeline/status","id":1}  -> {"id":1,"ok":true,"result":"running\n"}
  *   {"op":"write","path":"mma/workers/spawn","body":"sleep 1","id":2}
- * Events are read by each client from the shared history at its own cursor,
+ * A message is answered by req_ws_message (bridge/request.h); this file moves
+ * the frames. Events are read by each client from the shared history at its own cursor,
  * so a slow client holds no copies; one that lags more than --ws-queue-max
  * bytes is closed with 1013 and the last seq it was sent, and nobody waits
  * for it. */
@@ -10,24 +11,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "internal.h"
-#include "nodes.h"
+#include "request.h"
 
 struct reply {
 	struct reply *next;
-	size_t len;
-	unsigned char data[];   /* LWS_PRE headroom, then the frame */
+	struct buf frame;       /* LWS_PRE headroom, then the message */
 };
 
 struct ws_pss {
 	struct ws_pss *next;    /* the api's list of clients, for the lag check */
 	struct lws *wsi;
-	bool subscribed, cull;
+	struct req_ws sub;
+	bool cull;
 	bool dropped;           /* counted in clients_dropped (once) */
-	unsigned mask;
-	uint64_t cursor;        /* last seq sent */
 	uint64_t telemetry_gen;
 	struct buf rx;          /* a message arriving in fragments */
 	struct reply *head, *tail;
@@ -39,253 +37,28 @@ static struct ws_pss **list_of(struct api *a)
 	return (struct ws_pss **)&a->ws_list;
 }
 
-static void queue_reply(struct lws *wsi, struct ws_pss *p, cJSON *doc)
+static void on_message(struct lws *wsi, struct api *a, struct ws_pss *p)
 {
-	struct buf text = BUF_INIT;
-	json_write(&text, doc);
-	cJSON_Delete(doc);
-	size_t len = text.len;
-	struct reply *r = xmalloc(sizeof *r + LWS_PRE + len);
+	struct reply *r = xmalloc(sizeof *r);
 	r->next = NULL;
-	r->len = len;
-	memcpy(r->data + LWS_PRE, text.data, len);
-	buf_free(&text);
+	r->frame = (struct buf)BUF_INIT;
+	buf_reserve(&r->frame, LWS_PRE + 256);
+	r->frame.len = LWS_PRE;
+	req_ws_message(a->o, &p->sub, p->rx.data, p->rx.len, &r->frame);
+	buf_reset(&p->rx);
 	if (p->tail)
 		p->tail->next = r;
 	else
 		p->head = r;
 	p->tail = r;
-	p->queued += len;
+	p->queued += r->frame.len - LWS_PRE;
 	lws_callback_on_writable(wsi);
 }
 
-static cJSON *reply_doc(const cJSON *id, bool ok)
+static void free_reply(struct reply *r)
 {
-	cJSON *d = cJSON_CreateObject();
-	if (id)
-		cJSON_AddItemToObject(d, "id", cJSON_Duplicate(id, 1));
-	cJSON_AddBoolToObject(d, "ok", ok);
-	return d;
-}
-
-/* The error object's inside, {"status","errno","message","path"}, from a rendered one. */
-static cJSON *error_inner(const char *rendered)
-{
-	cJSON *e = cJSON_Parse(rendered);
-	cJSON *inner = cJSON_DetachItemFromObject(e, "error");
-	cJSON_Delete(e);
-	return inner ? inner : cJSON_CreateObject();
-}
-
-static void reply_error(struct lws *wsi, struct ws_pss *p, const cJSON *id, int errnum,
-			const char *path, const char *message)
-{
-	struct orch_err err;
-	struct buf b = BUF_INIT;
-	err_set(&err, errnum, "%s", message);
-	err_render(&err, path, &b);
-	cJSON *d = reply_doc(id, false);
-	cJSON_AddItemToObject(d, "error", error_inner(b.data));
-	buf_free(&b);
-	queue_reply(wsi, p, d);
-}
-
-static unsigned channels_of(const cJSON *arr, char *bad, size_t badsize)
-{
-	if (!arr)
-		return EV_ALL_EVENTS;
-	if (!cJSON_IsArray(arr)) {
-		snprintf(bad, badsize, "\"channels\" must be an array of channel names");
-		return 0;
-	}
-	unsigned mask = 0;
-	const cJSON *c;
-	cJSON_ArrayForEach(c, arr) {
-		unsigned bit = cJSON_IsString(c) ? events_channel_bit(c->valuestring) : 0;
-		if (!bit) {
-			snprintf(bad, badsize, "unknown channel %s; channels are workers, dag, pipeline, "
-					       "context, metrics, system, telemetry",
-				 cJSON_IsString(c) ? c->valuestring : "(not a string)");
-			return 0;
-		}
-		mask |= bit;
-	}
-	return mask;
-}
-
-static void op_subscribe(struct lws *wsi, struct api *a, struct ws_pss *p, const cJSON *msg,
-			 const cJSON *id, bool subscribe)
-{
-	char bad[200];
-	unsigned mask = channels_of(cJSON_GetObjectItemCaseSensitive(msg, "channels"), bad, sizeof bad);
-	if (!mask) {
-		reply_error(wsi, p, id, EINVAL, "", bad);
-		return;
-	}
-	if (!subscribe) {
-		p->mask &= ~mask;
-		p->subscribed = p->mask != 0;
-	} else {
-		const cJSON *since = cJSON_GetObjectItemCaseSensitive(msg, "since");
-		int64_t v = -1;
-		char text[32] = "", m[200];
-		/* a JSON number, else its text: events_since says what is wrong */
-		if (since && json_int(since, 0, INT64_MAX / 2, &v))
-			snprintf(text, sizeof text, "%lld", (long long)v);
-		else if (since)
-			snprintf(text, sizeof text, "%s", cJSON_IsString(since) ? since->valuestring : "?");
-		int rc = since ? events_since(&a->o->events, text, strlen(text), &p->cursor, m, sizeof m)
-			       : 0;
-		if (rc) {
-			reply_error(wsi, p, id, -rc, "", m);
-			return;
-		}
-		if (!since && !p->subscribed) {
-			p->cursor = events_committed(&a->o->events);
-		}
-		p->mask |= mask;
-		p->subscribed = true;
-	}
-	cJSON *d = reply_doc(id, true);
-	cJSON *r = cJSON_AddObjectToObject(d, "result");
-	json_add_i64(r, "seq", (int64_t)p->cursor);
-	cJSON *chans = cJSON_AddArrayToObject(r, "channels");
-	for (unsigned bit = 1; bit <= EV_TELEMETRY; bit <<= 1)
-		if (p->mask & bit)
-			cJSON_AddItemToArray(chans, cJSON_CreateString(events_channel_name(bit)));
-	queue_reply(wsi, p, d);
-}
-
-/* A worker's log is read a piece at a time: {"op":"read","path":P,"offset":N}
- * answers at most WS_LOG_PIECE bytes from N (0 by default) as "result", the
- * log's "size" now, and "next", the offset to ask for, while there is more.
- * A piece ends on a whole UTF-8 character where the bytes allow it. */
-#define WS_LOG_PIECE (256 * 1024)
-
-static void read_log_piece(struct lws *wsi, struct ws_pss *p, const cJSON *msg, const cJSON *id,
-			   const char *path, int fd, size_t size)
-{
-	const cJSON *o = cJSON_GetObjectItemCaseSensitive(msg, "offset");
-	int64_t offset = 0;
-	if (o && (!json_int(o, 0, INT64_MAX / 2, &offset) || (uint64_t)offset > size)) {
-		close(fd);
-		char why[96];
-		snprintf(why, sizeof why, "\"offset\" must be a whole number 0..%zu (the log's size)",
-			 size);
-		reply_error(wsi, p, id, EINVAL, path, why);
-		return;
-	}
-	size_t want = size - (size_t)offset < WS_LOG_PIECE ? size - (size_t)offset : WS_LOG_PIECE;
-	char *piece = xmalloc(want + 1);
-	ssize_t got = pread(fd, piece, want, (off_t)offset);
-	close(fd);
-	size_t n = got > 0 ? (size_t)got : 0;
-	/* back off over a character cut in two (at most 3 bytes of it) */
-	if ((size_t)offset + n < size)
-		for (size_t back = 1; back <= 3 && back <= n; back++) {
-			unsigned char c = (unsigned char)piece[n - back];
-			if ((c & 0xC0) == 0x80)
-				continue;   /* a continuation byte: look further back */
-			size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-			if (need > back)
-				n -= back;
-			break;
-		}
-	piece[n] = '\0';
-	cJSON *d = reply_doc(id, true);
-	cJSON_AddItemToObject(d, "result", cJSON_CreateString(piece));
-	json_add_i64(d, "offset", offset);
-	json_add_i64(d, "size", (int64_t)size);
-	if ((size_t)offset + n < size)
-		json_add_i64(d, "next", offset + (int64_t)n);
-	free(piece);
-	queue_reply(wsi, p, d);
-}
-
-static void op_read_write(struct lws *wsi, struct api *a, struct ws_pss *p, const cJSON *msg,
-			  const cJSON *id, bool write)
-{
-	const cJSON *path = cJSON_GetObjectItemCaseSensitive(msg, "path");
-	if (!cJSON_IsString(path)) {
-		reply_error(wsi, p, id, EINVAL, "", "\"path\" is required (a string)");
-		return;
-	}
-	struct buf out = BUF_INIT;
-	int rc;
-	bool is_json = true;
-	if (write) {
-		const cJSON *body = cJSON_GetObjectItemCaseSensitive(msg, "body");
-		char *text = NULL;
-		if (cJSON_IsString(body))
-			text = xstrdup(body->valuestring);
-		else if (body) {   /* a JSON body may come as JSON itself */
-			struct buf b = BUF_INIT;
-			json_write(&b, body);
-			text = buf_steal(&b);
-		}
-		if (!text) {
-			reply_error(wsi, p, id, EINVAL, path->valuestring, "\"body\" is required");
-			return;
-		}
-		rc = api_write(a, path->valuestring, text, strlen(text), &out);
-		free(text);
-	} else {
-		struct api_log log;
-		rc = api_read(a, path->valuestring, &out, &is_json, &log);
-		if (log.fd >= 0) {
-			read_log_piece(wsi, p, msg, id, path->valuestring, log.fd, log.len);
-			return;
-		}
-	}
-	cJSON *d = reply_doc(id, rc == 0);
-	if (rc) {
-		cJSON_AddItemToObject(d, "error", error_inner(out.data));
-	} else {
-		cJSON *result = is_json ? cJSON_ParseWithLength(out.data, out.len) : NULL;
-		cJSON_AddItemToObject(d, "result", result ? result : cJSON_CreateString(out.data ? out.data : ""));
-	}
-	buf_free(&out);
-	queue_reply(wsi, p, d);
-}
-
-/* cJSON ends a string at \u0000, so a message holding one is refused whole;
- * a write's refusal is the file's, in last_error, as on the mount. */
-static void refuse_nul(struct lws *wsi, struct api *a, struct ws_pss *p, const cJSON *msg,
-		       const cJSON *id, bool write)
-{
-	static const char why[] = "a string holds \\u0000: NUL is refused";
-	const char *path = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "path"));
-	if (!write || !path) {
-		reply_error(wsi, p, id, EINVAL, path ? path : "", why);
-		return;
-	}
-	struct buf out = BUF_INIT;
-	node_write_error(a->o, path, EINVAL, why, &out);
-	cJSON *d = reply_doc(id, false);
-	cJSON_AddItemToObject(d, "error", error_inner(out.data));
-	buf_free(&out);
-	queue_reply(wsi, p, d);
-}
-
-static void on_message(struct lws *wsi, struct api *a, struct ws_pss *p)
-{
-	cJSON *msg = cJSON_ParseWithLength(p->rx.data, p->rx.len);
-	const cJSON *id = cJSON_GetObjectItemCaseSensitive(msg, "id");
-	const char *op = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "op"));
-	if (!cJSON_IsObject(msg))
-		reply_error(wsi, p, NULL, EINVAL, "", "a message is one JSON object with \"op\"");
-	else if (!op)
-		reply_error(wsi, p, id, EINVAL, "", "\"op\" is required");
-	else if (!strcmp(op, "subscribe") || !strcmp(op, "unsubscribe"))
-		op_subscribe(wsi, a, p, msg, id, !strcmp(op, "subscribe"));
-	else if (json_nul_escape(p->rx.data, p->rx.len) < p->rx.len)
-		refuse_nul(wsi, a, p, msg, id, !strcmp(op, "write"));
-	else if (!strcmp(op, "read") || !strcmp(op, "write"))
-		op_read_write(wsi, a, p, msg, id, !strcmp(op, "write"));
-	else
-		reply_error(wsi, p, id, EINVAL, "", "unknown op; ops are subscribe, unsubscribe, read, write");
-	cJSON_Delete(msg);
-	buf_reset(&p->rx);
+	buf_free(&r->frame);
+	free(r);
 }
 
 static void count_drop(struct api *a, struct ws_pss *p)
@@ -300,7 +73,7 @@ static int close_lagging(struct lws *wsi, struct api *a, struct ws_pss *p)
 {
 	char reason[96];
 	int n = snprintf(reason, sizeof reason, "too slow; last seq sent %llu",
-			 (unsigned long long)p->cursor);
+			 (unsigned long long)p->sub.cursor);
 	lws_close_reason(wsi, (enum lws_close_status)1013, (unsigned char *)reason, (size_t)n);
 	count_drop(a, p);
 	return -1;
@@ -312,7 +85,7 @@ static int close_lagging(struct lws *wsi, struct api *a, struct ws_pss *p)
 
 static uint64_t lag_of(struct api *a, struct ws_pss *p)
 {
-	uint64_t lag = p->subscribed ? events_lag_bytes(&a->o->events, p->cursor) : 0;
+	uint64_t lag = p->sub.subscribed ? events_lag_bytes(&a->o->events, p->sub.cursor) : 0;
 	uint64_t replies = p->queued > WS_REPLY_ALLOWANCE ? p->queued - WS_REPLY_ALLOWANCE : 0;
 	return lag == UINT64_MAX ? lag : lag + replies;
 }
@@ -326,16 +99,17 @@ static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
 		p->head = r->next;
 		if (!p->head)
 			p->tail = NULL;
-		p->queued -= r->len;
-		int w = lws_write(wsi, r->data + LWS_PRE, r->len, LWS_WRITE_TEXT);
-		free(r);
+		size_t len = r->frame.len - LWS_PRE;
+		p->queued -= len;
+		int w = lws_write(wsi, (unsigned char *)r->frame.data + LWS_PRE, len, LWS_WRITE_TEXT);
+		free_reply(r);
 		a->ws_sent++;
 		if (w < 0)
 			return -1;
 		lws_callback_on_writable(wsi);
 		return 0;
 	}
-	if (!p->subscribed)
+	if (!p->sub.subscribed)
 		return 0;
 	uint64_t lag = lag_of(a, p);
 	if (lag > a->ws_max_queue && lag != UINT64_MAX)
@@ -346,19 +120,19 @@ static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
 	struct buf frame = BUF_INIT;
 	buf_reserve(&frame, LWS_PRE + 512);
 	frame.len = LWS_PRE;
-	uint64_t last = p->cursor, oldest;
+	uint64_t last = p->sub.cursor, oldest;
 	/* one event a frame: max 1 still yields one whole line */
-	if (events_read(&a->o->events, p->cursor, p->mask & EV_ALL_EVENTS, 1, &frame, &last,
+	if (events_read(&a->o->events, p->sub.cursor, p->sub.mask & EV_ALL_EVENTS, 1, &frame, &last,
 			&oldest) == -ERANGE) {
 		buf_free(&frame);
 		return close_lagging(wsi, a, p);
 	}
-	if (frame.len == LWS_PRE && (p->mask & EV_TELEMETRY) && p->telemetry_gen != a->telemetry_gen &&
+	if (frame.len == LWS_PRE && (p->sub.mask & EV_TELEMETRY) && p->telemetry_gen != a->telemetry_gen &&
 	    a->telemetry_frame.len) {
 		p->telemetry_gen = a->telemetry_gen;
 		buf_append(&frame, a->telemetry_frame.data, a->telemetry_frame.len);
 	}
-	p->cursor = last;
+	p->sub.cursor = last;
 	int w = 0;
 	if (frame.len > LWS_PRE) {
 		size_t len = frame.len - LWS_PRE;
@@ -370,7 +144,7 @@ static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
 	buf_free(&frame);
 	if (w < 0)
 		return -1;
-	if (events_committed(&a->o->events) > p->cursor)
+	if (events_committed(&a->o->events) > p->sub.cursor)
 		lws_callback_on_writable(wsi);
 	return 0;
 }
@@ -405,11 +179,11 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 	switch (reason) {
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
 		/* still HTTP here, so the refusal can be a real 401 or 403 */
-		int refuse = api_admit(a, wsi, &a->cfg.ws, true, why, sizeof why);
+		int refuse = api_admit(a, wsi, &a->cfg.ws, why, sizeof why);
 		return refuse ? api_refuse_upgrade(wsi, EACCES, refuse, why) : 0;
 	}
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-		return api_admit(a, wsi, &a->cfg.ws, true, why, sizeof why) ? -1 : 0;
+		return api_admit(a, wsi, &a->cfg.ws, why, sizeof why) ? -1 : 0;
 	case LWS_CALLBACK_HTTP:
 		/* a plain HTTP request on the WebSocket listener */
 		api_refuse_upgrade(wsi, ENOENT, 404,
@@ -451,7 +225,7 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 		while (p->head) {
 			struct reply *r = p->head;
 			p->head = r->next;
-			free(r);
+			free_reply(r);
 		}
 		buf_free(&p->rx);
 		return 0;

@@ -9,35 +9,26 @@
 #include <string.h>
 
 #include "check.h"
-#include "cmd.h"
-#include "dag.h"
-#include "../fake.h"
 #include "nodes.h"
 
 /* One model for every input: reading never changes it. */
+static struct orch *shared;
+static char shared_dir[] = "/tmp/orchfs-fuzz-paths-XXXXXX";
+
+static void model_close(void)
+{
+	fuzz_model_close(shared, shared_dir);
+	free(shared);
+}
+
 static struct orch *model(void)
 {
-	static struct orch *o;
-	if (o)
-		return o;
-	static char dir[] = "/tmp/orchfs-fuzz-paths-XXXXXX";
-	CHECK(mkdtemp(dir));
-	struct orch_config cfg = {.mount = (char *)"/nonexistent-mount", .state_dir = dir,
-				  .workdir = (char *)"/tmp", .max_workers = 2, .kill_grace_s = 1,
-				  .no_store = true};
-	o = xcalloc(1, sizeof *o);
-	struct orch_err err = {0};
-	CHECK(orch_init(o, &cfg, &err) == 0);
-	static const char plan[] = "{\"id\":\"k\",\"title\":\"caf\\u00e9\",\"tasks\":[{\"id\":\"t1\",\"command\":\"true\"},"
-				   "{\"id\":\"t2\",\"command\":\"true\",\"deps\":[\"t1\"]}]}";
-	struct cmd_plan p;
-	struct buf result = BUF_INIT;
-	CHECK(cmd_parse_plan(plan, strlen(plan), &p, &err) == 0);
-	CHECK(dag_create_track(o, &p, &result, &err) == 0);
-	cmd_plan_free(&p);
-	buf_free(&result);
-	fake_worker(o, "t1");
-	return o;
+	if (shared)
+		return shared;
+	shared = xcalloc(1, sizeof *shared);
+	fuzz_model_open(shared, shared_dir);
+	atexit(model_close);
+	return shared;
 }
 
 static void render_checked(struct orch *o, const struct node *n, const char *path)

@@ -12,7 +12,7 @@ here=$(cd "$(dirname "$0")" && pwd) || exit 2
 out=$build/fuzz-out
 mkdir -p "$out" || exit 2
 status=0
-for name in parsers writes paths; do
+for name in parsers writes paths api; do
 	bin=$build/tests/fuzz/fuzz_$name
 	[ -x "$bin" ] || { echo "run.sh: no $bin (configure with -Dfuzz=true)" >&2; exit 2; }
 	work=$(mktemp -d) || exit 2

@@ -1,0 +1,79 @@
+/* request: what the HTTP and WebSocket API do with a request once the
+ * transport has its fields (README, "Remote: HTTP, SSE and WebSocket"): who
+ * may ask, what a path reads or writes, a body's framing, an event stream's
+ * start, and the WebSocket protocol's messages. Plain C, so the tests and the
+ * fuzzers call it without a socket; api/ only moves bytes.
+ *   {"op":"subscribe","channels":["dag"],"since":40}   -> {"ok":true,"result":{"seq":40,…}}
+ *   {"op":"read","path":"mma/pipeline/status","id":1}  -> {"id":1,"ok":true,"result":"running\n"} */
+#ifndef ORCHFS_REQUEST_H
+#define ORCHFS_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "orch.h"
+
+/* Who this listener is and what it asks of a client. */
+struct req_site {
+	const char *addr;         /* the listener's address */
+	int port;
+	int ports[2];             /* both listeners' ports (0: off): a page of ours may come from either */
+	const char *token;        /* NULL: no token asked (--no-auth) */
+};
+
+/* A request's headers as sent (NULL when absent), and ?token=. */
+struct req_headers {
+	const char *host, *origin, *authorization, *token_arg;
+};
+
+/* 0 when the request may go on, else the HTTP status to refuse it with (401,
+ * 403) and why. */
+int req_admit(const struct req_site *site, const struct req_headers *h, char *why, size_t whysize);
+
+/* A Content-Length's value: digits only (no sign, space or hex), at most 19
+ * of them. false for anything else. */
+bool req_content_length(const char *text, unsigned long long *n);
+
+/* An event stream's start from ?channels=, ?since= (or Last-Event-ID),
+ * each NULL when absent: the channels' mask and the cursor to read from; or
+ * -errno and why. */
+int req_stream_open(struct events *ev, const char *channels, const char *since,
+		    const char *last_event_id, unsigned *mask, uint64_t *cursor, char *why,
+		    size_t whysize);
+
+/* A worker's log, as req_read hands it over: its file, open (fd -1: the path
+ * is not a log), and its length then. The caller sends it and closes fd. */
+struct req_log {
+	int fd;
+	size_t len;
+};
+
+/* What GET /api/P answers: the rendered node (is_json says whether it is
+ * JSON), or -errno with the error object (its "status" the HTTP one) in out.
+ * A log is not rendered: log gets its file instead (out stays empty). */
+int req_read(struct orch *o, const char *path, struct buf *out, bool *is_json, struct req_log *log);
+/* What POST /api/P does: the body written to control file P; the result or
+ * the error object in out. */
+int req_write(struct orch *o, const char *path, const char *body, size_t len, struct buf *out);
+/* The HTTP status an error object carries. */
+int req_status_of(const struct buf *object);
+
+/* A WebSocket client's subscription. */
+struct req_ws {
+	bool subscribed;
+	unsigned mask;
+	uint64_t cursor;          /* the last seq it was sent */
+};
+
+/* A worker's log is read over WebSocket a piece at a time: at most this
+ * from "offset", ending on a whole UTF-8 character where the bytes allow. */
+#define REQ_LOG_PIECE (256 * 1024)
+
+/* Answers one message of the orchfs.v1 protocol: appends the reply (one JSON
+ * object) to reply, and moves the subscription in c. Never fails: a bad
+ * message gets an error reply. */
+void req_ws_message(struct orch *o, struct req_ws *c, const char *data, size_t len, struct buf *reply);
+
+#endif

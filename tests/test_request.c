@@ -1,0 +1,171 @@
+/* test_request: the API's requests without a socket (bridge/request.h): who
+ * is let in, a Content-Length, an event stream's start, and WebSocket
+ * messages answered as the protocol says. */
+#include <errno.h>
+
+#include "fixture.h"
+#include "request.h"
+
+#define TOKEN "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static const struct req_site site = {.addr = "127.0.0.1", .port = 8999, .ports = {8999, 9000},
+				     .token = TOKEN};
+
+static int admit(const char *host, const char *origin, const char *authz, const char *arg)
+{
+	char why[300] = "";
+	struct req_headers h = {host, origin, authz, arg};
+	int rc = req_admit(&site, &h, why, sizeof why);
+	assert_true(rc == 0 || why[0]);
+	return rc;
+}
+
+static void test_admit(void **state)
+{
+	(void)state;
+	assert_int_equal(admit("127.0.0.1:8999", NULL, "Bearer " TOKEN, NULL), 0);
+	assert_int_equal(admit("localhost:8999", "http://127.0.0.1:9000", NULL, TOKEN), 0);
+	assert_int_equal(admit(NULL, NULL, "Bearer " TOKEN, NULL), 403);
+	assert_int_equal(admit("evil.example:8999", NULL, "Bearer " TOKEN, NULL), 403);
+	assert_int_equal(admit("127.0.0.1:8999", "http://evil.example", "Bearer " TOKEN, NULL), 403);
+	assert_int_equal(admit("127.0.0.1:8999", NULL, NULL, NULL), 401);
+	assert_int_equal(admit("127.0.0.1:8999", NULL, "Bearer " TOKEN "0", NULL), 401);
+	assert_int_equal(admit("127.0.0.1:8999", NULL, "Basic " TOKEN, NULL), 401);
+	char origin[400];
+	snprintf(origin, sizeof origin, "http://127.0.0.1:8999/%0300d", 0);
+	assert_int_equal(admit("127.0.0.1:8999", origin, "Bearer " TOKEN, NULL), 403);
+	struct req_site open = site;
+	open.token = NULL;
+	char why[300];
+	struct req_headers h = {"127.0.0.1:8999", NULL, NULL, NULL};
+	assert_int_equal(req_admit(&open, &h, why, sizeof why), 0);
+}
+
+static void test_content_length(void **state)
+{
+	(void)state;
+	unsigned long long n = 99;
+	assert_true(req_content_length("0", &n) && n == 0);
+	assert_true(req_content_length("1048576", &n) && n == 1048576);
+	assert_true(req_content_length("9999999999999999999", &n) && n == 9999999999999999999ULL);
+	static const char *const bad[] = {"", "-1", "+5", " 5", "5 ", "0x10", "1e3",
+					  "18446744073709551616", "12345678901234567890"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		assert_false(req_content_length(bad[i], &n));
+}
+
+static void test_stream_open(void **state)
+{
+	struct fixture *f = *state;
+	struct events *ev = &f->o.events;
+	for (int i = 0; i < 5; i++)
+		events_publish(ev, EVK_PIPELINE_STATUS, NULL, NULL, NULL);
+	events_commit(ev, events_seq(ev));
+	unsigned mask;
+	uint64_t cursor;
+	char why[200];
+	assert_int_equal(req_stream_open(ev, NULL, NULL, NULL, &mask, &cursor, why, sizeof why), 0);
+	assert_int_equal(mask, EV_ALL_EVENTS);
+	assert_int_equal(cursor, 5);
+	assert_int_equal(req_stream_open(ev, "dag,workers", "2", NULL, &mask, &cursor, why, sizeof why), 0);
+	assert_int_equal(mask, EV_DAG | EV_WORKERS);
+	assert_int_equal(cursor, 2);
+	/* Last-Event-ID when there is no ?since=, and ?since= first */
+	assert_int_equal(req_stream_open(ev, NULL, NULL, "3", &mask, &cursor, why, sizeof why), 0);
+	assert_int_equal(cursor, 3);
+	assert_int_equal(req_stream_open(ev, NULL, "1", "3", &mask, &cursor, why, sizeof why), 0);
+	assert_int_equal(cursor, 1);
+	assert_int_equal(req_stream_open(ev, "dag,nope", NULL, NULL, &mask, &cursor, why, sizeof why),
+			 -EINVAL);
+	assert_non_null(strstr(why, "nope"));
+	assert_int_equal(req_stream_open(ev, NULL, "6", NULL, &mask, &cursor, why, sizeof why), -EINVAL);
+}
+
+/* One message's reply, parsed. */
+static cJSON *ws(struct orch *o, struct req_ws *c, const char *msg)
+{
+	struct buf reply = BUF_INIT;
+	req_ws_message(o, c, msg, strlen(msg), &reply);
+	assert_true(utf8_check(reply.data, reply.len) == reply.len);
+	cJSON *d = cJSON_ParseWithLength(reply.data, reply.len);
+	assert_non_null(d);
+	buf_free(&reply);
+	return d;
+}
+
+static const char *error_errno(const cJSON *d)
+{
+	return cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(d, "error"), "errno"));
+}
+
+static void test_ws_messages(void **state)
+{
+	struct fixture *f = *state;
+	struct orch *o = &f->o;
+	struct orch_err err;
+	assert_int_equal(fixture_plan(o, "{\"id\":\"k\",\"tasks\":[{\"id\":\"t1\",\"command\":\"true\"}]}",
+				      &err), 0);
+	events_commit(&o->events, events_seq(&o->events));
+	uint64_t committed = events_committed(&o->events);
+	struct req_ws c = {0};
+
+	cJSON *d = ws(o, &c, "{\"op\":\"subscribe\",\"channels\":[\"dag\"],\"id\":7}");
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(d, "ok")));
+	assert_int_equal(cJSON_GetObjectItem(d, "id")->valueint, 7);
+	assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(d, "result"), "seq")->valuedouble,
+			 (double)committed);
+	assert_true(c.subscribed && c.mask == EV_DAG && c.cursor == committed);
+	cJSON_Delete(d);
+
+	d = ws(o, &c, "{\"op\":\"subscribe\",\"channels\":[\"workers\"],\"since\":1}");
+	assert_true(c.mask == (EV_DAG | EV_WORKERS) && c.cursor == 1);
+	cJSON_Delete(d);
+	d = ws(o, &c, "{\"op\":\"subscribe\",\"since\":999999}");
+	assert_string_equal(error_errno(d), "EINVAL");
+	assert_int_equal(c.cursor, 1);   /* a refused subscribe changes nothing */
+	cJSON_Delete(d);
+	d = ws(o, &c, "{\"op\":\"unsubscribe\",\"channels\":[\"dag\",\"workers\"]}");
+	assert_false(c.subscribed);
+	cJSON_Delete(d);
+
+	d = ws(o, &c, "{\"op\":\"read\",\"path\":\"mma/tasks/t1/status\",\"id\":\"r\"}");
+	assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(d, "result")), "ready\n");
+	cJSON_Delete(d);
+	d = ws(o, &c, "{\"op\":\"read\",\"path\":\"mma/tracks/k/info.json\"}");
+	assert_true(cJSON_IsObject(cJSON_GetObjectItem(d, "result")));
+	cJSON_Delete(d);
+
+	d = ws(o, &c, "{\"op\":\"write\",\"path\":\"mma/pipeline/max_workers\",\"body\":5}");
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(d, "ok")));
+	assert_int_equal(o->max_workers, 5);
+	cJSON_Delete(d);
+	d = ws(o, &c, "{\"op\":\"write\",\"path\":\"mma/pipeline/max_workers\",\"body\":\"3\\u0000junk\"}");
+	assert_string_equal(error_errno(d), "EINVAL");
+	assert_int_equal(o->max_workers, 5);
+	cJSON_Delete(d);
+	d = ws(o, &c, "{\"op\":\"write\",\"path\":\"mma/pipeline/status\",\"body\":\"x\"}");
+	assert_string_equal(error_errno(d), "EACCES");
+	assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(d, "error"), "status")->valueint, 405);
+	cJSON_Delete(d);
+
+	static const char *const bad[] = {"[1]", "not json", "{}", "{\"op\":\"fly\"}",
+					  "{\"op\":\"read\"}", "{\"op\":\"write\",\"path\":\"mma/pipeline/pause\"}",
+					  "{\"op\":\"subscribe\",\"channels\":\"dag\"}"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		d = ws(o, &c, bad[i]);
+		assert_false(cJSON_IsTrue(cJSON_GetObjectItem(d, "ok")));
+		assert_string_equal(error_errno(d), "EINVAL");
+		cJSON_Delete(d);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_admit),
+		cmocka_unit_test(test_content_length),
+		cmocka_unit_test_setup_teardown(test_stream_open, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_ws_messages, fixture_setup, fixture_teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
