@@ -61,6 +61,8 @@ struct notifier {
 	pthread_mutex_t lock;
 	enum notify_intent intent;
 	char path[PATH_MAX];
+	uint64_t announced;         /* under lock: every event up to it is announced */
+	pthread_cond_t announced_cond;
 
 	/* The rest belongs to the thread alone. */
 	uint64_t seq;               /* the last event announced */
@@ -353,6 +355,10 @@ static void notifier_pass(struct notifier *n)
 		}
 	n->seq = seq;
 	n->errors = errors;
+	pthread_mutex_lock(&n->lock);
+	n->announced = seq;
+	pthread_cond_broadcast(&n->announced_cond);
+	pthread_mutex_unlock(&n->lock);
 	for (size_t i = 0; i < p.n; i++)
 		free(p.items[i].path);
 	free(p.items);
@@ -450,6 +456,25 @@ static void *notifier_main(void *arg)
 	return NULL;
 }
 
+void notifier_wait(struct notifier *n, uint64_t seq, int timeout_ms)
+{
+	if (!n)
+		return;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&n->lock);
+	while (n->announced < seq && !notifier_stopping(n) &&
+	       pthread_cond_timedwait(&n->announced_cond, &n->lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&n->lock);
+}
+
 struct notifier *notifier_start(struct orch *o, const char *mount)
 {
 	struct notifier *n = xcalloc(1, sizeof *n);
@@ -458,8 +483,14 @@ struct notifier *notifier_start(struct orch *o, const char *mount)
 	const char *debug = getenv("ORCHFS_DEBUG");
 	n->debug = debug && *debug;
 	pthread_mutex_init(&n->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&n->announced_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	n->to_hand = n->from_hand = -1;
 	if (!hand_start(n)) {
+		pthread_cond_destroy(&n->announced_cond);
 		pthread_mutex_destroy(&n->lock);
 		free(n->mount);
 		free(n);
@@ -469,7 +500,7 @@ struct notifier *notifier_start(struct orch *o, const char *mount)
 	/* The baseline, taken before the FUSE loop runs: what exists now was never
 	 * announced and needs no announcement. */
 	n->errors = __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE);
-	n->seq = events_committed(&o->events);
+	n->seq = n->announced = events_committed(&o->events);
 	pthread_mutex_lock(&o->lock);
 	for (int i = 0; i < o->running; i++) {
 		struct worker *w = o->run[i];
@@ -502,6 +533,9 @@ void notifier_stop(struct notifier *n)
 	if (!n)
 		return;
 	bool started = !__atomic_exchange_n(&n->stop, true, __ATOMIC_ACQ_REL);
+	pthread_mutex_lock(&n->lock);
+	pthread_cond_broadcast(&n->announced_cond);   /* nobody waits for a stopped notifier */
+	pthread_mutex_unlock(&n->lock);
 	if (started) {
 		events_wake_all(&n->o->events);
 		pthread_join(n->thread, NULL);
@@ -518,6 +552,7 @@ void notifier_stop(struct notifier *n)
 	for (size_t i = 0; i < n->nlogs; i++)
 		free(n->logs[i].path);
 	free(n->logs);
+	pthread_cond_destroy(&n->announced_cond);
 	pthread_mutex_destroy(&n->lock);
 	free(n->mount);
 	free(n);

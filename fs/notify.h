@@ -12,6 +12,7 @@
 #define ORCHFS_NOTIFY_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "fs.h"
 
@@ -22,6 +23,8 @@ struct notifier;
 /* Starts the thread (after the mount is up and the loop is about to run). */
 struct notifier *notifier_start(struct orch *o, const char *mount);
 void notifier_stop(struct notifier *n);
+/* Waits (at most timeout_ms) until every event up to seq is announced. */
+void notifier_wait(struct notifier *n, uint64_t seq, int timeout_ms);
 /* The body of the helper process (orchfs --notify-hand MOUNT): makes the calls
  * the notifier asks for over stdin, answering each errno on stdout. */
 int notifier_hand_main(const char *mount);

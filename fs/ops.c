@@ -63,6 +63,7 @@ struct fs_file {
 	bool pending_open;         /* pending holds a command not applied yet */
 	bool oversize;             /* a command passed the limit: the rest of its
 				    * pieces, and all later writes, are refused too */
+	uint64_t announce_seq;     /* a large change made here ends at this event (0: none) */
 	struct fs_file *prev, *next;   /* fs.files: what is still open at shutdown is freed */
 };
 
@@ -102,6 +103,10 @@ static void fs_dir_put(struct fs *fs, struct fs_dir *d)
 }
 
 #define ENTRY_TIMEOUT 3600.0
+/* A change of more events than this is announced before its close returns
+ * (fs_flush), waiting at most FS_ANNOUNCE_WAIT_MS. */
+#define FS_ANNOUNCE_AT_CLOSE 64
+#define FS_ANNOUNCE_WAIT_MS 10000
 
 static __thread bool thread_named;
 
@@ -615,12 +620,16 @@ static int fs_apply_pending(struct fs *fs, struct fs_file *f, fuse_req_t req)
 	f->pending_open = false;
 	pthread_mutex_unlock(&f->lock);
 	char *cwd = caller_cwd(req);
+	uint64_t before = events_seq(&fs->o->events);
 	int rc = node_write(fs->o, &f->node, f->path, command.data ? command.data : "", command.len,
 			    cwd, &result);
+	uint64_t after = events_seq(&fs->o->events);
 	free(cwd);
 	buf_free(&command);
 	pthread_mutex_lock(&f->lock);
 	set_result(f, &result, end);
+	if (after - before > FS_ANNOUNCE_AT_CLOSE)
+		f->announce_seq = after;
 	return rc;
 }
 
@@ -717,17 +726,26 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 		fuse_reply_write(req, size);
 }
 
-/* close(2): a command still pending is applied now, and its error is close's. */
+/* close(2): a command still pending is applied now, and its error is close's.
+ * A large change (a plan of thousands of tasks) is announced to inotify
+ * before close returns: the notifier's calls on the mount would otherwise
+ * go on for a moment after, and an unmount in that moment would fail with
+ * EBUSY. A small one is announced within a millisecond, and costs no wait. */
 static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	OP_BEGIN(TM_OTHER);
 	struct fs_file *f = fs_file_hold(fs, fi);
 	int rc = 0;
+	uint64_t announce = 0;
 	if (!f->stream) {
 		pthread_mutex_lock(&f->lock);
 		rc = fs_apply_pending(fs, f, req);
+		announce = f->announce_seq;
+		f->announce_seq = 0;
 		pthread_mutex_unlock(&f->lock);
 	}
+	if (announce)
+		notifier_wait(fs->notifier, announce, FS_ANNOUNCE_WAIT_MS);
 	fs_file_put(fs, f);
 	OP_END(rc);
 	fuse_reply_err(req, -rc);
