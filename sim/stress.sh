@@ -98,7 +98,11 @@ PLAN_BYTES=$(wc -c <"$T/plan.json")
 DEPTH=$(cat "$T/edges.txt.depth")
 check "the plan ($NTASKS tasks, $NEDGES deps, longest chain $DEPTH, $NFLAKY flaky; $PLAN_BYTES bytes) fits one write of cat (128 KiB)" test "$PLAN_BYTES" -lt 131072
 
+# The pipeline is paused while the plan goes in and its holds are placed:
+# close(2) of a plan this large returns once its inotify announcements are
+# made (README, "The daemon"), and on a slow build the plan could be done by then.
 T0=$(now_ms)
+echo >"$M/mma/pipeline/pause"
 cat "$T/plan.json" >"$M/mma/tracks/create"
 check "cat plan.json > mma/tracks/create succeeds" test $? -eq 0
 
@@ -120,6 +124,7 @@ else
 fi
 [ ${#REFUSED[@]} -gt 0 ] && printf '#   hold refused: %s\n' "${REFUSED[@]}"
 check "${#HELD[@]} tasks held (want >= 5)" test "${#HELD[@]}" -ge 5
+echo >"$M/mma/pipeline/resume"
 
 # Tasks not started yet, from the tail of the plan (the scheduler starts tasks
 # in creation order, so these are the last to go).
