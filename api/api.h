@@ -26,7 +26,12 @@ struct api_config {
 	bool no_auth;
 	const char *tls_cert, *tls_key;
 	size_t max_body;          /* 413 above; default 1 MiB */
-	size_t ws_queue_max;      /* bytes a client may lag before 1013; default 4 MiB */
+	/* A WebSocket client lagging (events not sent, replies past 1 MiB, and
+	 * what its socket holds unsent) more than ws_queue_max bytes while its
+	 * socket takes no more, or more than ws_queue_soft for ws_queue_window_s
+	 * seconds on end, is closed with 1013. Defaults 4 MiB, 1 MiB, 10 s. */
+	size_t ws_queue_max, ws_queue_soft;
+	int ws_queue_window_s;
 	int telemetry_hz;
 	int heartbeat_s;          /* SSE comment every this many seconds; default 10 */
 };

@@ -24,7 +24,7 @@ struct api {
 	uint64_t telemetry_gen;       /* bumps with each frame */
 	lws_sorted_usec_list_t sul_telemetry;   /* also wakes streams for heartbeats */
 	unsigned ws_clients;
-	uint64_t ws_sent, ws_dropped, ws_max_queue;
+	uint64_t ws_sent, ws_dropped;
 	void *ws_list;                /* ws.c's list of clients */
 	struct lws_protocols protocols_http[2], protocols_ws[2];
 };
@@ -40,8 +40,9 @@ int api_refuse_upgrade(struct lws *wsi, int errnum, int status, const char *why)
  * or the HTTP status to refuse with (401, 403) and why. */
 int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, char *why,
 	      size_t whysize);
-/* Marks WebSocket clients lagging past --ws-queue-max for closing (1013);
- * fills depths (at most max) with each client's lag in bytes, returns how many. */
-size_t api_ws_check_lag(struct api *a, uint64_t *depths, size_t max);
+/* Marks WebSocket clients too slow for closing (1013; api_config says when);
+ * fills depths (at most max) with each client's lag in bytes and deepest with
+ * the largest, returns how many. */
+size_t api_ws_check_lag(struct api *a, uint64_t *depths, size_t max, uint64_t *deepest);
 
 #endif

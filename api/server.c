@@ -177,9 +177,9 @@ static void telemetry_tick(lws_sorted_usec_list_t *sul)
 	json_emit(f, &a->telemetry_frame);
 	a->telemetry_gen++;
 	uint64_t depths[TM_WS_DEPTHS];
-	size_t n = api_ws_check_lag(a, depths, TM_WS_DEPTHS);
-	tm_ws(a->o->tm, a->ws_clients, a->ws_max_queue, a->ws_sent, a->ws_dropped, depths, n);
-	a->ws_max_queue = 0;   /* the deepest queue of each period */
+	uint64_t deepest;
+	size_t n = api_ws_check_lag(a, depths, TM_WS_DEPTHS, &deepest);
+	tm_ws(a->o->tm, a->ws_clients, deepest, a->ws_sent, a->ws_dropped, depths, n);
 	lws_callback_on_writable_all_protocol(a->ctx, &api_ws_protocol);
 	lws_callback_on_writable_all_protocol(a->ctx, &api_http_protocol);
 	lws_sul_schedule(a->ctx, 0, &a->sul_telemetry, telemetry_tick,
@@ -245,6 +245,12 @@ int api_start(struct orch *o, const struct api_config *cfg, struct api **out, st
 		a->cfg.max_body = 1u << 20;
 	if (!a->cfg.ws_queue_max)
 		a->cfg.ws_queue_max = 4u << 20;
+	if (!a->cfg.ws_queue_soft)
+		a->cfg.ws_queue_soft = 1u << 20;
+	if (a->cfg.ws_queue_soft > a->cfg.ws_queue_max)
+		a->cfg.ws_queue_soft = a->cfg.ws_queue_max;
+	if (!a->cfg.ws_queue_window_s)
+		a->cfg.ws_queue_window_s = 10;
 	if (!a->cfg.heartbeat_s)
 		a->cfg.heartbeat_s = 10;
 	if (!cfg->no_auth && auth_load_token(cfg->token_file, true, a->token, err)) {

@@ -5,12 +5,14 @@
  * A message is answered by req_ws_message (bridge/request.h); this file moves
  * the frames. Events are read by each client from the shared history at its own cursor,
  * so a slow client holds no copies; one that lags more than --ws-queue-max
- * bytes is closed with 1013 and the last seq it was sent, and nobody waits
- * for it. */
+ * bytes, or more than --ws-queue-soft for --ws-queue-window, is closed with
+ * 1013 and the last seq it was sent, and nobody waits for it. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 
 #include "internal.h"
 #include "request.h"
@@ -26,6 +28,7 @@ struct ws_pss {
 	struct req_ws sub;
 	bool cull;
 	bool dropped;           /* counted in clients_dropped (once) */
+	int64_t over_soft_ns;   /* since when it lags past --ws-queue-soft (0: it does not) */
 	uint64_t telemetry_gen;
 	struct buf rx;          /* a message arriving in fragments */
 	struct reply *head, *tail;
@@ -83,11 +86,20 @@ static int close_lagging(struct lws *wsi, struct api *a, struct ws_pss *p)
  * they pass this: one that asks and reads is never too slow for them. */
 #define WS_REPLY_ALLOWANCE (1024 * 1024)
 
+/* What a client has not taken: the events it was not sent, the replies past
+ * the allowance, and what its socket holds unsent (a client that stops
+ * reading fills the kernel's buffers, several MB on loopback, before a byte
+ * of lag shows here otherwise). UINT64_MAX: it fell out of the history. */
 static uint64_t lag_of(struct api *a, struct ws_pss *p)
 {
 	uint64_t lag = p->sub.subscribed ? events_lag_bytes(&a->o->events, p->sub.cursor) : 0;
+	if (lag == UINT64_MAX)
+		return lag;
 	uint64_t replies = p->queued > WS_REPLY_ALLOWANCE ? p->queued - WS_REPLY_ALLOWANCE : 0;
-	return lag == UINT64_MAX ? lag : lag + replies;
+	int unsent = 0;
+	if (ioctl(lws_get_socket_fd(p->wsi), SIOCOUTQ, &unsent) < 0 || unsent < 0)
+		unsent = 0;
+	return lag + replies + (uint64_t)unsent;
 }
 
 static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
@@ -111,9 +123,6 @@ static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
 	}
 	if (!p->sub.subscribed)
 		return 0;
-	uint64_t lag = lag_of(a, p);
-	if (lag > a->ws_max_queue && lag != UINT64_MAX)
-		a->ws_max_queue = lag;
 	/* No lag check here: a socket that is writable is taking what it is
 	 * sent, however far a burst ran ahead of this thread. The tick judges
 	 * lag on choked sockets only (api_ws_check_lag). */
@@ -149,16 +158,27 @@ static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
 	return 0;
 }
 
-size_t api_ws_check_lag(struct api *a, uint64_t *depths, size_t max)
+size_t api_ws_check_lag(struct api *a, uint64_t *depths, size_t max, uint64_t *deepest)
 {
 	size_t n = 0;
+	*deepest = 0;
+	int64_t now = time_mono_ns(), window = (int64_t)a->cfg.ws_queue_window_s * 1000000000;
 	for (struct ws_pss *p = *list_of(a); p; p = p->next) {
 		uint64_t lag = lag_of(a, p);
 		if (n < max)
 			depths[n++] = lag == UINT64_MAX ? 0 : lag;
-		/* Too slow is lagging while its socket takes no more: a healthy
-		 * client that this thread has not caught up with yet is not. */
-		if (p->cull || lag <= a->cfg.ws_queue_max || !lws_send_pipe_choked(p->wsi))
+		if (lag != UINT64_MAX && lag > *deepest)
+			*deepest = lag;
+		if (lag <= a->cfg.ws_queue_soft)
+			p->over_soft_ns = 0;
+		else if (!p->over_soft_ns)
+			p->over_soft_ns = now;
+		/* Too slow: past the hard bound while its socket takes no more (a
+		 * healthy client this thread has not caught up with yet is not),
+		 * or past the soft one for the whole window. */
+		bool hard = lag > a->cfg.ws_queue_max && lws_send_pipe_choked(p->wsi);
+		bool soft = p->over_soft_ns && now - p->over_soft_ns >= window;
+		if (p->cull || (!hard && !soft))
 			continue;
 		/* A stalled socket may never become writable for the close frame:
 		 * it gets a moment, then is dropped. */

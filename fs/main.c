@@ -39,6 +39,8 @@ static void usage(FILE *out)
 	      "  --tls-cert FILE --tls-key FILE   serve HTTPS and WSS\n"
 	      "  --max-body BYTES        largest request body; default 1048576\n"
 	      "  --ws-queue-max BYTES    a WebSocket client lagging more is closed; default 4194304\n"
+	      "  --ws-queue-soft BYTES   ... or lagging more for --ws-queue-window; default 1048576\n"
+	      "  --ws-queue-window SECONDS   default 10\n"
 	      "  --max-workers N         default: the number of CPUs\n"
 	      "  --durable               fsync every commit: survive power loss, not only kill -9\n"
 	      "  --pricing FILE          model prices, JSON {\"MODEL\":{\"input_per_mtok\",\"output_per_mtok\",...}}\n"
@@ -142,6 +144,8 @@ int main(int argc, char **argv)
 		{"tls-key", required_argument, NULL, 'K'},
 		{"max-body", required_argument, NULL, 'B'},
 		{"ws-queue-max", required_argument, NULL, 'Q'},
+		{"ws-queue-soft", required_argument, NULL, 'S'},
+		{"ws-queue-window", required_argument, NULL, 'w'},
 		{"pricing", required_argument, NULL, 'p'},
 		{"kill-grace", required_argument, NULL, 'g'},
 		{"telemetry-hz", required_argument, NULL, 't'},
@@ -188,6 +192,8 @@ int main(int argc, char **argv)
 		case 'K': api.tls_key = absolute(optarg); break;
 		case 'B': api.max_body = (size_t)parse_num("--max-body", optarg, 1, 1L << 30); break;
 		case 'Q': api.ws_queue_max = (size_t)parse_num("--ws-queue-max", optarg, 1024, 1L << 32); break;
+		case 'S': api.ws_queue_soft = (size_t)parse_num("--ws-queue-soft", optarg, 1024, 1L << 32); break;
+		case 'w': api.ws_queue_window_s = (int)parse_num("--ws-queue-window", optarg, 1, 3600); break;
 		case 'p': cfg.pricing_file = absolute(optarg); break;
 		case 'g': cfg.kill_grace_s = (int)parse_num("--kill-grace", optarg, 0, 3600); break;
 		case 't': cfg.telemetry_hz = (int)parse_num("--telemetry-hz", optarg, 1, 1000); break;

@@ -9,7 +9,9 @@
 # error object, also in last_error); bad messages answered with EINVAL while
 # the connection stays open; telemetry frames at about --telemetry-hz; and a
 # stalled client is closed with 1013 naming its last seq while a healthy one
-# receives every event of a burst in order and the mount keeps answering.
+# receives every event of a burst in order and the mount keeps answering;
+# a client that never reads is closed after --ws-queue-window past
+# --ws-queue-soft, not before.
 . "$(dirname "$0")/lib.sh"
 
 PY=/usr/bin/python3
@@ -580,6 +582,54 @@ async def stall(cmdlen, maxn):
     check("every client, the dropped one too, is let go (clients %d)" % tel["clients"], tel["clients"] == 0, tel)
 
 
+async def idle(window):
+    # a client with ordinary socket buffers that subscribes and never reads:
+    # what its socket holds unsent counts, and past --ws-queue-soft for the
+    # whole window it is closed; a healthy client misses nothing meanwhile
+    s, st, _, buf = raw_handshake({"Authorization": "Bearer " + TOKEN})
+    check("the idle client's handshake", st == 101, st)
+    raw_send(s, json.dumps({"op": "subscribe", "id": "idle"}))
+    t0 = time.time()
+    healthy = await connect()
+    r, _ = await request(healthy, {"op": "subscribe", "id": 1})
+    n = r["result"]["seq"]
+    got = []
+    reader = asyncio.ensure_future(events_until(healthy, 1 << 62, timeout=40, into=got))
+    proc = await asyncio.create_subprocess_exec(sys.executable, __file__, "burst", "4000", "true # " + "x" * 2000,
+                                                stdout=asyncio.subprocess.PIPE)
+    dropped_at = None
+    while proc.returncode is None and time.time() < t0 + 40:
+        if dropped_at is None and mount_json("system/telemetry.json")["websocket"]["clients_dropped"] >= 1:
+            dropped_at = time.time() - t0
+        try:
+            await asyncio.wait_for(proc.wait(), 0.05)
+        except asyncio.TimeoutError:
+            pass
+    out, _ = await asyncio.wait_for(proc.communicate(), 40)
+    check("the idle client is closed, not before the %d s window and within 10 s of it (%s s)" % (window, dropped_at),
+          dropped_at is not None and window <= dropped_at <= window + 10, out)
+    final = await settle_light(10)
+    end = time.time() + 10
+    while (not got or got[-1]["seq"] < final) and time.time() < end and not reader.done():
+        await asyncio.sleep(0.05)
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    check("the healthy client got every event meanwhile, in order: %d..%d" % (n + 1, final),
+          seqs(got) == list(range(n + 1, final + 1)), (len(got), seqs(got)[-2:]))
+    check("the healthy client is still connected", healthy.open, healthy.close_code)
+    await healthy.close()
+    frames, why = raw_frames(s, buf, 5)
+    s.close()
+    texts = [json.loads(p) for op, p in frames if op == 1]
+    ev = [t["seq"] for t in texts if "seq" in t]
+    close = [p for op, p in frames if op == 8]
+    code = struct.unpack(">H", close[0][:2])[0] if close and len(close[0]) >= 2 else None
+    reason = close[0][2:].decode(errors="replace") if close else ""
+    check("the idle client finds a close frame 1013 naming the last seq it was sent (%r)" % reason,
+          code == 1013 and ev and reason.endswith(" %d" % ev[-1]), (why, code, reason, ev[-1:]))
+    check("what it was sent is in order, no gap (%d events)" % len(ev), ev == list(range(ev[0], ev[0] + len(ev))) if ev else False)
+
+
 async def logs():
     """a worker's log of 1.5 MB (multi-byte characters too) read in pieces"""
     wid = spawn("python3 -c 'import sys; sys.stdout.write(\"\\u00e9\" * 500000 + \"x\" * 500000)'")
@@ -614,8 +664,8 @@ if __name__ == "__main__":
         burst(int(sys.argv[2]), sys.argv[3])
     elif mode == "stall":
         asyncio.run(stall(int(sys.argv[2]), int(sys.argv[3])))
-    elif mode == "telemetry":
-        asyncio.run(telemetry(int(sys.argv[2])))
+    elif mode in ("telemetry", "idle"):
+        asyncio.run(globals()[mode](int(sys.argv[2])))
     else:
         asyncio.run(globals()[mode]())
 EOF
@@ -650,6 +700,11 @@ orchfs_start_api --max-workers 4 --ws-queue-max 65536
 py stall 20000 800
 py logs   # pieces of 256 KiB on a daemon whose clients may lag only 64 KiB
 check "the stalled daemon's mount still answers" status_is "$M/mma/pipeline/status" running
+
+# --- an idle client on a daemon whose clients may lag 256 KiB for 2 s ---
+orchfs_start_api --max-workers 4 --ws-queue-max 67108864 --ws-queue-soft 262144 --ws-queue-window 2
+py idle 2
+check "the idle daemon's mount still answers" status_is "$M/mma/pipeline/status" running
 check "the first daemon's mount still answers" status_is "$MAIN_M/mma/pipeline/status" running
 
 finish
