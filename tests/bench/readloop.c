@@ -5,6 +5,7 @@
  * time until EOF, close, timing each round with CLOCK_MONOTONIC, and prints
  *   median_us=X p99_us=Y n=N
  * It exits non-zero if an open, read or close fails or a round reads 0 bytes.
+ * `readloop -s PATH N` times N stat(PATH) calls instead.
  *
  *   cc -std=gnu11 -Wall -Wextra readloop.c -o readloop
  *   ./readloop /etc/hostname 10000
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -67,14 +69,32 @@ static long one_round(const char *path)
 	return total;
 }
 
+/* One stat; returns 1, or -1 with a message printed. */
+static long one_stat(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) != 0) {
+		fprintf(stderr, "readloop: stat %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	return 1;
+}
+
 int main(int argc, char *argv[])
 {
 	uint64_t *t;
 	char *end;
 	long n;
+	long (*round_fn)(const char *) = one_round;
 
+	if (argc == 4 && strcmp(argv[1], "-s") == 0) {
+		round_fn = one_stat;
+		argv++;
+		argc--;
+	}
 	if (argc != 3) {
-		fprintf(stderr, "usage: %s PATH N\n", argv[0]);
+		fprintf(stderr, "usage: %s [-s] PATH N\n", argv[0]);
 		return 2;
 	}
 	errno = 0;
@@ -90,7 +110,7 @@ int main(int argc, char *argv[])
 	}
 	for (long i = 0; i < n; i++) {
 		uint64_t t0 = now_ns();
-		long got = one_round(argv[1]);
+		long got = round_fn(argv[1]);
 		uint64_t t1 = now_ns();
 
 		if (got < 0) {

@@ -100,6 +100,54 @@ echo "$fw2 KILL" >mma/workers/kill
 wait_for "a frozen worker can still be killed" 5 w_is "$fw2" killed
 resume
 
+# --- words come from the kernel's cache, never stale (README, "Watching for change") ---
+reads() { jq '.fuse.read.count' system/telemetry.json; }
+cat mma/pipeline/status >/dev/null
+r0=$(reads)
+for _ in $(seq 50); do cat mma/pipeline/status >/dev/null; done
+r1=$(reads)
+# the telemetry document's own reads count too (it is read after it is rendered)
+check "50 reads of an unchanged status reach the daemon at most once ($((r1 - r0)) reads, 2 of them the telemetry's)" \
+	test $((r1 - r0)) -le 3
+cat >"$T/fresh.py" <<'EOF'
+# A writer changes max_workers and the pipeline's status; after each
+# acknowledged write another process reads both, while a third reads them
+# in a loop all along: every read after the acknowledgement sees the write.
+import os, subprocess, sys
+M = sys.argv[1]
+mw, st = M + "/mma/pipeline/max_workers", M + "/mma/pipeline/status"
+loop = "import sys\nwhile True:\n    for p in sys.argv[1:]: open(p).read()\n"
+check = ("import sys\nfor line in sys.stdin:\n"
+         "    got = open(sys.argv[1]).read().strip() + ' ' + open(sys.argv[2]).read().strip()\n"
+         "    print('ok' if got == line.strip() else 'got %s, want %s' % (got, line.strip()), flush=True)\n")
+hammer = subprocess.Popen([sys.executable, "-c", loop, mw, st])
+checker = subprocess.Popen([sys.executable, "-c", check, mw, st], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+def write(path, data):
+    fd = os.open(path, os.O_WRONLY)
+    os.write(fd, data)
+    os.close(fd)
+bad = []
+for i in range(300):
+    n, paused = i % 7 + 1, i % 2 == 1
+    write(mw, b"%d\n" % n)
+    write(M + "/mma/pipeline/" + ("pause" if paused else "resume"), b"\n")
+    checker.stdin.write("%d %s\n" % (n, "paused" if paused else "running"))
+    checker.stdin.flush()
+    answer = checker.stdout.readline().strip()
+    if answer != "ok":
+        bad.append(answer)
+hammer.kill()
+checker.stdin.close()
+checker.wait()
+write(M + "/mma/pipeline/resume", b"\n")
+write(mw, b"2\n")
+print("%d stale of 300 %s" % (len(bad), bad[:3]))
+EOF
+out=$(timeout 60 python3 "$T/fresh.py" "$M")
+check "300 writes, each read back by another process while a third reads all along: none stale ($out)" \
+	test "${out%% *}" == 0
+
 # --- clean shutdown by unmount ---
 # The worker is spawned from outside the mount: a process whose cwd is inside
 # the mount keeps it busy (see the last section).
