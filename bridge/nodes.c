@@ -585,6 +585,7 @@ static int a_remove(struct orch *o, const struct node *n, const char *in, size_t
 #define JSON(p, w, r, deps) {p, NODE_FILE, NODE_DOC | NODE_JSON, w, r, NULL, deps, 0, 0}
 #define VOL(p, w, r, deps) {p, NODE_FILE, NODE_DOC | NODE_VOLATILE | NODE_JSON, w, r, NULL, deps, 0, 0}
 #define CTL(p, w, a) {p, NODE_FILE, NODE_CTL, w, NULL, a, 0, 0, 0}
+#define CWD_CTL(p, w, a) {p, NODE_FILE, NODE_CTL | NODE_CWD, w, NULL, a, 0, 0, 0}
 #define WORD(p, w, r, deps) {p, NODE_FILE, NODE_DOC | NODE_WORD, w, r, NULL, deps, 0, 0}
 #define VAL(p, w, r, a, deps) {p, NODE_FILE, NODE_DOC | NODE_CTL, w, r, a, deps, 0, 0}
 #define WORD_VAL(p, w, r, a, deps) {p, NODE_FILE, NODE_DOC | NODE_WORD | NODE_CTL, w, r, a, deps, 0, 0}
@@ -607,7 +608,7 @@ static const struct node_def node_table[] = {
 	CTL("mma/pipeline/resume", W_NONE, a_resume),
 	JSON("mma/workers.json", W_NONE, r_workers, K_WORKER | K(USAGE_REPORTED)),
 	DIR_("mma/workers", W_NONE),
-	CTL("mma/workers/spawn", W_NONE, a_spawn),
+	CWD_CTL("mma/workers/spawn", W_NONE, a_spawn),
 	CTL("mma/workers/kill", W_NONE, a_kill),
 	ENTRY("mma/workers/*", NODE_DIR, 0, W_WORKER, NULL, 0, K(WORKER_SPAWNED), 0),
 	WORD("mma/workers/*/status", W_WORKER, r_worker_status, K(WORKER_EXITED) | K(WORKER_LOST)),
@@ -647,7 +648,7 @@ static const struct node_def node_table[] = {
 	DIR_("context/files", W_NONE),
 	ENTRY("context/files/*", NODE_FILE, NODE_DOC, W_CTX, r_ctx_file, K(CONTEXT_REPLACED),
 	      K(CONTEXT_INJECTED), K(CONTEXT_REMOVED)),
-	CTL("context/inject", W_NONE, a_inject),
+	CWD_CTL("context/inject", W_NONE, a_inject),
 	CTL("context/remove", W_NONE, a_remove),
 	DIR_("metrics", W_NONE),
 	JSON("metrics/financial.json", W_NONE, r_financial,
@@ -956,7 +957,7 @@ int node_write(struct orch *o, const struct node *n, const char *path, const cha
 		rc = n->def->apply(o, n, data, len, cwd, result, &err);
 	/* Acknowledged means stored: the write returns only after the commit. */
 	pthread_mutex_lock(&o->lock);
-	uint64_t ticket = orch_commit(o);
+	uint64_t ticket = orch_commit_waited(o);
 	pthread_mutex_unlock(&o->lock);
 	int stored = orch_wait(o, ticket);
 	if (!rc && stored)

@@ -24,6 +24,7 @@ enum node_flags {
 	NODE_WORD = 64,     /* a document of one short line (a status, a number): one
 			     * read of it is whole, so the mount may serve it from the
 			     * kernel's page cache, which each change drops */
+	NODE_CWD = 128,     /* a write names paths relative to the writer's directory */
 };
 
 struct node_def;

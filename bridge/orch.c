@@ -88,7 +88,7 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	cJSON_AddStringToObject(d, "version", ORCHFS_VERSION);
 	cJSON_AddNumberToObject(d, "pid", getpid());
 	orch_event(o, NULL, EVK_DAEMON_STARTED, d);
-	uint64_t ticket = orch_commit(o);
+	uint64_t ticket = orch_commit_waited(o);
 	pthread_mutex_unlock(&o->lock);
 	if (orch_wait(o, ticket)) {
 		orch_destroy(o);
@@ -99,7 +99,12 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 
 uint64_t orch_commit(struct orch *o)
 {
-	return o->store ? store_queue(o->store, o) : 0;
+	return o->store ? store_queue(o->store, o, false) : 0;
+}
+
+uint64_t orch_commit_waited(struct orch *o)
+{
+	return o->store ? store_queue(o->store, o, true) : 0;
 }
 
 void orch_trace(struct orch *o, int worker, struct buf *out)
@@ -142,7 +147,7 @@ void orch_shutdown(struct orch *o)
 	o->sched_started = false;
 	pthread_mutex_lock(&o->lock);
 	orch_event(o, NULL, EVK_DAEMON_STOPPED, NULL);
-	uint64_t ticket = orch_commit(o);
+	uint64_t ticket = orch_commit_waited(o);
 	pthread_mutex_unlock(&o->lock);
 	orch_wait(o, ticket);
 }

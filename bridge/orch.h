@@ -211,9 +211,12 @@ void orch_wake(struct orch *o);
 int orch_mkdir_p(const char *path);      /* mkdir -p, mode 0700; -errno */          /* any thread; nudges the scheduler */
 /* last_error := this rendered error object. */
 void orch_record_error(struct orch *o, const char *object, size_t len);
-/* Lock held: queues every change so far for the store; returns the ticket
- * to wait for (0: nothing to wait for). */
+/* Lock held: queues every change so far for the store thread; returns the
+ * ticket (0: nothing to commit). */
 uint64_t orch_commit(struct orch *o);
+/* The same for a caller that orch_waits for it next, and writes it then in its
+ * own thread unless another writer took it along. */
+uint64_t orch_commit_waited(struct orch *o);
 /* Lock NOT held: until the commit of ticket is durable and its events are
  * visible to readers. -EIO when the store failed (the change stays in memory). */
 int orch_wait(struct orch *o, uint64_t ticket);

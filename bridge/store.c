@@ -26,8 +26,13 @@ enum stmt {
 struct commit;
 
 struct store {
-	sqlite3 *db;        /* the writer: the loader's, then the store thread's alone */
+	sqlite3 *db;        /* the writer's: the loader's, then one writer's at a time (writing) */
 	sqlite3 *rdb;       /* replays for event readers, from any thread */
+	sqlite3 *cdb;       /* the store thread's, for checkpoints */
+	/* atomic: the WAL's frames after the last commit, and what the last
+	 * checkpoint had copied; a checkpoint is due past either bound */
+	int wal_pages, checkpointed;
+	bool checkpoint_due;
 	pthread_mutex_t rlock;
 	int lockfd;
 	uint64_t gathered;  /* last seq queued (orch.lock) */
@@ -35,14 +40,17 @@ struct store {
 	struct events *ev;
 	sqlite3_stmt *stmts[ST_COUNT];
 
-	/* The queue from committers to the thread. */
+	/* The queue of commits. A committer that waits for its commit writes
+	 * the queue itself when nobody is writing (it leads the group), so an
+	 * acknowledged write costs no hand-off; the thread writes the commits
+	 * nobody waits for (the scheduler's). One writer at a time: writing. */
 	pthread_mutex_t qlock;
-	pthread_cond_t qcond;      /* a commit was queued, or stop */
-	pthread_cond_t qdone;      /* done or failed moved */
+	pthread_cond_t qcond;      /* the thread is wanted: a commit nobody leads, or stop */
+	pthread_cond_t qdone;      /* done or failed moved, or writing ended */
 	struct commit *qhead, *qtail;
 	uint64_t queued, done, failed;   /* tickets */
 	pthread_t thread;
-	bool running, stop;
+	bool running, stop, writing;
 	store_hook_fn hook;        /* under qlock */
 	void *hook_arg;
 };
@@ -109,6 +117,51 @@ static int migrate(sqlite3 *db, const char *path, struct orch_err *err)
 		}
 	}
 	return 0;
+}
+
+/* The WAL is copied into the database (checkpointed) by the store thread on
+ * its own connection, never by a committer: the copy ends in an fsync, which
+ * would stall whichever acknowledged write crossed the threshold (a p99 of
+ * milliseconds for writes of 50 us). A PASSIVE checkpoint each time the WAL
+ * grows by STORE_CHECKPOINT_PAGES lets writers go on; once writes pause, the
+ * next one starts the WAL afresh. Under writes that never pause it would grow
+ * without end: past STORE_WAL_MAX_PAGES (16 MiB) the checkpoint is RESTART,
+ * for which writers wait a moment. */
+#define STORE_CHECKPOINT_PAGES 1000
+#define STORE_WAL_MAX_PAGES 4096
+
+static int wal_grew(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	struct store *s = arg;
+	(void)db;
+	(void)name;
+	int done = __atomic_load_n(&s->checkpointed, __ATOMIC_ACQUIRE);
+	__atomic_store_n(&s->wal_pages, pages, __ATOMIC_RELEASE);
+	if (pages < done)   /* the WAL started afresh */
+		__atomic_store_n(&s->checkpointed, done = 0, __ATOMIC_RELEASE);
+	if (pages - done >= STORE_CHECKPOINT_PAGES)
+		__atomic_store_n(&s->checkpoint_due, true, __ATOMIC_RELEASE);
+	return SQLITE_OK;
+}
+
+static void checkpoint(struct store *s)
+{
+	bool full = __atomic_load_n(&s->wal_pages, __ATOMIC_ACQUIRE) >= STORE_WAL_MAX_PAGES;
+	int log = -1, copied = -1;
+	int rc = sqlite3_wal_checkpoint_v2(s->cdb, NULL, full ? SQLITE_CHECKPOINT_RESTART
+							     : SQLITE_CHECKPOINT_PASSIVE,
+					   &log, &copied);
+	/* a RESTART that readers kept from ending is tried again at the next
+	 * threshold, not at once: writers wait for each try */
+	if (rc == SQLITE_OK && full)
+		copied = 0;
+	if (copied >= 0)
+		__atomic_store_n(&s->checkpointed, copied, __ATOMIC_RELEASE);
+}
+
+static bool checkpoint_due(struct store *s)
+{
+	return __atomic_load_n(&s->checkpoint_due, __ATOMIC_ACQUIRE);
 }
 
 int store_open(const char *state_dir, bool durable, struct store **out, struct orch_err *err)
@@ -187,6 +240,15 @@ int store_open(const char *state_dir, bool durable, struct store **out, struct o
 		goto fail;
 	}
 	sqlite3_busy_timeout(s->rdb, 2000);
+	if (sqlite3_open_v2(path, &s->cdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+		    SQLITE_OK ||
+	    exec(s->cdb, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL") !=
+		    SQLITE_OK) {
+		rc = db_error(err, s->cdb, "opening the store for checkpoints", path);
+		goto fail;
+	}
+	sqlite3_busy_timeout(s->cdb, 100);   /* how long a RESTART may hold writers up */
+	sqlite3_wal_hook(s->db, wal_grew, s);   /* and no automatic checkpoint */
 	*out = s;
 	return 0;
 fail:
@@ -492,7 +554,7 @@ static int int_cmp(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-uint64_t store_queue(struct store *s, struct orch *o)
+uint64_t store_queue(struct store *s, struct orch *o, bool waited)
 {
 	struct events *ev = &o->events;
 	struct commit *c = xcalloc(1, sizeof *c);
@@ -573,7 +635,8 @@ uint64_t store_queue(struct store *s, struct orch *o)
 	uint64_t ticket = c->ticket = ++s->queued;   /* c is the thread's once queued */
 	*(s->qtail ? &s->qtail->next : &s->qhead) = c;
 	s->qtail = c;
-	pthread_cond_broadcast(&s->qcond);
+	if (!waited)
+		pthread_cond_broadcast(&s->qcond);
 	pthread_mutex_unlock(&s->qlock);
 	return ticket;
 }
@@ -649,72 +712,97 @@ static int write_commit(struct store *s, const struct commit *c, uint64_t *bytes
 /* The store thread: takes every queued commit at once and writes them in one
  * transaction (group commit), then lets their events be read and their
  * writers go on. A failed group stays queued and is tried again. */
+/* qlock held, the queue not empty, nobody writing: writes everything queued
+ * as one transaction (qlock dropped meanwhile) and says so to the waiters.
+ * false when the write failed: the group is back at the queue's head. */
+static bool write_group(struct store *s)
+{
+	struct commit *group = s->qhead;
+	s->qhead = s->qtail = NULL;
+	s->writing = true;
+	store_hook_fn hook = s->hook;
+	void *hook_arg = s->hook_arg;
+	pthread_mutex_unlock(&s->qlock);
+
+	uint64_t bytes = 0, last_seq = 0, ticket = 0;
+	int rc = exec(s->db, "BEGIN IMMEDIATE") == SQLITE_OK ? 0 : -1;
+	for (struct commit *c = group; c && !rc; c = c->next) {
+		rc = write_commit(s, c, &bytes);
+		last_seq = c->last_seq;
+		ticket = c->ticket;
+	}
+	if (!rc && exec(s->db, "COMMIT") != SQLITE_OK)
+		rc = -1;
+	if (rc) {
+		fprintf(stderr, "orchfs: store: %s\n", sqlite3_errmsg(s->db));
+		exec(s->db, "ROLLBACK");
+	} else {
+		tm_store_write(s->tm, bytes);
+		/* before anyone can see the events or get the acknowledgement */
+		for (struct commit *c = group; c && hook; c = c->next)
+			for (size_t i = 0; i < c->nlines; i++)
+				hook(hook_arg, &c->lines[i]);
+		events_commit(s->ev, last_seq);
+	}
+
+	pthread_mutex_lock(&s->qlock);
+	s->writing = false;
+	if (rc) {
+		struct commit *tail = group;
+		while (tail->next)
+			tail = tail->next;
+		s->failed = tail->ticket;
+		/* back at the head, before anything queued meanwhile */
+		tail->next = s->qhead;
+		if (!s->qhead)
+			s->qtail = tail;
+		s->qhead = group;
+		pthread_cond_broadcast(&s->qdone);
+		return false;
+	}
+	s->done = ticket;
+	pthread_cond_broadcast(&s->qdone);
+	/* what was queued meanwhile without a waiter is the thread's, and so is
+	 * a checkpoint */
+	if (s->qhead || checkpoint_due(s))
+		pthread_cond_broadcast(&s->qcond);
+	pthread_mutex_unlock(&s->qlock);
+	for (struct commit *c = group, *next; c; c = next) {
+		next = c->next;
+		commit_free(c);
+	}
+	pthread_mutex_lock(&s->qlock);
+	return true;
+}
+
 static void *store_main(void *arg)
 {
 	struct store *s = arg;
 	pthread_setname_np(pthread_self(), "orchfs-store");
 	pthread_mutex_lock(&s->qlock);
 	for (;;) {
-		while (!s->qhead && !s->stop)
+		while ((!s->qhead || s->writing) && !s->stop && !checkpoint_due(s))
 			pthread_cond_wait(&s->qcond, &s->qlock);
-		if (!s->qhead)
-			break;
-		struct commit *group = s->qhead;
-		s->qhead = s->qtail = NULL;
-		store_hook_fn hook = s->hook;
-		void *hook_arg = s->hook_arg;
-		pthread_mutex_unlock(&s->qlock);
-
-		uint64_t bytes = 0, last_seq = 0, ticket = 0;
-		int rc = exec(s->db, "BEGIN IMMEDIATE") == SQLITE_OK ? 0 : -1;
-		for (struct commit *c = group; c && !rc; c = c->next) {
-			rc = write_commit(s, c, &bytes);
-			last_seq = c->last_seq;
-			ticket = c->ticket;
-		}
-		if (!rc && exec(s->db, "COMMIT") != SQLITE_OK)
-			rc = -1;
-		if (rc) {
-			fprintf(stderr, "orchfs: store: %s\n", sqlite3_errmsg(s->db));
-			exec(s->db, "ROLLBACK");
-		} else {
-			tm_store_write(s->tm, bytes);
-			/* before anyone can see the events or get the acknowledgement */
-			for (struct commit *c = group; c && hook; c = c->next)
-				for (size_t i = 0; i < c->nlines; i++)
-					hook(hook_arg, &c->lines[i]);
-			events_commit(s->ev, last_seq);
-		}
-
-		pthread_mutex_lock(&s->qlock);
-		if (rc) {
-			struct commit *tail = group;
-			while (tail->next)
-				tail = tail->next;
-			s->failed = tail->ticket;
-			/* back at the head, before anything queued meanwhile */
-			tail->next = s->qhead;
-			if (!s->qhead)
-				s->qtail = tail;
-			s->qhead = group;
-			pthread_cond_broadcast(&s->qdone);
-			if (s->stop)
-				break;
-			/* not in a tight loop: the next commit, or a second, tries again */
-			struct timespec until;
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_sec += 1;
-			pthread_cond_timedwait(&s->qcond, &s->qlock, &until);
+		if (checkpoint_due(s) && !s->stop) {
+			__atomic_store_n(&s->checkpoint_due, false, __ATOMIC_RELEASE);
+			pthread_mutex_unlock(&s->qlock);
+			checkpoint(s);
+			pthread_mutex_lock(&s->qlock);
 			continue;
 		}
-		s->done = ticket;
-		pthread_cond_broadcast(&s->qdone);
-		pthread_mutex_unlock(&s->qlock);
-		for (struct commit *c = group, *next; c; c = next) {
-			next = c->next;
-			commit_free(c);
-		}
-		pthread_mutex_lock(&s->qlock);
+		while (s->writing)   /* stopping: what a leader writes ends first */
+			pthread_cond_wait(&s->qdone, &s->qlock);
+		if (!s->qhead)
+			break;
+		if (write_group(s))
+			continue;
+		if (s->stop)
+			break;
+		/* not in a tight loop: the next commit, or a second, tries again */
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		pthread_cond_timedwait(&s->qcond, &s->qlock, &until);
 	}
 	pthread_mutex_unlock(&s->qlock);
 	return NULL;
@@ -723,8 +811,13 @@ static void *store_main(void *arg)
 int store_wait(struct store *s, uint64_t ticket)
 {
 	pthread_mutex_lock(&s->qlock);
-	while (s->done < ticket && s->failed < ticket && s->running)
-		pthread_cond_wait(&s->qdone, &s->qlock);
+	while (s->done < ticket && s->failed < ticket && s->running) {
+		/* nobody writing and ours still queued: lead, writing all that is */
+		if (!s->writing && s->qhead && s->qhead->ticket <= ticket && !s->stop)
+			write_group(s);
+		else
+			pthread_cond_wait(&s->qdone, &s->qlock);
+	}
 	int rc = s->done >= ticket ? 0 : -EIO;
 	pthread_mutex_unlock(&s->qlock);
 	return rc;
@@ -768,7 +861,8 @@ void store_close(struct store *s)
 	for (size_t i = 0; i < sizeof s->stmts / sizeof s->stmts[0]; i++)
 		sqlite3_finalize(s->stmts[i]);
 	sqlite3_close(s->rdb);
-	sqlite3_close(s->db);
+	sqlite3_close(s->cdb);
+	sqlite3_close(s->db);   /* the last one: it checkpoints what is left */
 	pthread_mutex_destroy(&s->rlock);
 	pthread_mutex_destroy(&s->qlock);
 	pthread_cond_destroy(&s->qcond);

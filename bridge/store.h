@@ -25,21 +25,25 @@ void store_close(struct store *s);
 /* Loads everything into a freshly initialised orch (no threads running yet)
  * and takes over committing its events. */
 int store_load(struct store *s, struct orch *o, struct orch_err *err);
-/* Called by the store thread for each event it has written, before the event
+/* Called by the store's writer for each event it has written, before the event
  * is visible and before its writer is answered (with no lock held): fs/ops.c
  * drops the kernel's copies of what it changed, so nobody reads them stale. */
 typedef void (*store_hook_fn)(void *arg, const struct event_rec *rec);
 void store_set_hook(struct store *s, store_hook_fn fn, void *arg);
-/* Starts the store thread; from now on it alone writes. */
+/* Starts the store thread; from now on it and the committers that wait write. */
 int store_start(struct store *s, struct events *ev);
 /* orch.lock held: queues what the events since the last call changed (the
- * rows of the objects they name, and the events) for the store thread, and
- * returns its ticket. Costs what the change touched, never what is stored. */
-uint64_t store_queue(struct store *s, struct orch *o);
+ * rows of the objects they name, and the events), and returns its ticket.
+ * Costs what the change touched, never what is stored. waited: the caller
+ * will store_wait for it, and write it then if nobody else has (the thread
+ * is not woken); else the store thread writes it. */
+uint64_t store_queue(struct store *s, struct orch *o, bool waited);
 /* A worker's trace: the lines of its events, oldest first (any thread). */
 void store_trace(struct store *s, int worker, struct buf *out);
 /* Without orch.lock: until the commit of ticket is on disk (0), or has
- * failed (-EIO; the store thread tries it again with the next commit). */
+ * failed (-EIO; the store thread tries it again with the next commit). When
+ * nobody is writing and the commit is still queued, the caller writes the
+ * queue itself, in its own thread. */
 int store_wait(struct store *s, uint64_t ticket);
 
 #endif

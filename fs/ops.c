@@ -637,7 +637,7 @@ static int fs_apply_pending(struct fs *fs, struct fs_file *f, fuse_req_t req)
 	f->pending = (struct buf)BUF_INIT;
 	f->pending_open = false;
 	pthread_mutex_unlock(&f->lock);
-	char *cwd = caller_cwd(req);
+	char *cwd = node_flags(&f->node) & NODE_CWD ? caller_cwd(req) : NULL;
 	uint64_t before = events_seq(&fs->o->events);
 	int rc = node_write(fs->o, &f->node, f->path, command.data ? command.data : "", command.len,
 			    cwd, &result);

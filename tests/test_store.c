@@ -1,5 +1,6 @@
 /* test_store: schema migrations, a refused corrupt or locked store, a full
- * round trip of the model through a restart, and replays older than memory. */
+ * round trip of the model through a restart, replays older than memory, and
+ * commits from many threads at once. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -255,6 +257,66 @@ static void test_write_fails_then_retried(void **state)
 					    "'%pipeline.max_workers%\"to\":5%'"), 1);
 }
 
+struct writer {
+	struct orch *o;
+	int failures;
+};
+
+static void *write_many(void *arg)
+{
+	struct writer *w = arg;
+	for (int i = 0; i < 200; i++)
+		w->failures += write_node(w->o, "mma/pipeline/max_workers", i % 2 ? "3" : "4") != 0;
+	return NULL;
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* Writers that wait lead their own commits, the thread writes the rest, and
+ * the WAL is copied into the database file meanwhile, by the thread. */
+static void test_concurrent_commits(void **state)
+{
+	struct dir *d = *state;
+	struct orch_config cfg = config(d);
+	struct orch o;
+	struct orch_err err = {0};
+	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	off_t db_before = file_size(db_path(d));
+	struct writer w[8];
+	pthread_t t[8];
+	for (int i = 0; i < 8; i++) {
+		w[i] = (struct writer){&o, 0};
+		assert_int_equal(pthread_create(&t[i], NULL, write_many, &w[i]), 0);
+	}
+	/* the scheduler's way meanwhile: commits nobody waits for */
+	for (int i = 0; i < 200; i++) {
+		pthread_mutex_lock(&o.lock);
+		orch_event(&o, NULL, EVK_PIPELINE_STATUS, NULL);
+		orch_commit(&o);
+		pthread_mutex_unlock(&o.lock);
+	}
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(w[i].failures, 0);
+	}
+	/* the last commit nobody waited for is written too */
+	for (int i = 0; i < 200 && events_committed(&o.events) < events_seq(&o.events); i++)
+		usleep(10000);
+	assert_int_equal(events_committed(&o.events), events_seq(&o.events));
+	/* 1,800 commits of a few pages each: the thread has checkpointed */
+	for (int i = 0; i < 200 && file_size(db_path(d)) <= db_before; i++)
+		usleep(10000);
+	assert_true(file_size(db_path(d)) > db_before);
+	uint64_t seq = events_seq(&o.events);
+	orch_destroy(&o);
+	assert_int_equal(db_int(db_path(d), "SELECT COUNT(*) FROM events"), (int)seq);
+	assert_int_equal(db_int(db_path(d), "SELECT MAX(seq) FROM events"), (int)seq);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -262,6 +324,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_corrupt_and_locked, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_write_fails_then_retried, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_commits, dir_setup, dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

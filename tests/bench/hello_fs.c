@@ -1,11 +1,13 @@
 /*
  * hello_fs: the baseline FUSE file system for tests/bench/bench_read.sh.
  *
- * One read-only file, /status, containing "running\n" (mode 0444). It answers
- * lookup, getattr, readdir, open and read through the low-level API with
- * 1.0 s attr/entry timeouts, an open that keeps direct_io and keep_cache off,
- * and the multithreaded loop: "a FUSE fs that answers open and read", against
- * which orchfs's mma/pipeline/status is compared.
+ * One read-only file, /status, containing "running\n" (mode 0444), and one
+ * that takes writes, /ctl (0600, direct_io, each write accepted whole and
+ * dropped, flush answered). It answers lookup, getattr, readdir, open, read,
+ * write and flush through the low-level API with 1.0 s attr/entry timeouts,
+ * an open of status that keeps direct_io and keep_cache off, and the
+ * multithreaded loop: "a FUSE fs that answers open and read" (or write),
+ * against which orchfs's status files and control writes are compared.
  *
  *   cc -std=gnu11 -Wall -Wextra hello_fs.c -o hello_fs $(pkg-config --cflags --libs fuse3)
  *   mkdir -p /tmp/h && ./hello_fs -f /tmp/h & sleep 0.5; cat /tmp/h/status
@@ -25,9 +27,10 @@
 
 #define HELLO_TIMEOUT 1.0
 
-enum { INO_ROOT = FUSE_ROOT_ID, INO_STATUS = 2 };
+enum { INO_ROOT = FUSE_ROOT_ID, INO_STATUS = 2, INO_CTL = 3 };
 
 static const char status_name[] = "status";
+static const char ctl_name[] = "ctl";
 static const char status_text[] = "running\n";
 
 static int fill_stat(fuse_ino_t ino, struct stat *st)
@@ -46,6 +49,10 @@ static int fill_stat(fuse_ino_t ino, struct stat *st)
 		st->st_nlink = 1;
 		st->st_size = (off_t)(sizeof status_text - 1);
 		return 0;
+	case INO_CTL:
+		st->st_mode = S_IFREG | 0600;
+		st->st_nlink = 1;
+		return 0;
 	default:
 		return -ENOENT;
 	}
@@ -55,12 +62,14 @@ static void hello_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
 
-	if (parent != INO_ROOT || strcmp(name, status_name) != 0) {
+	fuse_ino_t ino = strcmp(name, status_name) == 0 ? INO_STATUS
+			 : strcmp(name, ctl_name) == 0 ? INO_CTL : 0;
+	if (parent != INO_ROOT || !ino) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
 	memset(&e, 0, sizeof e);
-	e.ino = INO_STATUS;
+	e.ino = ino;
 	e.attr_timeout = HELLO_TIMEOUT;
 	e.entry_timeout = HELLO_TIMEOUT;
 	fill_stat(e.ino, &e.attr);
@@ -87,7 +96,7 @@ static size_t add_entry(fuse_req_t req, char *buf, size_t len, size_t cap,
 
 	memset(&st, 0, sizeof st);
 	st.st_ino = ino;
-	st.st_mode = ino == INO_STATUS ? S_IFREG : S_IFDIR;
+	st.st_mode = ino == INO_ROOT ? S_IFDIR : S_IFREG;
 	need = fuse_add_direntry(req, NULL, 0, name, NULL, 0);
 	if (len + need > cap)
 		return len;
@@ -99,7 +108,7 @@ static void hello_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 			  struct fuse_file_info *fi)
 {
 	static const struct { const char *name; fuse_ino_t ino; } ents[] = {
-		{ ".", INO_ROOT }, { "..", INO_ROOT }, { status_name, INO_STATUS },
+		{ ".", INO_ROOT }, { "..", INO_ROOT }, { status_name, INO_STATUS }, { ctl_name, INO_CTL },
 	};
 	char buf[512];
 	size_t cap = size < sizeof buf ? size : sizeof buf;
@@ -123,6 +132,11 @@ static void hello_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	if (ino == INO_ROOT) {
 		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if (ino == INO_CTL) {
+		fi->direct_io = 1;
+		fuse_reply_open(req, fi);
 		return;
 	}
 	if (ino != INO_STATUS) {
@@ -157,12 +171,33 @@ static void hello_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	fuse_reply_buf(req, status_text + off, size);
 }
 
+static void hello_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	(void)buf;
+	(void)off;
+	(void)fi;
+	if (ino != INO_CTL)
+		fuse_reply_err(req, EACCES);
+	else
+		fuse_reply_write(req, size);
+}
+
+static void hello_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
 static const struct fuse_lowlevel_ops hello_ops = {
 	.lookup = hello_lookup,
 	.getattr = hello_getattr,
 	.readdir = hello_readdir,
 	.open = hello_open,
 	.read = hello_read,
+	.write = hello_write,
+	.flush = hello_flush,
 };
 
 int main(int argc, char *argv[])
