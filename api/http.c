@@ -3,9 +3,10 @@
  *   curl -H "Authorization: Bearer $T" -X POST --data-binary 'freeze' 127.0.0.1:8999/api/mma/pipeline/pause
  *   curl -N -H "Authorization: Bearer $T" '127.0.0.1:8999/api/events?since=10&channels=dag'
  * A response is built whole, then written in pieces, one lws_write() per
- * WRITEABLE callback; a worker's log is not built but read from its file a
- * piece at a time (as long as it was at the request), so a log of any size
- * costs one piece of memory. */
+ * WRITEABLE callback, the headers with the first piece (a small document is
+ * one write); a worker's log is not built but read from its file a piece at
+ * a time (as long as it was at the request), so a log of any size costs one
+ * piece of memory. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "telemetry.h"
 
 #define CHUNK 65536
+#define HEADER_ROOM 1024   /* the headers, in front of the body's first piece */
 
 enum method { M_OTHER, M_GET, M_POST };
 
@@ -191,25 +193,38 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 	return 0;
 }
 
-static int write_headers(struct lws *wsi, struct http_pss *p)
+/* An event stream's headers, alone: its body comes as events do. */
+static int write_sse_headers(struct lws *wsi)
 {
 	unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *q = start, *end = buf + sizeof buf;
-	lws_filepos_t len = p->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN
-				   : p->from_log ? p->log_len : p->resp.len;
-	if (lws_add_http_common_headers(wsi, (unsigned)p->status,
-					p->sse ? "text/event-stream" : p->ctype, len, &q, end))
+	if (lws_add_http_common_headers(wsi, 200, "text/event-stream", LWS_ILLEGAL_HTTP_CONTENT_LEN,
+					&q, end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+					 (const unsigned char *)"no-store", 8, &q, end) ||
+	    lws_finalize_write_http_header(wsi, start, &q, end))
 		return -1;
-	if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
-					 (const unsigned char *)"no-store", 8, &q, end))
-		return -1;
-	if (p->close_after &&
-	    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
-					 (const unsigned char *)"close", 5, &q, end))
-		return -1;
-	if (lws_finalize_write_http_header(wsi, start, &q, end))
-		return -1;
-	p->headers_sent = true;
 	return 0;
+}
+
+/* A response's headers, into q..end (lws does not send them: they go out
+ * with the body's first piece, in one write). */
+static int add_headers(struct lws *wsi, const struct http_pss *p, size_t total, unsigned char **q,
+		       unsigned char *end)
+{
+	char len[24];
+	int n = snprintf(len, sizeof len, "%zu", total);
+	return lws_add_http_header_status(wsi, (unsigned)p->status, q, end) ||
+	       lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+					    (const unsigned char *)p->ctype, (int)strlen(p->ctype), q,
+					    end) ||
+	       lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH,
+					    (const unsigned char *)len, n, q, end) ||
+	       lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+					    (const unsigned char *)"no-store", 8, q, end) ||
+	       (p->close_after &&
+		lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+					     (const unsigned char *)"close", 5, q, end)) ||
+	       lws_finalize_http_header(wsi, q, end);
 }
 
 /* One SSE write: pending events (and telemetry frames), or a heartbeat. */
@@ -276,35 +291,42 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 {
 	if (!p->responding)
 		return 0;
-	if (!p->headers_sent) {
-		if (write_headers(wsi, p))
+	if (p->sse && !p->headers_sent) {
+		if (write_sse_headers(wsi))
 			return -1;
-		if (p->sse) {
-			/* A stream lasts: lws would end it at the context's content
-			 * timeout (5 s), and it needs no header table any more. (Not
-			 * lws_http_mark_sse(), which complains on HTTP/1.) */
-			lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
-			lws_http_headers_detach(wsi);
-		}
+		p->headers_sent = true;
+		/* A stream lasts: lws would end it at the context's content
+		 * timeout (5 s), and it needs no header table any more. (Not
+		 * lws_http_mark_sse(), which complains on HTTP/1.) */
+		lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+		lws_http_headers_detach(wsi);
 		lws_callback_on_writable(wsi);
 		return 0;
 	}
 	if (p->sse)
 		return write_sse(wsi, a, p);
+	/* the next piece of the body, after the headers when they are not sent yet */
 	size_t total = p->from_log ? p->log_len : p->resp.len;
 	size_t left = total - p->sent, n = left < CHUNK ? left : CHUNK;
-	unsigned char *chunk = xmalloc(LWS_PRE + n + 1);
+	size_t room = p->headers_sent ? 0 : HEADER_ROOM;
+	unsigned char *chunk = xmalloc(LWS_PRE + room + n + 1), *start = chunk + LWS_PRE, *q = start;
+	if (room && add_headers(wsi, p, total, &q, start + room)) {
+		free(chunk);
+		return -1;
+	}
+	p->headers_sent = true;
 	if (n && p->from_log) {
-		ssize_t r = pread(p->logfd, chunk + LWS_PRE, n, (off_t)p->sent);
+		ssize_t r = pread(p->logfd, q, n, (off_t)p->sent);
 		if (r != (ssize_t)n) {   /* truncated under us: the length is promised */
 			free(chunk);
 			return -1;
 		}
 	} else if (n) {
-		memcpy(chunk + LWS_PRE, p->resp.data + p->sent, n);
+		memcpy(q, p->resp.data + p->sent, n);
 	}
 	bool last = p->sent + n == total;
-	int w = lws_write(wsi, chunk + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+	int w = lws_write(wsi, start, (size_t)(q - start) + n,
+			  last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
 	free(chunk);
 	if (w < 0)
 		return -1;

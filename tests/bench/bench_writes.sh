@@ -30,7 +30,6 @@ start() { # start NAME [ARGS]: mounts orchfs at $tmp/NAME/mnt
 	if [ -n "${ORCHFS_BENCH_STATE:-}" ]; then
 		cp -a "$ORCHFS_BENCH_STATE/." "$tmp/$1/state/" || return 1
 	fi
-	chmod 700 "$tmp/$1/state"
 	bench_orchfs "$tmp/$1/mnt" "$tmp/$1/state" "$tmp/$1/orchfs.log" --max-workers 1 "${@:2}"
 }
 

@@ -110,6 +110,7 @@ bench_wait_mount() {
 bench_orchfs() {
 	local mnt=$1 state=$2 log=$3
 	shift 3
+	chmod 700 "$state" || return 1   # as a user's own state dir is (else orchfs warns)
 	bench_start "$mnt" "$log" "$orchfs" -f --state-dir "$state" --http off --ws off "$@" "$mnt"
 	orch_pid=$bench_pid
 	bench_wait_mount "$mnt" "$orch_pid" "$log" "$mnt/mma/pipeline/status"
@@ -119,6 +120,7 @@ bench_orchfs() {
 # WebSocket API on those loopback ports, until STATE/token is written too.
 bench_orchfs_api() {
 	local mnt=$1 state=$2 log=$3
+	chmod 700 "$state" || return 1
 	bench_start "$mnt" "$log" "$orchfs" -f --state-dir "$state" \
 		--http "127.0.0.1:$4" --ws "127.0.0.1:$5" "$mnt"
 	orch_pid=$bench_pid
