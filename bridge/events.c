@@ -285,16 +285,7 @@ uint64_t events_committed(struct events *ev)
 
 uint64_t events_wait(struct events *ev, uint64_t after, int timeout_ms)
 {
-	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	if (timeout_ms >= 0) {
-		deadline.tv_sec += timeout_ms / 1000;
-		deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-		if (deadline.tv_nsec >= 1000000000) {
-			deadline.tv_sec++;
-			deadline.tv_nsec -= 1000000000;
-		}
-	}
+	struct timespec deadline = time_mono_deadline(timeout_ms >= 0 ? timeout_ms : 0);
 	pthread_mutex_lock(&ev->lock);
 	uint64_t start = ev->published;
 	/* A wake without a new event (events_wake_all) also ends the wait. */

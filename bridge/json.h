@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "buf.h"
 
@@ -52,5 +53,8 @@ void time_iso(int64_t ms, char *out, size_t size);
 int64_t time_now_ms(void);
 /* Monotonic clock in nanoseconds, for durations and deadlines. */
 int64_t time_mono_ns(void);
+/* The monotonic time timeout_ms from now, for pthread_cond_timedwait on a
+ * condition whose clock is CLOCK_MONOTONIC. */
+struct timespec time_mono_deadline(int timeout_ms);
 
 #endif

@@ -460,14 +460,7 @@ void notifier_wait(struct notifier *n, uint64_t seq, int timeout_ms)
 {
 	if (!n)
 		return;
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	struct timespec until = time_mono_deadline(timeout_ms);
 	pthread_mutex_lock(&n->lock);
 	while (n->announced < seq && !notifier_stopping(n) &&
 	       pthread_cond_timedwait(&n->announced_cond, &n->lock, &until) == 0)

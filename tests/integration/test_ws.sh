@@ -506,6 +506,26 @@ def burst(n, cmd):
     print(json.dumps({"spawned": spawned, "slowest_read_s": slowest, "dropped_at": dropped_at}), flush=True)
 
 
+async def caught_up(reader, got):
+    """Once the events settle, lets the reader filling got reach the last; returns its seq."""
+    final = await settle_light(10)
+    end = time.time() + 10
+    while (not got or got[-1]["seq"] < final) and time.time() < end and not reader.done():
+        await asyncio.sleep(0.05)
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    return final
+
+
+def close_of(frames):
+    """A raw client's frames: the text ones parsed, and its close frame's code and reason."""
+    texts = [json.loads(p) for op, p in frames if op == 1]
+    close = [p for op, p in frames if op == 8]
+    code = struct.unpack(">H", close[0][:2])[0] if close and len(close[0]) >= 2 else None
+    reason = close[0][2:].decode(errors="replace") if close else ""
+    return texts, code, reason
+
+
 async def stall(cmdlen, maxn):
     # the stalled client: a raw socket with a small receive buffer that
     # subscribes to everything and then does not read
@@ -525,12 +545,7 @@ async def stall(cmdlen, maxn):
     check("the burst ran (%s spawns, %.1f s)" % (b.get("spawned"), time.time() - t0), proc.returncode == 0 and b.get("spawned"), b)
     check("the mount kept answering during the burst (slowest read %.3f s)" % b.get("slowest_read_s", -1),
           0 <= b.get("slowest_read_s", 99) < 1.0, b)
-    final = await settle_light(10)
-    end = time.time() + 10
-    while (not got or got[-1]["seq"] < final) and time.time() < end and not reader.done():
-        await asyncio.sleep(0.05)
-    reader.cancel()
-    await asyncio.gather(reader, return_exceptions=True)
+    final = await caught_up(reader, got)
     got_seqs = seqs(got)
     check("the healthy client got every event of the burst, in order: %d..%d" % (n + 1, final),
           got_seqs == list(range(n + 1, final + 1)),
@@ -552,13 +567,10 @@ async def stall(cmdlen, maxn):
     # the stalled client reads at last: frames, then a close frame 1013
     frames, why = raw_frames(s, buf, 5)
     s.close()
-    texts = [json.loads(p) for op, p in frames if op == 1]
+    texts, code, reason = close_of(frames)
     ack = [t for t in texts if t.get("id") == "stall"]
     ev = [t["seq"] for t in texts if "seq" in t]
-    close = [p for op, p in frames if op == 8]
     check("the stalled client was subscribed", ack and ack[0].get("ok") is True, texts[:1])
-    code = struct.unpack(">H", close[0][:2])[0] if close and len(close[0]) >= 2 else None
-    reason = close[0][2:].decode(errors="replace") if close else ""
     check("the stalled client finds a close frame with code 1013", code == 1013, (why, code, reason, len(frames)))
     last = int(reason.rsplit(" ", 1)[-1]) if reason and reason.rsplit(" ", 1)[-1].isdigit() else None
     check("its reason names the last seq sent (%r)" % reason, last is not None and ev and last == ev[-1], (reason, ev[-3:]))
@@ -608,23 +620,15 @@ async def idle(window):
     out, _ = await asyncio.wait_for(proc.communicate(), 40)
     check("the idle client is closed, not before the %d s window and within 10 s of it (%s s)" % (window, dropped_at),
           dropped_at is not None and window <= dropped_at <= window + 10, out)
-    final = await settle_light(10)
-    end = time.time() + 10
-    while (not got or got[-1]["seq"] < final) and time.time() < end and not reader.done():
-        await asyncio.sleep(0.05)
-    reader.cancel()
-    await asyncio.gather(reader, return_exceptions=True)
+    final = await caught_up(reader, got)
     check("the healthy client got every event meanwhile, in order: %d..%d" % (n + 1, final),
           seqs(got) == list(range(n + 1, final + 1)), (len(got), seqs(got)[-2:]))
     check("the healthy client is still connected", healthy.open, healthy.close_code)
     await healthy.close()
     frames, why = raw_frames(s, buf, 5)
     s.close()
-    texts = [json.loads(p) for op, p in frames if op == 1]
+    texts, code, reason = close_of(frames)
     ev = [t["seq"] for t in texts if "seq" in t]
-    close = [p for op, p in frames if op == 8]
-    code = struct.unpack(">H", close[0][:2])[0] if close and len(close[0]) >= 2 else None
-    reason = close[0][2:].decode(errors="replace") if close else ""
     check("the idle client finds a close frame 1013 naming the last seq it was sent (%r)" % reason,
           code == 1013 and ev and reason.endswith(" %d" % ev[-1]), (why, code, reason, ev[-1:]))
     check("what it was sent is in order, no gap (%d events)" % len(ev), ev == list(range(ev[0], ev[0] + len(ev))) if ev else False)
