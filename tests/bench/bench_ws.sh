@@ -1,73 +1,70 @@
 #!/usr/bin/env bash
-# bench_ws.sh: WebSocket fan-out of orchfs's events: 100 clients on the
-# `metrics` channel while a producer writes 2000 usage reports through the
-# mount; prints deliveries/s and latency p50/p99 (medians of 3 rounds).
-# The measuring is ws_fanout.py's (next to this script, run by
-# /usr/bin/python3, which needs python3-websockets); this script starts
-# orchfs on free loopback ports with a fresh state dir and mount, spawns one
-# long-running worker to report usage for, and cleans everything up.
-# A benchmark only: it fails if a client misses an event or something breaks,
-# never because a number is slow.
-#
+# bench_ws.sh: WebSocket fan-out of orchfs's events, measured by wsfan (C
+# clients on raw sockets, so the clients are not what is measured): 100
+# clients on the `metrics` channel while a producer writes usage reports
+# through the mount at 1,000 a second; every event must reach every client
+# once, in order. Each round runs twice: as is, and with one more client
+# that subscribes and never reads, which must be closed (1013) within
+# --ws-queue-window while the others' p99 moves little, and the daemon's RSS
+# must come back to where it was (the event history, 16,384 events, is filled
+# first, so that it is not what grows). Prints medians of the rounds; fails only if
+# an event is missed, duplicated or out of order, or something breaks.
 #   meson test -C build --benchmark ws_fanout -v
-#   tests/bench/bench_ws.sh ORCHFS
-#
-# The machine this was written on has 2 cores: orchfs, the producer and the
-# Python clients share them, and the clients cost the most CPU per message,
-# so the figures are a lower bound of orchfs's fan-out, best compared
-# between builds on the same machine (ws_fanout.py prints the CPU seconds
-# of each side).
-#
-# Knobs (environment): WS_CLIENTS (default 100), WS_REPORTS (default 2000),
-# WS_ROUNDS (default 3), WS_PROCS (client processes, default 2), WS_RATE
-# (reports/s, default 0: flat out),
-# PYTHON (default /usr/bin/python3).
+#   tests/bench/bench_ws.sh ORCHFS WSFAN
+# Knobs: WS_CLIENTS (100), WS_RATE (1000 a second), WS_SECONDS (3, the
+# plain run), WS_ROUNDS (3), WS_WINDOW (the daemon's --ws-queue-window, 5;
+# the stalled run lasts the window and 5 s more).
 set -u -o pipefail
-
-[ $# -eq 1 ] || { echo "usage: $0 ORCHFS" >&2; exit 2; }
-orchfs=$1
+[ $# -eq 2 ] || { echo "usage: $0 ORCHFS WSFAN" >&2; exit 2; }
+orchfs=$1 wsfan=$2
 here=$(cd "$(dirname "$0")" && pwd) || exit 1
 # shellcheck source=tests/bench/lib.sh
 . "$here/lib.sh" || exit 2
-py=${PYTHON:-/usr/bin/python3}
+clients=${WS_CLIENTS:-100}
+rate=${WS_RATE:-1000}
+secs=${WS_SECONDS:-3}
+rounds=${WS_ROUNDS:-3}
+window=${WS_WINDOW:-5}
 mount_wait_s=10
 stop_wait_s=10
-
-[ -x "$orchfs" ] || { echo "not executable: $orchfs" >&2; exit 2; }
-[ -r "$here/ws_fanout.py" ] || { echo "missing $here/ws_fanout.py" >&2; exit 2; }
-for tool in "$py" mountpoint fusermount3 timeout; do
-	command -v "$tool" >/dev/null || { echo "bench_ws: missing: $tool" >&2; exit 2; }
-done
-"$py" -c 'import websockets' 2>/dev/null || {
-	echo "bench_ws: $py has no websockets module (Debian: apt-get install -y python3-websockets)" >&2
-	exit 2
-}
+[ -x "$orchfs" ] && [ -x "$wsfan" ] || { echo "not executable: $orchfs or $wsfan" >&2; exit 2; }
 
 bench_tmp orchfs-wsbench
 mnt=$tmp/mnt
 state=$tmp/state
 mkdir -p "$mnt" "$state" || exit 1
-
-read -r p_http p_ws < <(bench_free_ports "$py" 2) || exit 1
-bench_orchfs_api "$mnt" "$state" "$tmp/orchfs.log" "$p_http" "$p_ws" || exit 1
+read -r p_http p_ws < <(bench_free_ports python3 2) || exit 1
+bench_orchfs_api "$mnt" "$state" "$tmp/orchfs.log" "$p_http" "$p_ws" --ws-queue-window "$window" || exit 1
 
 # one worker that runs for the whole benchmark (unmounting ends it)
-exec 3<>"$mnt/mma/workers/spawn" || exit 1
-echo 'sleep 3600' >&3 || { echo "spawn failed: $(cat "$mnt/last_error")" >&2; exit 1; }
-read -r spawned <&3
-exec 3>&-
-id=${spawned#\{\"id\":}
-id=${id%%,*}
-case $id in ''|*[!0-9]*) echo "unexpected spawn result: $spawned" >&2; exit 1;; esac
-echo "orchfs pid $orch_pid, ws 127.0.0.1:$p_ws; reports go to worker $id"
+echo 'sleep 3600' >"$mnt/mma/workers/spawn" || exit 1
+id=$(find "$mnt/mma/workers" -mindepth 1 -maxdepth 1 -name '[0-9]*' -printf '%f\n' | sort -n | tail -1)
+usage=$mnt/mma/workers/$id/usage
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$orch_pid/status"; }
+dropped() { jq '.websocket.clients_dropped' "$mnt/system/telemetry.json"; }
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
-timeout 500 "$py" "$here/ws_fanout.py" --port "$p_ws" --token-file "$state/token" \
-	--usage "$mnt/mma/workers/$id/usage" --server-pid "$orch_pid" \
-	--clients "${WS_CLIENTS:-100}" --reports "${WS_REPORTS:-2000}" \
-	--rounds "${WS_ROUNDS:-3}" --procs "${WS_PROCS:-2}" --rate "${WS_RATE:-0}"
-rc=$?
-[ "$rc" = 124 ] && echo "bench_ws: ws_fanout.py ran out of time (500s)" >&2
-if [ -s "$tmp/orchfs.log" ]; then
-	echo "note: orchfs log (last lines):"; tail -5 "$tmp/orchfs.log"
-fi
-exit "$rc"
+echo "orchfs pid $orch_pid; $clients clients at $rate events/s; stalled window ${window}s"
+# the event history in memory full first, so that RSS compares like with like
+"$wsfan" "$p_ws" "$state/token" "$usage" 0 17000 5000 warmup >/dev/null || exit 1
+declare -A v=()
+for ((r = 1; r <= rounds; r++)); do
+	out=$("$wsfan" "$p_ws" "$state/token" "$usage" "$clients" $((rate * secs)) "$rate" "plain$r") || {
+		echo "round $r: $out" >&2; exit 1; }
+	echo "round $r plain:   $out"
+	v[plain.p50]+="$(field p50_ms "$out") " v[plain.p99]+="$(field p99_ms "$out") "
+	rss0=$(rss_kb) d0=$(dropped)
+	out=$("$wsfan" "$p_ws" "$state/token" "$usage" "$clients" $((rate * (window + 5))) "$rate" "stall$r" 1) || {
+		echo "round $r: $out" >&2; exit 1; }
+	d1=$(dropped)
+	sleep 2   # what the closed client held is let go
+	rss1=$(rss_kb)
+	echo "round $r stalled: $out dropped=$((d1 - d0)) rss_kb before=$rss0 after=$rss1"
+	v[stall.p50]+="$(field p50_ms "$out") " v[stall.p99]+="$(field p99_ms "$out") "
+	v[dropped]+="$((d1 - d0)) " v[rss]+="$(awk -v a="$rss1" -v b="$rss0" 'BEGIN { printf "%.3f", a / b }') "
+done
+echo "--- medians of $rounds rounds"
+p99=$(bench_median %.2f "${v[plain.p99]}") s99=$(bench_median %.2f "${v[stall.p99]}")
+echo "plain:   p50_ms=$(bench_median %.2f "${v[plain.p50]}") p99_ms=$p99"
+echo "stalled: p50_ms=$(bench_median %.2f "${v[stall.p50]}") p99_ms=$s99 (x$(bench_ratio "$s99" "$p99") of plain)" \
+	"stalled clients dropped=$(bench_median %.0f "${v[dropped]}") rss after/before=$(bench_median %.3f "${v[rss]}")"

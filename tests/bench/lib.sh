@@ -116,13 +116,13 @@ bench_orchfs() {
 	bench_wait_mount "$mnt" "$orch_pid" "$log" "$mnt/mma/pipeline/status"
 }
 
-# bench_orchfs_api MNT STATE LOG HTTP_PORT WS_PORT: the same with the HTTP and
-# WebSocket API on those loopback ports, until STATE/token is written too.
+# bench_orchfs_api MNT STATE LOG HTTP_PORT WS_PORT [ARGS...]: the same with the
+# HTTP and WebSocket API on those loopback ports, until STATE/token is written too.
 bench_orchfs_api() {
 	local mnt=$1 state=$2 log=$3
 	chmod 700 "$state" || return 1
 	bench_start "$mnt" "$log" "$orchfs" -f --state-dir "$state" \
-		--http "127.0.0.1:$4" --ws "127.0.0.1:$5" "$mnt"
+		--http "127.0.0.1:$4" --ws "127.0.0.1:$5" "${@:6}" "$mnt"
 	orch_pid=$bench_pid
 	bench_wait_mount "$mnt" "$orch_pid" "$log" "$mnt/mma/pipeline/status" "$state/token"
 }
