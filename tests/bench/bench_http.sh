@@ -19,9 +19,10 @@
 # GET /api/mma/workers into files under an nginx root (one worker process,
 # access_log off, default_type application/json, sendfile on, keep-alive
 # unlimited like orchfs's), checks once that both servers return identical
-# bodies, then runs `wrk -t1 -c10 -d${BENCH_SECS}s` on both paths of both
-# servers, alternating, BENCH_ROUNDS rounds each, and prints the median
-# requests/s per target and the ratios orchfs/nginx.
+# bodies, then runs `wrk -t1 -cC -d${BENCH_SECS}s --latency` (C = 10, then
+# 100) on both paths of both servers, alternating, BENCH_ROUNDS rounds each,
+# and prints the median requests/s and p99 latency per target and the
+# ratios orchfs/nginx.
 #
 # The machine this was written on has 2 cores: wrk (one thread) and the
 # server under test share them, so the figures are those of a loaded box,
@@ -30,7 +31,7 @@
 # header sizes are printed.
 #
 # Knobs (environment): BENCH_ROUNDS (default 3), BENCH_SECS (wrk -d, default 5),
-# BENCH_CONNS (wrk -c, default 10), BENCH_WORKERS (default 20).
+# BENCH_CONNS (wrk -c, each in turn, default "10 100"), BENCH_WORKERS (default 20).
 set -u -o pipefail
 # shellcheck source=tests/bench/lib.sh
 . "$(dirname "$0")/lib.sh" || exit 2
@@ -40,13 +41,13 @@ usage() { echo "usage: $0 ORCHFS" >&2; exit 2; }
 orchfs=$1
 rounds=${BENCH_ROUNDS:-3}
 secs=${BENCH_SECS:-5}
-conns=${BENCH_CONNS:-10}
+read -r -a conns_list <<<"${BENCH_CONNS:-10 100}"
 nworkers=${BENCH_WORKERS:-20}
 mount_wait_s=10     # orchfs, until it mounts
 start_wait_s=10     # nginx, until it answers
 stop_wait_s=10      # orchfs, after unmount, before SIGKILL
 
-for v in "$rounds" "$secs" "$conns" "$nworkers"; do
+for v in "$rounds" "$secs" "${conns_list[@]}" "$nworkers"; do
 	case $v in ''|*[!0-9]*|0) echo "BENCH_ROUNDS, BENCH_SECS, BENCH_CONNS and BENCH_WORKERS must be numbers >= 1" >&2; exit 2;; esac
 done
 [ -x "$orchfs" ] || { echo "not executable: $orchfs" >&2; exit 2; }
@@ -166,36 +167,48 @@ for p in "${paths[@]}"; do
 		"$(wc -c <"$tmp/orch.body")" "$(wc -c <"$tmp/orch.hdr")" "$(wc -c <"$tmp/ngx.hdr")"
 done
 echo "orchfs $orch_url (pid $orch_pid), nginx $ngx_url (pid $ngx_pid); $nworkers exited workers, pipeline paused"
-echo "wrk -t1 -c$conns -d${secs}s, $rounds rounds, alternating; $(nproc) CPUs shared by wrk and the server"
+echo "wrk -t1 -c{${conns_list[*]}} -d${secs}s --latency, $rounds rounds, alternating; $(nproc) CPUs shared by wrk and the server"
 
 # --- wrk
-declare -A rps=()
+declare -A rps=() p99=()
 odd=0
+# p99 of wrk's latency distribution, in microseconds
+us() { awk '{ v = $1; u = 1; if (v ~ /us$/) u = 1; else if (v ~ /ms$/) u = 1000; else if (v ~ /s$/) u = 1000000;
+	sub(/[a-z]+$/, "", v); printf "%.0f", v * u }' <<<"$1"; }
 for ((r = 1; r <= rounds; r++)); do
-	for p in "${paths[@]}"; do
-		for srv in orchfs nginx; do
-			if [ "$srv" = orchfs ]; then
-				out=$(timeout $((secs + 30)) wrk -t1 -c"$conns" -d"${secs}s" -H "$auth" "$orch_url/api/$p" 2>&1)
-			else
-				out=$(timeout $((secs + 30)) wrk -t1 -c"$conns" -d"${secs}s" "$ngx_url/api/$p" 2>&1)
-			fi
-			rc=$?
-			v=$(printf '%s\n' "$out" | awk '/^Requests\/sec:/ { print $2 }')
-			case $v in ''|*[!0-9.]*) echo "wrk failed (rc=$rc) on $srv /api/$p:" >&2; printf '%s\n' "$out" >&2; exit 1;; esac
-			rps[$srv:$p]+="$v "
-			extra=$(printf '%s\n' "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' \n' ' ')
-			[ -n "$extra" ] && odd=1
-			printf 'round %d %-6s /api/%-20s %10s req/s  avg latency %s %s\n' "$r" "$srv" "$p" "$v" \
-				"$(printf '%s\n' "$out" | awk '/Latency/ { print $2; exit }')" "$extra"
+	for conns in "${conns_list[@]}"; do
+		for p in "${paths[@]}"; do
+			for srv in orchfs nginx; do
+				if [ "$srv" = orchfs ]; then
+					out=$(timeout $((secs + 30)) wrk -t1 -c"$conns" -d"${secs}s" --latency -H "$auth" "$orch_url/api/$p" 2>&1)
+				else
+					out=$(timeout $((secs + 30)) wrk -t1 -c"$conns" -d"${secs}s" --latency "$ngx_url/api/$p" 2>&1)
+				fi
+				rc=$?
+				v=$(printf '%s\n' "$out" | awk '/^Requests\/sec:/ { print $2 }')
+				case $v in ''|*[!0-9.]*) echo "wrk failed (rc=$rc) on $srv /api/$p:" >&2; printf '%s\n' "$out" >&2; exit 1;; esac
+				l=$(us "$(printf '%s\n' "$out" | awk '$1 == "99%" { print $2 }')")
+				rps[$srv:$p:$conns]+="$v "
+				p99[$srv:$p:$conns]+="$l "
+				extra=$(printf '%s\n' "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' \n' ' ')
+				[ -n "$extra" ] && odd=1
+				printf 'round %d -c%-3s %-6s /api/%-20s %10s req/s  p99 %sus %s\n' "$r" "$conns" "$srv" "$p" "$v" "$l" "$extra"
+			done
 		done
 	done
 done
 
-echo "--- median requests/s of $rounds rounds (wrk -t1 -c$conns -d${secs}s)"
-for p in "${paths[@]}"; do
-	o=$(bench_median %.0f "${rps[orchfs:$p]}")
-	n=$(bench_median %.0f "${rps[nginx:$p]}")
-	printf '/api/%-20s orchfs=%s nginx=%s ratio orchfs/nginx=%s\n' "$p" "$o" "$n" "$(bench_ratio "$o" "$n")"
+echo "--- medians of $rounds rounds (wrk -t1 -d${secs}s)"
+printf '%-26s %5s %9s %9s %7s %10s %10s %7s\n' path conns orchfs nginx ratio p99_us p99_ngx ratio
+for conns in "${conns_list[@]}"; do
+	for p in "${paths[@]}"; do
+		o=$(bench_median %.0f "${rps[orchfs:$p:$conns]}")
+		n=$(bench_median %.0f "${rps[nginx:$p:$conns]}")
+		ol=$(bench_median %.0f "${p99[orchfs:$p:$conns]}")
+		nl=$(bench_median %.0f "${p99[nginx:$p:$conns]}")
+		printf '%-26s %5s %9s %9s %7s %10s %10s %7s\n' "/api/$p" "$conns" "$o" "$n" "$(bench_ratio "$o" "$n")" \
+			"$ol" "$nl" "$(bench_ratio "$ol" "$nl")"
+	done
 done
 [ "$odd" = 1 ] && echo "note: wrk saw non-2xx responses or socket errors (see the rounds above)"
 if [ -s "$ngx/error.log" ]; then
