@@ -20,7 +20,7 @@
 /* Statements prepared once: the writer runs them for every commit. */
 enum stmt {
 	ST_PUT_TASK, ST_DEL_TASK, ST_PUT_TRACK, ST_PUT_WORKER, ST_PUT_META, ST_PUT_EVENT,
-	ST_DEL_CONTEXT, ST_PUT_CONTEXT, ST_COUNT
+	ST_DEL_CONTEXT, ST_PUT_CONTEXT, ST_BEGIN, ST_COMMIT, ST_COUNT
 };
 
 struct commit;
@@ -36,6 +36,9 @@ struct store {
 	pthread_mutex_t rlock;
 	int lockfd;
 	uint64_t gathered;  /* last seq queued (orch.lock) */
+	/* the pipeline's state as last queued (orch.lock): a commit writes it
+	 * only when it changed */
+	int queued_pipeline, queued_max_workers;   /* -1: none stored yet */
 	struct telemetry *tm;
 	struct events *ev;
 	sqlite3_stmt *stmts[ST_COUNT];
@@ -624,12 +627,17 @@ uint64_t store_queue(struct store *s, struct orch *o, bool waited)
 		commit_row(c, ROW_CONTEXT_DOC, "context", 0, 0, buf_steal(&doc));
 		ctx_export_contents(o->ctx, gather_blob, c);
 	}
-	char num[32];
-	snprintf(num, sizeof num, "%llu", (unsigned long long)last);
-	commit_meta(c, "seq", num);
-	commit_meta(c, "pipeline", pipeline_status_name(o->pipeline));
-	snprintf(num, sizeof num, "%d", o->max_workers);
-	commit_meta(c, "max_workers", num);
+	/* the seq is the events' own (load_meta): no row of its own each time */
+	if ((int)o->pipeline != s->queued_pipeline) {
+		commit_meta(c, "pipeline", pipeline_status_name(o->pipeline));
+		s->queued_pipeline = (int)o->pipeline;
+	}
+	if (o->max_workers != s->queued_max_workers) {
+		char num[32];
+		snprintf(num, sizeof num, "%d", o->max_workers);
+		commit_meta(c, "max_workers", num);
+		s->queued_max_workers = o->max_workers;
+	}
 
 	pthread_mutex_lock(&s->qlock);
 	uint64_t ticket = c->ticket = ++s->queued;   /* c is the thread's once queued */
@@ -651,6 +659,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 			  "VALUES (?4, ?2, ?5, ?3)"),
 	[ST_DEL_CONTEXT] = "DELETE FROM context",
 	[ST_PUT_CONTEXT] = "INSERT INTO context (name, ord, content) VALUES (?1, ?2, ?6)",
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
 };
 
 /* Runs statement st with the values it names (?1 text key, ?2 ord, ?3 text,
@@ -679,7 +689,9 @@ static int run(struct store *s, enum stmt st, const char *key, int64_t ord, cons
 		}
 	}
 	*bytes += len;
-	return sqlite3_step(q) == SQLITE_DONE ? 0 : -1;
+	int rc = sqlite3_step(q) == SQLITE_DONE ? 0 : -1;
+	sqlite3_reset(q);   /* done with: nothing of it stays open */
+	return rc;
 }
 
 static int write_commit(struct store *s, const struct commit *c, uint64_t *bytes)
@@ -709,12 +721,10 @@ static int write_commit(struct store *s, const struct commit *c, uint64_t *bytes
 	return rc;
 }
 
-/* The store thread: takes every queued commit at once and writes them in one
- * transaction (group commit), then lets their events be read and their
- * writers go on. A failed group stays queued and is tried again. */
-/* qlock held, the queue not empty, nobody writing: writes everything queued
- * as one transaction (qlock dropped meanwhile) and says so to the waiters.
- * false when the write failed: the group is back at the queue's head. */
+/* qlock held, the queue not empty, nobody writing: writes every queued
+ * commit in one transaction (group commit; qlock dropped meanwhile), then
+ * lets their events be read and their writers go on. false when the write
+ * failed: the group is back at the queue's head, to be tried again. */
 static bool write_group(struct store *s)
 {
 	struct commit *group = s->qhead;
@@ -725,14 +735,14 @@ static bool write_group(struct store *s)
 	pthread_mutex_unlock(&s->qlock);
 
 	uint64_t bytes = 0, last_seq = 0, ticket = 0;
-	int rc = exec(s->db, "BEGIN IMMEDIATE") == SQLITE_OK ? 0 : -1;
+	int rc = run(s, ST_BEGIN, NULL, 0, NULL, 0, 0, 0, &bytes);
 	for (struct commit *c = group; c && !rc; c = c->next) {
 		rc = write_commit(s, c, &bytes);
 		last_seq = c->last_seq;
 		ticket = c->ticket;
 	}
-	if (!rc && exec(s->db, "COMMIT") != SQLITE_OK)
-		rc = -1;
+	if (!rc)
+		rc = run(s, ST_COMMIT, NULL, 0, NULL, 0, 0, 0, &bytes);
 	if (rc) {
 		fprintf(stderr, "orchfs: store: %s\n", sqlite3_errmsg(s->db));
 		exec(s->db, "ROLLBACK");
@@ -935,19 +945,30 @@ static int load_meta(struct store *s, struct orch *o, uint64_t *seq, cJSON **ctx
 	sqlite3_stmt *st;
 	if (sqlite3_prepare_v2(s->db, "SELECT key, value FROM meta", -1, &st, NULL) != SQLITE_OK)
 		return -1;
+	s->queued_pipeline = s->queued_max_workers = -1;
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		const char *key = (const char *)sqlite3_column_text(st, 0);
 		const char *value = (const char *)sqlite3_column_text(st, 1);
-		if (!strcmp(key, "seq"))
+		if (!strcmp(key, "seq")) {
 			*seq = strtoull(value, NULL, 10);
-		else if (!strcmp(key, "pipeline"))
+		} else if (!strcmp(key, "pipeline")) {
 			o->pipeline = !strcmp(value, "frozen") ? PIPE_FROZEN
 				      : !strcmp(value, "paused") ? PIPE_PAUSED : PIPE_RUNNING;
-		else if (!strcmp(key, "max_workers") && !o->cfg.max_workers_given)
-			o->max_workers = atoi(value) > 0 ? atoi(value) : o->max_workers;
-		else if (!strcmp(key, "context") && !*ctx_doc)
+			s->queued_pipeline = (int)o->pipeline;
+		} else if (!strcmp(key, "max_workers")) {
+			s->queued_max_workers = atoi(value);
+			if (!o->cfg.max_workers_given && atoi(value) > 0)
+				o->max_workers = atoi(value);
+		} else if (!strcmp(key, "context") && !*ctx_doc) {
 			*ctx_doc = cJSON_Parse(value);   /* imported with the contents, below */
+		}
 	}
+	sqlite3_finalize(st);
+	/* the last event's seq ("seq" above: stores written before it was) */
+	if (sqlite3_prepare_v2(s->db, "SELECT MAX(seq) FROM events", -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_step(st) == SQLITE_ROW && (uint64_t)sqlite3_column_int64(st, 0) > *seq)
+		*seq = (uint64_t)sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
 	return 0;
 }
