@@ -7,6 +7,7 @@
 #
 #   meson test -C build --benchmark http_vs_nginx -v
 #   tests/bench/bench_http.sh ORCHFS
+#   ORCHFS_BENCH_STATE=DIR ...   # orchfs on a copy of DIR as its state (tests/bench/lib.sh)
 #
 # Needs wrk, nginx (Debian: nginx-light; nginx's own service is not used, an
 # nginx with a config in the temp directory is started here), curl, jq,

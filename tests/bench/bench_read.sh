@@ -61,9 +61,6 @@ bench_wait_mount "$hello_mnt" "$bench_pid" "$tmp/hello.log" "$hello_mnt/status" 
 names=(tmpfs hello)
 paths=("$plain" "$hello_mnt/status")
 if [ "$only_hello" != 1 ]; then
-	if [ -n "${ORCHFS_BENCH_STATE:-}" ]; then
-		cp -a "$ORCHFS_BENCH_STATE/." "$state_dir/" || exit 1
-	fi
 	bench_orchfs "$orch_mnt" "$state_dir" "$tmp/orchfs.log" || exit 1
 	# a finished worker: the newest one of the state, or one started here
 	wid=$(find "$orch_mnt/mma/workers" -mindepth 1 -maxdepth 1 -name '[0-9]*' -printf '%f\n' | sort -n | tail -1)

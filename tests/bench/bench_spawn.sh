@@ -25,9 +25,6 @@ track_wait_s=300    # per plan, until its track ends
 bench_tmp orchfs-sbench
 
 mkdir -p "$tmp/mnt" "$tmp/state" || exit 1
-if [ -n "${ORCHFS_BENCH_STATE:-}" ]; then
-	cp -a "$ORCHFS_BENCH_STATE/." "$tmp/state/" || exit 1
-fi
 bench_orchfs "$tmp/mnt" "$tmp/state" "$tmp/orchfs.log" --max-workers 8 || exit 1
 M=$tmp/mnt
 

@@ -27,9 +27,6 @@ bench_tmp orchfs-wbench
 
 start() { # start NAME [ARGS]: mounts orchfs at $tmp/NAME/mnt
 	mkdir -p "$tmp/$1/mnt" "$tmp/$1/state" || return 1
-	if [ -n "${ORCHFS_BENCH_STATE:-}" ]; then
-		cp -a "$ORCHFS_BENCH_STATE/." "$tmp/$1/state/" || return 1
-	fi
 	bench_orchfs "$tmp/$1/mnt" "$tmp/$1/state" "$tmp/$1/orchfs.log" --max-workers 1 "${@:2}"
 }
 

@@ -11,6 +11,7 @@
 # an event is missed, duplicated or out of order, or something breaks.
 #   meson test -C build --benchmark ws_fanout -v
 #   tests/bench/bench_ws.sh ORCHFS WSFAN
+#   ORCHFS_BENCH_STATE=DIR ...   # orchfs on a copy of DIR as its state (tests/bench/lib.sh)
 # Knobs: WS_CLIENTS (100), WS_RATE (1000 a second), WS_SECONDS (3, the
 # plain run), WS_ROUNDS (3), WS_WINDOW (the daemon's --ws-queue-window, 5;
 # the stalled run lasts the window and 5 s more).

@@ -104,13 +104,23 @@ bench_wait_mount() {
 	return 1
 }
 
+# bench_state STATE: a daemon's state dir, 0700 as a user's own is (else
+# orchfs warns); with ORCHFS_BENCH_STATE=DIR, a copy of DIR (the scale
+# benchmark's 10,000 workers, say), so a figure can be had on a long history.
+bench_state() {
+	if [ -n "${ORCHFS_BENCH_STATE:-}" ]; then
+		cp -a "$ORCHFS_BENCH_STATE/." "$1/" || return 1
+	fi
+	chmod 700 "$1"
+}
+
 # bench_orchfs MNT STATE LOG [ARGS...]: $orchfs in the foreground (as
 # bench_start) on MNT with the state dir STATE, --http off --ws off and ARGS,
 # until its mma/pipeline/status is readable; its pid in orch_pid.
 bench_orchfs() {
 	local mnt=$1 state=$2 log=$3
 	shift 3
-	chmod 700 "$state" || return 1   # as a user's own state dir is (else orchfs warns)
+	bench_state "$state" || return 1
 	bench_start "$mnt" "$log" "$orchfs" -f --state-dir "$state" --http off --ws off "$@" "$mnt"
 	orch_pid=$bench_pid
 	bench_wait_mount "$mnt" "$orch_pid" "$log" "$mnt/mma/pipeline/status"
@@ -120,7 +130,7 @@ bench_orchfs() {
 # HTTP and WebSocket API on those loopback ports, until STATE/token is written too.
 bench_orchfs_api() {
 	local mnt=$1 state=$2 log=$3
-	chmod 700 "$state" || return 1
+	bench_state "$state" || return 1
 	bench_start "$mnt" "$log" "$orchfs" -f --state-dir "$state" \
 		--http "127.0.0.1:$4" --ws "127.0.0.1:$5" "${@:6}" "$mnt"
 	orch_pid=$bench_pid
