@@ -209,6 +209,10 @@ for conns in "${conns_list[@]}"; do
 		nl=$(bench_median %.0f "${p99[nginx:$p:$conns]}")
 		printf '%-26s %5s %9s %9s %7s %10s %10s %7s\n' "/api/$p" "$conns" "$o" "$n" "$(bench_ratio "$o" "$n")" \
 			"$ol" "$nl" "$(bench_ratio "$ol" "$nl")"
+		bench_row "GET /api/$p req/s, -c$conns" "$o" nginx "$n" "$(bench_ratio "$o" "$n")" \
+			"$(bench_spread %.0f "${rps[orchfs:$p:$conns]}")"
+		bench_row "GET /api/$p p99 us, -c$conns" "$ol" nginx "$nl" "$(bench_ratio "$ol" "$nl")" \
+			"$(bench_spread %.0f "${p99[orchfs:$p:$conns]}")"
 	done
 done
 [ "$odd" = 1 ] && echo "note: wrk saw non-2xx responses or socket errors (see the rounds above)"

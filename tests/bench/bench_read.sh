@@ -112,6 +112,10 @@ for mode in read stat; do
 	for n in "${names[@]}"; do
 		m=$(bench_median %.2f "${meds[$mode.$n]}")
 		printf '%-4s %-8s %10s %8s\n' "$mode" "$n" "$m" "$(bench_ratio "$m" "$h")"
+		case $n in pipeline|worker)
+			bench_row "$mode $n status (us)" "$m" hello_fs "$h" "$(bench_ratio "$m" "$h")" \
+				"$(bench_spread %.2f "${meds[$mode.$n]}")" ;;
+		esac
 	done
 done
 exit 0

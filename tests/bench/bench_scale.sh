@@ -43,7 +43,8 @@
 # size a usage report costs the current code most of a second), SCALE_INOTIFY
 # (default 60), SCALE_STATS (default 10000), SCALE_WS_CLIENTS (default 100),
 # SCALE_LOAD_TASKS (default 1000), SCALE_BUILD_MAX_S (building SCALE, default
-# 1500), PYTHON (default /usr/bin/python3).
+# 1500), PYTHON (default /usr/bin/python3), SCALE_KEEP_STATE (a directory to
+# copy the built history to, for bench_hot.sh).
 set -u -o pipefail
 
 [ $# -eq 2 ] || { echo "usage: $0 ORCHFS SCALE_PROBE" >&2; exit 2; }
@@ -289,6 +290,14 @@ fi
 [ "$(look scale mma/pipeline/status)" = running ] || die "scale is not running again"
 build_s=$(since "$t_build")
 echo "scale built in ${build_s}s: $nworkers finished workers, $ntasks tasks ($((ngated * (track - 1))) blocked, $ngated held)"
+# SCALE_KEEP_STATE=DIR: a copy of that history for the other benchmarks'
+# ORCHFS_BENCH_STATE (bench_hot.sh), taken with the daemon stopped
+if [ -n "${SCALE_KEEP_STATE:-}" ]; then
+	bench_stop "${mnt[scale]}" "${pid[scale]}"
+	mkdir -p "$SCALE_KEEP_STATE" && cp -a "${state[scale]}/." "$SCALE_KEEP_STATE/" || die "cannot copy the state to $SCALE_KEEP_STATE"
+	restart_daemon scale
+	echo "scale's state copied to $SCALE_KEEP_STATE"
+fi
 
 # --- the figures
 declare -A vals=()

@@ -66,4 +66,6 @@ for cap in "${caps[@]}"; do
 	l=$(bench_median %.0f "${rates[loop.$cap]}")
 	o=$(bench_median %.0f "${rates[orchfs.$cap]}")
 	printf '%-12s %12s %12s %8s\n' "$cap" "$l" "$o" "$(bench_ratio "$o" "$l")"
+	bench_row "true tasks/s, max_workers $cap" "$o" spawnloop "$l" "$(bench_ratio "$o" "$l")" \
+		"$(bench_spread %.0f "${rates[orchfs.$cap]}")"
 done

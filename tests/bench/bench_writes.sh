@@ -58,4 +58,8 @@ for w in "${writer_counts[@]}"; do
 	d=$(bench_median %.0f "${rates[durable.$w]}")
 	printf '%-8s %10s %10s %10s %14s %16s\n' "$w" "$h" "$p" "$d" "$(bench_ratio "$p" "$h")" \
 		"$(bench_ratio "$d" "$p")"
+	bench_row "control writes/s, $w writers" "$p" hello_fs "$h" "$(bench_ratio "$p" "$h")" \
+		"$(bench_spread %.0f "${rates[plain.$w]}")"
+	bench_row "--durable writes/s, $w writers" "$d" default "$p" "$(bench_ratio "$d" "$p")" \
+		"$(bench_spread %.0f "${rates[durable.$w]}")"
 done

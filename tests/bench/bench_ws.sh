@@ -67,5 +67,11 @@ done
 echo "--- medians of $rounds rounds"
 p99=$(bench_median %.2f "${v[plain.p99]}") s99=$(bench_median %.2f "${v[stall.p99]}")
 echo "plain:   p50_ms=$(bench_median %.2f "${v[plain.p50]}") p99_ms=$p99"
+bench_row "WS $clients clients at $rate/s, p99 ms" "$p99" target 10 "$(bench_ratio "$p99" 10)" \
+	"$(bench_spread %.2f "${v[plain.p99]}")"
+bench_row "WS p99 ms beside a stalled client" "$s99" plain "$p99" "$(bench_ratio "$s99" "$p99")" \
+	"$(bench_spread %.2f "${v[stall.p99]}")"
+bench_row "RSS after the stalled client / before" "$(bench_median %.3f "${v[rss]}")" - 1 \
+	"$(bench_median %.3f "${v[rss]}")" "$(bench_spread %.3f "${v[rss]}")"
 echo "stalled: p50_ms=$(bench_median %.2f "${v[stall.p50]}") p99_ms=$s99 (x$(bench_ratio "$s99" "$p99") of plain)" \
 	"stalled clients dropped=$(bench_median %.0f "${v[dropped]}") rss after/before=$(bench_median %.3f "${v[rss]}")"

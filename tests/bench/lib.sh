@@ -155,5 +155,17 @@ bench_median() {
 		      else printf fmt, (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# bench_spread FMT "X Y ...": the smallest and the largest, "min-max".
+bench_spread() {
+	# shellcheck disable=SC2086 # the list is split into its numbers
+	printf '%s\n' $2 | sort -g | awk -v fmt="$1" 'NR == 1 { lo = $1 } { hi = $1 }
+		END { printf fmt "-" fmt, lo, hi }'
+}
+
+# bench_row NAME ORCHFS ANCHOR_NAME ANCHOR RATIO SPREAD: one line of the table
+# bench_hot.sh gathers from every benchmark ("row|..."): a figure, its anchor,
+# their ratio and the spread of orchfs's figure over the rounds.
+bench_row() { printf 'row|%s|%s|%s|%s|%s|%s\n' "$@"; }
+
 # bench_ratio A B: A/B with two decimals, inf when B is 0.
 bench_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "inf" }'; }
