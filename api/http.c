@@ -2,15 +2,17 @@
  *   curl -H "Authorization: Bearer $T" 127.0.0.1:8999/api/mma/pipeline/status
  *   curl -H "Authorization: Bearer $T" -X POST --data-binary 'freeze' 127.0.0.1:8999/api/mma/pipeline/pause
  *   curl -N -H "Authorization: Bearer $T" '127.0.0.1:8999/api/events?since=10&channels=dag'
- * A response is built whole, then written in pieces, one lws_write() per
- * WRITEABLE callback, the headers with the first piece (a small document is
- * one write); a worker's log is not built but read from its file a piece at
- * a time (as long as it was at the request), so a log of any size costs one
- * piece of memory. */
+ * A document is sent from the render cache's own copy (shared, no copy per
+ * request), a worker's log from its file (as long as it was at the request),
+ * anything else (a listing, an error object) as rendered; in pieces of 64 KiB,
+ * as many per WRITEABLE callback as the socket takes, the headers with the
+ * first (a small document is one write). So a response of any size costs
+ * one piece of memory. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,12 +34,12 @@ struct http_pss {
 	/* the response */
 	int status;
 	const char *ctype;
-	struct buf resp;
+	struct buf resp;           /* a rendered answer (a listing, an error object) */
+	struct req_body doc;       /* or a document, shared, or a log's file */
 	size_t sent;
-	bool from_log;             /* the body is a log's file, read as it is sent */
-	int logfd;
-	size_t log_len;            /* its length at the request */
 	bool headers_sent, responding, close_after;
+	unsigned char *piece;      /* where each write is made: kept for the connection */
+	bool started;              /* a request came: the fields above are its (lws zeroes them first) */
 	/* an event stream */
 	bool sse;
 	uint64_t cursor;
@@ -46,11 +48,14 @@ struct http_pss {
 	int64_t last_write_ns;
 };
 
-static void close_log(struct http_pss *p)
+/* What the last request kept: its body, its answer. */
+static void request_done(struct http_pss *p)
 {
-	if (p->from_log)
-		close(p->logfd);
-	p->from_log = false;
+	if (!p->started)
+		return;
+	buf_free(&p->body);
+	buf_free(&p->resp);
+	req_body_done(&p->doc);
 }
 
 static void respond(struct lws *wsi, struct http_pss *p, int status, const char *ctype)
@@ -106,10 +111,12 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 {
 	char why[300];
 	/* a kept-alive connection reuses its session for the next request */
-	buf_free(&p->body);
-	buf_free(&p->resp);
-	close_log(p);
+	request_done(p);
+	unsigned char *piece = p->piece;
 	memset(p, 0, sizeof *p);
+	p->piece = piece;
+	p->doc.fd = -1;
+	p->started = true;
 	if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0)
 		p->method = M_GET;
 	else if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0)
@@ -135,13 +142,7 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 			return 0;
 		}
 		bool is_json;
-		struct req_log log;
-		int rc = req_read(a->o, p->path, &p->resp, &is_json, &log);
-		if (log.fd >= 0) {
-			p->from_log = true;
-			p->logfd = log.fd;
-			p->log_len = log.len;
-		}
+		int rc = req_read(a->o, p->path, &p->resp, &is_json, &p->doc);
 		if (rc)
 			respond(wsi, p, req_status_of(&p->resp), "application/json");
 		else
@@ -287,6 +288,22 @@ static int write_sse(struct lws *wsi, struct api *a, struct http_pss *p)
 	return 0;
 }
 
+/* What the socket takes now of the rest of a document or a log, written by
+ * the kernel from where it is; -1 with errno (EAGAIN: it takes nothing now). */
+static ssize_t send_rest(struct lws *wsi, struct http_pss *p, size_t total)
+{
+	int fd = lws_get_socket_fd(wsi);
+	size_t left = total - p->sent;
+	if (p->doc.fd >= 0) {
+		off_t off = (off_t)p->sent;
+		ssize_t w = sendfile(fd, p->doc.fd, &off, left);
+		if (w == 0)
+			errno = EIO;   /* truncated under us: the length is promised */
+		return w > 0 ? w : -1;
+	}
+	return send(fd, p->doc.doc->data + p->sent, left, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 {
 	if (!p->responding)
@@ -305,38 +322,51 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 	}
 	if (p->sse)
 		return write_sse(wsi, a, p);
-	/* the next piece of the body, after the headers when they are not sent yet */
-	size_t total = p->from_log ? p->log_len : p->resp.len;
-	size_t left = total - p->sent, n = left < CHUNK ? left : CHUNK;
-	size_t room = p->headers_sent ? 0 : HEADER_ROOM;
-	unsigned char *chunk = xmalloc(LWS_PRE + room + n + 1), *start = chunk + LWS_PRE, *q = start;
-	if (room && add_headers(wsi, p, total, &q, start + room)) {
-		free(chunk);
-		return -1;
-	}
-	p->headers_sent = true;
-	if (n && p->from_log) {
-		ssize_t r = pread(p->logfd, q, n, (off_t)p->sent);
-		if (r != (ssize_t)n) {   /* truncated under us: the length is promised */
-			free(chunk);
-			return -1;
+	/* the body in pieces, the headers in front of the first; as many pieces
+	 * as the socket takes now, each copied where lws wants it (LWS_PRE
+	 * before): from the log's file, the shared document or the answer */
+	bool from_file = p->doc.fd >= 0, from_doc = p->doc.doc != NULL;
+	size_t total = from_file || from_doc ? p->doc.len : p->resp.len;
+	if (!p->piece)
+		p->piece = xmalloc(LWS_PRE + HEADER_ROOM + CHUNK);
+	bool last = p->sent == total && p->headers_sent;
+	while (!last && !lws_send_pipe_choked(wsi)) {
+		if (p->headers_sent && (from_file || from_doc) && !lws_is_ssl(wsi)) {
+			/* past the first piece, on a plain socket with nothing of
+			 * lws's pending: the kernel takes the rest straight from the
+			 * file (sendfile) or the shared document, no copy of ours */
+			ssize_t w = send_rest(wsi, p, total);
+			if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				break;   /* the socket is full: the next WRITEABLE goes on */
+			if (w < 0)
+				return -1;
+			p->sent += (size_t)w;
+			last = p->sent == total;
+			continue;
 		}
-	} else if (n) {
-		memcpy(q, p->resp.data + p->sent, n);
+		size_t left = total - p->sent, n = left < CHUNK ? left : CHUNK;
+		unsigned char *start = p->piece + LWS_PRE, *q = start;
+		if (!p->headers_sent && add_headers(wsi, p, total, &q, start + HEADER_ROOM))
+			return -1;
+		p->headers_sent = true;
+		if (n && from_file) {
+			if (pread(p->doc.fd, q, n, (off_t)p->sent) != (ssize_t)n)
+				return -1;   /* truncated under us: the length is promised */
+		} else if (n) {
+			memcpy(q, (from_doc ? p->doc.doc->data : p->resp.data) + p->sent, n);
+		}
+		last = p->sent + n == total;
+		if (lws_write(wsi, start, (size_t)(q - start) + n,
+			      last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) < 0)
+			return -1;
+		p->sent += n;
 	}
-	bool last = p->sent + n == total;
-	int w = lws_write(wsi, start, (size_t)(q - start) + n,
-			  last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
-	free(chunk);
-	if (w < 0)
-		return -1;
-	p->sent += n;
 	if (!last) {
 		lws_callback_on_writable(wsi);
 		return 0;
 	}
 	p->responding = false;
-	close_log(p);
+	request_done(p);
 	if (p->close_after)
 		return -1;
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
@@ -382,9 +412,9 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 		if (p) {
-			buf_free(&p->body);
-			buf_free(&p->resp);
-			close_log(p);
+			request_done(p);
+			free(p->piece);
+			p->piece = NULL;
 		}
 		return 0;
 	default:

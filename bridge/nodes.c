@@ -855,17 +855,42 @@ struct render_cache {
 
 struct cached_render {
 	uint64_t version;
-	struct buf body;
+	struct node_body *body;
 };
 
 /* Renders of objects that are gone are never asked for again; past this many
  * entries the cache starts over rather than track which. */
 #define RENDER_CACHE_MAX 8192
 
+/* A render straight into a body: the buffer keeps room for its header. */
+static int body_render(struct orch *o, const struct node *n, int refs, struct node_body **out)
+{
+	const size_t head = offsetof(struct node_body, data);
+	struct buf b = BUF_INIT;
+	buf_reserve(&b, head + 256);
+	b.len = head;
+	int err = node_render(o, n, &b);
+	if (err) {
+		buf_free(&b);
+		return err;
+	}
+	size_t len = b.len - head;
+	*out = (struct node_body *)(void *)buf_steal(&b);
+	(*out)->refs = refs;
+	(*out)->len = len;
+	return 0;
+}
+
+void node_body_put(struct node_body *b)
+{
+	if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		free(b);
+}
+
 static void cached_free(void *v)
 {
 	struct cached_render *c = v;
-	buf_free(&c->body);
+	node_body_put(c->body);
 	free(c);
 }
 
@@ -906,10 +931,11 @@ static uint64_t node_version(struct orch *o, const struct node *n)
 	return v;
 }
 
-int node_render_cached(struct orch *o, const struct node *n, struct buf *out)
+int node_render_shared(struct orch *o, const struct node *n, struct node_body **out)
 {
+	int err;
 	if ((n->def->flags & NODE_VOLATILE) || !o->rcache)
-		return node_render(o, n, out);
+		return body_render(o, n, 1, out);
 	char key[ID_MAX + 32];
 	snprintf(key, sizeof key, "%p/%s", (const void *)n->def, n->arg);
 	struct render_cache *rc = o->rcache;
@@ -917,14 +943,14 @@ int node_render_cached(struct orch *o, const struct node *n, struct buf *out)
 	pthread_mutex_lock(&rc->lock);
 	struct cached_render *c = hashmap_get(rc->map, key);
 	if (c && c->version == version) {
-		buf_append(out, c->body.data, c->body.len);
+		__atomic_add_fetch(&c->body->refs, 1, __ATOMIC_ACQ_REL);
+		*out = c->body;
 		pthread_mutex_unlock(&rc->lock);
 		return 0;
 	}
 	pthread_mutex_unlock(&rc->lock);
-	size_t start = out->len;
-	int err = node_render(o, n, out);
-	if (err)
+	struct node_body *body;
+	if ((err = body_render(o, n, 2, &body)))   /* the cache's reference and the caller's */
 		return err;
 	/* Labelled with the version read before rendering: if a change raced the
 	 * render, the label is older than the content and the next read renders. */
@@ -936,11 +962,23 @@ int node_render_cached(struct orch *o, const struct node *n, struct buf *out)
 		c = xcalloc(1, sizeof *c);
 		hashmap_put(rc->map, key, c);
 	}
-	buf_reset(&c->body);
-	buf_append(&c->body, out->data + start, out->len - start);
+	node_body_put(c->body);   /* readers of the old one keep it until they are done */
+	c->body = body;
 	c->version = version;
 	pthread_mutex_unlock(&rc->lock);
+	*out = body;
 	return 0;
+}
+
+int node_render_cached(struct orch *o, const struct node *n, struct buf *out)
+{
+	struct node_body *b;
+	int err = node_render_shared(o, n, &b);
+	if (!err) {
+		buf_append(out, b->data, b->len);
+		node_body_put(b);
+	}
+	return err;
 }
 
 int node_write(struct orch *o, const struct node *n, const char *path, const char *data,

@@ -70,6 +70,17 @@ int node_render(struct orch *o, const struct node *n, struct buf *out);
  * volatile documents are always rendered. Both transports read through it,
  * so a burst of reads costs one render. */
 int node_render_cached(struct orch *o, const struct node *n, struct buf *out);
+/* A render as the cache holds it, shared by its readers: never changed once
+ * made, freed by the last one to let it go. */
+struct node_body {
+	int refs;            /* atomic */
+	size_t len;
+	char data[];         /* NUL-terminated */
+};
+/* node_render_cached without the copy: a reference to the render (a
+ * volatile document's is its own); node_body_put lets it go. */
+int node_render_shared(struct orch *o, const struct node *n, struct node_body **out);
+void node_body_put(struct node_body *b);
 void node_cache_init(struct orch *o);
 void node_cache_free(struct orch *o);
 /* Applies one write. On success result holds the result line; on failure it

@@ -82,7 +82,7 @@ int req_stream_open(struct events *ev, const char *channels, const char *since,
 }
 
 /* Opens a log for the transports to send from in pieces: it is never read whole. */
-static int open_log(struct orch *o, const struct node *n, struct req_log *log)
+static int open_log(struct orch *o, const struct node *n, struct req_body *log)
 {
 	char *file;
 	struct stat st;
@@ -101,14 +101,22 @@ static int open_log(struct orch *o, const struct node *n, struct req_log *log)
 	return -EIO;
 }
 
-int req_read(struct orch *o, const char *path, struct buf *out, bool *is_json, struct req_log *log)
+void req_body_done(struct req_body *body)
+{
+	if (body->fd >= 0)
+		close(body->fd);
+	node_body_put(body->doc);
+	*body = (struct req_body){.fd = -1};
+}
+
+int req_read(struct orch *o, const char *path, struct buf *out, bool *is_json, struct req_body *body)
 {
 	struct node n;
 	char resolved[600];
 	struct orch_err err = {0};
 	int rc = node_resolve_api(o, path, &n, resolved, sizeof resolved);
 	*is_json = true;
-	log->fd = -1;
+	*body = (struct req_body){.fd = -1};
 	if (rc) {
 		err_set(&err, ENOENT, "no such file: %s", path);
 	} else if (node_type(&n) == NODE_DIR) {
@@ -119,9 +127,10 @@ int req_read(struct orch *o, const char *path, struct buf *out, bool *is_json, s
 		*is_json = false;
 	} else if (node_flags(&n) & NODE_LOG) {
 		*is_json = false;
-		rc = open_log(o, &n, log);
+		rc = open_log(o, &n, body);
 	} else if (node_flags(&n) & NODE_DOC) {
-		rc = node_render_cached(o, &n, out);
+		rc = node_render_shared(o, &n, &body->doc);
+		body->len = rc ? 0 : body->doc->len;
 		*is_json = (node_flags(&n) & NODE_JSON) != 0;
 	} else {
 		/* a control file: its content is the result of a write, per descriptor */
@@ -270,7 +279,7 @@ static cJSON *op_subscribe(struct orch *o, struct req_ws *c, const cJSON *msg, c
  * bytes from N (0 by default) as "result", the log's "size" now, and "next",
  * the offset to ask for, while there is more. */
 static cJSON *read_log_piece(const cJSON *msg, const cJSON *id, const char *path,
-			     const struct req_log *log)
+			     const struct req_body *log)
 {
 	const cJSON *o = cJSON_GetObjectItemCaseSensitive(msg, "offset");
 	int64_t offset = 0;
@@ -313,28 +322,28 @@ static cJSON *op_read_write(struct orch *o, const cJSON *msg, const cJSON *id, b
 	if (!cJSON_IsString(path))
 		return reply_error(id, EINVAL, "", "\"path\" is required (a string)");
 	struct buf out = BUF_INIT;
+	struct req_body body = {.fd = -1};
 	int rc;
 	bool is_json = true;
 	if (write) {
-		const cJSON *body = cJSON_GetObjectItemCaseSensitive(msg, "body");
+		const cJSON *b = cJSON_GetObjectItemCaseSensitive(msg, "body");
 		char *text = NULL;
-		if (cJSON_IsString(body))
-			text = xstrdup(body->valuestring);
-		else if (body) {   /* a JSON body may come as JSON itself */
-			struct buf b = BUF_INIT;
-			json_write(&b, body);
-			text = buf_steal(&b);
+		if (cJSON_IsString(b))
+			text = xstrdup(b->valuestring);
+		else if (b) {   /* a JSON body may come as JSON itself */
+			struct buf j = BUF_INIT;
+			json_write(&j, b);
+			text = buf_steal(&j);
 		}
 		if (!text)
 			return reply_error(id, EINVAL, path->valuestring, "\"body\" is required");
 		rc = req_write(o, path->valuestring, text, strlen(text), &out);
 		free(text);
 	} else {
-		struct req_log log;
-		rc = req_read(o, path->valuestring, &out, &is_json, &log);
-		if (log.fd >= 0) {
-			cJSON *d = read_log_piece(msg, id, path->valuestring, &log);
-			close(log.fd);
+		rc = req_read(o, path->valuestring, &out, &is_json, &body);
+		if (body.fd >= 0) {
+			cJSON *d = read_log_piece(msg, id, path->valuestring, &body);
+			req_body_done(&body);
 			buf_free(&out);
 			return d;
 		}
@@ -343,10 +352,14 @@ static cJSON *op_read_write(struct orch *o, const cJSON *msg, const cJSON *id, b
 	if (rc) {
 		d = reply_rendered_error(id, &out);
 	} else {
+		/* a document is read where the render cache holds it */
+		const char *text = body.doc ? body.doc->data : out.data ? out.data : "";
+		size_t len = body.doc ? body.doc->len : out.len;
 		d = reply_doc(id, true);
-		cJSON *result = is_json ? cJSON_ParseWithLength(out.data, out.len) : NULL;
-		cJSON_AddItemToObject(d, "result", result ? result : cJSON_CreateString(out.data ? out.data : ""));
+		cJSON *result = is_json ? cJSON_ParseWithLength(text, len) : NULL;
+		cJSON_AddItemToObject(d, "result", result ? result : cJSON_CreateString(text));
 	}
+	req_body_done(&body);
 	buf_free(&out);
 	return d;
 }

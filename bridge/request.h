@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "nodes.h"
 #include "orch.h"
 
 /* Who this listener is and what it asks of a client. */
@@ -43,17 +44,21 @@ int req_stream_open(struct events *ev, const char *channels, const char *since,
 		    const char *last_event_id, unsigned *mask, uint64_t *cursor, char *why,
 		    size_t whysize);
 
-/* A worker's log, as req_read hands it over: its file, open (fd -1: the path
- * is not a log), and its length then. The caller sends it and closes fd. */
-struct req_log {
+/* What req_read hands over instead of a rendering: a worker's log, open (fd,
+ * -1 when the path is not a log) with its length then, or a document as the
+ * render cache holds it (doc, shared: no copy per request). The caller sends
+ * it and lets go (req_body_done). */
+struct req_body {
 	int fd;
 	size_t len;
+	struct node_body *doc;
 };
 
-/* What GET /api/P answers: the rendered node (is_json says whether it is
- * JSON), or -errno with the error object (its "status" the HTTP one) in out.
- * A log is not rendered: log gets its file instead (out stays empty). */
-int req_read(struct orch *o, const char *path, struct buf *out, bool *is_json, struct req_log *log);
+/* What GET /api/P answers: a document or a log in body, anything else (a
+ * listing, a link, the error object with its HTTP "status", -errno) rendered
+ * into out. is_json says whether what is answered is JSON. */
+int req_read(struct orch *o, const char *path, struct buf *out, bool *is_json, struct req_body *body);
+void req_body_done(struct req_body *body);
 /* What POST /api/P does: the body written to control file P; the result or
  * the error object in out. */
 int req_write(struct orch *o, const char *path, const char *body, size_t len, struct buf *out);

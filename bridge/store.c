@@ -459,7 +459,7 @@ static bool copy_id(char *dst, const cJSON *d, const char *key)
 	return true;
 }
 
-/* --- commits: gathered under orch.lock, written by the store thread --- */
+/* --- commits: gathered under orch.lock, written by one writer at a time --- */
 
 enum row_table { ROW_TASK, ROW_TRACK, ROW_WORKER, ROW_META, ROW_CONTEXT_DOC };
 

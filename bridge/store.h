@@ -2,9 +2,10 @@
  *   sqlite3 ~/.local/state/orchfs/orchfs.db 'select seq, line from events order by seq desc limit 3'
  * Every change is an event, so a commit persists exactly the objects the new
  * events name (tasks, tracks, workers, context, pipeline) together with the
- * events themselves. Commits are gathered under orch.lock and written by the
- * store thread, several in one transaction when they queue up (group commit);
- * only after COMMIT are their events visible to readers. A control write
+ * events themselves. Commits are gathered under orch.lock and written by
+ * one writer at a time, the committer that waits for its commit or else the
+ * store thread, several in one transaction when they queue up (group
+ * commit); only after COMMIT are their events visible to readers. A control write
  * returns after its commit is written, so it survives kill -9 (WAL with
  * synchronous=NORMAL); --durable adds an fsync per transaction
  * (synchronous=FULL) so it also survives power loss. The model lock is never

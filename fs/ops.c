@@ -4,7 +4,7 @@
  * reused, so the table only grows with the namespace). The kernel keeps
  * entries and attributes for long (fs_timeout); a committed change drops the
  * ones it touched before it is acknowledged (fs_drop_cached). A word (a
- * status, a number) read through the kernel's page cache, which that drop
+ * status, a number) is read through the kernel's page cache, which that drop
  * empties, so reading an unchanged one never reaches the daemon. Other
  * documents are rendered once per open and read from that snapshot, direct_io,
  * so sizes never gate reads and `cat` always sees the whole document. */
@@ -158,9 +158,10 @@ struct fs *fs_create(struct orch *o)
 /* The kernel keeps entries and attributes long (fs_timeout); each change
  * drops what it touched. inval_entry for an entry that went (a removed task is
  * gone at once), inval_inode (attributes, and the pages of a word: other
- * documents are direct_io) for a file whose bytes changed. Only inodes the kernel was ever given can be
- * cached, so a path never interned costs nothing. Runs on the store thread,
- * which holds no lock a FUSE handler could wait for. */
+ * documents are direct_io) for a file whose bytes changed. Only inodes the
+ * kernel was ever given can be cached, so a path never interned costs
+ * nothing. Runs on the store's writer (its thread, or the FUSE handler whose
+ * write leads the commit), which holds no lock a FUSE handler could wait for. */
 static void fs_drop_cached(void *arg, enum node_touch how, const char *path, bool dir)
 {
 	struct fs *fs = arg;

@@ -109,16 +109,24 @@ static void http_request(struct orch *o, const char *in, size_t size, bool post)
 			check_json(out.data, out.len);
 	} else {
 		bool is_json;
-		struct req_log log;
-		int rc = req_read(o, path, &out, &is_json, &log);
-		if (log.fd >= 0)
-			close(log.fd);
-		if (rc || is_json)
+		struct req_body body;
+		int rc = req_read(o, path, &out, &is_json, &body);
+		if (rc) {
 			check_json(out.data, out.len);
-		if (rc)
-			CHECK(req_status_of(&out) >= 400);
-		else if (!is_json && log.fd < 0)
-			CHECK(utf8_check(out.data, out.len) == out.len);
+			CHECK(req_status_of(&out) >= 400 && body.fd < 0 && !body.doc);
+		} else if (body.doc) {
+			CHECK(body.len == body.doc->len && !out.len);
+			if (is_json)
+				check_json(body.doc->data, body.doc->len);
+			else
+				CHECK(utf8_check(body.doc->data, body.doc->len) == body.doc->len);
+		} else if (body.fd < 0) {
+			if (is_json)
+				check_json(out.data, out.len);
+			else
+				CHECK(utf8_check(out.data, out.len) == out.len);
+		}
+		req_body_done(&body);
 	}
 
 	unsigned mask;
