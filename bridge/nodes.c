@@ -586,9 +586,7 @@ static int a_remove(struct orch *o, const struct node *n, const char *in, size_t
 #define VOL(p, w, r, deps) {p, NODE_FILE, NODE_DOC | NODE_VOLATILE | NODE_JSON, w, r, NULL, deps, 0, 0}
 #define CTL(p, w, a) {p, NODE_FILE, NODE_CTL, w, NULL, a, 0, 0, 0}
 #define CWD_CTL(p, w, a) {p, NODE_FILE, NODE_CTL | NODE_CWD, w, NULL, a, 0, 0, 0}
-#define WORD(p, w, r, deps) {p, NODE_FILE, NODE_DOC | NODE_WORD, w, r, NULL, deps, 0, 0}
 #define VAL(p, w, r, a, deps) {p, NODE_FILE, NODE_DOC | NODE_CTL, w, r, a, deps, 0, 0}
-#define WORD_VAL(p, w, r, a, deps) {p, NODE_FILE, NODE_DOC | NODE_WORD | NODE_CTL, w, r, a, deps, 0, 0}
 /* an entry whose object comes and goes with these kinds */
 #define ENTRY(p, type, flags, w, r, deps, born, dies) {p, type, flags, w, r, NULL, deps, born, dies}
 
@@ -601,8 +599,8 @@ static const struct node_def node_table[] = {
 	DOC("README", W_NONE, r_readme, 0),
 	DIR_("mma", W_NONE),
 	DIR_("mma/pipeline", W_NONE),
-	WORD("mma/pipeline/status", W_NONE, r_pipeline_status, K(PIPELINE_STATUS)),
-	WORD_VAL("mma/pipeline/max_workers", W_NONE, r_max_workers, a_max_workers,
+	DOC("mma/pipeline/status", W_NONE, r_pipeline_status, K(PIPELINE_STATUS)),
+	VAL("mma/pipeline/max_workers", W_NONE, r_max_workers, a_max_workers,
 	    K(PIPELINE_MAX_WORKERS)),
 	CTL("mma/pipeline/pause", W_NONE, a_pause),
 	CTL("mma/pipeline/resume", W_NONE, a_resume),
@@ -611,7 +609,7 @@ static const struct node_def node_table[] = {
 	CWD_CTL("mma/workers/spawn", W_NONE, a_spawn),
 	CTL("mma/workers/kill", W_NONE, a_kill),
 	ENTRY("mma/workers/*", NODE_DIR, 0, W_WORKER, NULL, 0, K(WORKER_SPAWNED), 0),
-	WORD("mma/workers/*/status", W_WORKER, r_worker_status, K(WORKER_EXITED) | K(WORKER_LOST)),
+	DOC("mma/workers/*/status", W_WORKER, r_worker_status, K(WORKER_EXITED) | K(WORKER_LOST)),
 	JSON("mma/workers/*/info.json", W_WORKER, r_worker_info, K_WORKER | K(USAGE_REPORTED)),
 	{"mma/workers/*/log", NODE_FILE, NODE_LOG, W_WORKER, NULL, NULL, 0, 0, 0},
 	/* its events, so every event about it */
@@ -624,13 +622,13 @@ static const struct node_def node_table[] = {
 	DIR_("mma/tracks", W_NONE),
 	CTL("mma/tracks/create", W_NONE, a_create),
 	ENTRY("mma/tracks/*", NODE_DIR, 0, W_TRACK, NULL, 0, K(TRACK_CREATED), 0),
-	WORD("mma/tracks/*/status", W_TRACK, r_track_status, K(TRACK_STATUS)),
+	DOC("mma/tracks/*/status", W_TRACK, r_track_status, K(TRACK_STATUS)),
 	JSON("mma/tracks/*/info.json", W_TRACK, r_track_info,
 	    K_TRACKS | K_TASKS | K(USAGE_REPORTED) | K(TASK_RETRY)),
-	WORD_VAL("mma/tracks/*/budget", W_TRACK, r_track_budget, a_budget, K(TRACK_BUDGET)),
+	VAL("mma/tracks/*/budget", W_TRACK, r_track_budget, a_budget, K(TRACK_BUDGET)),
 	DIR_("mma/tasks", W_NONE),
 	ENTRY("mma/tasks/*", NODE_DIR, 0, W_TASK, NULL, 0, K(TASK_ADDED), K(TASK_REMOVED)),
-	WORD("mma/tasks/*/status", W_TASK, r_task_status, K(TASK_STATUS)),
+	DOC("mma/tasks/*/status", W_TASK, r_task_status, K(TASK_STATUS)),
 	/* it shows its workers and their usage */
 	JSON("mma/tasks/*/info.json", W_TASK, r_task_info,
 	    K(TASK_STATUS) | K(TASK_RETRY) | K(TASK_SPAWN_FAILED) | K_EDGES | K_WORKER |
@@ -875,7 +873,8 @@ static int body_render(struct orch *o, const struct node *n, int refs, struct no
 		return err;
 	}
 	size_t len = b.len - head;
-	*out = (struct node_body *)(void *)buf_steal(&b);
+	/* kept for as long as the document holds: no room to grow */
+	*out = xrealloc(buf_steal(&b), head + len + 1);
 	(*out)->refs = refs;
 	(*out)->len = len;
 	return 0;

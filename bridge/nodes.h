@@ -21,10 +21,7 @@ enum node_flags {
 	NODE_VOLATILE = 8,  /* changes without an event: never cached, size 0 */
 	NODE_STREAM = 16,   /* the events file: answered by fs/stream, not rendered */
 	NODE_JSON = 32,     /* its content is one JSON document (application/json) */
-	NODE_WORD = 64,     /* a document of one short line (a status, a number): one
-			     * read of it is whole, so the mount may serve it from the
-			     * kernel's page cache, which each change drops */
-	NODE_CWD = 128,     /* a write names paths relative to the writer's directory */
+	NODE_CWD = 64,      /* a write names paths relative to the writer's directory */
 };
 
 struct node_def;

@@ -3,11 +3,13 @@
  * Inodes are interned paths, never freed (paths are short and ids are never
  * reused, so the table only grows with the namespace). The kernel keeps
  * entries and attributes for long (fs_timeout); a committed change drops the
- * ones it touched before it is acknowledged (fs_drop_cached). A word (a
- * status, a number) is read through the kernel's page cache, which that drop
- * empties, so reading an unchanged one never reaches the daemon. Other
- * documents are rendered once per open and read from that snapshot, direct_io,
- * so sizes never gate reads and `cat` always sees the whole document. */
+ * ones it touched before it is acknowledged (fs_drop_cached). Documents are
+ * rendered once per open and read from that snapshot; every file is
+ * direct_io, so sizes never gate reads and `cat` always sees the whole
+ * document. (Not the page cache, even for a one-word status: the notifier's
+ * truncate sets the kernel's size of a file to what it is answered with,
+ * whatever changed meanwhile, and a reader of pages sized that way would get
+ * a status cut short or padded with NULs.) */
 #include "fs.h"
 
 #include <errno.h>
@@ -157,10 +159,9 @@ struct fs *fs_create(struct orch *o)
 
 /* The kernel keeps entries and attributes long (fs_timeout); each change
  * drops what it touched. inval_entry for an entry that went (a removed task is
- * gone at once), inval_inode (attributes, and the pages of a word: other
- * documents are direct_io) for a file whose bytes changed. Only inodes the
- * kernel was ever given can be cached, so a path never interned costs
- * nothing. Runs on the store's writer (its thread, or the FUSE handler whose
+ * gone at once), inval_inode (attributes only: documents are direct_io) for
+ * a file whose bytes changed. Only inodes the kernel was ever given can be
+ * cached, so a path never interned costs nothing. Runs on the store's writer (its thread, or the FUSE handler whose
  * write leads the commit), which holds no lock a FUSE handler could wait for. */
 static void fs_drop_cached(void *arg, enum node_touch how, const char *path, bool dir)
 {
@@ -180,7 +181,7 @@ static void fs_drop_cached(void *arg, enum node_touch how, const char *path, boo
 	if (parent)
 		fuse_lowlevel_notify_inval_entry(fs->se, parent, slash + 1, strlen(slash + 1));
 	else if (ino && how == NODE_MODIFIED)
-		fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);   /* attributes and pages */
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
 }
 
 static void fs_committed(void *arg, const struct event_rec *rec)
@@ -256,9 +257,8 @@ void fs_destroy(struct fs *fs)
 }
 
 /* sized: a document's size is its render's. The notifier's calls are answered
- * without (size 0, never cached; a word's with it, see fs_setattr): they exist
- * for the inotify event alone, and a render there would make every
- * announcement cost what the document does.
+ * without (size 0, never cached): they exist for the inotify event alone, and
+ * a render there would make every announcement cost what the document does.
  * A volatile document says 0 always, as procfs files do: its bytes differ at
  * every read, and a stat (ls -l) must not cost a render of state.json. */
 static int fs_stat(struct fs *fs, fuse_ino_t ino, const struct node *n, struct stat *st,
@@ -419,11 +419,8 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (!rc && (to_set & FUSE_SET_ATTR_SIZE) && !from_notifier &&
 	    !(node_flags(&n) & (NODE_CTL | NODE_STREAM)))
 		rc = -EACCES;
-	/* The notifier's truncate is answered with a word's true size: the
-	 * kernel takes the answer as the file's new size, and a reader of the
-	 * page cache between the two would find it empty. */
 	if (!rc)
-		rc = fs_stat(fs, ino, &n, &st, !from_notifier || (node_flags(&n) & NODE_WORD));
+		rc = fs_stat(fs, ino, &n, &st, !from_notifier);
 	OP_END(rc);
 	if (rc)
 		fuse_reply_err(req, -rc);
@@ -543,19 +540,6 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	unsigned flags = rc ? 0 : node_flags(&n);
 	if (!rc && node_type(&n) == NODE_DIR)
 		rc = -EISDIR;
-	if (!rc && acc == O_RDONLY && (flags & NODE_WORD)) {
-		/* A word opened to read: its bytes come from the kernel's page
-		 * cache, which every change drops before it is acknowledged
-		 * (fs_drop_cached), and a read that misses renders it afresh
-		 * (fs_read_word). Nothing to keep per descriptor, nothing to
-		 * flush: open only says so. */
-		OP_END(0);
-		fi->fh = 0;
-		fi->keep_cache = 1;
-		fi->noflush = 1;
-		fuse_reply_open(req, fi);
-		return;
-	}
 	if (!rc && acc != O_RDONLY && !(flags & (NODE_CTL | NODE_STREAM))) {
 		/* recorded like any failed write, for shells that only say "I/O error" */
 		struct buf ignored = BUF_INIT;
@@ -686,34 +670,11 @@ static int fs_write_piece(struct fs *fs, struct fs_file *f, fuse_req_t req, cons
 	return rc;
 }
 
-/* A word's bytes as they are now: the page cache asks only when it lacks
- * them, and a word is one page, so one render answers the whole read. */
-static void fs_read_word(struct fs *fs, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
-{
-	struct fs_inode *in;
-	struct node n;
-	struct buf b = BUF_INIT;
-	int rc = resolve_ino(fs, ino, &in, &n);
-	if (!rc)
-		rc = node_render_cached(fs->o, &n, &b);
-	size_t pos = (size_t)off, len = pos < b.len ? b.len - pos : 0;
-	if (rc)
-		fuse_reply_err(req, -rc);
-	else
-		fuse_reply_buf(req, b.data ? b.data + pos : NULL, len < size ? len : size);
-	buf_free(&b);
-}
-
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	OP_BEGIN(TM_READ);
 	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
-	if (!f) {
-		fs_read_word(fs, req, ino, size, off);
-		OP_END(0);
-		return;
-	}
 	if (f->stream) {
 		OP_END(0);
 		stream_read(fs->hub, f->stream, req, size);   /* replies now or later */
@@ -776,11 +737,6 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	OP_BEGIN(TM_OTHER);
-	if (!fi->fh) {   /* a word: nothing was written */
-		OP_END(0);
-		fuse_reply_err(req, 0);
-		return;
-	}
 	struct fs_file *f = fs_file_hold(fs, fi);
 	int rc = 0;
 	uint64_t announce = 0;
@@ -801,8 +757,7 @@ static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	OP_BEGIN(TM_RELEASE);
-	if (fi->fh)
-		fs_file_put(fs, (struct fs_file *)(uintptr_t)fi->fh);
+	fs_file_put(fs, (struct fs_file *)(uintptr_t)fi->fh);
 	OP_END(0);
 	fuse_reply_err(req, 0);
 }
@@ -863,12 +818,8 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fs *fs = userdata;
 	conn->max_write = (unsigned)fs->o->cfg.max_write;
-	/* Reads are answered from snapshots; splicing buys nothing here. Every
-	 * change drops the kernel's pages itself (fs_drop_cached): a stat must
-	 * not, as auto_inval_data would at each new mtime (a read marks atime
-	 * stale, so the next fstat asks again). */
-	conn->want &= ~(unsigned)(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
-				  FUSE_CAP_AUTO_INVAL_DATA);
+	/* Reads are answered from snapshots; splicing buys nothing here. */
+	conn->want &= ~(unsigned)(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 }
 
 static const struct fuse_lowlevel_ops ops = {

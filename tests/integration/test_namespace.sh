@@ -154,9 +154,9 @@ check "state.json read 7 bytes at a time is one JSON document" \
 	eval 'dd if=state.json bs=7 status=none | jqe .seq >/dev/null'
 exec 4<mma/pipeline/status
 ctl_write mma/pipeline/pause pause
-IFS= read -r word <&4
+IFS= read -r snap <&4
 exec 4<&-
-expect_eq "a one-word file shows its value at the read, as procfs does" "$word" paused
+expect_eq "an open document keeps its snapshot after a change" "$snap" running
 expect_eq "a new open sees the change" "$(cat mma/pipeline/status)" paused
 ctl_write mma/pipeline/resume resume
 exec 4<mma/tasks/c/info.json

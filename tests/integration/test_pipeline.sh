@@ -100,15 +100,7 @@ echo "$fw2 KILL" >mma/workers/kill
 wait_for "a frozen worker can still be killed" 5 w_is "$fw2" killed
 resume
 
-# --- words come from the kernel's cache, never stale (README, "Watching for change") ---
-reads() { jq '.fuse.read.count' system/telemetry.json; }
-cat mma/pipeline/status >/dev/null
-r0=$(reads)
-for _ in $(seq 50); do cat mma/pipeline/status >/dev/null; done
-r1=$(reads)
-# the telemetry document's own reads count too (it is read after it is rendered)
-check "50 reads of an unchanged status reach the daemon at most once ($((r1 - r0)) reads, 2 of them the telemetry's)" \
-	test $((r1 - r0)) -le 3
+# --- reads are never stale, across processes ---
 cat >"$T/fresh.py" <<'EOF'
 # A writer changes max_workers and the pipeline's status; after each
 # acknowledged write another process reads both, while a third reads them
