@@ -2,11 +2,12 @@
  *   {"op":"subscribe","channels":["dag"],"since":40}   -> {"seq":41,…} frames
  *   {"op":"read","path":"mma/pipeline/status","id":1}  -> {"id":1,"ok":true,"result":"running\n"}
  *   {"op":"write","path":"mma/workers/spawn","body":"sleep 1","id":2}
- * A message is answered by req_ws_message (bridge/request.h); this file moves
- * the frames. Events are read by each client from the shared history at its own cursor,
- * so a slow client holds no copies; one that lags more than --ws-queue-max
- * bytes, or more than --ws-queue-soft for --ws-queue-window, is closed with
- * 1013 and the last seq it was sent, and nobody waits for it. */
+ * A message is answered by req_ws_message (bridge/request.h); this file
+ * moves the frames. Events are read by each client from the shared history
+ * at its own cursor, so a slow client holds no copies; one that lags more
+ * than --ws-queue-max bytes, or more than --ws-queue-soft for
+ * --ws-queue-window, is closed with 1013 and the last seq it was sent, and
+ * nobody waits for it. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

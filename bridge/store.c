@@ -30,7 +30,7 @@ struct store {
 	sqlite3 *rdb;       /* replays for event readers, from any thread */
 	sqlite3 *cdb;       /* the store thread's, for checkpoints */
 	/* atomic: the WAL's frames after the last commit, and what the last
-	 * checkpoint had copied; a checkpoint is due past either bound */
+	 * checkpoint had copied; one is due STORE_CHECKPOINT_PAGES past that */
 	int wal_pages, checkpointed;
 	bool checkpoint_due;
 	pthread_mutex_t rlock;
