@@ -583,6 +583,9 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	fi->direct_io = 1;
+	/* Only a descriptor that can write has something for close to finish (a
+	 * command in pieces): close(2) of any other is not worth a round trip. */
+	fi->noflush = acc == O_RDONLY;
 	if (f->stream)
 		fi->nonseekable = 1;
 	fuse_reply_open(req, fi);
@@ -681,11 +684,12 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	f = fs_file_hold(fs, fi);
-	char *tmp = xmalloc(size ? size : 1);
+	char *tmp = NULL;   /* what is replied, copied under the lock: a write may replace it */
 	ssize_t r = 0;
 	pthread_mutex_lock(&f->lock);
 	(void)fs_apply_pending(fs, f, req);   /* its result, or error object, is what is read */
 	if (f->logfd >= 0 && !f->has_result) {
+		tmp = xmalloc(size ? size : 1);
 		r = pread(f->logfd, tmp, size, off);
 	} else {
 		/* After a write, reads on the same descriptor return its result,
@@ -695,6 +699,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			pos = off > f->result_base ? (size_t)(off - f->result_base) : 0;
 		size_t n = pos < f->data.len ? f->data.len - pos : 0;
 		r = (ssize_t)(n < size ? n : size);
+		tmp = xmalloc(r ? (size_t)r : 1);   /* what there is, not what was asked: cat asks 128 KiB */
 		memcpy(tmp, f->data.data ? f->data.data + pos : "", (size_t)r);
 	}
 	pthread_mutex_unlock(&f->lock);
