@@ -405,15 +405,21 @@ idle_ticks() {
 # state.json read loop and a plan of load_tasks `true` tasks run; with
 # "plan", while the plan alone runs (the tick's own work, the baseline of
 # what the clients and the reads add)
+# timed_plan NAME ID: a plan of load_tasks `true` tasks run to its end on
+# NAME, with the tick counter before (c0) and after (c), the tick p99 after
+# (p99) and its start (t0), in the caller's locals
+timed_plan() {
+	tick "$1"; c0=$tick_count
+	t0=$(now)
+	create_track "$1" "$2" "$load_tasks" 0
+	wait_track "$1" "$2" "$(($(date +%s) + load_max_s))" || die "the plan $2 on $1 was not done in ${load_max_s}s"
+	tick "$1"; c=$tick_count p99=$tick_p99
+}
+
 loaded_ticks() {
-	local d=$1 r=$2 m=${mnt[$1]} i c0 c p99 t0 deadline wsout idle plan_only=${3:-}
+	local d=$1 r=$2 m=${mnt[$1]} i c0 c p99 t0 wsout idle plan_only=${3:-}
 	if [ -n "$plan_only" ]; then
-		tick "$d"; c0=$tick_count
-		t0=$(now)
-		create_track "$d" "plan$r" "$load_tasks" 0
-		deadline=$(($(date +%s) + load_max_s))
-		wait_track "$d" "plan$r" "$deadline" || die "the plan on $d was not done in ${load_max_s}s"
-		tick "$d"; c=$tick_count p99=$tick_p99
+		timed_plan "$d" "plan$r"
 		alive "$d" "the plan"
 		record tplan "$d" "$(div "$p99" 1000)"
 		printf 'round %d %-5s tick plan alone  p99_us=%s ticks=%d plan_s=%s\n' "$r" "$d" "$p99" "$((c - c0))" "$(since "$t0")"
@@ -436,12 +442,7 @@ loaded_ticks() {
 		done
 	) &
 	rl_pid=$!
-	tick "$d"; c0=$tick_count
-	t0=$(now)
-	create_track "$d" "load$r" "$load_tasks" 0
-	deadline=$(($(date +%s) + load_max_s))
-	wait_track "$d" "load$r" "$deadline" || die "the load plan on $d was not done in ${load_max_s}s"
-	tick "$d"; c=$tick_count p99=$tick_p99
+	timed_plan "$d" "load$r"
 	: >"$tmp/load.stop"
 	kill -TERM "$ws_pid" 2>/dev/null
 	wait "$ws_pid" || { cat "$tmp/ws.out" >&2; ws_pid=""; die "scale_ws.py failed on $d"; }
