@@ -38,6 +38,7 @@ struct http_pss {
 	struct req_body doc;       /* or a document, shared, or a log's file */
 	size_t sent;
 	bool headers_sent, responding, close_after;
+	bool draining;             /* answered and closing: what the client still sends is dropped */
 	unsigned char *piece;      /* where each write is made: kept for the connection */
 	bool started;              /* a request came: the fields above are its (lws zeroes them first) */
 	/* an event stream */
@@ -367,8 +368,16 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 	}
 	p->responding = false;
 	request_done(p);
-	if (p->close_after)
-		return -1;
+	if (p->close_after) {
+		/* A refused body may still be on its way (413 is answered before
+		 * a byte of it is read): a socket closed on unread data answers
+		 * with a reset, which can reach the client before our answer
+		 * does. So the rest is read and dropped until the client is
+		 * done, or for 2 s at most (a lingering close). */
+		p->draining = true;
+		lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, 2);
+		return 0;
+	}
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
@@ -385,6 +394,8 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 	case LWS_CALLBACK_HTTP:
 		return on_http(wsi, a, p, in);
 	case LWS_CALLBACK_HTTP_BODY:
+		if (p->draining)
+			return 0;
 		if (p->responding)
 			return 0;   /* already refused (411, 413): the body is not wanted */
 		if (p->body.len + len > p->content_length) {
@@ -395,6 +406,8 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 		buf_append(&p->body, in, len);
 		return 0;
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
+		if (p->draining)
+			return -1;   /* all of it read: nothing left to reset */
 		if (p->responding)
 			return 0;
 		int rc = req_write(a->o, p->path, p->body.data ? p->body.data : "", p->body.len, &p->resp);
