@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "context.h"
+#include "journal.h"
 #include "pricing.h"
 #include "telemetry.h"
 
@@ -26,7 +27,7 @@ enum stmt {
 struct commit;
 
 struct store {
-	sqlite3 *db;        /* the writer's: the loader's, then one writer's at a time (writing) */
+	sqlite3 *db;        /* the writer's: the loader's, then the store thread's */
 	sqlite3 *rdb;       /* replays for event readers, from any thread */
 	sqlite3 *cdb;       /* the store thread's, for checkpoints */
 	/* atomic: the WAL's frames after the last commit, and what the last
@@ -35,6 +36,7 @@ struct store {
 	bool checkpoint_due;
 	pthread_mutex_t rlock;
 	int lockfd;
+	struct journal *journal;
 	uint64_t gathered;  /* last seq queued (orch.lock) */
 	/* the pipeline's state as last queued (orch.lock): a commit writes it
 	 * only when it changed */
@@ -43,17 +45,23 @@ struct store {
 	struct events *ev;
 	sqlite3_stmt *stmts[ST_COUNT];
 
-	/* The queue of commits. A committer that waits for its commit writes
-	 * the queue itself when nobody is writing (it leads the group), so an
-	 * acknowledged write costs no hand-off; the thread writes the commits
-	 * nobody waits for (the scheduler's). One writer at a time: writing. */
+	/* A commit goes queued -> journaled (acknowledged: its events are
+	 * visible) -> applied (in SQLite). A committer that waits for its commit
+	 * journals the queue itself when nobody is journaling (it leads the
+	 * group), so an acknowledged write costs one write(2) and no hand-off;
+	 * the thread journals the commits nobody waits for, and applies every
+	 * journaled one, a batch per transaction. One journal writer at a time:
+	 * writing. */
 	pthread_mutex_t qlock;
-	pthread_cond_t qcond;      /* the thread is wanted: a commit nobody leads, or stop */
-	pthread_cond_t qdone;      /* done or failed moved, or writing ended */
-	struct commit *qhead, *qtail;
-	uint64_t queued, done, failed;   /* tickets */
+	pthread_cond_t qcond;      /* the idle thread is wanted: work, or stop */
+	pthread_cond_t qdone;      /* done, failed or applied moved, or writing ended */
+	pthread_cond_t nap;        /* the thread's pause between batches: stop cuts it */
+	struct commit *qhead, *qtail;   /* queued */
+	struct commit *ahead, *atail;   /* journaled, to apply */
+	struct buf record;         /* the journal writer's */
+	uint64_t queued, done, failed, applied;   /* tickets */
 	pthread_t thread;
-	bool running, stop, writing;
+	bool running, stop, writing, idle, wanted;
 	store_hook_fn hook;        /* under qlock */
 	void *hook_arg;
 };
@@ -133,6 +141,15 @@ static int migrate(sqlite3 *db, const char *path, struct orch_err *err)
 #define STORE_CHECKPOINT_PAGES 1000
 #define STORE_WAL_MAX_PAGES 4096
 
+/* The journal starts afresh once everything in it is applied and it holds
+ * this much; the thread pauses this long between batches it applies, so that
+ * writes arriving meanwhile share a transaction; the journal writer keeps a
+ * record buffer up to this size for the next. */
+#define STORE_JOURNAL_RESET (4u << 20)
+#define STORE_APPLY_PAUSE_MS 1
+#define STORE_RECORD_KEEP (1u << 20)
+#define STORE_TRACE_WAIT_MS 2000
+
 static int wal_grew(void *arg, sqlite3 *db, const char *name, int pages)
 {
 	struct store *s = arg;
@@ -167,10 +184,22 @@ static bool checkpoint_due(struct store *s)
 	return __atomic_load_n(&s->checkpoint_due, __ATOMIC_ACQUIRE);
 }
 
+static void journal_reset_logged(struct store *s)
+{
+	int rc = journal_reset(s->journal);
+	if (rc)
+		fprintf(stderr, "orchfs: store: cannot start the journal afresh: %s\n",
+			strerror(-rc));
+}
+
+static int journal_recover(struct store *s, const char *path, bool durable,
+			   struct orch_err *err);
+
 int store_open(const char *state_dir, bool durable, struct store **out, struct orch_err *err)
 {
-	char path[4096], lockpath[4096];
+	char path[4096], lockpath[4096], journal_path[4096];
 	snprintf(path, sizeof path, "%s/orchfs.db", state_dir);
+	snprintf(journal_path, sizeof journal_path, "%s/orchfs.journal", state_dir);
 	snprintf(lockpath, sizeof lockpath, "%s/orchfs.lock", state_dir);
 	int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (lockfd < 0)
@@ -205,8 +234,13 @@ int store_open(const char *state_dir, bool durable, struct store **out, struct o
 	s->lockfd = lockfd;
 	pthread_mutex_init(&s->rlock, NULL);
 	mutex_init_pi(&s->qlock);
+	pthread_condattr_t mono;
+	pthread_condattr_init(&mono);
+	pthread_condattr_setclock(&mono, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->qcond, NULL);
-	pthread_cond_init(&s->qdone, NULL);
+	pthread_cond_init(&s->qdone, &mono);
+	pthread_cond_init(&s->nap, &mono);
+	pthread_condattr_destroy(&mono);
 	int rc;
 	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 						  SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
@@ -252,6 +286,8 @@ int store_open(const char *state_dir, bool durable, struct store **out, struct o
 	}
 	sqlite3_busy_timeout(s->cdb, 100);   /* how long a RESTART may hold writers up */
 	sqlite3_wal_hook(s->db, wal_grew, s);   /* and no automatic checkpoint */
+	if ((rc = journal_recover(s, journal_path, durable, err)))
+		goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -487,6 +523,7 @@ struct commit {
 	bool context;              /* the context table is replaced by blobs */
 	struct blob *blobs;
 	size_t nblobs;
+	bool waited;               /* its writer will lead it to the journal */
 	struct commit *next;
 };
 
@@ -525,6 +562,151 @@ static void commit_meta(struct commit *c, const char *key, const char *value)
 	commit_row(c, ROW_META, key, 0, 0, xstrdup(value));
 }
 
+/* --- a commit as a journal record --- */
+
+#define NO_STRING UINT32_MAX
+
+static void put_u64(struct buf *b, uint64_t v)
+{
+	buf_append(b, &v, sizeof v);
+}
+
+static void put_u32(struct buf *b, uint32_t v)
+{
+	buf_append(b, &v, sizeof v);
+}
+
+static void put_bytes(struct buf *b, const char *s, size_t len)
+{
+	put_u32(b, s ? (uint32_t)len : NO_STRING);
+	if (s)
+		buf_append(b, s, len);
+}
+
+/* Only what applying it needs: the rows and blobs, and of each event its
+ * seq, channel, worker and line. */
+static void commit_encode(struct buf *b, const struct commit *c)
+{
+	put_u32(b, (uint32_t)c->nrows);
+	put_u32(b, (uint32_t)c->nblobs);
+	put_u32(b, (uint32_t)c->nlines);
+	put_u32(b, c->context);
+	for (size_t i = 0; i < c->nrows; i++) {
+		const struct row *r = &c->rows[i];
+		put_u32(b, (uint32_t)r->table);
+		put_u64(b, (uint64_t)r->ikey);
+		put_u64(b, (uint64_t)r->ord);
+		put_bytes(b, r->key, r->key ? strlen(r->key) : 0);
+		put_bytes(b, r->doc, r->doc ? strlen(r->doc) : 0);
+	}
+	for (size_t i = 0; i < c->nblobs; i++) {
+		put_bytes(b, c->blobs[i].name, strlen(c->blobs[i].name));
+		put_bytes(b, c->blobs[i].data, c->blobs[i].len);
+	}
+	for (size_t i = 0; i < c->nlines; i++) {
+		const struct event_rec *e = &c->lines[i];
+		put_u64(b, e->seq);
+		put_u32(b, e->channel);
+		put_u32(b, (uint32_t)e->worker);
+		put_bytes(b, e->line, e->len);
+	}
+}
+
+struct cursor {
+	const char *p, *end;
+	bool bad;   /* read past the end: the record is not one of ours */
+};
+
+static void take(struct cursor *cur, void *out, size_t len)
+{
+	if (cur->bad || (size_t)(cur->end - cur->p) < len) {
+		cur->bad = true;
+		memset(out, 0, len);
+		return;
+	}
+	memcpy(out, cur->p, len);
+	cur->p += len;
+}
+
+static uint32_t take_u32(struct cursor *cur)
+{
+	uint32_t v;
+	take(cur, &v, sizeof v);
+	return v;
+}
+
+static uint64_t take_u64(struct cursor *cur)
+{
+	uint64_t v;
+	take(cur, &v, sizeof v);
+	return v;
+}
+
+/* NUL-terminated, *len bytes before it; NULL for none */
+static char *take_bytes(struct cursor *cur, size_t *len)
+{
+	uint32_t n = take_u32(cur);
+	if (len)
+		*len = 0;
+	if (cur->bad || n == NO_STRING)
+		return NULL;
+	if ((size_t)(cur->end - cur->p) < n) {
+		cur->bad = true;
+		return NULL;
+	}
+	char *s = xstrndup(cur->p, n);
+	cur->p += n;
+	if (len)
+		*len = n;
+	return s;
+}
+
+/* NULL when the bytes are not a commit (a record written by another build). */
+static struct commit *commit_decode(struct cursor *cur)
+{
+	struct commit *c = xcalloc(1, sizeof *c);
+	uint32_t nrows = take_u32(cur), nblobs = take_u32(cur), nlines = take_u32(cur);
+	c->context = take_u32(cur) != 0;
+	/* each item takes at least 4 bytes: counts past that are not ours */
+	if ((size_t)nrows + nblobs + nlines > (size_t)(cur->end - cur->p) / 4)
+		cur->bad = true;
+	for (uint32_t i = 0; i < nrows && !cur->bad; i++) {
+		enum row_table table = (enum row_table)take_u32(cur);
+		int64_t ikey = (int64_t)take_u64(cur), ord = (int64_t)take_u64(cur);
+		char *key = take_bytes(cur, NULL);
+		char *doc = take_bytes(cur, NULL);
+		if (table > ROW_CONTEXT_DOC)
+			cur->bad = true;
+		commit_row(c, table, key, ikey, ord, doc);
+		free(key);
+	}
+	if (!cur->bad && nblobs)
+		c->blobs = xcalloc(nblobs, sizeof *c->blobs);
+	for (uint32_t i = 0; i < nblobs && !cur->bad; i++) {
+		struct blob *bl = &c->blobs[c->nblobs++];
+		bl->name = take_bytes(cur, NULL);
+		bl->data = take_bytes(cur, &bl->len);
+		if (!bl->name || !bl->data)
+			cur->bad = true;
+	}
+	if (!cur->bad && nlines)
+		c->lines = xcalloc(nlines, sizeof *c->lines);
+	for (uint32_t i = 0; i < nlines && !cur->bad; i++) {
+		struct event_rec *e = &c->lines[c->nlines++];
+		e->seq = take_u64(cur);
+		e->channel = take_u32(cur);
+		e->worker = (int)take_u32(cur);
+		e->line = take_bytes(cur, &e->len);
+		if (!e->line)
+			cur->bad = true;
+	}
+	if (cur->bad) {
+		commit_free(c);
+		return NULL;
+	}
+	return c;
+}
+
 static void gather_blob(void *arg, const char *name, const char *data, size_t len)
 {
 	struct commit *c = arg;
@@ -557,6 +739,15 @@ static int int_cmp(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* qlock held: there is work for the thread (it is woken only when idle:
+ * between batches it pauses, and takes what came meanwhile after) */
+static void wake_thread(struct store *s)
+{
+	s->wanted = true;
+	if (s->idle)
+		pthread_cond_signal(&s->qcond);
+}
+
 uint64_t store_queue(struct store *s, struct orch *o, bool waited)
 {
 	struct events *ev = &o->events;
@@ -582,7 +773,6 @@ uint64_t store_queue(struct store *s, struct orch *o, bool waited)
 		if (r->track)
 			hashmap_put(tracks, r->track, c);
 	}
-	ev->gathered = last;   /* what is taken may go from memory now */
 	pthread_mutex_unlock(&ev->lock);
 
 	if (!c->nlines) {
@@ -639,12 +829,13 @@ uint64_t store_queue(struct store *s, struct orch *o, bool waited)
 		s->queued_max_workers = o->max_workers;
 	}
 
+	c->waited = waited;
 	pthread_mutex_lock(&s->qlock);
-	uint64_t ticket = c->ticket = ++s->queued;   /* c is the thread's once queued */
+	uint64_t ticket = c->ticket = ++s->queued;   /* c is the store's once queued */
 	*(s->qtail ? &s->qtail->next : &s->qhead) = c;
 	s->qtail = c;
 	if (!waited)
-		pthread_cond_broadcast(&s->qcond);
+		wake_thread(s);
 	pthread_mutex_unlock(&s->qlock);
 	return ticket;
 }
@@ -721,46 +912,77 @@ static int write_commit(struct store *s, const struct commit *c, uint64_t *bytes
 	return rc;
 }
 
-/* qlock held, the queue not empty, nobody writing: writes every queued
- * commit in one transaction (group commit; qlock dropped meanwhile), then
- * lets their events be read and their writers go on. false when the write
- * failed: the group is back at the queue's head, to be tried again. */
-static bool write_group(struct store *s)
+static int replay_record(void *arg, const char *data, size_t len)
 {
-	struct commit *group = s->qhead;
+	struct store *s = arg;
+	struct cursor cur = {data, data + len, false};
+	uint64_t bytes = 0;
+	while (cur.p < cur.end) {
+		struct commit *c = commit_decode(&cur);
+		int rc = c ? write_commit(s, c, &bytes) : -1;
+		commit_free(c);
+		if (rc)
+			return -EIO;
+	}
+	return 0;
+}
+
+/* What the journal holds that SQLite may not (a crash): applied in order, in
+ * one transaction, then the journal starts afresh. Applying a record twice
+ * is harmless: each holds whole rows. */
+static int journal_recover(struct store *s, const char *path, bool durable, struct orch_err *err)
+{
+	if (journal_open(path, durable, &s->journal, err))
+		return -EIO;
+	uint64_t bytes = 0;
+	int rc = run(s, ST_BEGIN, NULL, 0, NULL, 0, 0, 0, &bytes);
+	if (!rc)
+		rc = journal_replay(s->journal, replay_record, s);
+	if (!rc)
+		rc = run(s, ST_COMMIT, NULL, 0, NULL, 0, 0, 0, &bytes);
+	if (rc) {
+		exec(s->db, "ROLLBACK");
+		return err_set(err, EIO, "replaying %s into the store: %s", path,
+			       rc == -EIO ? "a record is not one of this orchfs's" : sqlite3_errmsg(s->db));
+	}
+	if (journal_bytes(s->journal) && (rc = journal_reset(s->journal)))
+		return err_set(err, EIO, "cannot write %s: %s", path, strerror(-rc));
+	return 0;
+}
+
+/* qlock held, the queue not empty, nobody writing: journals every queued
+ * commit as one record (group commit; qlock dropped meanwhile), then lets
+ * their events be read and their writers go on; the thread applies them to
+ * SQLite later. false when the write failed: the group is back at the
+ * queue's head, to be tried again. */
+static bool journal_group(struct store *s)
+{
+	struct commit *group = s->qhead, *tail = s->qtail;
 	s->qhead = s->qtail = NULL;
 	s->writing = true;
 	store_hook_fn hook = s->hook;
 	void *hook_arg = s->hook_arg;
 	pthread_mutex_unlock(&s->qlock);
 
-	uint64_t bytes = 0, last_seq = 0, ticket = 0;
-	int rc = run(s, ST_BEGIN, NULL, 0, NULL, 0, 0, 0, &bytes);
-	for (struct commit *c = group; c && !rc; c = c->next) {
-		rc = write_commit(s, c, &bytes);
-		last_seq = c->last_seq;
-		ticket = c->ticket;
-	}
-	if (!rc)
-		rc = run(s, ST_COMMIT, NULL, 0, NULL, 0, 0, 0, &bytes);
+	buf_reset(&s->record);
+	for (struct commit *c = group; c; c = c->next)
+		commit_encode(&s->record, c);
+	int rc = journal_append(s->journal, s->record.data, s->record.len);
+	if (s->record.cap > STORE_RECORD_KEEP)
+		buf_free(&s->record);   /* a plan of thousands of tasks: not kept for the next */
 	if (rc) {
-		fprintf(stderr, "orchfs: store: %s\n", sqlite3_errmsg(s->db));
-		exec(s->db, "ROLLBACK");
+		fprintf(stderr, "orchfs: store: cannot write the journal: %s\n", strerror(-rc));
 	} else {
-		tm_store_write(s->tm, bytes);
 		/* before anyone can see the events or get the acknowledgement */
 		for (struct commit *c = group; c && hook; c = c->next)
 			for (size_t i = 0; i < c->nlines; i++)
 				hook(hook_arg, &c->lines[i]);
-		events_commit(s->ev, last_seq);
+		events_commit(s->ev, tail->last_seq);
 	}
 
 	pthread_mutex_lock(&s->qlock);
 	s->writing = false;
 	if (rc) {
-		struct commit *tail = group;
-		while (tail->next)
-			tail = tail->next;
 		s->failed = tail->ticket;
 		/* back at the head, before anything queued meanwhile */
 		tail->next = s->qhead;
@@ -768,21 +990,81 @@ static bool write_group(struct store *s)
 			s->qtail = tail;
 		s->qhead = group;
 		pthread_cond_broadcast(&s->qdone);
+		wake_thread(s);   /* stopping: the thread journals what is left */
 		return false;
 	}
-	s->done = ticket;
+	s->done = tail->ticket;
+	*(s->atail ? &s->atail->next : &s->ahead) = group;
+	s->atail = tail;
 	pthread_cond_broadcast(&s->qdone);
-	/* what was queued meanwhile without a waiter is the thread's, and so is
-	 * a checkpoint */
-	if (s->qhead || checkpoint_due(s))
-		pthread_cond_broadcast(&s->qcond);
+	wake_thread(s);
+	return true;
+}
+
+/* The thread's, qlock held, something journaled: applies every journaled
+ * commit to SQLite in one transaction (qlock dropped meanwhile), then lets
+ * their events leave memory, and starts the journal afresh when it holds
+ * nothing else. false when SQLite failed: the batch stays, to be tried
+ * again (the journal keeps it meanwhile, across a restart too). */
+static bool apply_journaled(struct store *s)
+{
+	struct commit *batch = s->ahead, *tail = s->atail;
+	s->ahead = s->atail = NULL;
 	pthread_mutex_unlock(&s->qlock);
-	for (struct commit *c = group, *next; c; c = next) {
+
+	uint64_t bytes = 0;
+	int rc = run(s, ST_BEGIN, NULL, 0, NULL, 0, 0, 0, &bytes);
+	for (struct commit *c = batch; c && !rc; c = c->next)
+		rc = write_commit(s, c, &bytes);
+	if (!rc)
+		rc = run(s, ST_COMMIT, NULL, 0, NULL, 0, 0, 0, &bytes);
+	if (rc) {
+		fprintf(stderr, "orchfs: store: applying the journal: %s\n", sqlite3_errmsg(s->db));
+		exec(s->db, "ROLLBACK");
+	} else {
+		tm_store_write(s->tm, bytes);
+		pthread_mutex_lock(&s->ev->lock);
+		s->ev->gathered = tail->last_seq;   /* the store has them: they may leave memory */
+		pthread_mutex_unlock(&s->ev->lock);
+	}
+
+	pthread_mutex_lock(&s->qlock);
+	if (rc) {
+		tail->next = s->ahead;
+		if (!s->ahead)
+			s->atail = tail;
+		s->ahead = batch;
+		return false;
+	}
+	s->applied = tail->ticket;
+	pthread_cond_broadcast(&s->qdone);
+	/* a journal writer takes qlock to start: none can begin meanwhile */
+	if (!s->ahead && !s->writing && journal_bytes(s->journal) >= STORE_JOURNAL_RESET)
+		journal_reset_logged(s);
+	pthread_mutex_unlock(&s->qlock);
+	for (struct commit *c = batch, *next; c; c = next) {
 		next = c->next;
 		commit_free(c);
 	}
 	pthread_mutex_lock(&s->qlock);
 	return true;
+}
+
+/* qlock held: a commit in the queue nobody leads (the scheduler's) */
+static bool unled_queued(const struct store *s)
+{
+	for (const struct commit *c = s->qhead; c; c = c->next)
+		if (!c->waited)
+			return true;
+	return false;
+}
+
+/* qlock held: waits on cond until ms pass or stop */
+static void store_pause(struct store *s, pthread_cond_t *cond, int ms)
+{
+	struct timespec until = time_mono_deadline(ms);
+	if (!s->stop)
+		pthread_cond_timedwait(cond, &s->qlock, &until);
 }
 
 static void *store_main(void *arg)
@@ -791,28 +1073,35 @@ static void *store_main(void *arg)
 	pthread_setname_np(pthread_self(), "orchfs-store");
 	pthread_mutex_lock(&s->qlock);
 	for (;;) {
-		while ((!s->qhead || s->writing) && !s->stop && !checkpoint_due(s))
-			pthread_cond_wait(&s->qcond, &s->qlock);
+		s->wanted = false;
 		if (checkpoint_due(s) && !s->stop) {
 			__atomic_store_n(&s->checkpoint_due, false, __ATOMIC_RELEASE);
 			pthread_mutex_unlock(&s->qlock);
 			checkpoint(s);
 			pthread_mutex_lock(&s->qlock);
+		}
+		/* stopping, everything queued is journaled first */
+		if (s->qhead && !s->writing && (s->stop || unled_queued(s)) && !journal_group(s)) {
+			if (s->stop)
+				break;
+			store_pause(s, &s->nap, 1000);   /* not in a tight loop */
 			continue;
 		}
-		while (s->writing)   /* stopping: what a leader writes ends first */
-			pthread_cond_wait(&s->qdone, &s->qlock);
-		if (!s->qhead)
-			break;
-		if (write_group(s))
+		if (s->ahead) {
+			bool applied = apply_journaled(s);
+			if (!applied && s->stop)
+				break;   /* the journal keeps it: the next start applies it */
+			/* a pause between batches, so that they are batches */
+			store_pause(s, &s->nap, applied ? STORE_APPLY_PAUSE_MS : 1000);
 			continue;
-		if (s->stop)
+		}
+		if (s->stop && !s->writing && !s->qhead)
 			break;
-		/* not in a tight loop: the next commit, or a second, tries again */
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += 1;
-		pthread_cond_timedwait(&s->qcond, &s->qlock, &until);
+		if (s->wanted)
+			continue;
+		s->idle = true;
+		pthread_cond_wait(&s->qcond, &s->qlock);
+		s->idle = false;
 	}
 	pthread_mutex_unlock(&s->qlock);
 	return NULL;
@@ -822,9 +1111,9 @@ int store_wait(struct store *s, uint64_t ticket)
 {
 	pthread_mutex_lock(&s->qlock);
 	while (s->done < ticket && s->failed < ticket && s->running) {
-		/* nobody writing and ours still queued: lead, writing all that is */
+		/* nobody writing and ours still queued: lead, journaling all that is */
 		if (!s->writing && s->qhead && s->qhead->ticket <= ticket && !s->stop)
-			write_group(s);
+			journal_group(s);
 		else
 			pthread_cond_wait(&s->qdone, &s->qlock);
 	}
@@ -860,9 +1149,16 @@ void store_close(struct store *s)
 		pthread_mutex_lock(&s->qlock);
 		s->stop = true;
 		pthread_cond_broadcast(&s->qcond);
+		pthread_cond_broadcast(&s->nap);
 		pthread_mutex_unlock(&s->qlock);
 		pthread_join(s->thread, NULL);
 		s->running = false;
+		if (!s->qhead && !s->ahead && journal_bytes(s->journal))
+			journal_reset_logged(s);   /* all of it is in SQLite */
+	}
+	for (struct commit *c = s->ahead, *next; c; c = next) {
+		next = c->next;
+		commit_free(c);
 	}
 	for (struct commit *c = s->qhead, *next; c; c = next) {
 		next = c->next;
@@ -873,16 +1169,28 @@ void store_close(struct store *s)
 	sqlite3_close(s->rdb);
 	sqlite3_close(s->cdb);
 	sqlite3_close(s->db);   /* the last one: it checkpoints what is left */
+	journal_close(s->journal);
+	buf_free(&s->record);
 	pthread_mutex_destroy(&s->rlock);
 	pthread_mutex_destroy(&s->qlock);
 	pthread_cond_destroy(&s->qcond);
 	pthread_cond_destroy(&s->qdone);
+	pthread_cond_destroy(&s->nap);
 	close(s->lockfd);
 	free(s);
 }
 
 void store_trace(struct store *s, int worker, struct buf *out)
 {
+	/* what was acknowledged before is in SQLite first (a batch, a
+	 * millisecond or so; bounded, should SQLite be failing) */
+	pthread_mutex_lock(&s->qlock);
+	uint64_t acknowledged = s->done;
+	struct timespec until = time_mono_deadline(STORE_TRACE_WAIT_MS);
+	while (s->applied < acknowledged && s->running &&
+	       pthread_cond_timedwait(&s->qdone, &s->qlock, &until) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&s->qlock);
 	sqlite3_stmt *st;
 	pthread_mutex_lock(&s->rlock);
 	if (sqlite3_prepare_v2(s->rdb, "SELECT line FROM events WHERE worker = ?1 ORDER BY seq", -1,

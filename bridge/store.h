@@ -1,15 +1,17 @@
-/* store: the durable state, in SQLite (WAL) in the state directory.
+/* store: the durable state, in SQLite (WAL) in the state directory, behind a
+ * journal of commits (journal.h).
  *   sqlite3 ~/.local/state/orchfs/orchfs.db 'select seq, line from events order by seq desc limit 3'
  * Every change is an event, so a commit persists exactly the objects the new
  * events name (tasks, tracks, workers, context, pipeline) together with the
- * events themselves. Commits are gathered under orch.lock and written by
+ * events themselves. Commits are gathered under orch.lock and journaled by
  * one writer at a time, the committer that waits for its commit or else the
- * store thread, several in one transaction when they queue up (group
- * commit); only after COMMIT are their events visible to readers. A control write
- * returns after its commit is written, so it survives kill -9 (WAL with
- * synchronous=NORMAL); --durable adds an fsync per transaction
- * (synchronous=FULL) so it also survives power loss. The model lock is never
- * held while the disk is written. */
+ * store thread, several in one record when they queue up (group commit);
+ * only then are their events visible and their writers answered. A control
+ * write returns after its commit is in the journal (one write(2)), so it
+ * survives kill -9; --durable adds an fdatasync per record so it also
+ * survives power loss. The store thread applies the journal to SQLite
+ * behind, a batch per transaction, and a start replays what it had not. The
+ * model lock is never held while the disk is written. */
 #ifndef ORCHFS_STORE_H
 #define ORCHFS_STORE_H
 
@@ -19,8 +21,9 @@
 
 struct store;
 
-/* Opens (creating or migrating) STATE_DIR/orchfs.db, locking the directory.
- * A corrupt or locked database is an error with a clear message. */
+/* Opens (creating or migrating) STATE_DIR/orchfs.db, locking the directory,
+ * and applies what STATE_DIR/orchfs.journal holds of a daemon that did not
+ * stop cleanly. A corrupt or locked database is an error with a clear message. */
 int store_open(const char *state_dir, bool durable, struct store **out, struct orch_err *err);
 void store_close(struct store *s);
 /* Loads everything into a freshly initialised orch (no threads running yet)
@@ -39,12 +42,13 @@ int store_start(struct store *s, struct events *ev);
  * will store_wait for it, and write it then if nobody else has (the thread
  * is not woken); else the store thread writes it. */
 uint64_t store_queue(struct store *s, struct orch *o, bool waited);
-/* A worker's trace: the lines of its events, oldest first (any thread). */
+/* A worker's trace: the lines of its events, oldest first (any thread; waits
+ * until what was acknowledged is applied). */
 void store_trace(struct store *s, int worker, struct buf *out);
-/* Without orch.lock: until the commit of ticket is on disk (0), or has
- * failed (-EIO; the store thread tries it again with the next commit). When
- * nobody is writing and the commit is still queued, the caller writes the
- * queue itself, in its own thread. */
+/* Without orch.lock: until the commit of ticket is in the journal (0), or
+ * has failed (-EIO; it is tried again with the next commit). When nobody is
+ * writing and the commit is still queued, the caller writes the queue
+ * itself, in its own thread. */
 int store_wait(struct store *s, uint64_t ticket);
 
 #endif

@@ -1,6 +1,7 @@
 /* test_store: schema migrations, a refused corrupt or locked store, a full
- * round trip of the model through a restart, replays older than memory, and
- * commits from many threads at once. */
+ * round trip of the model through a restart, replays older than memory,
+ * commits from many threads at once, and the journal: a failed append,
+ * SQLite held up, a replay after kill -9, torn and stale records. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -12,12 +13,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "context.h"
+#include "journal.h"
 #include "nodes.h"
 #include "scheduler.h"
 #include "store.h"
@@ -221,30 +225,52 @@ static void test_round_trip(void **state)
 	orch_destroy(&o);
 }
 
-/* A write the store cannot take (another process holds the database's write
- * lock) fails with EIO and its events stay unseen; once the lock goes, the
- * store thread writes it after all, with the next commit, in order. */
-static void test_write_fails_then_retried(void **state)
+static off_t file_size(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+static char *journal_path(const struct dir *d)
+{
+	static char p[128];
+	snprintf(p, sizeof p, "%s/orchfs.journal", d->path);
+	return p;
+}
+
+/* A write the journal cannot take (the file may not grow: a full disk, say)
+ * fails with EIO and its events stay unseen; once the journal can grow, it
+ * is written after all with the next commit, before it. */
+static void test_journal_fails_then_retried(void **state)
 {
 	struct dir *d = *state;
 	struct orch_config cfg = config(d);
 	struct orch o;
 	struct orch_err err = {0};
 	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	/* SQLite held up, so that it meets the full disk too, once let go */
+	sqlite3 *other;
+	assert_int_equal(sqlite3_open(db_path(d), &other), SQLITE_OK);
+	sqlite3_busy_timeout(other, 5000);   /* the thread may be applying the start */
+	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
 	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "3"), 0);
 	uint64_t seen = events_committed(&o.events);
 
-	sqlite3 *other;
-	assert_int_equal(sqlite3_open(db_path(d), &other), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	struct rlimit was;
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &was), 0);
+	struct rlimit full = {(rlim_t)file_size(journal_path(d)), was.rlim_max};
+	signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &full), 0);
 	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "4"), -EIO);
+	assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(other);
+	usleep(50 * 1000);   /* the thread's apply meets the full disk */
 	char *err_doc = read_node(&o, "last_error");
 	assert_non_null(strstr(err_doc, "could not be stored"));
 	free(err_doc);
 	/* applied in memory, not yet visible as an event: it is not durable */
 	assert_int_equal(events_committed(&o.events), seen);
-	assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(other);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &was), 0);
 
 	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "5"), 0);
 	assert_true(events_committed(&o.events) > seen + 1);
@@ -252,9 +278,160 @@ static void test_write_fails_then_retried(void **state)
 	assert_int_equal(db_int(db_path(d), "SELECT value FROM meta WHERE key = 'max_workers'"), 5);
 	/* the failed commit's event was written too, before the later one */
 	assert_int_equal(db_int(db_path(d), "SELECT COUNT(*) FROM events WHERE line LIKE "
-					    "'%pipeline.max_workers%\"to\":4%'"), 1);
+					    "'%pipeline.max_workers%\"to\":4%' AND seq < (SELECT seq FROM "
+					    "events WHERE line LIKE '%pipeline.max_workers%\"to\":5%')"), 1);
+	/* a clean stop leaves nothing to replay */
+	assert_int_equal(file_size(journal_path(d)) >= 16, 1);
+}
+
+/* SQLite cannot take the journaled commits (another process holds its write
+ * lock): the writes are acknowledged all the same, from the journal, and
+ * SQLite has them once the lock goes. */
+static void test_apply_waits_for_sqlite(void **state)
+{
+	struct dir *d = *state;
+	struct orch_config cfg = config(d);
+	struct orch o;
+	struct orch_err err = {0};
+	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	sqlite3 *other;
+	assert_int_equal(sqlite3_open(db_path(d), &other), SQLITE_OK);
+	sqlite3_busy_timeout(other, 5000);   /* the thread may be applying the start */
+	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	uint64_t seen = events_committed(&o.events);
+	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "4"), 0);
+	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "6"), 0);
+	assert_int_equal(events_committed(&o.events), seen + 2);
+	assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(other);
+	orch_destroy(&o);
+	assert_int_equal(db_int(db_path(d), "SELECT value FROM meta WHERE key = 'max_workers'"), 6);
+	assert_int_equal(db_int(db_path(d), "SELECT MAX(seq) FROM events"), (int)seen + 2);
+}
+
+/* kill -9 while SQLite has none of the acknowledged writes (its lock was
+ * held elsewhere): the next start has them all, from the journal. */
+static void test_journal_replayed_after_kill(void **state)
+{
+	struct dir *d = *state;
+	struct orch_config cfg = config(d);
+	struct orch_err err = {0};
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct orch o;
+		sqlite3 *other;
+		if (orch_init(&o, &cfg, &err) || sqlite3_open(db_path(d), &other) ||
+		    sqlite3_busy_timeout(other, 5000) ||
+		    sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL))
+			_exit(2);
+		for (int i = 1; i <= 50; i++) {
+			char num[16];
+			snprintf(num, sizeof num, "%d", i);
+			if (write_node(&o, "mma/pipeline/max_workers", num))
+				_exit(3);
+		}
+		kill(getpid(), SIGKILL);
+		_exit(4);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	/* none of it reached SQLite */
 	assert_int_equal(db_int(db_path(d), "SELECT COUNT(*) FROM events WHERE line LIKE "
-					    "'%pipeline.max_workers%\"to\":5%'"), 1);
+					    "'%pipeline.max_workers%'"), 0);
+	struct orch o;
+	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	assert_int_equal(o.max_workers, 50);
+	orch_destroy(&o);
+	assert_int_equal(db_int(db_path(d), "SELECT COUNT(*) FROM events WHERE line LIKE "
+					    "'%pipeline.max_workers%'"), 50);
+}
+
+struct collected {
+	char items[8][16];
+	int n;
+};
+
+static int collect(void *arg, const char *data, size_t len)
+{
+	struct collected *c = arg;
+	if (c->n == 8 || len >= sizeof c->items[0])
+		return -1;
+	memcpy(c->items[c->n], data, len);
+	c->items[c->n++][len] = 0;
+	return 0;
+}
+
+static int replay(const char *path, bool durable, struct collected *c, struct journal **keep)
+{
+	struct journal *j;
+	struct orch_err err = {0};
+	memset(c, 0, sizeof *c);
+	assert_int_equal(journal_open(path, durable, &j, &err), 0);
+	assert_int_equal(journal_replay(j, collect, c), 0);
+	if (keep)
+		*keep = j;
+	else
+		journal_close(j);
+	return c->n;
+}
+
+/* Replay stops at a torn tail, at a corrupt record, and at what a reset
+ * left behind; appends go after the last whole record. */
+static void test_journal_records(void **state)
+{
+	struct dir *d = *state;
+	const char *path = journal_path(d);
+	for (int durable = 0; durable < 2; durable++) {
+		unlink(path);
+		struct collected c;
+		struct journal *j;
+		assert_int_equal(replay(path, durable, &c, &j), 0);
+		assert_int_equal(journal_append(j, "a", 1), 0);
+		assert_int_equal(journal_append(j, "bb", 2), 0);
+		assert_int_equal(journal_append(j, "ccc", 3), 0);
+		journal_close(j);
+		assert_int_equal(replay(path, durable, &c, NULL), 3);
+		assert_string_equal(c.items[2], "ccc");
+
+		/* torn: the last record lost its last byte */
+		off_t whole = durable ? 16 + 3 * 20 + 6 : file_size(path);
+		assert_int_equal(truncate(path, whole - 1), 0);
+		assert_int_equal(replay(path, durable, &c, &j), 2);
+		assert_int_equal(journal_append(j, "dd", 2), 0);
+		journal_close(j);
+		assert_int_equal(replay(path, durable, &c, NULL), 3);
+		assert_string_equal(c.items[1], "bb");
+		assert_string_equal(c.items[2], "dd");
+
+		/* corrupt: a byte of the second record's payload */
+		int fd = open(path, O_RDWR);
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, "x", 1, 16 + 20 + 1 + 20), 1);
+		close(fd);
+		assert_int_equal(replay(path, durable, &c, &j), 1);
+		assert_string_equal(c.items[0], "a");
+
+		/* reset: the bytes stay, of an older generation, and are not read */
+		assert_int_equal(journal_reset(j), 0);
+		assert_int_equal(journal_bytes(j), 0);
+		journal_close(j);
+		assert_int_equal(replay(path, durable, &c, &j), 0);
+		assert_int_equal(journal_append(j, "e", 1), 0);
+		journal_close(j);
+		assert_int_equal(replay(path, durable, &c, NULL), 1);
+		assert_string_equal(c.items[0], "e");
+	}
+	/* not a journal: refused, not started afresh */
+	int fd = open(path, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "something else entirely", 23), 23);
+	close(fd);
+	struct journal *j;
+	struct orch_err err = {0};
+	assert_int_equal(journal_open(path, false, &j, &err), -EIO);
+	assert_non_null(strstr(err.message, "not an orchfs journal"));
 }
 
 struct writer {
@@ -268,12 +445,6 @@ static void *write_many(void *arg)
 	for (int i = 0; i < 200; i++)
 		w->failures += write_node(w->o, "mma/pipeline/max_workers", i % 2 ? "3" : "4") != 0;
 	return NULL;
-}
-
-static off_t file_size(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0 ? st.st_size : -1;
 }
 
 /* Writers that wait lead their own commits, the thread writes the rest, and
@@ -328,7 +499,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_migrations, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_and_locked, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip, dir_setup, dir_teardown),
-		cmocka_unit_test_setup_teardown(test_write_fails_then_retried, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_journal_fails_then_retried, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_apply_waits_for_sqlite, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_journal_replayed_after_kill, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_journal_records, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_commits, dir_setup, dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
