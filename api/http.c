@@ -50,10 +50,13 @@ struct http_pss {
 };
 
 /* What the last request kept: its body, its answer. */
-static void request_done(struct http_pss *p)
+static void request_done(struct api *a, struct http_pss *p)
 {
 	if (!p->started)
 		return;
+	if (p->sse)
+		__atomic_sub_fetch(&a->streams, 1, __ATOMIC_SEQ_CST);
+	p->sse = false;
 	buf_free(&p->body);
 	buf_free(&p->resp);
 	req_body_done(&p->doc);
@@ -102,6 +105,7 @@ static void start_sse(struct lws *wsi, struct api *a, struct http_pss *p)
 		return;
 	}
 	p->sse = true;
+	__atomic_add_fetch(&a->streams, 1, __ATOMIC_SEQ_CST);
 	p->status = 200;
 	p->responding = true;
 	tm_http(a->o->tm, 0);
@@ -112,7 +116,7 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 {
 	char why[300];
 	/* a kept-alive connection reuses its session for the next request */
-	request_done(p);
+	request_done(a, p);
 	unsigned char *piece = p->piece;
 	memset(p, 0, sizeof *p);
 	p->piece = piece;
@@ -367,7 +371,7 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 		return 0;
 	}
 	p->responding = false;
-	request_done(p);
+	request_done(a, p);
 	if (p->close_after) {
 		/* A refused body may still be on its way (413 is answered before
 		 * a byte of it is read): a socket closed on unread data answers
@@ -425,7 +429,7 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 		if (p) {
-			request_done(p);
+			request_done(a, p);
 			free(p->piece);
 			p->piece = NULL;
 		}

@@ -18,6 +18,7 @@ struct api {
 	pthread_t service, pump;
 	bool service_started, pump_started;
 	bool stopping;                /* read and set with __atomic */
+	unsigned streams;             /* __atomic: WebSocket clients and SSE streams open */
 
 	/* lws thread only: */
 	struct buf telemetry_frame;   /* the latest frame, built once for every reader */

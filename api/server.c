@@ -9,11 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
 #include "request.h"
 #include "telemetry.h"
+
+/* How often the pump looks for a stream while there is none. */
+#define API_PUMP_IDLE_NS (20 * 1000 * 1000)
 
 int api_parse_listen(const char *s, struct api_listen *out, struct orch_err *err)
 {
@@ -203,6 +207,16 @@ static void *pump_main(void *arg)
 	pthread_setname_np(pthread_self(), "orchfs-api-pump");
 	uint64_t seen = events_committed(&a->o->events);
 	while (!__atomic_load_n(&a->stopping, __ATOMIC_ACQUIRE)) {
+		/* Nobody to tell: neither thread wakes for each event. A stream
+		 * that opens sends its backlog by itself, and the backlog holds
+		 * what was committed before it counted itself in, so `committed`
+		 * is read first. */
+		uint64_t committed = events_committed(&a->o->events);
+		if (!__atomic_load_n(&a->streams, __ATOMIC_SEQ_CST)) {
+			seen = committed;
+			nanosleep(&(struct timespec){0, API_PUMP_IDLE_NS}, NULL);
+			continue;
+		}
 		uint64_t now = events_wait(&a->o->events, seen, 1000);
 		if (now > seen) {
 			seen = now;

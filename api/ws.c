@@ -216,6 +216,7 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 		p->next = *list_of(a);
 		*list_of(a) = p;
 		a->ws_clients++;
+		__atomic_add_fetch(&a->streams, 1, __ATOMIC_SEQ_CST);
 		return 0;
 	case LWS_CALLBACK_RECEIVE:
 		if (p->rx.len + len > a->cfg.max_body) {
@@ -241,6 +242,7 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 			if (*pp == p) {
 				*pp = p->next;
 				a->ws_clients--;
+				__atomic_sub_fetch(&a->streams, 1, __ATOMIC_SEQ_CST);
 				break;
 			}
 		while (p->head) {
