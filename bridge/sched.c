@@ -409,7 +409,9 @@ int sched_set_max_workers(struct orch *o, int n)
 	cJSON_AddNumberToObject(d, "to", n);
 	o->max_workers = n;
 	orch_event(o, NULL, EVK_PIPELINE_MAX_WORKERS, d);
-	orch_wake(o);
+	/* only room for a ready task gives the scheduler something to do */
+	if (o->nready && o->running < n)
+		orch_wake(o);
 	return 0;
 }
 
