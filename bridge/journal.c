@@ -170,7 +170,7 @@ int journal_replay(struct journal *j, int (*fn)(void *arg, const char *data, siz
 	return rc;
 }
 
-/* durable: zeroes the file ahead of end, so that an append's fdatasync
+/* durable: zeroes the file ahead of end, so that an append's sync
  * writes its data, and the file's size only once per JOURNAL_GROW */
 static int grow(struct journal *j, uint64_t need)
 {
@@ -200,7 +200,9 @@ int journal_append(struct journal *j, const void *data, size_t len)
 	struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)data, len}};
 	size_t total = sizeof hdr + len;
 	while (!rc) {
-		ssize_t n = pwritev(j->fd, iov, 2, (off_t)j->end);
+		/* durable: the data synced by the write itself (a device can
+		 * do that with one forced-unit-access write, no cache flush) */
+		ssize_t n = pwritev2(j->fd, iov, 2, (off_t)j->end, j->durable ? RWF_DSYNC : 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -209,8 +211,6 @@ int journal_append(struct journal *j, const void *data, size_t len)
 			rc = -ENOSPC;   /* the limit was reached partway: the rest would fail */
 		break;
 	}
-	if (!rc && j->durable && fdatasync(j->fd) < 0)
-		rc = -errno;
 	if (!rc)
 		j->end = need;
 	return rc;

@@ -1,6 +1,6 @@
 /* journal: the store's append-only log of commits, STATE_DIR/orchfs.journal.
  * A control write is acknowledged once its commit is a record here (one
- * write(2); with --durable, an fdatasync too); the store thread copies the
+ * write(2); with --durable, written through to the disk); the store thread copies the
  * records into SQLite behind, and a restart replays what it had not copied.
  * Each record carries the journal's generation and a CRC-32C, so replay stops
  * at a torn tail or at what a reset left behind:
@@ -18,9 +18,9 @@
 
 struct journal;
 
-/* Opens (creating) path, mode 0600. durable: every append is fdatasynced,
- * and the file grows ahead in zeroed chunks so that a sync writes data, not
- * the file's size as well. */
+/* Opens (creating) path, mode 0600. durable: every append is written
+ * through to the disk (RWF_DSYNC, as fdatasync), and the file grows ahead in
+ * zeroed chunks so that a sync writes data, not the file's size as well. */
 int journal_open(const char *path, bool durable, struct journal **out, struct orch_err *err);
 void journal_close(struct journal *j);
 /* Calls fn for each whole record of the current generation, oldest first,

@@ -8,7 +8,7 @@
  * store thread, several in one record when they queue up (group commit);
  * only then are their events visible and their writers answered. A control
  * write returns after its commit is in the journal (one write(2)), so it
- * survives kill -9; --durable adds an fdatasync per record so it also
+ * survives kill -9; --durable writes each record through to the disk so it also
  * survives power loss. The store thread applies the journal to SQLite
  * behind, a batch per transaction, and a start replays what it had not. The
  * model lock is never held while the disk is written. */
