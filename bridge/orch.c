@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "context.h"
+#include "logpool.h"
 #include "nodes.h"
 #include "pricing.h"
 #include "render.h"
@@ -70,13 +71,16 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	o->tm = tm_create();
 	node_cache_init(o);
 	render_init(o);
-	if (o->cfg.no_store)
-		return 0;
-	if (store_open(o->cfg.state_dir, o->cfg.durable, &o->store, err) ||
-	    store_load(o->store, o, err)) {
+	if (!o->cfg.no_store &&
+	    (store_open(o->cfg.state_dir, o->cfg.durable, &o->store, err) ||
+	     store_load(o->store, o, err))) {
 		orch_destroy(o);
 		return -err->errnum;
 	}
+	/* ids go on from the last one stored */
+	o->logs = logpool_start(logs, (int)o->nworkers + 1);
+	if (o->cfg.no_store)
+		return 0;
 	int rc_start = store_start(o->store, &o->events);
 	if (rc_start) {
 		orch_destroy(o);
@@ -177,6 +181,8 @@ void orch_destroy(struct orch *o)
 		worker_free(w);
 	}
 	free(o->workers);
+	logpool_stop(o->logs);
+	o->logs = NULL;
 	/* first: the store thread may still be writing what was queued */
 	store_close(o->store);
 	o->store = NULL;

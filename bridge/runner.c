@@ -15,12 +15,9 @@ static int pidfd_open_(pid_t pid)
 	return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-int runner_start(const char *command, const char *cwd, char *const envp[], const char *log_path,
+int runner_start(const char *command, const char *cwd, char *const envp[], int logfd,
 		 struct runner_proc *out, struct orch_err *err)
 {
-	int logfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-	if (logfd < 0)
-		return err_set(err, EIO, "cannot open log %s: %s", log_path, strerror(errno));
 	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {
 		close(logfd);

@@ -15,10 +15,9 @@ struct runner_proc {
 	int stdin_fd;   /* write end, O_NONBLOCK */
 };
 
-/* Runs `/bin/sh -c command` in cwd with envp, its output to log_path (made
- * anew: ids are never reused, so anything there is left over from a state
- * directory whose store was removed). */
-int runner_start(const char *command, const char *cwd, char *const envp[], const char *log_path,
+/* Runs `/bin/sh -c command` in cwd with envp, its output to logfd (the
+ * worker's log file, open for append; closed here, whatever happens). */
+int runner_start(const char *command, const char *cwd, char *const envp[], int logfd,
 		 struct runner_proc *out, struct orch_err *err);
 /* Sends sig to the process group; 0, or -errno (ESRCH when it is gone). */
 int runner_signal(pid_t pgid, int sig);
