@@ -19,6 +19,14 @@ struct fs *fs_create(struct orch *o);
  * kernel's copies of what it touched before anyone is told of it. */
 void fs_attach(struct fs *fs, struct fuse_session *se, struct stream_hub *hub,
 	       struct notifier *notifier);
+/* Could anyone be told of a change to path (relative to the root)? Only if
+ * the kernel holds the file or its directory (an inotify watch holds what it
+ * watches; a file nobody looked up, in a directory nobody looked up, has
+ * none): else announcing it would cost calls on the mount for nobody. */
+bool fs_kernel_may_watch(struct fs *fs, const char *path);
+/* Drops the kernel's entry for path: its inode is forgotten unless someone
+ * holds it (a watch, an open file, a working directory). */
+void fs_let_go(struct fs *fs, const char *path);
 /* Before the session goes: no more calls on it. */
 void fs_detach(struct fs *fs);
 void fs_destroy(struct fs *fs);

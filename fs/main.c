@@ -299,7 +299,7 @@ int main(int argc, char **argv)
 	if (api_on && api_start(&o, &api, &server, &err))
 		fprintf(stderr, "orchfs: the API is off: %s\n", err.message);
 	hub = stream_hub_start(&o);
-	notifier = notifier_start(&o, cfg.mount);
+	notifier = notifier_start(&o, fs, cfg.mount);
 	fs_attach(fs, se, hub, notifier);
 	struct fuse_loop_config *loop = fuse_loop_cfg_create();
 	/* libfuse's default: no handler waits long (a read of `events` with

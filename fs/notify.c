@@ -49,6 +49,7 @@ struct notifier_log {
 
 struct notifier {
 	struct orch *o;
+	struct fs *fs;
 	char *mount;
 	pthread_t thread;
 	int tid;                    /* the hand's pid (its only thread); atomic, 0 until it runs */
@@ -342,10 +343,13 @@ static void notifier_pass(struct notifier *n)
 	for (int how = NODE_BORN; how <= NODE_GONE; how++)
 		for (size_t i = 0; i < p.n; i++) {
 			struct pass_item *it = &p.items[i];
-			if (it->how != (enum node_touch)how)
+			if (it->how != (enum node_touch)how || !fs_kernel_may_watch(n->fs, it->path))
 				continue;
 			if (how == NODE_BORN) {
 				notifier_call(n, NOTIFY_CREATE, it->path, it->dir);
+				/* the call made the kernel hold the new entry; a watcher
+				 * who wants it looks it up again */
+				fs_let_go(n->fs, it->path);
 			} else if (how == NODE_MODIFIED) {
 				if (!pass_in_new_dir(&p, it->path))
 					notifier_call(n, NOTIFY_MODIFY, it->path, false);
@@ -409,7 +413,8 @@ static void notifier_poll_logs(struct notifier *n)
 			char path[64];
 			snprintf(path, sizeof path, "mma/workers/%d/log", l->id);
 			l->size = st.st_size;
-			notifier_call(n, NOTIFY_MODIFY, path, false);
+			if (fs_kernel_may_watch(n->fs, path))
+				notifier_call(n, NOTIFY_MODIFY, path, false);
 		}
 		/* looked at once more after its writer ended: its last lines */
 		if (running[i])
@@ -468,10 +473,11 @@ void notifier_wait(struct notifier *n, uint64_t seq, int timeout_ms)
 	pthread_mutex_unlock(&n->lock);
 }
 
-struct notifier *notifier_start(struct orch *o, const char *mount)
+struct notifier *notifier_start(struct orch *o, struct fs *fs, const char *mount)
 {
 	struct notifier *n = xcalloc(1, sizeof *n);
 	n->o = o;
+	n->fs = fs;
 	n->mount = xstrdup(mount);
 	const char *debug = getenv("ORCHFS_DEBUG");
 	n->debug = debug && *debug;

@@ -20,8 +20,9 @@ enum notify_intent { NOTIFY_NONE, NOTIFY_CREATE, NOTIFY_DELETE, NOTIFY_MODIFY };
 
 struct notifier;
 
-/* Starts the thread (after the mount is up and the loop is about to run). */
-struct notifier *notifier_start(struct orch *o, const char *mount);
+/* Starts the thread (after the mount is up and the loop is about to run);
+ * fs says which paths anyone could be watching. */
+struct notifier *notifier_start(struct orch *o, struct fs *fs, const char *mount);
 void notifier_stop(struct notifier *n);
 /* Waits (at most timeout_ms) until every event up to seq is announced. */
 void notifier_wait(struct notifier *n, uint64_t seq, int timeout_ms);

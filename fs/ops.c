@@ -28,6 +28,9 @@
 
 struct fs_inode {
 	char *path;
+	/* The entries the kernel holds (lookups answered, less forgets): none,
+	 * and no inotify watch can be on it either (a watch holds the inode). */
+	uint64_t nlookup;
 };
 
 struct fs {
@@ -137,6 +140,42 @@ static fuse_ino_t fs_intern(struct fs *fs, const char *path)
 	return ino;
 }
 
+/* An entry of ino answered: the kernel holds it until it forgets it. (One
+ * whose answer the kernel never got is counted all the same: announcing a
+ * file nobody holds costs a little, missing one would not be right.) */
+static fuse_ino_t fs_held(struct fs *fs, fuse_ino_t ino)
+{
+	pthread_mutex_lock(&fs->lock);
+	fs->inodes[ino - 1]->nlookup++;
+	pthread_mutex_unlock(&fs->lock);
+	return ino;
+}
+
+bool fs_kernel_may_watch(struct fs *fs, const char *path)
+{
+	char parent[1024];
+	const char *slash = strrchr(path, '/');
+	snprintf(parent, sizeof parent, "%.*s", slash ? (int)(slash - path) : 0, path);
+	pthread_mutex_lock(&fs->lock);
+	bool known = false;
+	for (int i = 0; i < 2 && !known; i++) {
+		fuse_ino_t ino = (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, i ? parent : path);
+		known = ino && fs->inodes[ino - 1]->nlookup > 0;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return known;
+}
+
+static void fs_forget_n(struct fs *fs, fuse_ino_t ino, uint64_t n)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (ino >= 1 && ino <= fs->n) {
+		struct fs_inode *in = fs->inodes[ino - 1];
+		in->nlookup = in->nlookup > n ? in->nlookup - n : 0;
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
 static struct fs_inode *fs_inode(struct fs *fs, fuse_ino_t ino)
 {
 	pthread_mutex_lock(&fs->lock);
@@ -153,7 +192,7 @@ struct fs *fs_create(struct orch *o)
 	fs->by_path = hashmap_new();
 	fs->uid = getuid();
 	fs->gid = getgid();
-	fs_intern(fs, "");   /* FUSE_ROOT_ID == 1 */
+	fs_held(fs, fs_intern(fs, ""));   /* FUSE_ROOT_ID == 1: held while mounted */
 	return fs;
 }
 
@@ -182,6 +221,19 @@ static void fs_drop_cached(void *arg, enum node_touch how, const char *path, boo
 		fuse_lowlevel_notify_inval_entry(fs->se, parent, slash + 1, strlen(slash + 1));
 	else if (ino && how == NODE_MODIFIED)
 		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
+}
+
+void fs_let_go(struct fs *fs, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char dirpath[1024];
+	snprintf(dirpath, sizeof dirpath, "%.*s", slash ? (int)(slash - path) : 0, path);
+	const char *name = slash ? slash + 1 : path;
+	pthread_mutex_lock(&fs->lock);
+	fuse_ino_t parent = (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, dirpath);
+	pthread_mutex_unlock(&fs->lock);
+	if (parent && fs->se)
+		fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
 }
 
 static void fs_committed(void *arg, const struct event_rec *rec)
@@ -352,7 +404,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			return;
 		}
 		if (intent == NOTIFY_DELETE) {
-			e.ino = fs_intern(fs, path);
+			e.ino = fs_held(fs, fs_intern(fs, path));
 			e.attr.st_ino = e.ino;
 			/* what goes away: task dirs, and context entries (files) */
 			e.attr.st_mode = strncmp(path, "context/files/", 14) ? S_IFDIR | 0555
@@ -367,8 +419,12 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!rc)
 		rc = node_resolve(fs->o, path, &n);
 	if (!rc) {
-		e.ino = fs_intern(fs, path);
+		/* held before its attributes are taken: a change the notifier
+		 * passes over as unheld came before them */
+		e.ino = fs_held(fs, fs_intern(fs, path));
 		rc = fs_stat(fs, e.ino, &n, &e.attr, !from_notifier);
+		if (rc)
+			fs_forget_n(fs, e.ino, 1);
 	}
 	OP_END(rc);
 	if (rc) {
@@ -791,12 +847,14 @@ static void notifier_entry(fuse_req_t req, fuse_ino_t parent, const char *name,
 		}
 	}
 	OP_END(rc);
-	if (rc)
+	if (rc) {
 		fuse_reply_err(req, -rc);
-	else if (want == NOTIFY_CREATE)
+	} else if (want == NOTIFY_CREATE) {
+		fs_held(fs, e.ino);
 		fuse_reply_entry(req, &e);
-	else
+	} else {
 		fuse_reply_err(req, 0);
+	}
 }
 
 static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
@@ -819,6 +877,19 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	notifier_entry(req, parent, name, NOTIFY_DELETE);
 }
 
+static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	fs_forget_n(fs_of(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		fs_forget_n(fs_of(req), forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fs *fs = userdata;
@@ -830,6 +901,8 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 static const struct fuse_lowlevel_ops ops = {
 	.init = fs_init,
 	.lookup = fs_lookup,
+	.forget = fs_forget,
+	.forget_multi = fs_forget_multi,
 	.getattr = fs_getattr,
 	.setattr = fs_setattr,
 	.readlink = fs_readlink,

@@ -33,6 +33,31 @@ has_event() { grep -qx -- "$2" "$T/$1.ev"; }
 count_event() { grep -cx -- "$2" "$T/$1.ev"; }
 at_least() { [ "$(count_event "$1" "$2")" -ge "$3" ]; }
 
+# --- what nobody can be watching costs no call on the mount ---
+# First, on the fresh mount: nobody has looked into mma/tasks or mma/workers,
+# so no watch can be there, and the new tasks' and workers' directories are
+# not announced (each announcement is a mkdir the FUSE handlers count as an
+# "other" op). Once mma/tasks is looked at, its new directories are.
+other_ops() { jq .fuse.other.count system/telemetry.json; }
+# track_of NAME N: a track of N `true` tasks, to its end
+track_of() {
+	local i tasks=""
+	for ((i = 0; i < $2; i++)); do tasks+="${i:+,}{\"id\":\"$1-$i\",\"command\":\"true\"}"; done
+	printf '{"id":"%s","tasks":[%s]}\n' "$1" "${tasks#,}" >mma/tracks/create || return 1
+	wait_for "track $1 ends" 30 grep -qx done "mma/tracks/$1/status"
+}
+before=$(other_ops)
+track_of quiet 20
+after=$(other_ops)
+check "20 tasks nobody looks at: their entries are not announced ($((after - before)) calls)" \
+	test $((after - before)) -le 4
+ls mma/tasks mma/workers >/dev/null
+before=$(other_ops)
+track_of heard 20
+after=$(other_ops)
+check "20 tasks in a directory looked at: each entry is announced ($((after - before)) calls)" \
+	test $((after - before)) -ge 40
+
 # Watched from the start: telemetry changes ten times a second and is never announced.
 watch_start tele -e modify -e create -e delete system
 
