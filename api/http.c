@@ -6,8 +6,10 @@
  * request), a worker's log from its file (as long as it was at the request),
  * anything else (a listing, an error object) as rendered; in pieces of 64 KiB,
  * as many per WRITEABLE callback as the socket takes, the headers with the
- * first (a small document is one write). So a response of any size costs
- * one piece of memory. */
+ * first (a small document is one write). Each piece is made in the service
+ * thread's one buffer (lws keeps what the socket did not take), so a
+ * response of any size, on any number of connections, costs no memory of
+ * its own. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +41,6 @@ struct http_pss {
 	size_t sent;
 	bool headers_sent, responding, close_after;
 	bool draining;             /* answered and closing: what the client still sends is dropped */
-	unsigned char *piece;      /* where each write is made: kept for the connection */
 	bool started;              /* a request came: the fields above are its (lws zeroes them first) */
 	/* an event stream */
 	bool sse;
@@ -117,9 +118,7 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 	char why[300];
 	/* a kept-alive connection reuses its session for the next request */
 	request_done(a, p);
-	unsigned char *piece = p->piece;
 	memset(p, 0, sizeof *p);
-	p->piece = piece;
 	p->doc.fd = -1;
 	p->started = true;
 	if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0)
@@ -332,8 +331,8 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 	 * before): from the log's file, the shared document or the answer */
 	bool from_file = p->doc.fd >= 0, from_doc = p->doc.doc != NULL;
 	size_t total = from_file || from_doc ? p->doc.len : p->resp.len;
-	if (!p->piece)
-		p->piece = xmalloc(LWS_PRE + HEADER_ROOM + CHUNK);
+	if (!a->piece)
+		a->piece = xmalloc(LWS_PRE + HEADER_ROOM + CHUNK);
 	bool last = p->sent == total && p->headers_sent;
 	while (!last && !lws_send_pipe_choked(wsi)) {
 		if (p->headers_sent && (from_file || from_doc) && !lws_is_ssl(wsi)) {
@@ -350,7 +349,7 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 			continue;
 		}
 		size_t left = total - p->sent, n = left < CHUNK ? left : CHUNK;
-		unsigned char *start = p->piece + LWS_PRE, *q = start;
+		unsigned char *start = a->piece + LWS_PRE, *q = start;
 		if (!p->headers_sent && add_headers(wsi, p, total, &q, start + HEADER_ROOM))
 			return -1;
 		p->headers_sent = true;
@@ -428,11 +427,8 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 		return 0;
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-		if (p) {
+		if (p)
 			request_done(a, p);
-			free(p->piece);
-			p->piece = NULL;
-		}
 		return 0;
 	default:
 		return lws_callback_http_dummy(wsi, reason, user, in, len);

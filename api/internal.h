@@ -21,6 +21,7 @@ struct api {
 	unsigned streams;             /* __atomic: WebSocket clients and SSE streams open */
 
 	/* lws thread only: */
+	unsigned char *piece;         /* where each HTTP write is made (http.c) */
 	struct buf telemetry_frame;   /* the latest frame, built once for every reader */
 	uint64_t telemetry_gen;       /* bumps with each frame */
 	lws_sorted_usec_list_t sul_telemetry;   /* also wakes streams for heartbeats */

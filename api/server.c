@@ -314,5 +314,6 @@ void api_stop(struct api *a)
 		pthread_join(a->service, NULL);
 	lws_context_destroy(a->ctx);
 	buf_free(&a->telemetry_frame);
+	free(a->piece);
 	free(a);
 }
