@@ -473,11 +473,11 @@ static int a_stdin(struct orch *o, const struct node *n, const char *in, size_t 
 	struct worker *w = arg_worker(o, n);
 	if (!w) {
 		rc = err_set(err, ENOENT, "no worker %s", n->arg);
-	} else if (w->status != WORKER_RUNNING || w->stdin_fd < 0) {
+	} else if (w->status != WORKER_RUNNING || w->proc.stdin_fd < 0) {
 		rc = err_set(err, EBUSY, "worker %d has ended (%s)", w->id,
 			     worker_status_name(w->status));
 	} else {
-		ssize_t r = write(w->stdin_fd, in, len);
+		ssize_t r = write(w->proc.stdin_fd, in, len);
 		if (r < 0 && errno == EAGAIN)
 			rc = err_set(err, EAGAIN, "worker %d is not reading its stdin (pipe full)", w->id);
 		else if (r < 0)

@@ -16,6 +16,7 @@
 #include "pricing.h"
 #include "render.h"
 #include "scheduler.h"
+#include "sha256.h"
 #include "store.h"
 #include "telemetry.h"
 
@@ -56,6 +57,15 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	if (rc) {
 		free(o->prices);
 		return err_set(err, -rc, "cannot create %s: %s", logs, strerror(-rc));
+	}
+	/* orchfs's cgroup is named after the state: a restart on it finds what
+	 * a crash left */
+	char key[65];
+	sha256_hex(o->cfg.state_dir, strlen(o->cfg.state_dir), key);
+	key[12] = '\0';
+	if (runner_init(&o->runner, o->cfg.isolation, key, err)) {
+		free(o->prices);
+		return -err->errnum;
 	}
 	mutex_init_pi(&o->lock);
 	o->started_ms = time_now_ms();
@@ -174,15 +184,18 @@ void orch_destroy(struct orch *o)
 	free(o->dirty_tracks);
 	for (size_t i = 0; i < o->nworkers; i++) {
 		struct worker *w = o->workers[i];
-		if (w->pidfd >= 0)
-			close(w->pidfd);
-		if (w->stdin_fd >= 0)
-			close(w->stdin_fd);
+		if (w->proc.pidfd >= 0)
+			close(w->proc.pidfd);
+		if (w->proc.stdin_fd >= 0)
+			close(w->proc.stdin_fd);
+		if (w->proc.cgroup >= 0)
+			close(w->proc.cgroup);
 		worker_free(w);
 	}
 	free(o->workers);
 	logpool_stop(o->logs);
 	o->logs = NULL;
+	runner_fini(&o->runner);
 	/* first: the store thread may still be writing what was queued */
 	store_close(o->store);
 	o->store = NULL;

@@ -14,6 +14,7 @@
 #include "err.h"
 #include "events.h"
 #include "json.h"
+#include "runner.h"
 
 #define ID_MAX 64            /* [a-z0-9][a-z0-9_-]{0,63} */
 #define MODEL_MAX 128
@@ -90,9 +91,10 @@ struct worker {
 	char *command, *cwd, *model;
 	char **env;
 	size_t nenv;
-	pid_t pid;
-	int pidfd;                 /* -1 once reaped */
-	int stdin_fd;              /* write end of the worker's stdin; -1 when closed */
+	/* its process: pid, pidfd (-1 once reaped), the write end of its stdin
+	 * (-1 when closed), its cgroup (-1: none) */
+	struct runner_proc proc;
+	int64_t cpu_us;            /* CPU time of all its processes, once ended; -1 unknown */
 	int64_t started_ms, ended_ms;
 	int64_t started_ns;        /* monotonic, for the timeout */
 	int timeout_s;
@@ -129,6 +131,7 @@ struct orch_config {
 	bool durable;              /* --durable: fsync every commit */
 	bool no_store;             /* keep nothing on disk (unit tests) */
 	int kill_grace_s;
+	enum runner_isolation isolation;   /* --isolation: auto (default), cgroup, process-group */
 	int telemetry_hz;
 	size_t max_write;          /* EFBIG above; default 1 MiB */
 	size_t event_history;      /* events kept in memory; default 65536 */
@@ -198,6 +201,7 @@ struct orch {
 	struct telemetry *tm;
 	struct store *store;       /* NULL when nothing is kept on disk */
 	struct log_pool *logs;     /* workers' log files made ahead (NULL: made at start) */
+	struct runner runner;      /* how workers run: in cgroups or process groups */
 	struct render_cache *rcache; /* nodes.c: last renders, keyed by node and version */
 	struct render_sections *sections; /* render.c: the fragments of the big documents */
 };

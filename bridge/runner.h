@@ -1,27 +1,73 @@
-/* runner: real worker processes. posix_spawn keeps fork's copy of a
- * multi-threaded daemon out of the picture; each worker leads its own process
- * group (so a kill reaches its children too), writes stdout and stderr to its
- * log file, and reads stdin from a pipe the daemon holds. */
+/* runner: real worker processes, each leading its own process group and, where
+ * a writable cgroup v2 is there, in a cgroup of its own: then a kill reaches
+ * every process the worker made (a `setsid` one too), a freeze is
+ * cgroup.freeze, and its CPU time is counted. Workers write stdout and stderr
+ * to their log file and read stdin from a pipe the daemon holds. The process
+ * is made with clone(CLONE_VM | CLONE_VFORK), as posix_spawn does, so a
+ * multi-threaded daemon's memory is never copied; the child joins its cgroup
+ * before it execs, so nothing it starts is outside.
+ *   cat $(jq -r .cgroup mma/workers/7/info.json)/cpu.stat */
 #ifndef ORCHFS_RUNNER_H
 #define ORCHFS_RUNNER_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "err.h"
 
+enum runner_isolation { ISOLATION_AUTO, ISOLATION_CGROUP, ISOLATION_PGROUP };
+
+/* The runners' context (one per daemon). */
+struct runner {
+	int cgroup_dir;            /* orchfs's cgroup of workers; -1: process groups only */
+	char *cgroup_path;
+	/* cgroups of ended workers whose last processes were still going */
+	int *leftover;
+	size_t nleftover, leftover_cap;
+};
+
 struct runner_proc {
+	int id;         /* the worker's */
 	pid_t pid;
 	int pidfd;      /* readable when the process has exited */
 	int stdin_fd;   /* write end, O_NONBLOCK */
+	int cgroup;     /* the worker's cgroup directory; -1: none */
 };
 
-/* Runs `/bin/sh -c command` in cwd with envp, its output to logfd (the
- * worker's log file, open for append; closed here, whatever happens). */
-int runner_start(const char *command, const char *cwd, char *const envp[], int logfd,
-		 struct runner_proc *out, struct orch_err *err);
-/* Sends sig to the process group; 0, or -errno (ESRCH when it is gone). */
-int runner_signal(pid_t pgid, int sig);
-/* Non-blocking reap of pid. 1 = reaped (status in *wstatus), 0 = still running. */
-int runner_reap(pid_t pid, int *wstatus);
+/* want ISOLATION_AUTO: a cgroup per worker where one can be made under the
+ * daemon's own (STATE_KEY names orchfs's, so that a restart on the same state
+ * finds the cgroups of workers a crash left, and kills what is in them),
+ * else process groups. ISOLATION_CGROUP: an error without. */
+int runner_init(struct runner *r, enum runner_isolation want, const char *state_key,
+		struct orch_err *err);
+void runner_fini(struct runner *r);
+/* "cgroup" or "process-group" */
+const char *runner_isolation(const struct runner *r);
+/* Runs `/bin/sh -c command` in cwd with envp as worker id, its output to
+ * logfd (the worker's log file, open for append; closed here, whatever
+ * happens). */
+int runner_start(struct runner *r, int id, const char *command, const char *cwd,
+		 char *const envp[], int logfd, struct runner_proc *out, struct orch_err *err);
+/* Sends sig to every process of the worker (its cgroup's, else its process
+ * group's; SIGKILL with a cgroup is cgroup.kill); 0, or -errno (ESRCH when
+ * none is left). */
+int runner_signal(const struct runner_proc *p, int sig);
+/* Freezes or thaws every process of the worker (cgroup.freeze, else
+ * SIGSTOP/SIGCONT to its process group). */
+int runner_freeze(const struct runner_proc *p, bool frozen);
+/* Non-blocking reap of the worker's first process. 1 = reaped (status in
+ * *wstatus), 0 = still running. */
+int runner_reap(const struct runner_proc *p, int *wstatus);
+/* After the reap: what is left of the worker (processes it left behind) is
+ * killed, its CPU time is returned in microseconds (-1 without a cgroup),
+ * and its cgroup goes once empty. Closes p's descriptors. */
+int64_t runner_end(struct runner *r, struct runner_proc *p);
+/* Removes the cgroups of ended workers whose last processes have gone since
+ * (the scheduler calls it on each pass while there are some). */
+void runner_tidy(struct runner *r);
+/* The path of worker id's cgroup into out; false without one. */
+bool runner_cgroup_path(const struct runner *r, int id, char *out, size_t size);
 
 #endif

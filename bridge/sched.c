@@ -206,7 +206,8 @@ static struct worker *spawn_begin(struct orch *o, const struct cmd_spawn *req, s
 	struct worker *w = xcalloc(1, sizeof *w);
 	w->id = (int)o->nworkers + 1;
 	w->exit_code = -1;
-	w->pidfd = w->stdin_fd = -1;
+	w->cpu_us = -1;
+	w->proc = (struct runner_proc){.id = w->id, .pidfd = -1, .stdin_fd = -1, .cgroup = -1};
 	w->starting = true;
 	const char *cwd = t ? t->cwd : req->cwd;
 	const char *model = t ? t->model : req->model;
@@ -256,7 +257,7 @@ static void spawn_run(struct orch *o, struct spawn_job *j)
 		return;
 	}
 	char **envp = worker_envp(o, w, w->env, w->nenv);
-	j->rc = runner_start(w->command, w->cwd, envp, logfd, &j->p, &j->err);
+	j->rc = runner_start(&o->runner, w->id, w->command, w->cwd, envp, logfd, &j->p, &j->err);
 	for (char **e = envp; *e; e++)
 		free(*e);
 	free(envp);
@@ -290,24 +291,22 @@ static void spawn_end(struct orch *o, struct spawn_job *j)
 		}
 		return;
 	}
-	w->pid = j->p.pid;
-	w->pidfd = j->p.pidfd;
-	w->stdin_fd = j->p.stdin_fd;
+	w->proc = j->p;
 	w->started_ns = time_mono_ns();
 	if (o->pipeline == PIPE_FROZEN)
-		runner_signal(w->pid, SIGSTOP);
+		runner_freeze(&w->proc, true);
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddNumberToObject(d, "id", w->id);
 	json_add_str_or_null(d, "task", w->task_id);
 	json_add_str_or_null(d, "track", w->track_id);
-	cJSON_AddNumberToObject(d, "pid", w->pid);
+	cJSON_AddNumberToObject(d, "pid", w->proc.pid);
 	cJSON_AddStringToObject(d, "command", w->command);
 	orch_event(o, w, EVK_WORKER_SPAWNED, d);
 	/* a kill that came while it started */
 	if (w->pending_signal) {
-		runner_signal(w->pid, w->pending_signal);
+		runner_signal(&w->proc, w->pending_signal);
 		if (o->pipeline == PIPE_FROZEN)
-			runner_signal(w->pid, SIGCONT);
+			runner_freeze(&w->proc, false);
 	}
 	orch_wake(o);
 }
@@ -348,15 +347,15 @@ int sched_kill(struct orch *o, struct worker *w, int sig, int grace_s, struct or
 	/* still starting: it gets the signal the moment it has a pid */
 	if (w->starting && (w->pending_signal != SIGKILL))
 		w->pending_signal = sig;
-	int rc = w->starting ? 0 : runner_signal(w->pid, sig);
+	int rc = w->starting ? 0 : runner_signal(&w->proc, sig);
 	if (rc && rc != -ESRCH)
 		return err_set(err, EIO, "kill worker %d: %s", w->id, strerror(-rc));
 	bool ends = signal_ends_process(sig);
 	if (ends) {
 		w->kill_requested = true;
-		/* A stopped group would hold the signal pending until resumed. */
+		/* A frozen worker would hold the signal pending until thawed. */
 		if (o->pipeline == PIPE_FROZEN && !w->starting)
-			runner_signal(w->pid, SIGCONT);
+			runner_freeze(&w->proc, false);
 		if (sig != SIGKILL) {
 			int64_t deadline = time_mono_ns() + (int64_t)grace_s * 1000000000;
 			if (!w->kill_deadline_ns || deadline < w->kill_deadline_ns)
@@ -379,9 +378,9 @@ static void pipeline_set(struct orch *o, enum pipeline_status s)
 	if (from == s)
 		return;
 	sched_wait_started(o);
-	int sig = s == PIPE_FROZEN ? SIGSTOP : from == PIPE_FROZEN ? SIGCONT : 0;
-	for (int i = 0; sig && i < o->running; i++)
-		runner_signal(o->run[i]->pid, sig);
+	if (s == PIPE_FROZEN || from == PIPE_FROZEN)
+		for (int i = 0; i < o->running; i++)
+			runner_freeze(&o->run[i]->proc, s == PIPE_FROZEN);
 	o->pipeline = s;
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddStringToObject(d, "from", pipeline_status_name(from));
@@ -476,11 +475,7 @@ static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 		w->status = WORKER_EXITED;
 	else
 		w->status = WORKER_FAILED;
-	close(w->pidfd);
-	w->pidfd = -1;
-	if (w->stdin_fd >= 0)
-		close(w->stdin_fd);
-	w->stdin_fd = -1;
+	w->cpu_us = runner_end(&o->runner, &w->proc);
 	w->kill_deadline_ns = 0;
 	run_remove(o, w);
 
@@ -533,7 +528,7 @@ void sched_recover(struct orch *o)
 		w->ended_ms = time_now_ms();
 		cJSON *d = cJSON_CreateObject();
 		cJSON_AddNumberToObject(d, "id", w->id);
-		cJSON_AddNumberToObject(d, "pid", w->pid);
+		cJSON_AddNumberToObject(d, "pid", w->proc.pid);
 		orch_event(o, w, EVK_WORKER_LOST, d);
 		task_after_attempt(o, w);
 	}
@@ -569,12 +564,13 @@ static void sched_tick(struct orch *o, struct spawn_job **jobs, size_t *njobs)
 {
 	int64_t now = time_mono_ns();
 	bool changed = false;
+	runner_tidy(&o->runner);
 	for (int i = 0; i < o->running; i++) {
 		struct worker *w = o->run[i];
 		int wstatus;
 		if (w->starting)
 			continue;   /* no pid yet: waitpid(0) would reap anyone's */
-		if (runner_reap(w->pid, &wstatus)) {
+		if (runner_reap(&w->proc, &wstatus)) {
 			worker_ended(o, w, wstatus);   /* run[i] is now another worker */
 			i--;
 			changed = true;
@@ -587,14 +583,14 @@ static void sched_tick(struct orch *o, struct spawn_job **jobs, size_t *njobs)
 			cJSON_AddNumberToObject(d, "id", w->id);
 			cJSON_AddNumberToObject(d, "timeout_s", w->timeout_s);
 			orch_event(o, w, EVK_WORKER_TIMEOUT, d);
-			runner_signal(w->pid, SIGTERM);
+			runner_signal(&w->proc, SIGTERM);
 			if (o->pipeline == PIPE_FROZEN)
-				runner_signal(w->pid, SIGCONT);
+				runner_freeze(&w->proc, false);
 			w->kill_deadline_ns = now + (int64_t)o->cfg.kill_grace_s * 1000000000;
 		}
 		if (w->kill_deadline_ns && now >= w->kill_deadline_ns) {
 			w->kill_deadline_ns = 0;
-			runner_signal(w->pid, SIGKILL);
+			runner_signal(&w->proc, SIGKILL);
 			cJSON *d = cJSON_CreateObject();
 			cJSON_AddNumberToObject(d, "id", w->id);
 			cJSON_AddStringToObject(d, "signal", "KILL");
@@ -659,7 +655,7 @@ void *sched_main(void *arg)
 		}
 		fds[0] = (struct pollfd){.fd = o->wake_fd, .events = POLLIN};
 		for (int i = 0; i < o->running; i++)
-			fds[n++] = (struct pollfd){.fd = o->run[i]->pidfd, .events = POLLIN};
+			fds[n++] = (struct pollfd){.fd = o->run[i]->proc.pidfd, .events = POLLIN};
 		pthread_mutex_unlock(&o->lock);
 		/* 100 ms bounds how late a timeout or a kill grace can fire. */
 		poll(fds, n, 100);

@@ -420,7 +420,7 @@ static char *worker_doc(const struct worker *w)
 	jw_lit(&b, ",\"env\":");
 	strv_doc(&b, w->env, w->nenv);
 	jw_lit(&b, ",\"pid\":");
-	jw_i64(&b, w->pid);
+	jw_i64(&b, w->proc.pid);
 	jw_lit(&b, ",\"started\":");
 	jw_i64(&b, w->started_ms);
 	jw_lit(&b, ",\"ended\":");
@@ -435,6 +435,8 @@ static char *worker_doc(const struct worker *w)
 	jw_bool(&b, w->timed_out);
 	jw_lit(&b, ",\"kill_requested\":");
 	jw_bool(&b, w->kill_requested);
+	jw_lit(&b, ",\"cpu_us\":");
+	jw_i64(&b, w->cpu_us);
 	jw_lit(&b, ",\"log\":");
 	jw_str(&b, w->log_path);
 	jw_lit(&b, ",\"usage\":");
@@ -1407,8 +1409,9 @@ static int load_workers(struct store *s, struct orch *o)
 			w->cwd = xstrdup("/");
 		w->model = doc_str(d, "model");
 		w->env = doc_strv(d, "env", &w->nenv);
-		w->pid = (pid_t)doc_i64(d, "pid", 0);
-		w->pidfd = w->stdin_fd = -1;
+		w->proc = (struct runner_proc){.id = id, .pid = (pid_t)doc_i64(d, "pid", 0),
+					       .pidfd = -1, .stdin_fd = -1, .cgroup = -1};
+		w->cpu_us = doc_i64(d, "cpu_us", -1);
 		w->started_ms = doc_i64(d, "started", 0);
 		w->ended_ms = doc_i64(d, "ended", 0);
 		w->timeout_s = (int)doc_i64(d, "timeout_s", 0);
@@ -1438,7 +1441,8 @@ static int load_workers(struct store *s, struct orch *o)
 		w->command = xstrdup("");
 		w->cwd = xstrdup("/");
 		w->log_path = xstrdup("/dev/null");
-		w->pidfd = w->stdin_fd = -1;
+		w->proc = (struct runner_proc){.id = w->id, .pidfd = -1, .stdin_fd = -1, .cgroup = -1};
+		w->cpu_us = -1;
 		w->exit_code = -1;
 		o->workers[i] = w;
 	}

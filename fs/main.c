@@ -46,6 +46,8 @@ static void usage(FILE *out)
 	      "  --durable               fsync every commit: survive power loss, not only kill -9\n"
 	      "  --pricing FILE          model prices, JSON {\"MODEL\":{\"input_per_mtok\",\"output_per_mtok\",...}}\n"
 	      "  --kill-grace SECONDS    SIGTERM, then SIGKILL after this; default 5\n"
+	      "  --isolation auto|cgroup|process-group   a cgroup per worker where one can\n"
+	      "                          be made (auto, the default), or process groups\n"
 	      "  --telemetry-hz N        default 10\n"
 	      "  -h, --help   -V, --version\n"
 	      "See orchfs(1).\n",
@@ -149,6 +151,7 @@ int main(int argc, char **argv)
 		{"ws-queue-window", required_argument, NULL, 'w'},
 		{"pricing", required_argument, NULL, 'p'},
 		{"kill-grace", required_argument, NULL, 'g'},
+		{"isolation", required_argument, NULL, 'I'},
 		{"telemetry-hz", required_argument, NULL, 't'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
@@ -197,6 +200,16 @@ int main(int argc, char **argv)
 		case 'w': api.ws_queue_window_s = (int)parse_num("--ws-queue-window", optarg, 1, 3600); break;
 		case 'p': cfg.pricing_file = absolute(optarg); break;
 		case 'g': cfg.kill_grace_s = (int)parse_num("--kill-grace", optarg, 0, 3600); break;
+		case 'I':
+			if (!strcmp(optarg, "auto") || !strcmp(optarg, "cgroup") ||
+			    !strcmp(optarg, "process-group")) {
+				cfg.isolation = optarg[0] == 'a' ? ISOLATION_AUTO
+					      : optarg[0] == 'c' ? ISOLATION_CGROUP : ISOLATION_PGROUP;
+				break;
+			}
+			fprintf(stderr, "orchfs: --isolation %s: auto, cgroup or process-group\n", optarg);
+			options_free(&cfg, &api);
+			return 2;
 		case 't': cfg.telemetry_hz = (int)parse_num("--telemetry-hz", optarg, 1, 1000); break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("orchfs %s\n", ORCHFS_VERSION); return 0;

@@ -162,7 +162,7 @@ static void test_round_trip(void **state)
 	pthread_mutex_lock(&o.lock);
 	struct worker *w;
 	assert_int_equal(sched_spawn(&o, NULL, task_find(&o, "a"), NULL, &w, &err), 0);
-	pid_t pid = w->pid;
+	pid_t pid = w->proc.pid;
 	uint64_t ticket = orch_commit(&o);
 	pthread_mutex_unlock(&o.lock);
 	assert_int_equal(orch_wait(&o, ticket), 0);

@@ -76,8 +76,21 @@ def b_spawned_seq(evs, wid):
     return next(e["seq"] for e in evs if e["type"] == "worker.spawned" and e["data"]["id"] == wid)
 
 
+def cgroup_frozen(pid):
+    """Is process pid in a frozen cgroup (a freeze, with workers in cgroups)?"""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            root = next(l.split()[4] for l in f if " - cgroup2 " in l)
+        with open("/proc/%s/cgroup" % pid) as f:
+            path = next(l[3:].strip() for l in f if l.startswith("0::"))
+        with open(root + path + "/cgroup.events") as f:
+            return "frozen 1" in f.read().splitlines()
+    except (OSError, StopIteration):
+        return False
+
+
 def group_states(pgid):
-    """The states of the processes in process group pgid."""
+    """The states of the processes in process group pgid (T for a frozen one)."""
     out = []
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -87,17 +100,19 @@ def group_states(pgid):
             except OSError:
                 continue
             if int(fields[2]) == pgid:
-                out.append(fields[0])
+                out.append("T" if cgroup_frozen(d) else fields[0])
     return out
 
 
 def proc_state(pid):
-    """The one-letter state of a process (R, S, T ...), or None if it is gone."""
+    """The one-letter state of a process (R, S, T ...; T for a frozen one),
+    or None if it is gone."""
     try:
         with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
+            state = f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return None
+    return "T" if cgroup_frozen(pid) else state
 
 
 class DropProxy:

@@ -13,7 +13,6 @@ cd "$M" || exit 1
 
 w_is() { status_is "mma/workers/$1/status" "$2"; }
 log_has() { grep -qx -- "$2" "mma/workers/$1/log"; }
-proc_state() { awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null; }
 # every process of process group $1 is in state $2 (T) or none is ($2 = !T)
 group_state() {
 	local pg=$1 want=$2 p n=0 s

@@ -16,7 +16,6 @@ cd "$M" || exit 1
 w_status() { cat "mma/workers/$1/status" 2>/dev/null; }
 w_is() { [ "$(w_status "$1")" == "$2" ]; }
 log_has() { grep -qx -- "$2" "mma/workers/$1/log"; }
-proc_state() { awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null; }
 
 # --- spawn with the result read back on the same descriptor (README, "Control grammar") ---
 exec 3<>mma/workers/spawn
