@@ -105,6 +105,7 @@ static void cgroup_sweep(int dir)
 			close(fd);
 		return;
 	}
+	rewinddir(d);   /* the copy shares the offset that an earlier sweep moved */
 	for (struct dirent *e; (e = readdir(d));)
 		if (e->d_name[0] == 'w' && e->d_type == DT_DIR)
 			cgroup_remove(dir, e->d_name, 1000);

@@ -91,7 +91,13 @@ static void run_both(void (*fn)(struct runner *r, bool cgroup))
 		assert_string_equal(runner_isolation(&r), want == ISOLATION_CGROUP ? "cgroup"
 										  : "process-group");
 		fn(&r, want == ISOLATION_CGROUP);
+		char base[4200] = "";
+		if (r.cgroup_path)
+			snprintf(base, sizeof base, "%s", r.cgroup_path);
 		runner_fini(&r);
+		/* the workers' cgroups and orchfs's own are gone with it */
+		if (base[0])
+			assert_int_equal(access(base, F_OK), -1);
 	}
 }
 
@@ -181,6 +187,29 @@ static void test_escapee(void **state)
 	run_both(escapee);
 }
 
+/* One never reaped nor ended (a daemon stopping with it running): fini kills
+ * it and removes its cgroup all the same. */
+static void unended(struct runner *r, bool cgroup)
+{
+	struct runner_proc p;
+	start(r, 4, "exec sleep 300", "4.log", &p);
+	if (!cgroup) {
+		runner_signal(&p, SIGKILL);
+		wait_exit(&p);
+	}
+	close(p.pidfd);
+	close(p.stdin_fd);
+	if (p.cgroup >= 0)
+		close(p.cgroup);
+}
+
+static void test_unended(void **state)
+{
+	run_both(unended);
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
+}
+
 int main(void)
 {
 	signal(SIGCHLD, SIG_DFL);
@@ -188,6 +217,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_output_and_status, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_bad_cwd, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_escapee, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_unended, dir_setup, dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
