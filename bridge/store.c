@@ -673,13 +673,13 @@ static struct commit *commit_decode(struct cursor *cur)
 	if ((size_t)nrows + nblobs + nlines > (size_t)(cur->end - cur->p) / 4)
 		cur->bad = true;
 	for (uint32_t i = 0; i < nrows && !cur->bad; i++) {
-		enum row_table table = (enum row_table)take_u32(cur);
+		uint32_t table = take_u32(cur);
 		int64_t ikey = (int64_t)take_u64(cur), ord = (int64_t)take_u64(cur);
 		char *key = take_bytes(cur, NULL);
 		char *doc = take_bytes(cur, NULL);
 		if (table > ROW_CONTEXT_DOC)
 			cur->bad = true;
-		commit_row(c, table, key, ikey, ord, doc);
+		commit_row(c, cur->bad ? ROW_META : (enum row_table)table, key, ikey, ord, doc);
 		free(key);
 	}
 	if (!cur->bad && nblobs)
@@ -921,7 +921,9 @@ static int replay_record(void *arg, const char *data, size_t len)
 	uint64_t bytes = 0;
 	while (cur.p < cur.end) {
 		struct commit *c = commit_decode(&cur);
-		int rc = c ? write_commit(s, c, &bytes) : -1;
+		if (!c)
+			return -EPROTO;
+		int rc = write_commit(s, c, &bytes);
 		commit_free(c);
 		if (rc)
 			return -EIO;
@@ -945,7 +947,7 @@ static int journal_recover(struct store *s, const char *path, bool durable, stru
 	if (rc) {
 		exec(s->db, "ROLLBACK");
 		return err_set(err, EIO, "replaying %s into the store: %s", path,
-			       rc == -EIO ? "a record is not one of this orchfs's" : sqlite3_errmsg(s->db));
+			       rc == -EPROTO ? "a record is not one of this orchfs's" : sqlite3_errmsg(s->db));
 	}
 	if (journal_bytes(s->journal) && (rc = journal_reset(s->journal)))
 		return err_set(err, EIO, "cannot write %s: %s", path, strerror(-rc));

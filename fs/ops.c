@@ -151,17 +151,25 @@ static fuse_ino_t fs_held(struct fs *fs, fuse_ino_t ino)
 	return ino;
 }
 
+/* fs.lock held: the inode of path's directory (0: never interned), and
+ * path's last component in *name */
+static fuse_ino_t parent_of(struct fs *fs, const char *path, const char **name)
+{
+	char dirpath[1024];
+	const char *slash = strrchr(path, '/');
+	snprintf(dirpath, sizeof dirpath, "%.*s", slash ? (int)(slash - path) : 0, path);
+	*name = slash ? slash + 1 : path;
+	return (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, dirpath);
+}
+
 bool fs_kernel_may_watch(struct fs *fs, const char *path)
 {
-	char parent[1024];
-	const char *slash = strrchr(path, '/');
-	snprintf(parent, sizeof parent, "%.*s", slash ? (int)(slash - path) : 0, path);
+	const char *name;
 	pthread_mutex_lock(&fs->lock);
-	bool known = false;
-	for (int i = 0; i < 2 && !known; i++) {
-		fuse_ino_t ino = (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, i ? parent : path);
-		known = ino && fs->inodes[ino - 1]->nlookup > 0;
-	}
+	fuse_ino_t ino = (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, path);
+	fuse_ino_t parent = parent_of(fs, path, &name);
+	bool known = (ino && fs->inodes[ino - 1]->nlookup > 0) ||
+		     (parent && fs->inodes[parent - 1]->nlookup > 0);
 	pthread_mutex_unlock(&fs->lock);
 	return known;
 }
@@ -207,30 +215,22 @@ static void fs_drop_cached(void *arg, enum node_touch how, const char *path, boo
 	struct fs *fs = arg;
 	if (how == NODE_BORN)
 		return;   /* the kernel keeps no negative entries: nothing to drop */
+	const char *name;
 	pthread_mutex_lock(&fs->lock);
 	fuse_ino_t ino = (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, path);
-	fuse_ino_t parent = 0;
-	const char *slash = strrchr(path, '/');
-	if (how == NODE_GONE && slash) {
-		char dirpath[1024];
-		snprintf(dirpath, sizeof dirpath, "%.*s", (int)(slash - path), path);
-		parent = (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, dirpath);
-	}
+	fuse_ino_t parent = how == NODE_GONE && strchr(path, '/') ? parent_of(fs, path, &name) : 0;
 	pthread_mutex_unlock(&fs->lock);
 	if (parent)
-		fuse_lowlevel_notify_inval_entry(fs->se, parent, slash + 1, strlen(slash + 1));
+		fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
 	else if (ino && how == NODE_MODIFIED)
 		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
 }
 
 void fs_let_go(struct fs *fs, const char *path)
 {
-	const char *slash = strrchr(path, '/');
-	char dirpath[1024];
-	snprintf(dirpath, sizeof dirpath, "%.*s", slash ? (int)(slash - path) : 0, path);
-	const char *name = slash ? slash + 1 : path;
+	const char *name;
 	pthread_mutex_lock(&fs->lock);
-	fuse_ino_t parent = (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, dirpath);
+	fuse_ino_t parent = parent_of(fs, path, &name);
 	pthread_mutex_unlock(&fs->lock);
 	if (parent && fs->se)
 		fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
