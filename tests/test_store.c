@@ -238,6 +238,17 @@ static char *journal_path(const struct dir *d)
 	return p;
 }
 
+/* Another connection holding SQLite's write lock (the store thread may be
+ * applying the start meanwhile: it is waited for). */
+static sqlite3 *hold_sqlite(const struct dir *d)
+{
+	sqlite3 *other;
+	assert_int_equal(sqlite3_open(db_path(d), &other), SQLITE_OK);
+	sqlite3_busy_timeout(other, 5000);
+	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	return other;
+}
+
 /* A write the journal cannot take (the file may not grow: a full disk, say)
  * fails with EIO and its events stay unseen; once the journal can grow, it
  * is written after all with the next commit, before it. */
@@ -249,10 +260,7 @@ static void test_journal_fails_then_retried(void **state)
 	struct orch_err err = {0};
 	assert_int_equal(orch_init(&o, &cfg, &err), 0);
 	/* SQLite held up, so that it meets the full disk too, once let go */
-	sqlite3 *other;
-	assert_int_equal(sqlite3_open(db_path(d), &other), SQLITE_OK);
-	sqlite3_busy_timeout(other, 5000);   /* the thread may be applying the start */
-	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3 *other = hold_sqlite(d);
 	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "3"), 0);
 	uint64_t seen = events_committed(&o.events);
 
@@ -294,10 +302,7 @@ static void test_apply_waits_for_sqlite(void **state)
 	struct orch o;
 	struct orch_err err = {0};
 	assert_int_equal(orch_init(&o, &cfg, &err), 0);
-	sqlite3 *other;
-	assert_int_equal(sqlite3_open(db_path(d), &other), SQLITE_OK);
-	sqlite3_busy_timeout(other, 5000);   /* the thread may be applying the start */
-	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3 *other = hold_sqlite(d);
 	uint64_t seen = events_committed(&o.events);
 	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "4"), 0);
 	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "6"), 0);
@@ -320,11 +325,9 @@ static void test_journal_replayed_after_kill(void **state)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		struct orch o;
-		sqlite3 *other;
-		if (orch_init(&o, &cfg, &err) || sqlite3_open(db_path(d), &other) ||
-		    sqlite3_busy_timeout(other, 5000) ||
-		    sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL))
+		if (orch_init(&o, &cfg, &err))
 			_exit(2);
+		hold_sqlite(d);
 		for (int i = 1; i <= 50; i++) {
 			char num[16];
 			snprintf(num, sizeof num, "%d", i);

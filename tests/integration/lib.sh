@@ -395,6 +395,18 @@ orchfs_start() {
 	_fail_now "the mount at $M did not come up within 5 s"
 }
 
+# orchfs_restart [ARGS]: starts a daemon again on this test's $S and $M
+# (after a crash or an unmount), API off, and waits for its mount.
+orchfs_restart() {
+	(cd "$T/work" && exec "$ORCHFS" -f --state-dir "$S" --pricing "$T/pricing.json" \
+		--kill-grace 1 --http off --ws off "$@" "$M") >>"$DAEMON_LOG" 2>&1 </dev/null &
+	DAEMON_PID=$!
+	_DAEMONS+=("$DAEMON_PID")
+	_MOUNTS+=("$M")
+	echo "$DAEMON_PID" >>"$_WATCHDOG_PIDS"
+	poll 5 eval 'cat "$M/mma/pipeline/status" >/dev/null 2>&1'
+}
+
 # free_port: a TCP port on 127.0.0.1 that nothing listens on now.
 free_port() {
 	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

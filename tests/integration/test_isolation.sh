@@ -66,15 +66,6 @@ kill -KILL "$DAEMON_PID"
 wait "$DAEMON_PID" 2>/dev/null
 check "after kill -9 the worker's child still runs" alive "$pid"
 cd / || exit 1
-orchfs_restart() {
-	(cd "$T/work" && exec "$ORCHFS" -f --state-dir "$S" --pricing "$T/pricing.json" \
-		--kill-grace 1 --http off --ws off "$@" "$M") >>"$DAEMON_LOG" 2>&1 </dev/null &
-	DAEMON_PID=$!
-	_DAEMONS+=("$DAEMON_PID")
-	_MOUNTS+=("$M")
-	echo "$DAEMON_PID" >>"$_WATCHDOG_PIDS"
-	poll 5 eval 'cat "$M/mma/pipeline/status" >/dev/null 2>&1'
-}
 orchfs_restart
 cd "$M" || exit 1
 wait_for "the restart killed what the crash left in worker $w's cgroup" 5 gone "$pid"

@@ -6,17 +6,6 @@
 # error with a non-zero exit, never a crash or a silent reset.
 . "$(dirname "$0")/lib.sh"
 
-# restart_same [ARGS]: starts a daemon again on this test's $S and $M.
-restart_same() {
-	(cd "$T/work" && exec "$ORCHFS" -f --state-dir "$S" --pricing "$T/pricing.json" \
-		--kill-grace 1 --http off --ws off "$@" "$M") >>"$DAEMON_LOG" 2>&1 </dev/null &
-	DAEMON_PID=$!
-	_DAEMONS+=("$DAEMON_PID")
-	_MOUNTS+=("$M")
-	echo "$DAEMON_PID" >>"$_WATCHDOG_PIDS"
-	poll 5 eval 'cat "$M/mma/pipeline/status" >/dev/null 2>&1'
-}
-
 crash() { # kill -9 the daemon and wait for it to be gone
 	kill -KILL "$DAEMON_PID"
 	wait "$DAEMON_PID" 2>/dev/null
@@ -47,7 +36,7 @@ before_money=$(jq -c '.total | {input_tokens, output_tokens, cost_usd}' "$M/metr
 crash
 
 check "stale mount left behind" eval '! ls "$M" >/dev/null 2>&1'
-restart_same
+orchfs_restart
 check "remounted over the stale mount" mountpoint -q "$M"
 expect_eq "max_workers survived" "$(cat "$M/mma/pipeline/max_workers")" 7
 expect_eq "c still held" "$(cat "$M/mma/tasks/c/status")" held
@@ -76,7 +65,7 @@ fusermount3 -u "$M"
 poll 5 eval '! kill -0 $DAEMON_PID 2>/dev/null'
 chmod 644 "$S/orchfs.db" "$S/orchfs.db-wal" 2>/dev/null
 chmod 755 "$S"
-restart_same
+orchfs_restart
 expect_eq "the store is 0600 again" "$(stat -c %a "$S/orchfs.db" "$S/orchfs.db-wal" | tr '\n' ' ')" "600 600 "
 check "a state dir open to others is warned about" grep -q "open to others (mode 755)" "$DAEMON_LOG"
 chmod 700 "$S"
@@ -110,7 +99,7 @@ check "not mounted" eval '! mountpoint -q "$M"'
 S=$T/state2
 M=$T/mnt3
 mkdir -p "$S" "$M"
-restart_same --max-workers 8
+orchfs_restart --max-workers 8
 # sleep 0.05 a task: the burst lasts about 2 s, and the crash comes in it;
 # retries 1: an attempt the crash loses runs again, so the track can finish done
 python3 -c 'import json
@@ -125,7 +114,7 @@ check "the killed daemon is gone" eval '! kill -0 $DAEMON_PID 2>/dev/null'
 timeout 3 stat -f "$M" >/dev/null 2>&1
 rc=$?
 check "its mount is stale, not wedged (statfs fails at once: rc $rc, not 124)" test "$rc" -ne 0 -a "$rc" -ne 124
-restart_same --max-workers 8
+orchfs_restart --max-workers 8
 expect_eq "the 300 tasks are all there after the crash" "$(jq '.tasks | length' "$M/state.json")" 300
 check "no worker running at the crash is running after it ($running)" \
 	jqe --argjson ids "$running" '[.workers[] | select(.id as $i | $ids | index($i)) | select(.status == "running")] | length == 0' \
