@@ -30,6 +30,7 @@ enum method { M_OTHER, M_GET, M_POST };
 
 struct http_pss {
 	enum method method;
+	int worker;                /* whose token (req_admit): N > 0 may report N's usage only */
 	char path[1024];
 	struct buf body;
 	size_t content_length;
@@ -127,7 +128,7 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 		p->method = M_POST;
 	snprintf(p->path, sizeof p->path, "%s", strncmp(uri, "/api/", 5) == 0 ? uri + 5 : uri);
 
-	int refuse = api_admit(a, wsi, &a->cfg.http, why, sizeof why);
+	int refuse = api_admit(a, wsi, &a->cfg.http, &p->worker, why, sizeof why);
 	if (refuse) {
 		respond_error(wsi, p, EACCES, refuse, why);
 		return 0;
@@ -192,7 +193,7 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 	}
 	p->content_length = (size_t)n;
 	if (n == 0) {
-		int rc = req_write(a->o, p->path, "", 0, &p->resp);
+		int rc = req_write(a->o, p->worker, p->path, "", 0, &p->resp);
 		respond(wsi, p, rc ? req_status_of(&p->resp) : 200, "application/json");
 	}
 	return 0;
@@ -413,7 +414,8 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 			return -1;   /* all of it read: nothing left to reset */
 		if (p->responding)
 			return 0;
-		int rc = req_write(a->o, p->path, p->body.data ? p->body.data : "", p->body.len, &p->resp);
+		int rc = req_write(a->o, p->worker, p->path, p->body.data ? p->body.data : "",
+				   p->body.len, &p->resp);
 		buf_free(&p->body);
 		respond(wsi, p, rc ? req_status_of(&p->resp) : 200, "application/json");
 		return 0;

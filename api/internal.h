@@ -40,8 +40,8 @@ struct api *api_of(struct lws *wsi);
 int api_refuse_upgrade(struct lws *wsi, int errnum, int status, const char *why);
 /* Host, Origin and token checks shared by HTTP and WebSocket (req_admit): 0,
  * or the HTTP status to refuse with (401, 403) and why. */
-int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, char *why,
-	      size_t whysize);
+int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, int *worker,
+	      char *why, size_t whysize);
 /* Marks WebSocket clients too slow for closing (1013; api_config says when);
  * fills depths (at most max) with each client's lag in bytes and deepest with
  * the largest, returns how many. */

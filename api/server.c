@@ -145,8 +145,8 @@ int api_refuse_upgrade(struct lws *wsi, int errnum, int status, const char *why)
 	return 1;
 }
 
-int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, char *why,
-	      size_t whysize)
+int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, int *worker,
+	      char *why, size_t whysize)
 {
 	char tok[128];
 	struct req_site site = {
@@ -160,7 +160,7 @@ int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener,
 		.authorization = header_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION),
 		.token_arg = lws_get_urlarg_by_name(wsi, "token=", tok, sizeof tok),
 	};
-	int refuse = req_admit(&site, &h, why, whysize);
+	int refuse = req_admit(&site, &h, worker, why, whysize);
 	free((char *)h.host);
 	free((char *)h.origin);
 	free((char *)h.authorization);

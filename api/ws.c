@@ -200,11 +200,14 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 	switch (reason) {
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
 		/* still HTTP here, so the refusal can be a real 401 or 403 */
-		int refuse = api_admit(a, wsi, &a->cfg.ws, why, sizeof why);
+		int worker;
+		int refuse = api_admit(a, wsi, &a->cfg.ws, &worker, why, sizeof why);
 		return refuse ? api_refuse_upgrade(wsi, EACCES, refuse, why) : 0;
 	}
-	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-		return api_admit(a, wsi, &a->cfg.ws, why, sizeof why) ? -1 : 0;
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+		int worker;
+		return api_admit(a, wsi, &a->cfg.ws, &worker, why, sizeof why) ? -1 : 0;
+	}
 	case LWS_CALLBACK_HTTP:
 		/* a plain HTTP request on the WebSocket listener */
 		api_refuse_upgrade(wsi, ENOENT, 404,
@@ -212,6 +215,9 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 		return -1;
 	case LWS_CALLBACK_ESTABLISHED:
 		memset(p, 0, sizeof *p);
+		/* whose token: the headers are still there to say */
+		if (api_admit(a, wsi, &a->cfg.ws, &p->sub.worker, why, sizeof why))
+			return -1;
 		p->wsi = wsi;
 		p->next = *list_of(a);
 		*list_of(a) = p;

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sha256.h"
+
 static int make_token(const char *path, struct orch_err *err)
 {
 	unsigned char raw[AUTH_TOKEN_HEX / 2];
@@ -79,6 +81,35 @@ bool auth_token_equal(const char *expected, const char *given, size_t given_len)
 		diff |= (unsigned char)(g ^ (unsigned char)expected[i]);
 	}
 	return diff == 0;
+}
+
+void auth_worker_token(const char *secret, int worker, char out[AUTH_WORKER_TOKEN_MAX])
+{
+	char msg[48];
+	int n = snprintf(msg, sizeof msg, "orchfs worker %d", worker);
+	uint8_t mac[SHA256_DIGEST_LEN];
+	hmac_sha256(secret, strlen(secret), msg, (size_t)n, mac);
+	char hex[65];
+	sha256_digest_hex(mac, hex);
+	snprintf(out, AUTH_WORKER_TOKEN_MAX, "w%d.%s", worker, hex);
+}
+
+int auth_token_owner(const char *secret, const char *given, size_t len)
+{
+	if (len > 1 && given[0] == 'w' && given[1] >= '1' && given[1] <= '9') {
+		/* w<ID>.: at most 9 digits, so that the id is an int */
+		int id = 0;
+		size_t i = 1;
+		for (; i < len && i < 10 && given[i] >= '0' && given[i] <= '9'; i++)
+			id = id * 10 + (given[i] - '0');
+		if (i < len && given[i] == '.') {
+			char mine[AUTH_WORKER_TOKEN_MAX];
+			auth_worker_token(secret, id, mine);
+			return auth_token_equal(mine, given, len) ? id : -1;
+		}
+		return -1;
+	}
+	return auth_token_equal(secret, given, len) ? 0 : -1;
 }
 
 const char *auth_bearer(const char *header, size_t *len)

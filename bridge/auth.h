@@ -21,6 +21,13 @@ int auth_load_token(const char *path, bool create, char token[AUTH_TOKEN_HEX + 1
 		    struct orch_err *err);
 /* Constant time in the length of the expected token. */
 bool auth_token_equal(const char *expected, const char *given, size_t given_len);
+/* A worker's own token, "w<ID>.<hex HMAC-SHA256 of "orchfs worker <ID>" under
+ * the daemon's token>": it names its worker, and only the daemon can make it,
+ * with nothing to store. */
+#define AUTH_WORKER_TOKEN_MAX (AUTH_TOKEN_HEX + 16)
+void auth_worker_token(const char *secret, int worker, char out[AUTH_WORKER_TOKEN_MAX]);
+/* Whose token given is: 0 the daemon's own, N > 0 worker N's, -1 nobody's. */
+int auth_token_owner(const char *secret, const char *given, size_t len);
 /* "Bearer X" -> X; NULL when the header is not of that form. */
 const char *auth_bearer(const char *header, size_t *len);
 /* Is addr ("127.0.0.1", "::1", "localhost", "0.0.0.0"…) a loopback address? */

@@ -126,6 +126,7 @@ struct orch_config {
 	char *pricing_file;
 	char *api_url;             /* ORCHFS_API for workers; NULL when HTTP is off */
 	char *token_file;
+	char *api_token;           /* the API's token, whence each worker's own (NULL: none asked) */
 	int max_workers;
 	bool max_workers_given;    /* on the command line: wins over the stored value */
 	bool durable;              /* --durable: fsync every commit */

@@ -16,8 +16,10 @@
 /* A header longer than this is refused rather than judged. */
 #define HEADER_MAX 255
 
-int req_admit(const struct req_site *site, const struct req_headers *h, char *why, size_t whysize)
+int req_admit(const struct req_site *site, const struct req_headers *h, int *worker, char *why,
+	      size_t whysize)
 {
+	*worker = 0;
 	if (!h->host || strlen(h->host) > HEADER_MAX ||
 	    !auth_host_ok(h->host, site->addr, site->port)) {
 		snprintf(why, whysize, "Host \"%.*s\" is not this listener's own name", HEADER_MAX,
@@ -42,11 +44,13 @@ int req_admit(const struct req_site *site, const struct req_headers *h, char *wh
 		given = h->token_arg;
 		len = strlen(given);
 	}
-	if (!given || !auth_token_equal(site->token, given, len)) {
+	int owner = given ? auth_token_owner(site->token, given, len) : -1;
+	if (owner < 0) {
 		snprintf(why, whysize, given ? "the token is not valid"
 					     : "no token: send Authorization: Bearer TOKEN");
 		return 401;
 	}
+	*worker = owner;
 	return 0;
 }
 
@@ -146,7 +150,8 @@ int req_read(struct orch *o, const char *path, struct buf *out, bool *is_json, s
 	return rc;
 }
 
-int req_write(struct orch *o, const char *path, const char *body, size_t len, struct buf *out)
+int req_write(struct orch *o, int worker, const char *path, const char *body, size_t len,
+	      struct buf *out)
 {
 	struct node n;
 	char resolved[600];
@@ -164,6 +169,14 @@ int req_write(struct orch *o, const char *path, const char *body, size_t len, st
 		 * is the wrong method as well */
 		return node_write_error_status(o, path, EACCES, 405,
 					       "read-only: only control files take POST", out);
+	char own[48];
+	snprintf(own, sizeof own, "mma/workers/%d/usage", worker);
+	if (worker > 0 && strcmp(path, own) != 0) {
+		char why[160];
+		snprintf(why, sizeof why, "this token is worker %d's: it may read, and report that "
+			 "worker's usage (%s), nothing else", worker, own);
+		return node_write_error_status(o, path, EACCES, 403, why, out);
+	}
 	return node_write(o, &n, path, body, len, NULL, out);
 }
 
@@ -316,7 +329,8 @@ static cJSON *read_log_piece(const cJSON *msg, const cJSON *id, const char *path
 	return d;
 }
 
-static cJSON *op_read_write(struct orch *o, const cJSON *msg, const cJSON *id, bool write)
+static cJSON *op_read_write(struct orch *o, const struct req_ws *c, const cJSON *msg,
+			    const cJSON *id, bool write)
 {
 	const cJSON *path = cJSON_GetObjectItemCaseSensitive(msg, "path");
 	if (!cJSON_IsString(path))
@@ -337,7 +351,7 @@ static cJSON *op_read_write(struct orch *o, const cJSON *msg, const cJSON *id, b
 		}
 		if (!text)
 			return reply_error(id, EINVAL, path->valuestring, "\"body\" is required");
-		rc = req_write(o, path->valuestring, text, strlen(text), &out);
+		rc = req_write(o, c->worker, path->valuestring, text, strlen(text), &out);
 		free(text);
 	} else {
 		rc = req_read(o, path->valuestring, &out, &is_json, &body);
@@ -393,7 +407,7 @@ void req_ws_message(struct orch *o, struct req_ws *c, const char *data, size_t l
 	else if (json_nul_escape(data, len) < len)
 		d = refuse_nul(o, msg, id, !strcmp(op, "write"));
 	else if (!strcmp(op, "read") || !strcmp(op, "write"))
-		d = op_read_write(o, msg, id, !strcmp(op, "write"));
+		d = op_read_write(o, c, msg, id, !strcmp(op, "write"));
 	else
 		d = reply_error(id, EINVAL, "", "unknown op; ops are subscribe, unsubscribe, read, write");
 	cJSON_Delete(msg);

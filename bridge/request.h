@@ -30,8 +30,10 @@ struct req_headers {
 };
 
 /* 0 when the request may go on, else the HTTP status to refuse it with (401,
- * 403) and why. */
-int req_admit(const struct req_site *site, const struct req_headers *h, char *why, size_t whysize);
+ * 403) and why. *worker: whose token it came with, 0 for the daemon's own (or
+ * none asked), N for worker N's, which may read and report N's usage only. */
+int req_admit(const struct req_site *site, const struct req_headers *h, int *worker, char *why,
+	      size_t whysize);
 
 /* A Content-Length's value: digits only (no sign, space or hex), at most 19
  * of them. false for anything else. */
@@ -60,13 +62,16 @@ struct req_body {
 int req_read(struct orch *o, const char *path, struct buf *out, bool *is_json, struct req_body *body);
 void req_body_done(struct req_body *body);
 /* What POST /api/P does: the body written to control file P; the result or
- * the error object in out. */
-int req_write(struct orch *o, const char *path, const char *body, size_t len, struct buf *out);
+ * the error object in out. worker: as req_admit says (N > 0: only
+ * mma/workers/N/usage is N's to write; anything else is EACCES, 403). */
+int req_write(struct orch *o, int worker, const char *path, const char *body, size_t len,
+	      struct buf *out);
 /* The HTTP status an error object carries. */
 int req_status_of(const struct buf *object);
 
 /* A WebSocket client's subscription. */
 struct req_ws {
+	int worker;               /* whose token it came with (req_admit) */
 	bool subscribed;
 	unsigned mask;
 	uint64_t cursor;          /* the last seq it was sent */

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "dag.h"
 #include "logpool.h"
 #include "pricing.h"
@@ -159,12 +160,15 @@ static char **worker_envp(struct orch *o, const struct worker *w, char *const *o
 		snprintf(key, sizeof key, "%.*s", (int)klen, own[i]);
 		hashmap_put(mine, key, (void *)own[i]);
 	}
-	char id[16];
+	char id[16], token[AUTH_WORKER_TOKEN_MAX];
 	snprintf(id, sizeof id, "%d", w->id);
+	if (o->cfg.api_token)
+		auth_worker_token(o->cfg.api_token, w->id, token);
 	const char *const ours[][2] = {
 		{"ORCHFS_MOUNT", o->cfg.mount}, {"ORCHFS_WORKER_ID", id},
 		{"ORCHFS_TASK_ID", w->task_id}, {"ORCHFS_TRACK", w->track_id},
-		{"ORCHFS_API", o->cfg.api_url},
+		{"ORCHFS_URL", o->cfg.api_url}, {"ORCHFS_API", o->cfg.api_url},
+		{"ORCHFS_TOKEN", o->cfg.api_url && o->cfg.api_token ? token : NULL},
 	};
 	size_t cap = nown + sizeof ours / sizeof *ours + 1, n = 0;
 	for (char **e = environ; e && *e; e++)

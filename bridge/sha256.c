@@ -150,3 +150,29 @@ void sha256_hex(const void *data, size_t len, char out[65])
 	sha256_final(&c, d);
 	sha256_digest_hex(d, out);
 }
+
+void hmac_sha256(const void *key, size_t klen, const void *msg, size_t mlen,
+		 uint8_t out[SHA256_DIGEST_LEN])
+{
+	uint8_t k[64] = {0}, pad[64], inner[SHA256_DIGEST_LEN];
+	struct sha256_ctx c;
+	if (klen > sizeof k) {
+		sha256_init(&c);
+		sha256_update(&c, key, klen);
+		sha256_final(&c, k);
+	} else {
+		memcpy(k, key, klen);
+	}
+	for (size_t i = 0; i < sizeof pad; i++)
+		pad[i] = k[i] ^ 0x36;
+	sha256_init(&c);
+	sha256_update(&c, pad, sizeof pad);
+	sha256_update(&c, msg, mlen);
+	sha256_final(&c, inner);
+	for (size_t i = 0; i < sizeof pad; i++)
+		pad[i] = k[i] ^ 0x5c;
+	sha256_init(&c);
+	sha256_update(&c, pad, sizeof pad);
+	sha256_update(&c, inner, sizeof inner);
+	sha256_final(&c, out);
+}

@@ -23,5 +23,8 @@ void sha256_final(struct sha256_ctx *c, uint8_t digest[SHA256_DIGEST_LEN]);
 void sha256_digest_hex(const uint8_t digest[SHA256_DIGEST_LEN], char out[65]);
 /* One-shot: the hex digest of data. */
 void sha256_hex(const void *data, size_t len, char out[65]);
+/* HMAC-SHA256 (RFC 2104) of msg under key. */
+void hmac_sha256(const void *key, size_t klen, const void *msg, size_t mlen,
+		 uint8_t out[SHA256_DIGEST_LEN]);
 
 #endif

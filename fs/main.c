@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "auth.h"
 #include "fs.h"
 #include "nodes.h"
 #include "notify.h"
@@ -125,6 +126,7 @@ static void options_free(struct orch_config *cfg, struct api_config *api)
 	free(cfg->state_dir);
 	free(cfg->token_file);
 	free(cfg->api_url);
+	free(cfg->api_token);
 	free((char *)api->tls_cert);
 	free((char *)api->tls_key);
 	free(cfg->pricing_file);
@@ -258,6 +260,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "orchfs: %s\n", err.message);
 		options_free(&cfg, &api);
 		return api.no_auth ? 2 : 1;
+	}
+	if (api_on && !api.no_auth) {
+		/* workers are given tokens of their own, made from it */
+		char token[AUTH_TOKEN_HEX + 1];
+		if (auth_load_token(cfg.token_file, false, token, &err)) {
+			fprintf(stderr, "orchfs: %s\n", err.message);
+			options_free(&cfg, &api);
+			return 1;
+		}
+		cfg.api_token = xstrdup(token);
 	}
 	if (!api.http.off) {
 		struct buf u = BUF_INIT;

@@ -3,8 +3,11 @@
  * messages answered as the protocol says. */
 #include <errno.h>
 
+#include "auth.h"
+#include "fake.h"
 #include "fixture.h"
 #include "request.h"
+#include "sha256.h"
 
 #define TOKEN "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -15,9 +18,10 @@ static int admit(const char *host, const char *origin, const char *authz, const 
 {
 	char why[300] = "";
 	struct req_headers h = {host, origin, authz, arg};
-	int rc = req_admit(&site, &h, why, sizeof why);
+	int worker = -1;
+	int rc = req_admit(&site, &h, &worker, why, sizeof why);
 	assert_true(rc == 0 || why[0]);
-	return rc;
+	return rc ? rc : -worker;   /* admitted: 0, or -N for worker N's token */
 }
 
 static void test_admit(void **state)
@@ -38,7 +42,33 @@ static void test_admit(void **state)
 	open.token = NULL;
 	char why[300];
 	struct req_headers h = {"127.0.0.1:8999", NULL, NULL, NULL};
-	assert_int_equal(req_admit(&open, &h, why, sizeof why), 0);
+	int worker = -1;
+	assert_int_equal(req_admit(&open, &h, &worker, why, sizeof why), 0);
+	assert_int_equal(worker, 0);
+
+	/* a worker's own token names it; one not made from ours names nobody */
+	char w7[AUTH_WORKER_TOKEN_MAX], bearer[AUTH_WORKER_TOKEN_MAX + 8];
+	auth_worker_token(TOKEN, 7, w7);
+	assert_true(strncmp(w7, "w7.", 3) == 0 && strlen(w7) == 3 + 64);
+	snprintf(bearer, sizeof bearer, "Bearer %s", w7);
+	assert_int_equal(admit("127.0.0.1:8999", NULL, bearer, NULL), -7);
+	assert_int_equal(admit("127.0.0.1:8999", NULL, NULL, w7), -7);
+	w7[10] = w7[10] == 'a' ? 'b' : 'a';
+	assert_int_equal(admit("127.0.0.1:8999", NULL, NULL, w7), 401);
+	assert_int_equal(admit("127.0.0.1:8999", NULL, NULL, "w7." TOKEN), 401);
+	assert_int_equal(admit("127.0.0.1:8999", NULL, NULL, "w0.x"), 401);
+	assert_int_equal(admit("127.0.0.1:8999", NULL, NULL, "w99999999999.x"), 401);
+	char w8[AUTH_WORKER_TOKEN_MAX];
+	auth_worker_token(TOKEN, 8, w8);
+	w8[1] = '7';   /* worker 8's mac with worker 7's name */
+	assert_int_equal(admit("127.0.0.1:8999", NULL, NULL, w8), 401);
+
+	/* RFC 4231, test case 2 */
+	uint8_t mac[SHA256_DIGEST_LEN];
+	char hex[65];
+	hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac);
+	sha256_digest_hex(mac, hex);
+	assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 }
 
 static void test_content_length(void **state)
@@ -96,6 +126,41 @@ static cJSON *ws(struct orch *o, struct req_ws *c, const char *msg)
 static const char *error_errno(const cJSON *d)
 {
 	return cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(d, "error"), "errno"));
+}
+
+/* A worker's token writes its own usage, and nothing else (403, unchanged);
+ * it reads what the daemon's token reads. */
+static void test_worker_scope(void **state)
+{
+	struct fixture *f = *state;
+	struct orch *o = &f->o;
+	struct orch_err err;
+	assert_int_equal(fixture_plan(o, "{\"id\":\"k\",\"tasks\":[{\"id\":\"t1\",\"command\":\"true\"}]}",
+				      &err), 0);
+	fake_worker(o, "t1");
+	fake_worker(o, "t1");
+	struct buf out = BUF_INIT;
+	assert_int_equal(req_write(o, 1, "mma/workers/1/usage", "model=m1 in=5 out=7", 19, &out), 0);
+	static const char *const not_its[] = {"mma/workers/2/usage", "mma/pipeline/pause",
+					      "mma/workers/spawn", "mma/workers/1/kill"};
+	for (size_t i = 0; i < sizeof not_its / sizeof *not_its; i++) {
+		buf_reset(&out);
+		assert_int_equal(req_write(o, 1, not_its[i], "x", 1, &out), -EACCES);
+		assert_int_equal(req_status_of(&out), 403);
+		assert_non_null(strstr(out.data, "worker 1's"));
+	}
+	assert_int_equal(o->pipeline, PIPE_RUNNING);
+	assert_int_equal(o->workers[1]->usage.n, 0);
+	buf_free(&out);
+
+	struct req_ws c = {.worker = 1};
+	cJSON *d = ws(o, &c, "{\"op\":\"write\",\"path\":\"mma/pipeline/pause\",\"body\":\"x\"}");
+	assert_string_equal(error_errno(d), "EACCES");
+	cJSON_Delete(d);
+	d = ws(o, &c, "{\"op\":\"read\",\"path\":\"mma/pipeline/status\"}");
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(d, "ok")));
+	cJSON_Delete(d);
+	assert_int_equal(o->pipeline, PIPE_RUNNING);
 }
 
 static void test_ws_messages(void **state)
@@ -166,6 +231,7 @@ int main(void)
 		cmocka_unit_test(test_content_length),
 		cmocka_unit_test_setup_teardown(test_stream_open, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_ws_messages, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_worker_scope, fixture_setup, fixture_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -387,6 +387,42 @@ after=$(views)
 expect_eq "no refused request changed anything" "$after" "$before"
 expect_eq "no refused request published an event" "$(state_seq)" "$seq_before"
 
+# --- a worker's own token: it reads, and reports its own usage, only ---
+ww=$(spawn "env | grep ^ORCHFS_ > $T/wenv; exec sleep 30")
+poll 5 test -s "$T/wenv"
+wurl=$(sed -n 's/^ORCHFS_URL=//p' "$T/wenv")
+wtok=$(sed -n 's/^ORCHFS_TOKEN=//p' "$T/wenv")
+expect_eq "a worker is given ORCHFS_URL" "$wurl" "$HTTP"
+check "and ORCHFS_TOKEN, its own (w$ww.…), not the daemon's" eval '[[ "$wtok" == w$ww.* ]]'
+check "the daemon's token is nowhere in its environment" eval '! grep -q "$TOKEN" "$T/wenv"'
+WAUTH="Authorization: Bearer $wtok"
+expect_eq "with it, the worker reads" "$(curl_code -H "$WAUTH" "$HTTP/api/mma/pipeline/status")" 200
+expect_eq "... and reports its own usage" \
+	"$(curl_code -H "$WAUTH" --data-binary 'model=m1 in=3 out=4' "$HTTP/api/mma/workers/$ww/usage")" 200
+check "... which counts" jqe '.input_tokens == 3 and .output_tokens == 4' "mma/workers/$ww/usage"
+seq_before=$(jq .seq state.json)
+curl_resp -H "$WAUTH" --data-binary true "$HTTP/api/mma/workers/spawn"
+expect_eq "it may not spawn: 403" "$CODE" 403
+check "... with the error object saying whose token it is" \
+	jqe '.error.errno == "EACCES" and (.error.message | test("worker '"$ww"'"))' <<<"$BODY"
+expect_eq "nor kill itself" "$(curl_code -H "$WAUTH" --data-binary "$ww" "$HTTP/api/mma/workers/kill")" 403
+expect_eq "nor report another worker's usage" \
+	"$(curl_code -H "$WAUTH" --data-binary 'model=m1 in=3 out=4' "$HTTP/api/mma/workers/$W2/usage")" 403
+expect_eq "the refusals changed nothing" "$(jq .seq state.json)" "$seq_before"
+expect_eq "another worker's token is no token" \
+	"$(curl_code -H "Authorization: Bearer w$ww.${wtok#*.}0" "$HTTP/api/state")" 401
+echo "$ww" >mma/workers/kill
+# the example agent reports through the mount, or without it over HTTP
+agent=$(cd "$(dirname "$0")/../../contrib/workers" && pwd)/fake-agent.sh
+wa=$(spawn "env -u ORCHFS_MOUNT sh $agent far 0 m1 100 10")
+wm=$(spawn "sh $agent near 0 m1 7 3")
+wait_for "fake-agent.sh without the mount ends" 10 status_is "mma/workers/$wa/status" exited
+check "... having reported its usage over HTTP with its own token" \
+	jqe '.input_tokens == 100 and .output_tokens == 10' "mma/workers/$wa/usage"
+wait_for "fake-agent.sh with the mount ends" 10 status_is "mma/workers/$wm/status" exited
+check "... having reported its usage through the mount" \
+	jqe '.input_tokens == 7 and .output_tokens == 3' "mma/workers/$wm/usage"
+
 # --- a big log is sent from its file, a piece at a time ---
 wbig=$(spawn 'head -c 30000000 /dev/zero | tr "\\0" x')
 wait_for "a worker writing a 30 MB log exits" 10 status_is "mma/workers/$wbig/status" exited
