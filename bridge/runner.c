@@ -168,7 +168,7 @@ void runner_fini(struct runner *r)
 		leftovers_tidy(r, 1000);
 		cgroup_sweep(r->cgroup_dir);
 		close(r->cgroup_dir);
-		rmdir(r->cgroup_path);   /* another daemon on the same state may be starting */
+		rmdir(r->cgroup_path);   /* if it will not go, the next start sweeps it */
 	}
 	free(r->cgroup_path);
 	free(r->leftover);
