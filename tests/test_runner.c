@@ -164,7 +164,8 @@ static bool alive(pid_t pid)
 static void escapee(struct runner *r, bool cgroup)
 {
 	struct runner_proc p;
-	start(r, 3, "setsid sleep 300 & echo $! >&2; exec sleep 300", "3.log", &p);
+	/* the pid is told from inside, once setsid has been */
+	start(r, 3, "setsid sh -c 'echo $$ >&2; exec sleep 300' & exec sleep 300", "3.log", &p);
 	pid_t child = 0;
 	for (int i = 0; i < 500 && !(child = (pid_t)atoi(slurp("3.log"))); i++)
 		usleep(2000);
