@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "context.h"
-#include "logpool.h"
 #include "nodes.h"
 #include "pricing.h"
 #include "render.h"
@@ -63,10 +62,8 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	char key[65];
 	sha256_hex(o->cfg.state_dir, strlen(o->cfg.state_dir), key);
 	key[12] = '\0';
-	if (runner_init(&o->runner, o->cfg.isolation, key, err)) {
-		free(o->prices);
-		return -err->errnum;
-	}
+	/* its thread makes log files ahead: started once ids are known */
+	o->runner.cgroup_dir = -1;
 	mutex_init_pi(&o->lock);
 	o->started_ms = time_now_ms();
 	o->max_workers = cfg->max_workers > 0 ? cfg->max_workers : 1;
@@ -88,7 +85,10 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 		return -err->errnum;
 	}
 	/* ids go on from the last one stored */
-	o->logs = logpool_start(logs, (int)o->nworkers + 1);
+	if (runner_init(&o->runner, o->cfg.isolation, key, logs, (int)o->nworkers + 1, err)) {
+		orch_destroy(o);
+		return -err->errnum;
+	}
 	if (o->cfg.no_store)
 		return 0;
 	int rc_start = store_start(o->store, &o->events);
@@ -193,8 +193,6 @@ void orch_destroy(struct orch *o)
 		worker_free(w);
 	}
 	free(o->workers);
-	logpool_stop(o->logs);
-	o->logs = NULL;
 	runner_fini(&o->runner);
 	/* first: the store thread may still be writing what was queued */
 	store_close(o->store);

@@ -201,7 +201,6 @@ struct orch {
 	struct ctx_store *ctx;
 	struct telemetry *tm;
 	struct store *store;       /* NULL when nothing is kept on disk */
-	struct log_pool *logs;     /* workers' log files made ahead (NULL: made at start) */
 	struct runner runner;      /* how workers run: in cgroups or process groups */
 	struct render_cache *rcache; /* nodes.c: last renders, keyed by node and version */
 	struct render_sections *sections; /* render.c: the fragments of the big documents */

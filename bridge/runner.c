@@ -18,9 +18,13 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "json.h"
 
 /* The child runs on a stack of its own until it execs: a few system calls. */
 #define SPAWN_STACK (64 * 1024)
+/* How soon the prep thread looks again at an ended worker's cgroup that its
+ * killed processes have not left yet. */
+#define RUNNER_RETRY_MS 50
 
 /* --- cgroups --- */
 
@@ -112,15 +116,190 @@ static void cgroup_sweep(int dir)
 	closedir(d);
 }
 
-int runner_init(struct runner *r, enum runner_isolation want, const char *state_key,
-		struct orch_err *err)
+/* --- made ahead, removed behind: the prep thread --- */
+
+static int log_open(const char *path)
 {
-	*r = (struct runner){.cgroup_dir = -1};
-	if (want == ISOLATION_PGROUP)
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+	return fd < 0 ? -errno : fd;
+}
+
+static void prepared_close(struct runner_prepared *w)
+{
+	if (w->logfd >= 0)
+		close(w->logfd);
+	if (w->cgroup >= 0)
+		close(w->cgroup);
+	if (w->procs >= 0)
+		close(w->procs);
+	*w = (struct runner_prepared){.logfd = -1, .cgroup = -1, .procs = -1};
+}
+
+/* Worker id's log file (at path) and cgroup; 0, or -errno with what failed
+ * in *what. */
+static int prepare(const struct runner *r, int id, const char *path, struct runner_prepared *out,
+		   const char **what)
+{
+	*out = (struct runner_prepared){.id = id, .logfd = -1, .cgroup = -1, .procs = -1};
+	out->logfd = log_open(path);
+	if (out->logfd < 0) {
+		*what = "its log";
+		return out->logfd;
+	}
+	if (r->cgroup_dir < 0)
 		return 0;
+	char name[32];
+	snprintf(name, sizeof name, "w%d", id);
+	if (mkdirat(r->cgroup_dir, name, 0755) == 0 || errno == EEXIST)
+		out->cgroup = openat(r->cgroup_dir, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (out->cgroup >= 0)
+		out->procs = openat(out->cgroup, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+	if (out->procs < 0) {
+		int e = -errno;
+		prepared_close(out);
+		unlinkat(r->cgroup_dir, name, AT_REMOVEDIR);
+		*what = "its cgroup";
+		return e;
+	}
+	return 0;
+}
+
+static void log_path_of(const struct runner *r, int id, char *out, size_t size)
+{
+	snprintf(out, size, "%s/%d.log", r->log_dir, id);
+}
+
+/* What was made for a worker that will not start: removed. */
+static void prepared_drop(const struct runner *r, struct runner_prepared *w)
+{
+	char path[4200], name[32];
+	log_path_of(r, w->id, path, sizeof path);
+	unlink(path);
+	snprintf(name, sizeof name, "w%d", w->id);
+	prepared_close(w);
+	if (r->cgroup_dir >= 0)
+		unlinkat(r->cgroup_dir, name, AT_REMOVEDIR);
+}
+
+/* prep.lock held, and dropped meanwhile: the cgroups of ended workers that
+ * can go now (their last processes, killed, may take a moment) */
+static void retired_remove(struct runner *r)
+{
+	size_t n = r->nretired;
+	int *ids = xmalloc((n ? n : 1) * sizeof *ids);
+	memcpy(ids, r->retired, n * sizeof *ids);
+	r->nretired = 0;
+	pthread_mutex_unlock(&r->lock);
+	size_t keep = 0;
+	for (size_t i = 0; i < n; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "w%d", ids[i]);
+		if (!cgroup_remove(r->cgroup_dir, name, 0))
+			ids[keep++] = ids[i];
+	}
+	pthread_mutex_lock(&r->lock);
+	for (size_t i = 0; i < keep; i++) {
+		ARRAY_GROW(r->retired, r->retired_cap, r->nretired + 1);
+		r->retired[r->nretired++] = ids[i];
+	}
+	free(ids);
+}
+
+static void *prep_main(void *arg)
+{
+	struct runner *r = arg;
+	pthread_setname_np(pthread_self(), "orchfs-prep");
+	pthread_mutex_lock(&r->lock);
+	while (!r->stop) {
+		bool failed = false;
+		if (r->nretired)
+			retired_remove(r);
+		if (r->nready < RUNNER_AHEAD && r->next <= r->taken + RUNNER_AHEAD) {
+			int id = r->next++;
+			r->making = id;
+			pthread_mutex_unlock(&r->lock);
+			char path[4200];
+			log_path_of(r, id, path, sizeof path);
+			struct runner_prepared w;
+			const char *what;
+			failed = prepare(r, id, path, &w, &what) != 0;
+			pthread_mutex_lock(&r->lock);
+			r->making = 0;
+			if (!failed)
+				r->ready[r->nready++] = w;
+			pthread_cond_broadcast(&r->made);
+			if (!failed)
+				continue;
+		}
+		/* nothing to make (or a full disk: starts find out for
+		 * themselves); cgroups still busy are looked at again soon. The
+		 * lock was let go above: a stop may have come meanwhile. */
+		if (r->stop)
+			break;
+		if (r->nretired) {
+			struct timespec until = time_mono_deadline(RUNNER_RETRY_MS);
+			pthread_cond_timedwait(&r->wanted, &r->lock, &until);
+		} else {
+			pthread_cond_wait(&r->wanted, &r->lock);
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* What was made ahead for id, or made now (-errno, and what failed). */
+static int take(struct runner *r, int id, const char *path, struct runner_prepared *out,
+		const char **what)
+{
+	out->logfd = -1;
+	pthread_mutex_lock(&r->lock);
+	while (r->started && r->making == id)
+		pthread_cond_wait(&r->made, &r->lock);
+	for (int i = 0; i < r->nready; i++)
+		if (r->ready[i].id == id) {
+			*out = r->ready[i];
+			r->ready[i] = r->ready[--r->nready];
+			break;
+		}
+	if (id > r->taken)
+		r->taken = id;
+	if (r->next <= id)
+		r->next = id + 1;   /* made here, below: the thread must not truncate it after */
+	/* made for ids far behind the last taken: they will not come (a jump,
+	 * as when ids were taken elsewhere), and would hold the room ahead */
+	struct runner_prepared stale[RUNNER_AHEAD];
+	int nstale = 0;
+	for (int i = 0; i < r->nready;)
+		if (r->ready[i].id < r->taken - RUNNER_AHEAD) {
+			stale[nstale++] = r->ready[i];
+			r->ready[i] = r->ready[--r->nready];
+		} else {
+			i++;
+		}
+	pthread_cond_signal(&r->wanted);
+	pthread_mutex_unlock(&r->lock);
+	for (int i = 0; i < nstale; i++)
+		prepared_drop(r, &stale[i]);
+	return out->logfd >= 0 ? 0 : prepare(r, id, path, out, what);
+}
+
+int runner_init(struct runner *r, enum runner_isolation want, const char *state_key,
+		const char *log_dir, int first_id, struct orch_err *err)
+{
+	*r = (struct runner){.cgroup_dir = -1, .log_dir = xstrdup(log_dir), .next = first_id,
+			     .taken = first_id - 1};
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_condattr_t mono;
+	pthread_condattr_init(&mono);
+	pthread_condattr_setclock(&mono, CLOCK_MONOTONIC);
+	pthread_cond_init(&r->wanted, &mono);
+	pthread_condattr_destroy(&mono);
+	pthread_cond_init(&r->made, NULL);
 	char mnt[2048], own[2048], path[sizeof mnt + sizeof own + 64];
 	const char *why = NULL;
-	if (!cgroup2_mount(mnt, sizeof mnt))
+	if (want == ISOLATION_PGROUP)
+		why = "process groups asked for";
+	else if (!cgroup2_mount(mnt, sizeof mnt))
 		why = "no cgroup v2 hierarchy is mounted";
 	else if (!own_cgroup(own, sizeof own))
 		why = "the daemon's cgroup v2 is unknown";
@@ -135,49 +314,53 @@ int runner_init(struct runner *r, enum runner_isolation want, const char *state_
 	/* cgroup.kill came with Linux 5.14, after cgroup.freeze (5.2) */
 	if (!why && faccessat(dir, "cgroup.kill", W_OK, 0) < 0)
 		why = "the kernel has no cgroup.kill";
-	if (why) {
-		if (dir >= 0)
-			close(dir);
-		if (want == ISOLATION_CGROUP)
-			return err_set(err, EOPNOTSUPP, "--isolation cgroup: %s", why);
-		return 0;
+	if (why && dir >= 0)
+		close(dir);
+	if (why && want == ISOLATION_CGROUP) {
+		runner_fini(r);
+		return err_set(err, EOPNOTSUPP, "--isolation cgroup: %s", why);
 	}
-	cgroup_sweep(dir);
-	r->cgroup_dir = dir;
-	r->cgroup_path = xstrdup(path);
+	if (!why) {
+		cgroup_sweep(dir);
+		r->cgroup_dir = dir;
+		r->cgroup_path = xstrdup(path);
+	}
+	/* without it, each start makes its own */
+	r->started = pthread_create(&r->thread, NULL, prep_main, r) == 0;
 	return 0;
-}
-
-static void leftovers_tidy(struct runner *r, int wait_ms)
-{
-	if (!r->nleftover)
-		return;
-	size_t keep = 0;
-	for (size_t i = 0; i < r->nleftover; i++) {
-		char name[32];
-		snprintf(name, sizeof name, "w%d", r->leftover[i]);
-		if (!cgroup_remove(r->cgroup_dir, name, wait_ms))
-			r->leftover[keep++] = r->leftover[i];
-	}
-	r->nleftover = keep;
 }
 
 void runner_fini(struct runner *r)
 {
+	if (r->started) {
+		pthread_mutex_lock(&r->lock);
+		r->stop = true;
+		pthread_cond_broadcast(&r->wanted);
+		pthread_mutex_unlock(&r->lock);
+		pthread_join(r->thread, NULL);
+		r->started = false;
+	}
+	/* what was made ahead and not taken goes */
+	for (int i = 0; i < r->nready; i++)
+		prepared_drop(r, &r->ready[i]);
+	r->nready = 0;
 	if (r->cgroup_dir >= 0) {
-		leftovers_tidy(r, 1000);
+		for (size_t i = 0; i < r->nretired; i++) {
+			char name[32];
+			snprintf(name, sizeof name, "w%d", r->retired[i]);
+			cgroup_remove(r->cgroup_dir, name, 1000);
+		}
 		cgroup_sweep(r->cgroup_dir);
 		close(r->cgroup_dir);
 		rmdir(r->cgroup_path);   /* if it will not go, the next start sweeps it */
 	}
 	free(r->cgroup_path);
-	free(r->leftover);
+	free(r->log_dir);
+	free(r->retired);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->wanted);
+	pthread_cond_destroy(&r->made);
 	*r = (struct runner){.cgroup_dir = -1};
-}
-
-void runner_tidy(struct runner *r)
-{
-	leftovers_tidy(r, 0);
 }
 
 const char *runner_isolation(const struct runner *r)
@@ -244,33 +427,22 @@ fail:
 }
 
 int runner_start(struct runner *r, int id, const char *command, const char *cwd,
-		 char *const envp[], int logfd, struct runner_proc *out, struct orch_err *err)
+		 char *const envp[], const char *log_path, struct runner_proc *out,
+		 struct orch_err *err)
 {
 	*out = (struct runner_proc){.id = id, .pid = -1, .pidfd = -1, .stdin_fd = -1, .cgroup = -1};
+	struct runner_prepared w;
+	const char *what = NULL;
+	int rc = take(r, id, log_path, &w, &what);
+	if (rc)
+		return err_set(err, EIO, "cannot make %s for worker %d: %s", what, id, strerror(-rc));
 	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		close(logfd);
-		return err_set(err, EIO, "pipe: %s", strerror(errno));
+		rc = errno;
+		prepared_close(&w);
+		return err_set(err, EIO, "pipe: %s", strerror(rc));
 	}
-	struct spawn_args a = {command, cwd, envp, pipefd[0], logfd, -1, 0, NULL};
-	int cgroup = -1;
-	if (r && r->cgroup_dir >= 0) {
-		char name[32];
-		snprintf(name, sizeof name, "w%d", id);
-		if (mkdirat(r->cgroup_dir, name, 0755) == 0 || errno == EEXIST)
-			cgroup = openat(r->cgroup_dir, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		a.procs_fd = cgroup >= 0 ? openat(cgroup, "cgroup.procs", O_WRONLY | O_CLOEXEC) : -1;
-		if (a.procs_fd < 0) {
-			int e = errno;
-			if (cgroup >= 0)
-				close(cgroup);
-			close(logfd);
-			close(pipefd[0]);
-			close(pipefd[1]);
-			return err_set(err, EIO, "cannot make the cgroup of worker %d in %s: %s", id,
-				       r->cgroup_path, strerror(e));
-		}
-	}
+	struct spawn_args a = {command, cwd, envp, pipefd[0], w.logfd, w.procs, 0, NULL};
 	void *stack = mmap(NULL, SPAWN_STACK, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
 	pid_t pid = -1;
@@ -289,10 +461,10 @@ int runner_start(struct runner *r, int id, const char *command, const char *cwd,
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		munmap(stack, SPAWN_STACK);
 	}
-	close(logfd);
 	close(pipefd[0]);
-	if (a.procs_fd >= 0)
-		close(a.procs_fd);
+	int cgroup = w.cgroup;
+	w.cgroup = -1;   /* the worker's from now on */
+	prepared_close(&w);
 	if (pid > 0 && a.error) {
 		/* it failed before exec and has exited: reaped here */
 		waitpid(pid, NULL, 0);
@@ -304,9 +476,7 @@ int runner_start(struct runner *r, int id, const char *command, const char *cwd,
 		close(pipefd[1]);
 		if (cgroup >= 0) {
 			close(cgroup);
-			char name[32];
-			snprintf(name, sizeof name, "w%d", id);
-			unlinkat(r->cgroup_dir, name, AT_REMOVEDIR);
+			runner_retire(r, id);
 		}
 		return err_set(err, e == ENOENT && cwd ? ENOENT : EIO, "cannot start worker%s%s: %s%s%s",
 			       cwd ? " in " : "", cwd ? cwd : "", a.failed ? a.failed : "",
@@ -373,18 +543,32 @@ static int64_t cgroup_cpu_us(int cgroup)
 	return us;
 }
 
+void runner_retire(struct runner *r, int id)
+{
+	if (r->cgroup_dir < 0)
+		return;
+	pthread_mutex_lock(&r->lock);
+	ARRAY_GROW(r->retired, r->retired_cap, r->nretired + 1);
+	r->retired[r->nretired++] = id;
+	pthread_cond_signal(&r->wanted);
+	pthread_mutex_unlock(&r->lock);
+	if (!r->started) {   /* no thread to do it */
+		char name[32];
+		snprintf(name, sizeof name, "w%d", id);
+		cgroup_remove(r->cgroup_dir, name, 0);
+	}
+}
+
 int64_t runner_end(struct runner *r, struct runner_proc *p)
 {
 	int64_t cpu_us = -1;
 	if (p->cgroup >= 0) {
 		cpu_us = cgroup_cpu_us(p->cgroup);
-		/* what it left running goes with it, as a container's does */
-		(void)write_at(p->cgroup, "cgroup.kill", "1");
 		close(p->cgroup);
 		p->cgroup = -1;
-		ARRAY_GROW(r->leftover, r->leftover_cap, r->nleftover + 1);
-		r->leftover[r->nleftover++] = p->id;
-		leftovers_tidy(r, 0);
+		/* what it left running goes with it, as a container's does,
+		 * then its cgroup: by the prep thread, off the scheduler's way */
+		runner_retire(r, p->id);
 	}
 	if (p->pidfd >= 0)
 		close(p->pidfd);

@@ -15,7 +15,6 @@
 
 #include "auth.h"
 #include "dag.h"
-#include "logpool.h"
 #include "pricing.h"
 #include "runner.h"
 #include "telemetry.h"
@@ -253,15 +252,9 @@ static struct worker *spawn_begin(struct orch *o, const struct cmd_spawn *req, s
 static void spawn_run(struct orch *o, struct spawn_job *j)
 {
 	struct worker *w = j->w;
-	/* made anew: ids are never reused, so anything there is left over from
-	 * a state directory whose store was removed */
-	int logfd = logpool_take(o->logs, w->id, w->log_path);
-	if (logfd < 0) {
-		j->rc = err_set(&j->err, EIO, "cannot open log %s: %s", w->log_path, strerror(-logfd));
-		return;
-	}
 	char **envp = worker_envp(o, w, w->env, w->nenv);
-	j->rc = runner_start(&o->runner, w->id, w->command, w->cwd, envp, logfd, &j->p, &j->err);
+	j->rc = runner_start(&o->runner, w->id, w->command, w->cwd, envp, w->log_path, &j->p,
+			     &j->err);
 	for (char **e = envp; *e; e++)
 		free(*e);
 	free(envp);
@@ -568,7 +561,6 @@ static void sched_tick(struct orch *o, struct spawn_job **jobs, size_t *njobs)
 {
 	int64_t now = time_mono_ns();
 	bool changed = false;
-	runner_tidy(&o->runner);
 	for (int i = 0; i < o->running; i++) {
 		struct worker *w = o->run[i];
 		int wstatus;

@@ -1,7 +1,9 @@
 /* test_runner: the local runner directly: a worker's output reaches its log
  * and its exit status its reaper, a start that cannot happen (no such cwd)
- * says why and leaves nothing behind, and, in a cgroup, a kill reaches a
- * child that left the process group and the CPU time is counted. */
+ * says why and leaves nothing behind, in a cgroup a kill reaches a child that
+ * left the process group and the CPU time is counted; log files and cgroups
+ * are made ahead (a file made at a start is never truncated after), and an
+ * end removes what was made ahead and not taken. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -38,21 +40,23 @@ static int dir_teardown(void **state)
 	return system(cmd) ? -1 : 0;
 }
 
-static int log_fd(const char *name)
+static const char *log_path(int id)
 {
-	char path[128];
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-	assert_true(fd >= 0);
-	return fd;
+	static char path[128];
+	snprintf(path, sizeof path, "%s/%d.log", dir, id);
+	return path;
 }
 
-static char *slurp(const char *name)
+static off_t size_of(int id)
+{
+	struct stat st;
+	return stat(log_path(id), &st) == 0 ? st.st_size : -1;
+}
+
+static char *slurp(int id)
 {
 	static char text[256];
-	char path[128];
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	int fd = open(path, O_RDONLY);
+	int fd = open(log_path(id), O_RDONLY);
 	ssize_t n = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
 	if (fd >= 0)
 		close(fd);
@@ -70,11 +74,10 @@ static int wait_exit(struct runner_proc *p)
 	return wstatus;
 }
 
-static void start(struct runner *r, int id, const char *command, const char *log,
-		  struct runner_proc *p)
+static void start(struct runner *r, int id, const char *command, struct runner_proc *p)
 {
 	struct orch_err err = {0};
-	assert_int_equal(runner_start(r, id, command, dir, environ, log_fd(log), p, &err), 0);
+	assert_int_equal(runner_start(r, id, command, dir, environ, log_path(id), p, &err), 0);
 }
 
 static void run_both(void (*fn)(struct runner *r, bool cgroup))
@@ -82,7 +85,7 @@ static void run_both(void (*fn)(struct runner *r, bool cgroup))
 	for (int want = ISOLATION_CGROUP; want <= ISOLATION_PGROUP; want++) {
 		struct runner r;
 		struct orch_err err = {0};
-		if (runner_init(&r, (enum runner_isolation)want, "test", &err)) {
+		if (runner_init(&r, (enum runner_isolation)want, "test", dir, 1, &err)) {
 			/* a machine without a writable cgroup v2: only process groups */
 			assert_int_equal(want, ISOLATION_CGROUP);
 			assert_non_null(strstr(err.message, "--isolation cgroup"));
@@ -104,14 +107,14 @@ static void run_both(void (*fn)(struct runner *r, bool cgroup))
 static void output_and_status(struct runner *r, bool cgroup)
 {
 	struct runner_proc p;
-	start(r, 1, "echo out; echo err >&2; read line; echo \"got $line\"; pwd; exit 7", "1.log", &p);
+	start(r, 1, "echo out; echo err >&2; read line; echo \"got $line\"; pwd; exit 7", &p);
 	assert_int_equal(write(p.stdin_fd, "hello\n", 6), 6);
 	int wstatus = wait_exit(&p);
 	assert_true(WIFEXITED(wstatus));
 	assert_int_equal(WEXITSTATUS(wstatus), 7);
 	char want[160];
 	snprintf(want, sizeof want, "out\nerr\ngot hello\n%s\n", dir);
-	assert_string_equal(slurp("1.log"), want);
+	assert_string_equal(slurp(1), want);
 	int64_t cpu = runner_end(r, &p);
 	assert_true(cgroup ? cpu >= 0 : cpu == -1);
 	assert_int_equal(p.pidfd, -1);
@@ -127,12 +130,15 @@ static void bad_cwd(struct runner *r, bool cgroup)
 {
 	struct runner_proc p;
 	struct orch_err err = {0};
-	assert_int_equal(runner_start(r, 2, "true", "/nonexistent-orchfs-dir", environ,
-				      log_fd("2.log"), &p, &err), -ENOENT);
+	assert_int_equal(runner_start(r, 2, "true", "/nonexistent-orchfs-dir", environ, log_path(2),
+				      &p, &err), -ENOENT);
 	assert_non_null(strstr(err.message, "chdir"));
 	assert_int_equal(p.pidfd, -1);
 	char path[4200];
-	/* its cgroup went with it */
+	/* its cgroup goes with it */
+	if (runner_cgroup_path(r, 2, path, sizeof path))
+		for (int i = 0; i < 500 && access(path, F_OK) == 0; i++)
+			usleep(2000);
 	if (runner_cgroup_path(r, 2, path, sizeof path))
 		assert_int_equal(access(path, F_OK), -1);
 	assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);   /* no child left unreaped */
@@ -165,9 +171,9 @@ static void escapee(struct runner *r, bool cgroup)
 {
 	struct runner_proc p;
 	/* the pid is told from inside, once setsid has been */
-	start(r, 3, "setsid sh -c 'echo $$ >&2; exec sleep 300' & exec sleep 300", "3.log", &p);
+	start(r, 3, "setsid sh -c 'echo $$ >&2; exec sleep 300' & exec sleep 300", &p);
 	pid_t child = 0;
-	for (int i = 0; i < 500 && !(child = (pid_t)atoi(slurp("3.log"))); i++)
+	for (int i = 0; i < 500 && !(child = (pid_t)atoi(slurp(3))); i++)
 		usleep(2000);
 	assert_true(child > 0);
 	assert_int_equal(runner_freeze(&p, true), 0);
@@ -193,7 +199,7 @@ static void test_escapee(void **state)
 static void unended(struct runner *r, bool cgroup)
 {
 	struct runner_proc p;
-	start(r, 4, "exec sleep 300", "4.log", &p);
+	start(r, 4, "exec sleep 300", &p);
 	if (!cgroup) {
 		runner_signal(&p, SIGKILL);
 		wait_exit(&p);
@@ -211,6 +217,49 @@ static void test_unended(void **state)
 		;
 }
 
+/* waits (bounded) until the prep thread has made the log of id */
+static bool made(int id)
+{
+	for (int i = 0; i < 500 && size_of(id) != 0; i++)
+		usleep(2000);
+	return size_of(id) == 0;
+}
+
+static void made_ahead(struct runner *r, bool cgroup)
+{
+	assert_true(made(1));
+	assert_true(made(RUNNER_AHEAD));
+	char path[4200];
+	if (runner_cgroup_path(r, 1, path, sizeof path))
+		assert_int_equal(access(path, F_OK), 0);
+	struct runner_proc p;
+	start(r, 1, "echo one", &p);
+	wait_exit(&p);
+	runner_end(r, &p);
+	assert_int_equal(size_of(1), 4);
+	/* far ahead of the thread: made at the start, and the thread, which
+	 * goes on from there, never truncates it */
+	start(r, 1000, "echo thousand", &p);
+	wait_exit(&p);
+	runner_end(r, &p);
+	assert_true(made(1001));
+	assert_int_equal(size_of(1000), 9);
+}
+
+static void test_made_ahead(void **state)
+{
+	/* left over from a store that was removed: made anew */
+	int stale = open(log_path(1), O_WRONLY | O_CREAT, 0600);
+	assert_int_equal(write(stale, "old output\n", 11), 11);
+	close(stale);
+	run_both(made_ahead);
+	/* what was taken stays, what was made ahead went with the runner */
+	assert_int_equal(size_of(1), 4);
+	assert_int_equal(size_of(1000), 9);
+	assert_int_equal(size_of(2), -1);
+	assert_int_equal(size_of(1001), -1);
+}
+
 int main(void)
 {
 	signal(SIGCHLD, SIG_DFL);
@@ -219,6 +268,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_cwd, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_escapee, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_unended, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_made_ahead, dir_setup, dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
