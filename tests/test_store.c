@@ -238,6 +238,21 @@ static char *journal_path(const struct dir *d)
 	return p;
 }
 
+struct collected {
+	char items[8][16];
+	int n;
+};
+
+static int collect(void *arg, const char *data, size_t len)
+{
+	struct collected *c = arg;
+	if (c->n == 8 || len >= sizeof c->items[0])
+		return -1;
+	memcpy(c->items[c->n], data, len);
+	c->items[c->n++][len] = 0;
+	return 0;
+}
+
 /* Another connection holding SQLite's write lock (the store thread may be
  * applying the start meanwhile: it is waited for). */
 static sqlite3 *hold_sqlite(const struct dir *d)
@@ -289,7 +304,12 @@ static void test_journal_fails_then_retried(void **state)
 					    "'%pipeline.max_workers%\"to\":4%' AND seq < (SELECT seq FROM "
 					    "events WHERE line LIKE '%pipeline.max_workers%\"to\":5%')"), 1);
 	/* a clean stop leaves nothing to replay */
-	assert_int_equal(file_size(journal_path(d)) >= 16, 1);
+	struct journal *j;
+	struct collected c = {0};
+	assert_int_equal(journal_open(journal_path(d), false, &j, &err), 0);
+	assert_int_equal(journal_replay(j, collect, &c), 0);
+	assert_int_equal(c.n, 0);
+	journal_close(j);
 }
 
 /* SQLite cannot take the journaled commits (another process holds its write
@@ -349,21 +369,6 @@ static void test_journal_replayed_after_kill(void **state)
 	orch_destroy(&o);
 	assert_int_equal(db_int(db_path(d), "SELECT COUNT(*) FROM events WHERE line LIKE "
 					    "'%pipeline.max_workers%'"), 50);
-}
-
-struct collected {
-	char items[8][16];
-	int n;
-};
-
-static int collect(void *arg, const char *data, size_t len)
-{
-	struct collected *c = arg;
-	if (c->n == 8 || len >= sizeof c->items[0])
-		return -1;
-	memcpy(c->items[c->n], data, len);
-	c->items[c->n++][len] = 0;
-	return 0;
 }
 
 static int replay(const char *path, bool durable, struct collected *c, struct journal **keep)
