@@ -181,7 +181,7 @@ static void prepared_drop(const struct runner *r, struct runner_prepared *w)
 		unlinkat(r->cgroup_dir, name, AT_REMOVEDIR);
 }
 
-/* prep.lock held, and dropped meanwhile: the cgroups of ended workers that
+/* r->lock held, and dropped meanwhile: the cgroups of ended workers that
  * can go now (their last processes, killed, may take a moment) */
 static void retired_remove(struct runner *r)
 {
