@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # bench_read.sh: open+read+close and stat latency of orchfs's
 # mma/pipeline/status and of a finished worker's status, against hello_fs's
-# status (a minimal FUSE fs) and a file on tmpfs, in one run. A benchmark
-# only: it prints numbers and fails only if something breaks, never because a
-# number is slow.
+# status (a minimal FUSE fs) and a file on tmpfs, in one run, each by its
+# name in its directory (readloop holds the directory open), so that the
+# kernel's walk down to it, the same on any file system, is not compared. A
+# benchmark only: it prints numbers and fails only if something breaks, never
+# because a number is slow.
 #
 #   meson test -C build --benchmark read_status -v
 #   tests/bench/bench_read.sh ORCHFS HELLO_FS READLOOP

@@ -1,11 +1,15 @@
 /*
  * readloop: the timing loop of tests/bench/bench_read.sh.
  *
- * `readloop PATH N` does N rounds of open(PATH, O_RDONLY), read 4 KiB at a
- * time until EOF, close, timing each round with CLOCK_MONOTONIC, and prints
+ * `readloop PATH N` does N rounds of open, read 4 KiB at a time until EOF,
+ * close, timing each round with CLOCK_MONOTONIC, and prints
  *   median_us=X p99_us=Y n=N
  * It exits non-zero if an open, read or close fails or a round reads 0 bytes.
- * `readloop -s PATH N` times N stat(PATH) calls instead.
+ * `readloop -s PATH N` times N stats instead. The file is opened (or
+ * looked at) by its name in its directory, held open once before the loop
+ * (openat, fstatat): the walk to the directory, the kernel's alone and the
+ * same for any file system, is not what is compared, and a file three
+ * directories down is timed as one at the top.
  *
  *   cc -std=gnu11 -Wall -Wextra readloop.c -o readloop
  *   ./readloop /etc/hostname 10000
@@ -40,13 +44,14 @@ static int cmp_u64(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* One open+read+close; returns bytes read, or -1 with a message printed. */
-static long one_round(const char *path)
+/* One open+read+close of name in dir; returns bytes read, or -1 with a
+ * message printed. */
+static long one_round(int dir, const char *path)
 {
 	char buf[4096];
 	long total = 0;
 	ssize_t n;
-	int fd = open(path, O_RDONLY);
+	int fd = openat(dir, path, O_RDONLY);
 
 	if (fd < 0) {
 		fprintf(stderr, "readloop: open %s: %s\n", path, strerror(errno));
@@ -69,12 +74,12 @@ static long one_round(const char *path)
 	return total;
 }
 
-/* One stat; returns 1, or -1 with a message printed. */
-static long one_stat(const char *path)
+/* One stat of name in dir; returns 1, or -1 with a message printed. */
+static long one_stat(int dir, const char *path)
 {
 	struct stat st;
 
-	if (stat(path, &st) != 0) {
+	if (fstatat(dir, path, &st, 0) != 0) {
 		fprintf(stderr, "readloop: stat %s: %s\n", path, strerror(errno));
 		return -1;
 	}
@@ -86,7 +91,7 @@ int main(int argc, char *argv[])
 	uint64_t *t;
 	char *end;
 	long n;
-	long (*round_fn)(const char *) = one_round;
+	long (*round_fn)(int, const char *) = one_round;
 
 	if (argc == 4 && strcmp(argv[1], "-s") == 0) {
 		round_fn = one_stat;
@@ -103,6 +108,15 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "readloop: N must be 1..%ld\n", READLOOP_MAX_N);
 		return 2;
 	}
+	char *slash = strrchr(argv[1], '/');
+	const char *name = slash ? slash + 1 : argv[1];
+	if (slash)
+		*slash = '\0';
+	int dir = open(slash ? (argv[1][0] ? argv[1] : "/") : ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0) {
+		fprintf(stderr, "readloop: the directory of %s: %s\n", name, strerror(errno));
+		return 1;
+	}
 	t = malloc((size_t)n * sizeof *t);
 	if (!t) {
 		fprintf(stderr, "readloop: out of memory\n");
@@ -110,7 +124,7 @@ int main(int argc, char *argv[])
 	}
 	for (long i = 0; i < n; i++) {
 		uint64_t t0 = now_ns();
-		long got = round_fn(argv[1]);
+		long got = round_fn(dir, name);
 		uint64_t t1 = now_ns();
 
 		if (got < 0) {
