@@ -62,7 +62,7 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	char key[65];
 	sha256_hex(o->cfg.state_dir, strlen(o->cfg.state_dir), key);
 	key[12] = '\0';
-	/* its thread makes log files ahead: started once ids are known */
+	/* not started until the ids are known (below); a fini before must see that */
 	o->runner.cgroup_dir = -1;
 	mutex_init_pi(&o->lock);
 	o->started_ms = time_now_ms();
