@@ -260,6 +260,25 @@ static void test_made_ahead(void **state)
 	assert_int_equal(size_of(1001), -1);
 }
 
+/* Where no cgroup can be made (here: a name that cannot be one), auto falls
+ * back to process groups and still starts workers; cgroup asked for is an
+ * error that says why. */
+static void test_no_cgroup(void **state)
+{
+	struct runner r;
+	struct orch_err err = {0};
+	assert_int_equal(runner_init(&r, ISOLATION_AUTO, "no/such", dir, 1, &err), 0);
+	assert_string_equal(runner_isolation(&r), "process-group");
+	struct runner_proc p;
+	start(&r, 1, "exit 4", &p);
+	int wstatus = wait_exit(&p);
+	assert_true(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 4);
+	assert_int_equal(runner_end(&r, &p), -1);
+	runner_fini(&r);
+	assert_int_equal(runner_init(&r, ISOLATION_CGROUP, "no/such", dir, 1, &err), -EOPNOTSUPP);
+	assert_non_null(strstr(err.message, "--isolation cgroup: "));
+}
+
 int main(void)
 {
 	signal(SIGCHLD, SIG_DFL);
@@ -269,6 +288,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_escapee, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_unended, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_made_ahead, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_no_cgroup, dir_setup, dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
