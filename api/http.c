@@ -25,6 +25,7 @@
 
 #define CHUNK 65536
 #define HEADER_ROOM 1024   /* the headers, in front of the body's first piece */
+#define HTTP_TURN (256 * 1024)
 
 enum method { M_OTHER, M_GET, M_POST };
 
@@ -335,12 +336,16 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 	if (!a->piece)
 		a->piece = xmalloc(LWS_PRE + HEADER_ROOM + CHUNK);
 	bool last = p->sent == total && p->headers_sent;
-	while (!last && !lws_send_pipe_choked(wsi)) {
+	/* at most HTTP_TURN bytes a turn: a big body takes turns with the
+	 * others instead of filling its socket's buffer (megabytes on loopback)
+	 * while they wait */
+	size_t turn_end = p->sent + HTTP_TURN;
+	while (!last && !lws_send_pipe_choked(wsi) && p->sent < turn_end) {
 		if (p->headers_sent && (from_file || from_doc) && !lws_is_ssl(wsi)) {
 			/* past the first piece, on a plain socket with nothing of
 			 * lws's pending: the kernel takes the rest straight from the
 			 * file (sendfile) or the shared document, no copy of ours */
-			ssize_t w = send_rest(wsi, p, total);
+			ssize_t w = send_rest(wsi, p, turn_end < total ? turn_end : total);
 			if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 				break;   /* the socket is full: the next WRITEABLE goes on */
 			if (w < 0)
