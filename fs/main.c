@@ -281,7 +281,7 @@ int main(int argc, char **argv)
 	/* A document of many MiB is a buffer for as long as it is read. With a
 	 * fixed threshold such buffers are always mapped and given back when
 	 * freed; glibc's default raises the threshold after the first one and
-	 * keeps each freed one in the arena of whichever of 64 FUSE threads read
+	 * keeps each freed one in the arena of whichever of the FUSE threads read
 	 * it, so memory would grow with the readers instead of the reads. */
 	mallopt(M_MMAP_THRESHOLD, 512 * 1024);
 	mallopt(M_ARENA_MAX, 4);
