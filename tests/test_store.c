@@ -253,6 +253,14 @@ static int collect(void *arg, const char *data, size_t len)
 	return 0;
 }
 
+/* A daemon's model on d's state, started. */
+static void orch_open(const struct dir *d, struct orch *o)
+{
+	struct orch_config cfg = config(d);
+	struct orch_err err = {0};
+	assert_int_equal(orch_init(o, &cfg, &err), 0);
+}
+
 /* Another connection holding SQLite's write lock (the store thread may be
  * applying the start meanwhile: it is waited for). */
 static sqlite3 *hold_sqlite(const struct dir *d)
@@ -270,10 +278,8 @@ static sqlite3 *hold_sqlite(const struct dir *d)
 static void test_journal_fails_then_retried(void **state)
 {
 	struct dir *d = *state;
-	struct orch_config cfg = config(d);
 	struct orch o;
-	struct orch_err err = {0};
-	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	orch_open(d, &o);
 	/* SQLite held up, so that it meets the full disk too, once let go */
 	sqlite3 *other = hold_sqlite(d);
 	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "3"), 0);
@@ -306,6 +312,7 @@ static void test_journal_fails_then_retried(void **state)
 	/* a clean stop leaves nothing to replay */
 	struct journal *j;
 	struct collected c = {0};
+	struct orch_err err = {0};
 	assert_int_equal(journal_open(journal_path(d), false, &j, &err), 0);
 	assert_int_equal(journal_replay(j, collect, &c), 0);
 	assert_int_equal(c.n, 0);
@@ -318,10 +325,8 @@ static void test_journal_fails_then_retried(void **state)
 static void test_apply_waits_for_sqlite(void **state)
 {
 	struct dir *d = *state;
-	struct orch_config cfg = config(d);
 	struct orch o;
-	struct orch_err err = {0};
-	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	orch_open(d, &o);
 	sqlite3 *other = hold_sqlite(d);
 	uint64_t seen = events_committed(&o.events);
 	assert_int_equal(write_node(&o, "mma/pipeline/max_workers", "4"), 0);
@@ -460,10 +465,8 @@ static void *write_many(void *arg)
 static void test_concurrent_commits(void **state)
 {
 	struct dir *d = *state;
-	struct orch_config cfg = config(d);
 	struct orch o;
-	struct orch_err err = {0};
-	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	orch_open(d, &o);
 	off_t db_before = file_size(db_path(d));
 	struct writer w[8];
 	pthread_t t[8];
