@@ -41,5 +41,8 @@ void *xgrow(void *p, size_t *cap, size_t n, size_t size);
  * thread holding it is raised to the scheduler's priority while the
  * scheduler waits (no inversion when that thread is real-time). */
 void mutex_init_pi(pthread_mutex_t *m);
+/* A condition whose timed waits count on CLOCK_MONOTONIC (time_mono_deadline),
+ * so that a change of the wall clock moves no timeout. */
+void cond_init_mono(pthread_cond_t *c);
 
 #endif

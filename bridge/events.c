@@ -98,11 +98,7 @@ void events_init(struct events *ev, size_t capacity)
 {
 	memset(ev, 0, sizeof *ev);
 	mutex_init_pi(&ev->lock);
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&ev->cond, &attr);
-	pthread_condattr_destroy(&attr);
+	cond_init_mono(&ev->cond);
 	ev->autocommit = true;
 	ev->gathered = UINT64_MAX;
 	ev->cap = capacity ? capacity : 1;

@@ -289,11 +289,7 @@ int runner_init(struct runner *r, enum runner_isolation want, const char *state_
 	*r = (struct runner){.cgroup_dir = -1, .log_dir = xstrdup(log_dir), .next = first_id,
 			     .taken = first_id - 1};
 	pthread_mutex_init(&r->lock, NULL);
-	pthread_condattr_t mono;
-	pthread_condattr_init(&mono);
-	pthread_condattr_setclock(&mono, CLOCK_MONOTONIC);
-	pthread_cond_init(&r->wanted, &mono);
-	pthread_condattr_destroy(&mono);
+	cond_init_mono(&r->wanted);
 	pthread_cond_init(&r->made, NULL);
 	char mnt[2048], own[2048], path[sizeof mnt + sizeof own + 64];
 	const char *why = NULL;

@@ -234,13 +234,9 @@ int store_open(const char *state_dir, bool durable, struct store **out, struct o
 	s->lockfd = lockfd;
 	pthread_mutex_init(&s->rlock, NULL);
 	mutex_init_pi(&s->qlock);
-	pthread_condattr_t mono;
-	pthread_condattr_init(&mono);
-	pthread_condattr_setclock(&mono, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->qcond, NULL);
-	pthread_cond_init(&s->qdone, &mono);
-	pthread_cond_init(&s->nap, &mono);
-	pthread_condattr_destroy(&mono);
+	cond_init_mono(&s->qdone);
+	cond_init_mono(&s->nap);
 	int rc;
 	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 						  SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {

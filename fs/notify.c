@@ -482,11 +482,7 @@ struct notifier *notifier_start(struct orch *o, struct fs *fs, const char *mount
 	const char *debug = getenv("ORCHFS_DEBUG");
 	n->debug = debug && *debug;
 	pthread_mutex_init(&n->lock, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&n->announced_cond, &ca);
-	pthread_condattr_destroy(&ca);
+	cond_init_mono(&n->announced_cond);
 	n->to_hand = n->from_hand = -1;
 	if (!hand_start(n)) {
 		pthread_cond_destroy(&n->announced_cond);
