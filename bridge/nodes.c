@@ -473,15 +473,16 @@ static int a_stdin(struct orch *o, const struct node *n, const char *in, size_t 
 	struct worker *w = arg_worker(o, n);
 	if (!w) {
 		rc = err_set(err, ENOENT, "no worker %s", n->arg);
-	} else if (w->status != WORKER_RUNNING || w->proc.stdin_fd < 0) {
-		rc = err_set(err, EBUSY, "worker %d has ended (%s)", w->id,
+	} else if (w->status != WORKER_RUNNING || !w->job) {
+		rc = err_set(err, EBUSY, "worker %d has %s (%s)", w->id,
+			     w->status == WORKER_RUNNING ? "not started yet" : "ended",
 			     worker_status_name(w->status));
 	} else {
-		ssize_t r = write(w->proc.stdin_fd, in, len);
-		if (r < 0 && errno == EAGAIN)
+		ssize_t r = o->runner->ops->write_stdin(o->runner, w->job, in, len);
+		if (r == -EAGAIN)
 			rc = err_set(err, EAGAIN, "worker %d is not reading its stdin (pipe full)", w->id);
 		else if (r < 0)
-			rc = err_set(err, EBUSY, "worker %d stdin: %s", w->id, strerror(errno));
+			rc = err_set(err, EBUSY, "worker %d stdin: %s", w->id, strerror((int)-r));
 		else if ((size_t)r < len)
 			rc = err_set(err, EAGAIN, "worker %d took %zd of %zu bytes (pipe full)", w->id, r, len);
 		else

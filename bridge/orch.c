@@ -50,20 +50,24 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	if (o->cfg.pricing_file &&
 	    pricing_load(o->cfg.pricing_file, &o->prices, &o->nprices, err))
 		return -err->errnum;
-	char logs[4096];
+	char logs[4096], run[4096];
 	snprintf(logs, sizeof logs, "%s/logs", o->cfg.state_dir);
+	snprintf(run, sizeof run, "%s/run", o->cfg.state_dir);
 	int rc = orch_mkdir_p(logs);
+	const char *dir = logs;
+	if (!rc) {
+		rc = orch_mkdir_p(run);
+		dir = run;
+	}
 	if (rc) {
 		free(o->prices);
-		return err_set(err, -rc, "cannot create %s: %s", logs, strerror(-rc));
+		return err_set(err, -rc, "cannot create %s: %s", dir, strerror(-rc));
 	}
 	/* orchfs's cgroup is named after the state: a restart on it finds what
 	 * a crash left */
 	char key[65];
 	sha256_hex(o->cfg.state_dir, strlen(o->cfg.state_dir), key);
 	key[12] = '\0';
-	/* not started until the ids are known (below); a fini before must see that */
-	o->runner.cgroup_dir = -1;
 	mutex_init_pi(&o->lock);
 	o->started_ms = time_now_ms();
 	o->max_workers = cfg->max_workers > 0 ? cfg->max_workers : 1;
@@ -85,7 +89,9 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 		return -err->errnum;
 	}
 	/* ids go on from the last one stored */
-	if (runner_init(&o->runner, o->cfg.isolation, key, logs, (int)o->nworkers + 1, err)) {
+	if (runner_local_create(o->cfg.isolation, key, run, logs,
+				o->cfg.supervisor ? o->cfg.supervisor : "/proc/self/exe",
+				(int)o->nworkers + 1, &o->runner, err)) {
 		orch_destroy(o);
 		return -err->errnum;
 	}
@@ -151,7 +157,7 @@ void orch_shutdown(struct orch *o)
 		return;
 	}
 	o->stopping = true;
-	for (int i = 0; i < o->running; i++)
+	for (int i = 0; i < o->running && !o->cfg.live_restore; i++)
 		sched_kill(o, o->run[i], SIGTERM, -1, NULL);
 	orch_event(o, NULL, EVK_DAEMON_STOPPING, NULL);
 	pthread_mutex_unlock(&o->lock);
@@ -184,16 +190,14 @@ void orch_destroy(struct orch *o)
 	free(o->dirty_tracks);
 	for (size_t i = 0; i < o->nworkers; i++) {
 		struct worker *w = o->workers[i];
-		if (w->proc.pidfd >= 0)
-			close(w->proc.pidfd);
-		if (w->proc.stdin_fd >= 0)
-			close(w->proc.stdin_fd);
-		if (w->proc.cgroup >= 0)
-			close(w->proc.cgroup);
+		if (w->job)
+			o->runner->ops->forget(o->runner, w->job);
 		worker_free(w);
 	}
 	free(o->workers);
-	runner_fini(&o->runner);
+	/* what runs now was left to the next daemon (--live-restore), or is
+	 * what a failed start found (re-adopted by the next one) */
+	runner_destroy(o->runner, true);
 	/* first: the store thread may still be writing what was queued */
 	store_close(o->store);
 	o->store = NULL;

@@ -91,9 +91,13 @@ struct worker {
 	char *command, *cwd, *model;
 	char **env;
 	size_t nenv;
-	/* its process: pid, pidfd (-1 once reaped), the write end of its stdin
-	 * (-1 when closed), its cgroup (-1: none) */
-	struct runner_proc proc;
+	/* as its runner knows it, while it runs (NULL otherwise); its pid, for
+	 * the record (0: none) */
+	struct runner_job *job;
+	pid_t pid;
+	/* an end the runner told while its start was being answered */
+	bool end_early;
+	struct runner_end early;
 	int64_t cpu_us;            /* CPU time of all its processes, once ended; -1 unknown */
 	int64_t started_ms, ended_ms;
 	int64_t started_ns;        /* monotonic, for the timeout */
@@ -133,6 +137,8 @@ struct orch_config {
 	bool no_store;             /* keep nothing on disk (unit tests) */
 	int kill_grace_s;
 	enum runner_isolation isolation;   /* --isolation: auto (default), cgroup, process-group */
+	bool live_restore;         /* --live-restore: a clean stop leaves workers running */
+	const char *supervisor;    /* the program run as the supervisor; default /proc/self/exe */
 	int telemetry_hz;
 	size_t max_write;          /* EFBIG above; default 1 MiB */
 	size_t event_history;      /* events kept in memory; default 65536 */
@@ -201,7 +207,7 @@ struct orch {
 	struct ctx_store *ctx;
 	struct telemetry *tm;
 	struct store *store;       /* NULL when nothing is kept on disk */
-	struct runner runner;      /* how workers run: in cgroups or process groups */
+	struct runner *runner;     /* how workers run: the local runner */
 	struct render_cache *rcache; /* nodes.c: last renders, keyed by node and version */
 	struct render_sections *sections; /* render.c: the fragments of the big documents */
 };
@@ -209,7 +215,8 @@ struct orch {
 /* orch.c: life cycle */
 int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *err);
 int orch_start(struct orch *o);          /* starts the scheduler thread */
-/* No new workers; TERM to running ones, KILL after the grace; joins threads. */
+/* No new workers; TERM to running ones, KILL after the grace (unless
+ * --live-restore: left to the next daemon); joins threads. */
 void orch_shutdown(struct orch *o);
 void orch_destroy(struct orch *o);
 void orch_wake(struct orch *o);

@@ -66,7 +66,7 @@ void render_worker(const struct orch *o, const struct worker *w, struct buf *b)
 	jw_lit(b, ",\"track\":");
 	jw_str_or_null(b, w->track_id);
 	jw_lit(b, ",\"pid\":");
-	jw_i64(b, w->proc.pid);
+	jw_i64(b, w->pid);
 	jw_lit(b, ",\"command\":");
 	jw_str(b, w->command);
 	jw_lit(b, ",\"cwd\":");
@@ -100,12 +100,7 @@ void render_worker(const struct orch *o, const struct worker *w, struct buf *b)
 		jw_double(b, (double)w->cpu_us / 1e6);
 	else
 		jw_lit(b, "null");
-	char cgroup[4200];
-	jw_lit(b, ",\"cgroup\":");
-	if (runner_cgroup_path(&o->runner, w->id, cgroup, sizeof cgroup) && w->status == WORKER_RUNNING)
-		jw_str(b, cgroup);
-	else
-		jw_lit(b, "null");
+	o->runner->ops->describe(o->runner, w->job, b);
 	jw_lit(b, ",\"log\":");
 	jw_str(b, w->log_path);
 	jw_lit(b, ",\"usage\":");
@@ -248,7 +243,7 @@ void render_pipeline(const struct orch *o, struct buf *b)
 	jw_lit(b, ",\"running\":");
 	jw_i64(b, o->running);
 	jw_lit(b, ",\"isolation\":");
-	jw_str(b, runner_isolation(&o->runner));
+	jw_str(b, runner_isolation(o->runner));
 	buf_putc(b, ',');
 	status_counts(b, o->counts, o->ntasks);
 	buf_putc(b, '}');

@@ -1,4 +1,5 @@
-/* runner: worker processes, in process groups and cgroups (see runner.h). */
+/* runner: the local runner: workers started by the supervisor, in process
+ * groups and cgroups (see runner.h). */
 #include "runner.h"
 
 #include <dirent.h>
@@ -11,20 +12,92 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <spawn.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
 #include "json.h"
+#include "supervisor.h"
 
-/* The child runs on a stack of its own until it execs: a few system calls. */
-#define SPAWN_STACK (64 * 1024)
 /* How soon the prep thread looks again at an ended worker's cgroup that its
  * killed processes have not left yet. */
 #define RUNNER_RETRY_MS 50
+
+/* What a start needs made first, made ahead for the next ids (ids are
+ * handed out in order and never reused) by the prep thread, on another CPU. */
+struct runner_prepared {
+	int id;
+	int logfd;      /* its log file, new, open for append */
+	int cgroup;     /* its cgroup's directory, and cgroup.procs in it; -1: none */
+	int procs;
+};
+
+/* A worker the supervisor had when this daemon connected. */
+struct runner_adopted {
+	int id;
+	pid_t pid;
+	int stdin_fd;
+};
+
+struct runner_job {
+	int id;
+	pid_t pid;
+	int stdin_fd;   /* write end, O_NONBLOCK (the supervisor holds another) */
+	int cgroup;     /* its cgroup's directory; -1: none */
+};
+
+/* A start waiting for the supervisor's answer. */
+struct pending_start {
+	int id;
+	bool answered;
+	int error;      /* 0: started */
+	pid_t pid;
+	int stdin_fd;
+	char what[128];
+	struct pending_start *next;
+};
+
+struct local {
+	struct runner base;
+	int cgroup_dir;            /* orchfs's cgroup of workers; -1: process groups only */
+	char *cgroup_path;
+	char *log_dir, *run_dir, *exe;
+	int run_fd;
+	pthread_mutex_t lock;      /* all that follows but the connection */
+	pthread_cond_t wanted;     /* the prep thread: room ahead, a cgroup to remove, or stop */
+	pthread_cond_t made;       /* a start waits for what is being made for it */
+	pthread_t thread;
+	bool started, stop;
+	int next, making, taken;   /* the next id to make, the one being made (0: none), the last taken */
+	struct runner_prepared ready[RUNNER_AHEAD];
+	int nready;
+	/* ended workers' cgroups, removed behind by the prep thread (once what
+	 * they left running has gone) */
+	int *retired;
+	size_t nretired, retired_cap;
+	/* The supervisor: the connection is sent on under send_lock (which
+	 * also starts a supervisor) and read only by the reader thread, which
+	 * answers starts and queues ends. */
+	pthread_mutex_t send_lock;
+	int sv;                    /* -1: none */
+	bool sv_dead;              /* the reader saw its end */
+	pthread_t reader;
+	bool reading;
+	pthread_cond_t answered;
+	struct pending_start *pending;
+	int *live;                 /* ids started and not ended */
+	size_t nlive, live_cap;
+	struct runner_end *ended;  /* for collect */
+	size_t nended, ended_cap;
+	struct runner_adopted *adopted;   /* until adopt_end */
+	size_t nadopted;
+};
 
 /* --- cgroups --- */
 
@@ -99,8 +172,9 @@ static bool cgroup_remove(int dir, const char *name, int wait_ms)
 	}
 }
 
-/* Workers a crash left behind: their cgroups say they are ours. */
-static void cgroup_sweep(int dir)
+/* Workers a crash left behind (their cgroups say they are ours), but for
+ * the ones being re-adopted (keep, nkeep ids). */
+static void cgroup_sweep(int dir, const struct runner_adopted *keep, size_t nkeep)
 {
 	int fd = dup(dir);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -110,9 +184,15 @@ static void cgroup_sweep(int dir)
 		return;
 	}
 	rewinddir(d);   /* the copy shares the offset that an earlier sweep moved */
-	for (struct dirent *e; (e = readdir(d));)
-		if (e->d_name[0] == 'w' && e->d_type == DT_DIR)
+	for (struct dirent *e; (e = readdir(d));) {
+		if (e->d_name[0] != 'w' || e->d_type != DT_DIR)
+			continue;
+		bool kept = false;
+		for (size_t i = 0; i < nkeep && !kept; i++)
+			kept = keep[i].id == atoi(e->d_name + 1);
+		if (!kept)
 			cgroup_remove(dir, e->d_name, 1000);
+	}
 	closedir(d);
 }
 
@@ -137,7 +217,7 @@ static void prepared_close(struct runner_prepared *w)
 
 /* Worker id's log file (at path) and cgroup; 0, or -errno with what failed
  * in *what. */
-static int prepare(const struct runner *r, int id, const char *path, struct runner_prepared *out,
+static int prepare(const struct local *r, int id, const char *path, struct runner_prepared *out,
 		   const char **what)
 {
 	*out = (struct runner_prepared){.id = id, .logfd = -1, .cgroup = -1, .procs = -1};
@@ -164,13 +244,13 @@ static int prepare(const struct runner *r, int id, const char *path, struct runn
 	return 0;
 }
 
-static void log_path_of(const struct runner *r, int id, char *out, size_t size)
+static void log_path_of(const struct local *r, int id, char *out, size_t size)
 {
 	snprintf(out, size, "%s/%d.log", r->log_dir, id);
 }
 
 /* What was made for a worker that will not start: removed. */
-static void prepared_drop(const struct runner *r, struct runner_prepared *w)
+static void prepared_drop(const struct local *r, struct runner_prepared *w)
 {
 	char path[4200], name[32];
 	log_path_of(r, w->id, path, sizeof path);
@@ -183,7 +263,7 @@ static void prepared_drop(const struct runner *r, struct runner_prepared *w)
 
 /* r->lock held, and dropped meanwhile: the cgroups of ended workers that
  * can go now (their last processes, killed, may take a moment) */
-static void retired_remove(struct runner *r)
+static void retired_remove(struct local *r)
 {
 	size_t n = r->nretired;
 	int *ids = xmalloc((n ? n : 1) * sizeof *ids);
@@ -207,7 +287,7 @@ static void retired_remove(struct runner *r)
 
 static void *prep_main(void *arg)
 {
-	struct runner *r = arg;
+	struct local *r = arg;
 	pthread_setname_np(pthread_self(), "orchfs-prep");
 	pthread_mutex_lock(&r->lock);
 	while (!r->stop) {
@@ -248,7 +328,7 @@ static void *prep_main(void *arg)
 }
 
 /* What was made ahead for id, or made now (-errno, and what failed). */
-static int take(struct runner *r, int id, const char *path, struct runner_prepared *out,
+static int take(struct local *r, int id, const char *path, struct runner_prepared *out,
 		const char **what)
 {
 	out->logfd = -1;
@@ -283,241 +363,295 @@ static int take(struct runner *r, int id, const char *path, struct runner_prepar
 	return out->logfd >= 0 ? 0 : prepare(r, id, path, out, what);
 }
 
-int runner_init(struct runner *r, enum runner_isolation want, const char *state_key,
-		const char *log_dir, int first_id, struct orch_err *err)
+/* --- the supervisor's connection --- */
+
+static void live_remove(struct local *r, int id)
 {
-	*r = (struct runner){.cgroup_dir = -1, .log_dir = xstrdup(log_dir), .next = first_id,
-			     .taken = first_id - 1};
-	pthread_mutex_init(&r->lock, NULL);
-	cond_init_mono(&r->wanted);
-	pthread_cond_init(&r->made, NULL);
-	char mnt[2048], own[2048], path[sizeof mnt + sizeof own + 64];
-	const char *why = NULL;
-	if (want == ISOLATION_PGROUP)
-		why = "process groups asked for";
-	else if (!cgroup2_mount(mnt, sizeof mnt))
-		why = "no cgroup v2 hierarchy is mounted";
-	else if (!own_cgroup(own, sizeof own))
-		why = "the daemon's cgroup v2 is unknown";
-	if (!why) {
-		snprintf(path, sizeof path, "%s%s/orchfs-%s", mnt, own, state_key);
-		if (mkdir(path, 0755) < 0 && errno != EEXIST)
-			why = strerror(errno);
-	}
-	int dir = why ? -1 : open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (!why && dir < 0)
-		why = strerror(errno);
-	/* cgroup.kill came with Linux 5.14, after cgroup.freeze (5.2) */
-	if (!why && faccessat(dir, "cgroup.kill", W_OK, 0) < 0)
-		why = "the kernel has no cgroup.kill";
-	if (why && dir >= 0)
-		close(dir);
-	if (why && want == ISOLATION_CGROUP) {
-		runner_fini(r);
-		return err_set(err, EOPNOTSUPP, "--isolation cgroup: %s", why);
-	}
-	if (!why) {
-		cgroup_sweep(dir);
-		r->cgroup_dir = dir;
-		r->cgroup_path = xstrdup(path);
-	}
-	/* without it, each start makes its own */
-	r->started = pthread_create(&r->thread, NULL, prep_main, r) == 0;
-	return 0;
+	for (size_t i = 0; i < r->nlive; i++)
+		if (r->live[i] == id) {
+			r->live[i] = r->live[--r->nlive];
+			return;
+		}
 }
 
-void runner_fini(struct runner *r)
+/* r->lock held */
+static void ended_add(struct local *r, int id, int wstatus, bool lost)
 {
-	if (r->started) {
+	ARRAY_GROW(r->ended, r->ended_cap, r->nended + 1);
+	r->ended[r->nended++] = (struct runner_end){id, wstatus, lost};
+	uint64_t one = 1;
+	(void)!write(r->base.event_fd, &one, sizeof one);
+}
+
+static struct pending_start *pending_of(struct local *r, int id)
+{
+	for (struct pending_start *p = r->pending; p; p = p->next)
+		if (p->id == id && !p->answered)
+			return p;
+	return NULL;
+}
+
+/* The reader thread: the supervisor's answers and the workers' ends. */
+static void *reader_main(void *arg)
+{
+	struct local *r = arg;
+	pthread_setname_np(pthread_self(), "orchfs-reader");
+	for (;;) {
+		struct sv_msg m;
+		char *text;
+		int fds[2];
+		if (sv_recv(r->sv, &m, &text, fds))
+			break;
 		pthread_mutex_lock(&r->lock);
-		r->stop = true;
-		pthread_cond_broadcast(&r->wanted);
+		struct pending_start *p = pending_of(r, m.id);
+		if ((m.type == SV_STARTED || m.type == SV_FAILED) && p) {
+			p->answered = true;
+			p->error = m.type == SV_FAILED ? (m.a > 0 ? m.a : EIO) : 0;
+			p->pid = m.a;
+			p->stdin_fd = fds[0];
+			fds[0] = -1;
+			snprintf(p->what, sizeof p->what, "%s", text ? text : "");
+			if (!p->error) {
+				ARRAY_GROW(r->live, r->live_cap, r->nlive + 1);
+				r->live[r->nlive++] = m.id;
+			}
+			pthread_cond_broadcast(&r->answered);
+		} else if (m.type == SV_EXITED) {
+			live_remove(r, m.id);
+			ended_add(r, m.id, m.a, false);
+		}
 		pthread_mutex_unlock(&r->lock);
-		pthread_join(r->thread, NULL);
-		r->started = false;
+		free(text);
+		for (int i = 0; i < 2; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
 	}
-	/* what was made ahead and not taken goes */
-	for (int i = 0; i < r->nready; i++)
-		prepared_drop(r, &r->ready[i]);
-	r->nready = 0;
-	if (r->cgroup_dir >= 0) {
-		for (size_t i = 0; i < r->nretired; i++) {
-			char name[32];
-			snprintf(name, sizeof name, "w%d", r->retired[i]);
-			cgroup_remove(r->cgroup_dir, name, 1000);
+	/* The supervisor has gone (killed: it never leaves a daemon): the ends
+	 * of its workers can no longer be known. The next start starts another. */
+	pthread_mutex_lock(&r->lock);
+	r->sv_dead = true;
+	for (size_t i = 0; i < r->nlive; i++)
+		ended_add(r, r->live[i], 0, true);
+	r->nlive = 0;
+	for (struct pending_start *p = r->pending; p; p = p->next)
+		if (!p->answered) {
+			p->answered = true;
+			p->error = ECONNRESET;
+			snprintf(p->what, sizeof p->what, "the supervisor");
 		}
-		cgroup_sweep(r->cgroup_dir);
-		close(r->cgroup_dir);
-		rmdir(r->cgroup_path);   /* if it will not go, the next start sweeps it */
-	}
-	free(r->cgroup_path);
-	free(r->log_dir);
-	free(r->retired);
-	pthread_mutex_destroy(&r->lock);
-	pthread_cond_destroy(&r->wanted);
-	pthread_cond_destroy(&r->made);
-	*r = (struct runner){.cgroup_dir = -1};
+	pthread_cond_broadcast(&r->answered);
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
 }
 
-const char *runner_isolation(const struct runner *r)
+/* Its socket's address, short whatever the state directory's length. */
+static void socket_addr(const struct local *r, struct sockaddr_un *a)
 {
-	return r->cgroup_dir >= 0 ? "cgroup" : "process-group";
+	*a = (struct sockaddr_un){.sun_family = AF_UNIX};
+	snprintf(a->sun_path, sizeof a->sun_path, "/proc/self/fd/%d/supervisor.sock", r->run_fd);
 }
 
-bool runner_cgroup_path(const struct runner *r, int id, char *out, size_t size)
+/* A daemon's hello: the workers the supervisor has are kept for adopt.
+ * Before the reader runs. */
+static int hello(struct local *r, int sock)
 {
-	if (r->cgroup_dir < 0)
-		return false;
-	snprintf(out, size, "%s/w%d", r->cgroup_path, id);
-	return true;
-}
-
-/* --- the process --- */
-
-struct spawn_args {
-	const char *command, *cwd;
-	char *const *envp;
-	int stdin_fd, logfd, procs_fd;
-	int error;                 /* set by the child when it fails before exec */
-	const char *failed;        /* what failed */
-};
-
-/* The child: it shares the daemon's memory until it execs (CLONE_VM), with
- * every signal blocked, so only system calls here, nothing that takes a lock
- * or allocates. */
-static int spawn_child(void *arg)
-{
-	struct spawn_args *a = arg;
-	/* handlers of the daemon's must not run in here: defaults, as the
-	 * worker will have them */
-	struct sigaction dfl = {.sa_handler = SIG_DFL};
-	for (int sig = 1; sig < NSIG; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			sigaction(sig, &dfl, NULL);
-	if (a->procs_fd >= 0 && write(a->procs_fd, "0", 1) != 1) {
-		a->failed = "joining its cgroup";
-		goto fail;
-	}
-	if (setpgid(0, 0) < 0) {
-		a->failed = "setpgid";
-		goto fail;
-	}
-	/* dup2 clears close-on-exec on the copies: only 0, 1 and 2 stay */
-	if (dup2(a->stdin_fd, 0) < 0 || dup2(a->logfd, 1) < 0 || dup2(a->logfd, 2) < 0) {
-		a->failed = "dup2";
-		goto fail;
-	}
-	if (a->cwd && chdir(a->cwd) < 0) {
-		a->failed = "chdir";
-		goto fail;
-	}
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	char *const argv[] = {(char *)"sh", (char *)"-c", (char *)a->command, NULL};
-	execve("/bin/sh", argv, a->envp);
-	a->failed = "exec /bin/sh";
-fail:
-	a->error = errno ? errno : EIO;
-	_exit(127);
-}
-
-int runner_start(struct runner *r, int id, const char *command, const char *cwd,
-		 char *const envp[], const char *log_path, struct runner_proc *out,
-		 struct orch_err *err)
-{
-	*out = (struct runner_proc){.id = id, .pid = -1, .pidfd = -1, .stdin_fd = -1, .cgroup = -1};
-	struct runner_prepared w;
-	const char *what = NULL;
-	int rc = take(r, id, log_path, &w, &what);
-	if (rc)
-		return err_set(err, EIO, "cannot make %s for worker %d: %s", what, id, strerror(-rc));
-	int pipefd[2];
-	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		rc = errno;
-		prepared_close(&w);
-		return err_set(err, EIO, "pipe: %s", strerror(rc));
-	}
-	struct spawn_args a = {command, cwd, envp, pipefd[0], w.logfd, w.procs, 0, NULL};
-	void *stack = mmap(NULL, SPAWN_STACK, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-	pid_t pid = -1;
-	int pidfd = -1, e = 0;
-	if (stack == MAP_FAILED) {
-		e = errno;
-	} else {
-		/* every signal blocked around the clone: none may run a handler
-		 * of ours in the child, on our memory */
-		sigset_t all, old;
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		pid = clone(spawn_child, (char *)stack + SPAWN_STACK,
-			    CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &a, &pidfd);
-		e = errno;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		munmap(stack, SPAWN_STACK);
-	}
-	close(pipefd[0]);
-	int cgroup = w.cgroup;
-	w.cgroup = -1;   /* the worker's from now on */
-	prepared_close(&w);
-	if (pid > 0 && a.error) {
-		/* it failed before exec and has exited: reaped here */
-		waitpid(pid, NULL, 0);
-		close(pidfd);
-		e = a.error;
-		pid = -1;
-	}
-	if (pid < 0) {
-		close(pipefd[1]);
-		if (cgroup >= 0) {
-			close(cgroup);
-			runner_retire(r, id);
+	int rc = sv_send(sock, SV_HELLO, 0, 0, NULL, 0, NULL, 0);
+	for (;;) {
+		struct sv_msg m;
+		char *text;
+		int fds[2];
+		if (rc || (rc = sv_recv(sock, &m, &text, fds)))
+			break;
+		free(text);
+		if (fds[1] >= 0)
+			close(fds[1]);
+		if (m.type == SV_READY)
+			return 0;
+		if (m.type == SV_ADOPT) {
+			r->adopted = xrealloc(r->adopted, (r->nadopted + 1) * sizeof *r->adopted);
+			r->adopted[r->nadopted++] = (struct runner_adopted){m.id, m.a, fds[0]};
+		} else if (fds[0] >= 0) {
+			close(fds[0]);
 		}
-		return err_set(err, e == ENOENT && cwd ? ENOENT : EIO, "cannot start worker%s%s: %s%s%s",
-			       cwd ? " in " : "", cwd ? cwd : "", a.failed ? a.failed : "",
-			       a.failed ? ": " : "", strerror(e));
 	}
-	fcntl(pipefd[1], F_SETFL, O_NONBLOCK);
-	out->pid = pid;
-	out->pidfd = pidfd;
-	out->stdin_fd = pipefd[1];
-	out->cgroup = cgroup;
-	return 0;
-}
-
-int runner_signal(const struct runner_proc *p, int sig)
-{
-	if (p->cgroup < 0)
-		return kill(-p->pid, sig) < 0 ? -errno : 0;
-	if (sig == SIGKILL)
-		return write_at(p->cgroup, "cgroup.kill", "1");
-	int fd = openat(p->cgroup, "cgroup.procs", O_RDONLY | O_CLOEXEC);
-	FILE *f = fd >= 0 ? fdopen(fd, "re") : NULL;
-	if (!f) {
-		if (fd >= 0)
-			close(fd);
-		return -errno;
-	}
-	int rc = -ESRCH;
-	for (long pid; fscanf(f, "%ld", &pid) == 1;)
-		if (kill((pid_t)pid, sig) == 0)
-			rc = 0;
-	fclose(f);
+	for (size_t i = 0; i < r->nadopted; i++)
+		if (r->adopted[i].stdin_fd >= 0)
+			close(r->adopted[i].stdin_fd);
+	r->nadopted = 0;
 	return rc;
 }
 
-int runner_freeze(const struct runner_proc *p, bool frozen)
+static int sv_connect(struct local *r)
 {
-	if (p->cgroup < 0)
-		return kill(-p->pid, frozen ? SIGSTOP : SIGCONT) < 0 ? -errno : 0;
-	return write_at(p->cgroup, "cgroup.freeze", frozen ? "1" : "0");
+	struct sockaddr_un a;
+	socket_addr(r, &a);
+	int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		return -errno;
+	if (connect(sock, (struct sockaddr *)&a, sizeof a) < 0) {
+		int e = -errno;
+		close(sock);
+		return e;
+	}
+	return sock;
 }
 
-int runner_reap(const struct runner_proc *p, int *wstatus)
+/* Connected: the reader reads from now on. */
+static void sv_attach(struct local *r, int sock)
 {
-	pid_t r = waitpid(p->pid, wstatus, WNOHANG);
-	return r == p->pid ? 1 : 0;
+	r->sv = sock;
+	r->sv_dead = false;
+	r->reading = pthread_create(&r->reader, NULL, reader_main, r) == 0;
+	if (!r->reading) {
+		close(sock);
+		r->sv = -1;
+	}
+}
+
+/* send_lock held: a supervisor to talk to, started if none is (lazily: a
+ * daemon that starts no worker needs none). 0, or -errno. */
+static int sv_ensure(struct local *r)
+{
+	if (r->sv >= 0 && !r->sv_dead)
+		return 0;
+	if (r->reading) {
+		pthread_join(r->reader, NULL);
+		r->reading = false;
+	}
+	if (r->sv >= 0)
+		close(r->sv);
+	r->sv = -1;
+	struct sockaddr_un a;
+	socket_addr(r, &a);
+	int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (listener < 0)
+		return -errno;
+	/* what is there is a dead one's (a live one was connected to at create) */
+	unlinkat(r->run_fd, "supervisor.sock", 0);
+	int rc = 0;
+	if (bind(listener, (struct sockaddr *)&a, sizeof a) < 0 || listen(listener, 8) < 0)
+		rc = -errno;
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, listener, 3);
+	char *const argv[] = {(char *)"orchfs", (char *)SUPERVISOR_ARG, r->run_dir, NULL};
+	char *const envp[] = {NULL};
+	pid_t pid = 0;
+	if (!rc)
+		rc = -posix_spawn(&pid, r->exe, &fa, NULL, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	close(listener);
+	int wstatus = 0;
+	/* it forks its supervisor off and exits at once */
+	if (!rc && (waitpid(pid, &wstatus, 0) != pid || !WIFEXITED(wstatus) ||
+		    WEXITSTATUS(wstatus)))
+		rc = -ECHILD;
+	int sock = rc ? rc : sv_connect(r);
+	if (sock < 0)
+		return sock;
+	rc = hello(r, sock);
+	if (rc) {
+		close(sock);
+		return rc;
+	}
+	sv_attach(r, sock);
+	return r->sv >= 0 ? 0 : -EAGAIN;
+}
+
+/* The exit the supervisor recorded for id while no daemon was there. */
+static bool exit_recorded(const struct local *r, int id, int *wstatus)
+{
+	int fd = openat(r->run_fd, "exits", O_RDONLY | O_CLOEXEC);
+	struct sv_exit rec = {0};
+	ssize_t n = fd >= 0 ? pread(fd, &rec, sizeof rec,
+				    (off_t)(id % SUPERVISOR_EXIT_SLOTS) * (off_t)sizeof rec)
+			    : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n != (ssize_t)sizeof rec || rec.id != id)
+		return false;
+	*wstatus = rec.wstatus;
+	return true;
+}
+
+/* --- the runner's operations --- */
+
+static struct local *local_of(struct runner *r)
+{
+	return (struct local *)r;
+}
+
+/* Asks the supervisor to start spec; the answer, once there. */
+static int sv_spawn(struct local *r, const struct runner_spec *spec,
+		    const struct runner_prepared *w, struct pending_start *p)
+{
+	struct buf payload = BUF_INIT;
+	buf_append(&payload, spec->command, strlen(spec->command) + 1);
+	buf_append(&payload, spec->cwd ? spec->cwd : "", strlen(spec->cwd ? spec->cwd : "") + 1);
+	for (char *const *e = spec->envp; e && *e; e++)
+		buf_append(&payload, *e, strlen(*e) + 1);
+	int fds[2] = {w->logfd, w->procs};
+	*p = (struct pending_start){.id = spec->id, .stdin_fd = -1};
+	pthread_mutex_lock(&r->send_lock);
+	int rc = sv_ensure(r);
+	if (!rc) {
+		pthread_mutex_lock(&r->lock);
+		p->next = r->pending;
+		r->pending = p;
+		pthread_mutex_unlock(&r->lock);
+		rc = payload.len > SV_MSG_MAX ? -E2BIG
+			: sv_send(r->sv, SV_SPAWN, spec->id, 0, payload.data, payload.len, fds,
+				  w->procs >= 0 ? 2 : 1);
+	}
+	pthread_mutex_unlock(&r->send_lock);
+	buf_free(&payload);
+	pthread_mutex_lock(&r->lock);
+	while (!rc && !p->answered)
+		pthread_cond_wait(&r->answered, &r->lock);
+	for (struct pending_start **at = &r->pending; *at; at = &(*at)->next)
+		if (*at == p) {
+			*at = p->next;
+			break;
+		}
+	pthread_mutex_unlock(&r->lock);
+	if (rc) {
+		snprintf(p->what, sizeof p->what, "the supervisor");
+		return -rc;
+	}
+	return p->error;
+}
+
+static void retire(struct local *r, int id);
+
+static int local_start(struct runner *base, const struct runner_spec *spec,
+		       struct runner_job **out, struct orch_err *err)
+{
+	struct local *r = local_of(base);
+	*out = NULL;
+	struct runner_prepared w;
+	const char *what = NULL;
+	int rc = take(r, spec->id, spec->log_path, &w, &what);
+	if (rc)
+		return err_set(err, EIO, "cannot make %s for worker %d: %s", what, spec->id,
+			       strerror(-rc));
+	struct pending_start p;
+	int e = sv_spawn(r, spec, &w, &p);
+	int cgroup = w.cgroup;
+	w.cgroup = -1;   /* the worker's from now on */
+	prepared_close(&w);
+	if (e) {
+		if (cgroup >= 0) {
+			close(cgroup);
+			retire(r, spec->id);
+		}
+		return err_set(err, e == ENOENT && spec->cwd ? ENOENT : EIO,
+			       "cannot start worker%s%s: %s%s%s", spec->cwd ? " in " : "",
+			       spec->cwd ? spec->cwd : "", p.what, p.what[0] ? ": " : "", strerror(e));
+	}
+	struct runner_job *job = xmalloc(sizeof *job);
+	*job = (struct runner_job){spec->id, p.pid, p.stdin_fd, cgroup};
+	*out = job;
+	return 0;
 }
 
 /* usage_usec of the cgroup's cpu.stat; -1 when it cannot be read */
@@ -539,7 +673,9 @@ static int64_t cgroup_cpu_us(int cgroup)
 	return us;
 }
 
-void runner_retire(struct runner *r, int id)
+/* Worker id's cgroup goes, with anything still in it (the prep thread
+ * does it, once its processes have left). */
+static void retire(struct local *r, int id)
 {
 	if (r->cgroup_dir < 0)
 		return;
@@ -555,21 +691,345 @@ void runner_retire(struct runner *r, int id)
 	}
 }
 
-int64_t runner_end(struct runner *r, struct runner_proc *p)
+/* sig to id's process group, by the supervisor: it alone knows whether the
+ * group's leader has been reaped, and its pid someone else's */
+static int group_signal(struct local *r, int id, int sig)
 {
-	int64_t cpu_us = -1;
-	if (p->cgroup >= 0) {
-		cpu_us = cgroup_cpu_us(p->cgroup);
-		close(p->cgroup);
-		p->cgroup = -1;
-		/* what it left running goes with it, as a container's does,
-		 * then its cgroup: by the prep thread, off the scheduler's way */
-		runner_retire(r, p->id);
+	pthread_mutex_lock(&r->send_lock);
+	int rc = r->sv >= 0 && !r->sv_dead ? sv_send(r->sv, SV_SIGNAL, id, sig, NULL, 0, NULL, 0)
+					   : -ESRCH;
+	pthread_mutex_unlock(&r->send_lock);
+	return rc;
+}
+
+static int cgroup_signal(int cgroup, int sig)
+{
+	if (sig == SIGKILL)
+		return write_at(cgroup, "cgroup.kill", "1");
+	int fd = openat(cgroup, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "re") : NULL;
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
+		return -errno;
 	}
-	if (p->pidfd >= 0)
-		close(p->pidfd);
-	if (p->stdin_fd >= 0)
-		close(p->stdin_fd);
-	p->pidfd = p->stdin_fd = -1;
+	int rc = -ESRCH;
+	for (long pid; fscanf(f, "%ld", &pid) == 1;)
+		if (kill((pid_t)pid, sig) == 0)
+			rc = 0;
+	fclose(f);
+	return rc;
+}
+
+static int local_signal(struct runner *base, struct runner_job *job, int sig)
+{
+	return job->cgroup >= 0 ? cgroup_signal(job->cgroup, sig)
+				: group_signal(local_of(base), job->id, sig);
+}
+
+static int local_freeze(struct runner *base, struct runner_job *job, bool frozen)
+{
+	if (job->cgroup < 0)
+		return group_signal(local_of(base), job->id, frozen ? SIGSTOP : SIGCONT);
+	return write_at(job->cgroup, "cgroup.freeze", frozen ? "1" : "0");
+}
+
+static ssize_t local_write_stdin(struct runner *base, struct runner_job *job, const void *data,
+				 size_t len)
+{
+	(void)base;
+	if (job->stdin_fd < 0)
+		return -EPIPE;
+	ssize_t n = write(job->stdin_fd, data, len);
+	return n < 0 ? -errno : n;
+}
+
+static size_t local_collect(struct runner *base, struct runner_end **out)
+{
+	struct local *r = local_of(base);
+	uint64_t drain;
+	(void)!read(r->base.event_fd, &drain, sizeof drain);
+	pthread_mutex_lock(&r->lock);
+	size_t n = r->nended;
+	*out = r->ended;
+	r->ended = NULL;
+	r->nended = r->ended_cap = 0;
+	pthread_mutex_unlock(&r->lock);
+	return n;
+}
+
+/* What it left running goes with it, as a container's does, then its
+ * cgroup: by the prep thread, off the scheduler's way. */
+static int64_t local_release(struct runner *base, struct runner_job *job)
+{
+	struct local *r = local_of(base);
+	int64_t cpu_us = -1;
+	if (job->cgroup >= 0) {
+		cpu_us = cgroup_cpu_us(job->cgroup);
+		close(job->cgroup);
+		retire(r, job->id);
+	}
+	if (job->stdin_fd >= 0)
+		close(job->stdin_fd);
+	free(job);
 	return cpu_us;
+}
+
+static void local_forget(struct runner *base, struct runner_job *job)
+{
+	(void)base;
+	if (job->cgroup >= 0)
+		close(job->cgroup);
+	if (job->stdin_fd >= 0)
+		close(job->stdin_fd);
+	free(job);
+}
+
+static enum runner_found local_adopt(struct runner *base, int id, struct runner_job **out,
+				     int *wstatus)
+{
+	struct local *r = local_of(base);
+	*out = NULL;
+	for (size_t i = 0; i < r->nadopted; i++) {
+		struct runner_adopted *a = &r->adopted[i];
+		if (a->id != id)
+			continue;
+		struct runner_job *job = xmalloc(sizeof *job);
+		char name[32];
+		snprintf(name, sizeof name, "w%d", id);
+		*job = (struct runner_job){id, a->pid, a->stdin_fd, -1};
+		if (r->cgroup_dir >= 0)
+			job->cgroup = openat(r->cgroup_dir, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		*a = r->adopted[--r->nadopted];
+		pthread_mutex_lock(&r->lock);
+		ARRAY_GROW(r->live, r->live_cap, r->nlive + 1);
+		r->live[r->nlive++] = id;
+		pthread_mutex_unlock(&r->lock);
+		*out = job;
+		return RUNNER_RUNNING;
+	}
+	return exit_recorded(r, id, wstatus) ? RUNNER_ENDED : RUNNER_GONE;
+}
+
+/* Workers the store does not know (it lost their start to a crash): killed,
+ * as the cgroups of unknown workers are. */
+static void local_adopt_end(struct runner *base)
+{
+	struct local *r = local_of(base);
+	for (size_t i = 0; i < r->nadopted; i++) {
+		struct runner_adopted *a = &r->adopted[i];
+		char name[32];
+		snprintf(name, sizeof name, "w%d", a->id);
+		int cgroup = r->cgroup_dir >= 0 ? openat(r->cgroup_dir, name,
+							 O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+						: -1;
+		if (cgroup >= 0) {
+			cgroup_signal(cgroup, SIGKILL);
+			close(cgroup);
+			retire(r, a->id);
+		} else {
+			group_signal(r, a->id, SIGKILL);
+		}
+		if (a->stdin_fd >= 0)
+			close(a->stdin_fd);
+	}
+	free(r->adopted);
+	r->adopted = NULL;
+	r->nadopted = 0;
+}
+
+static void local_describe(struct runner *base, const struct runner_job *job, struct buf *b)
+{
+	char path[4200];
+	jw_lit(b, ",\"cgroup\":");
+	if (job && runner_cgroup_path(base, job->id, path, sizeof path))
+		jw_str(b, path);
+	else
+		jw_lit(b, "null");
+}
+
+static void local_destroy(struct runner *base, bool keep)
+{
+	struct local *r = local_of(base);
+	if (r->started) {
+		pthread_mutex_lock(&r->lock);
+		r->stop = true;
+		pthread_cond_broadcast(&r->wanted);
+		pthread_mutex_unlock(&r->lock);
+		pthread_join(r->thread, NULL);
+		r->started = false;
+	}
+	/* what was made ahead and not taken goes */
+	for (int i = 0; i < r->nready; i++)
+		prepared_drop(r, &r->ready[i]);
+	r->nready = 0;
+	if (!keep) {
+		local_adopt_end(base);
+	} else {
+		for (size_t i = 0; i < r->nadopted; i++)
+			if (r->adopted[i].stdin_fd >= 0)
+				close(r->adopted[i].stdin_fd);
+		free(r->adopted);
+	}
+	/* without keep, what still runs is killed: by its cgroup, or its
+	 * process group (the supervisor exits once they are reaped) */
+	if (!keep && r->cgroup_dir < 0) {
+		pthread_mutex_lock(&r->lock);
+		size_t n = r->nlive;
+		int *ids = xmalloc((n ? n : 1) * sizeof *ids);
+		memcpy(ids, r->live, n * sizeof *ids);
+		pthread_mutex_unlock(&r->lock);
+		for (size_t i = 0; i < n; i++)
+			group_signal(r, ids[i], SIGKILL);
+		free(ids);
+	}
+	/* the supervisor sees this daemon go: it exits once its workers have */
+	if (r->sv >= 0)
+		shutdown(r->sv, SHUT_RDWR);
+	if (r->reading)
+		pthread_join(r->reader, NULL);
+	if (r->sv >= 0)
+		close(r->sv);
+	if (r->cgroup_dir >= 0) {
+		for (size_t i = 0; i < r->nretired; i++) {
+			char name[32];
+			snprintf(name, sizeof name, "w%d", r->retired[i]);
+			cgroup_remove(r->cgroup_dir, name, 1000);
+		}
+		if (!keep)
+			cgroup_sweep(r->cgroup_dir, NULL, 0);
+		close(r->cgroup_dir);
+		/* busy while workers are left running; else, if it will not go,
+		 * the next start sweeps it */
+		rmdir(r->cgroup_path);
+	}
+	for (struct pending_start *p = r->pending; p; p = p->next)
+		if (p->stdin_fd >= 0)
+			close(p->stdin_fd);
+	close(r->base.event_fd);
+	if (r->run_fd >= 0)
+		close(r->run_fd);
+	free(r->cgroup_path);
+	free(r->log_dir);
+	free(r->run_dir);
+	free(r->exe);
+	free(r->retired);
+	free(r->live);
+	free(r->ended);
+	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->send_lock);
+	pthread_cond_destroy(&r->wanted);
+	pthread_cond_destroy(&r->made);
+	pthread_cond_destroy(&r->answered);
+	free(r);
+}
+
+static const struct runner_ops local_ops = {
+	.name = "local",
+	.start = local_start,
+	.signal = local_signal,
+	.freeze = local_freeze,
+	.write_stdin = local_write_stdin,
+	.collect = local_collect,
+	.release = local_release,
+	.forget = local_forget,
+	.adopt = local_adopt,
+	.adopt_end = local_adopt_end,
+	.describe = local_describe,
+	.destroy = local_destroy,
+};
+
+pid_t runner_job_pid(const struct runner_job *job)
+{
+	return job ? job->pid : 0;
+}
+
+/* Where workers' cgroups go: under orchfs's own, named after the state; or
+ * why there is none. */
+static const char *cgroup_find(enum runner_isolation want, const char *state_key, char *path,
+			       size_t size, int *dir)
+{
+	char mnt[2048], own[2048];
+	*dir = -1;
+	if (want == ISOLATION_PGROUP)
+		return "process groups asked for";
+	if (!cgroup2_mount(mnt, sizeof mnt))
+		return "no cgroup v2 hierarchy is mounted";
+	if (!own_cgroup(own, sizeof own))
+		return "the daemon's cgroup v2 is unknown";
+	snprintf(path, size, "%s%s/orchfs-%s", mnt, own, state_key);
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		return strerror(errno);
+	*dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (*dir < 0)
+		return strerror(errno);
+	/* cgroup.kill came with Linux 5.14, after cgroup.freeze (5.2) */
+	if (faccessat(*dir, "cgroup.kill", W_OK, 0) < 0) {
+		close(*dir);
+		*dir = -1;
+		return "the kernel has no cgroup.kill";
+	}
+	return NULL;
+}
+
+int runner_local_create(enum runner_isolation want, const char *state_key, const char *run_dir,
+			const char *log_dir, const char *exe, int first_id, struct runner **out,
+			struct orch_err *err)
+{
+	*out = NULL;
+	char path[4200];
+	int dir;
+	const char *why = cgroup_find(want, state_key, path, sizeof path, &dir);
+	if (why && want == ISOLATION_CGROUP)
+		return err_set(err, EOPNOTSUPP, "--isolation cgroup: %s", why);
+	int run_fd = open(run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (run_fd < 0 || event_fd < 0) {
+		int e = errno;
+		if (dir >= 0)
+			close(dir);
+		if (run_fd >= 0)
+			close(run_fd);
+		if (event_fd >= 0)
+			close(event_fd);
+		return err_set(err, EIO, "cannot open %s: %s", run_dir, strerror(e));
+	}
+	struct local *r = xmalloc(sizeof *r);
+	*r = (struct local){.base = {&local_ops, event_fd}, .cgroup_dir = dir,
+			    .cgroup_path = dir >= 0 ? xstrdup(path) : NULL,
+			    .log_dir = xstrdup(log_dir), .run_dir = xstrdup(run_dir),
+			    .exe = xstrdup(exe), .run_fd = run_fd, .next = first_id,
+			    .taken = first_id - 1, .sv = -1};
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_mutex_init(&r->send_lock, NULL);
+	cond_init_mono(&r->wanted);
+	pthread_cond_init(&r->made, NULL);
+	pthread_cond_init(&r->answered, NULL);
+	/* a daemon before this one left workers: they wait for adopt */
+	int sock = sv_connect(r);
+	if (sock >= 0 && hello(r, sock) == 0)
+		sv_attach(r, sock);
+	else if (sock >= 0)
+		close(sock);
+	/* cgroups of workers nobody has any more: a crash's, with the supervisor */
+	if (dir >= 0)
+		cgroup_sweep(dir, r->adopted, r->nadopted);
+	/* without it, each start makes its own */
+	r->started = pthread_create(&r->thread, NULL, prep_main, r) == 0;
+	*out = &r->base;
+	return 0;
+}
+
+const char *runner_isolation(const struct runner *base)
+{
+	return ((const struct local *)base)->cgroup_dir >= 0 ? "cgroup" : "process-group";
+}
+
+bool runner_cgroup_path(const struct runner *base, int id, char *out, size_t size)
+{
+	const struct local *r = (const struct local *)base;
+	if (r->cgroup_dir < 0)
+		return false;
+	snprintf(out, size, "%s/w%d", r->cgroup_path, id);
+	return true;
 }

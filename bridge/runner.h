@@ -1,16 +1,18 @@
-/* runner: real worker processes, each leading its own process group and, where
- * a writable cgroup v2 is there, in a cgroup of its own: then a kill reaches
- * every process the worker made (a `setsid` one too), a freeze is
- * cgroup.freeze, and its CPU time is counted. Workers write stdout and stderr
- * to their log file and read stdin from a pipe the daemon holds. The process
- * is made with clone(CLONE_VM | CLONE_VFORK), as posix_spawn does, so a
- * multi-threaded daemon's memory is never copied; the child joins its cgroup
- * before it execs, so nothing it starts is outside.
+/* runner: where and how workers run, behind one interface (struct
+ * runner_ops) so that the model holds an opaque job, never a pid.
+ *
+ * The local runner starts each worker through the daemon's supervisor
+ * (supervisor.h), which outlives the daemon: a worker survives a crash or an
+ * upgrade of orchfs, and the next daemon re-adopts it, exit status included.
+ * Each worker leads its own process group and, where a writable cgroup v2
+ * is there, has a cgroup of its own: then a kill reaches every process the
+ * worker made (a `setsid` one too), a freeze is cgroup.freeze, and its CPU
+ * time is counted. Workers write stdout and stderr to their log file and
+ * read stdin from a pipe the supervisor holds open.
  *   cat $(jq -r .cgroup mma/workers/7/info.json)/cpu.stat */
 #ifndef ORCHFS_RUNNER_H
 #define ORCHFS_RUNNER_H
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,83 +20,120 @@
 
 #include "err.h"
 
+struct runner;       /* a kind of runner, one per daemon */
+struct runner_job;   /* a worker, as the runner that started it knows it */
+struct buf;
+
+/* What a start needs. */
+struct runner_spec {
+	int id;                    /* the worker's */
+	const char *command;       /* run as /bin/sh -c command */
+	const char *cwd;
+	char *const *envp;
+	const char *log_path;      /* made anew: ids are never reused */
+};
+
+/* A job that ended, as the runner tells the scheduler. */
+struct runner_end {
+	int id;
+	int wstatus;               /* as wait(2) gives it */
+	bool lost;                 /* its end cannot be known */
+};
+
+/* What a restarted daemon finds of a worker its store says runs. */
+enum runner_found {
+	RUNNER_GONE,       /* nothing: it vanished (the machine rebooted) */
+	RUNNER_RUNNING,    /* re-adopted: *job */
+	RUNNER_ENDED,      /* it ended while no daemon was there: *wstatus */
+};
+
+struct runner_ops {
+	const char *name;
+	/* Any thread, no lock of the model's held (a start may be slow). */
+	int (*start)(struct runner *r, const struct runner_spec *spec, struct runner_job **out,
+		     struct orch_err *err);
+	/* sig to every process of the job; 0, or -errno (ESRCH: none left) */
+	int (*signal)(struct runner *r, struct runner_job *job, int sig);
+	int (*freeze)(struct runner *r, struct runner_job *job, bool frozen);
+	/* without blocking: bytes taken, or -errno (EAGAIN: full; EOPNOTSUPP) */
+	ssize_t (*write_stdin)(struct runner *r, struct runner_job *job, const void *data,
+			       size_t len);
+	/* the jobs that ended since the last call (their runner_end, malloc'd) */
+	size_t (*collect)(struct runner *r, struct runner_end **out);
+	/* after its end: frees the job; its CPU time in us, -1 unknown */
+	int64_t (*release)(struct runner *r, struct runner_job *job);
+	/* frees the job of a worker left running (to the next daemon) */
+	void (*forget)(struct runner *r, struct runner_job *job);
+	/* at a restart, for each worker the store says runs */
+	enum runner_found (*adopt)(struct runner *r, int id, struct runner_job **out,
+				   int *wstatus);
+	/* after the adopts: what runs and nobody claimed is killed */
+	void (*adopt_end)(struct runner *r);
+	/* `,"key":value` pairs for the job's info.json */
+	void (*describe)(struct runner *r, const struct runner_job *job, struct buf *json);
+	/* the end: running jobs are killed, unless keep (left to the next daemon) */
+	void (*destroy)(struct runner *r, bool keep);
+};
+
+/* The part every runner shares. */
+struct runner {
+	const struct runner_ops *ops;
+	int event_fd;   /* readable when collect has something (the scheduler polls it) */
+};
+
+/* The job's pid, for the record (0: not a local process). */
+pid_t runner_job_pid(const struct runner_job *job);
+
+static inline int runner_start(struct runner *r, const struct runner_spec *spec,
+			       struct runner_job **out, struct orch_err *err)
+{
+	return r->ops->start(r, spec, out, err);
+}
+
+static inline int runner_signal(struct runner *r, struct runner_job *job, int sig)
+{
+	return r->ops->signal(r, job, sig);
+}
+
+static inline int runner_freeze(struct runner *r, struct runner_job *job, bool frozen)
+{
+	return r->ops->freeze(r, job, frozen);
+}
+
+static inline int64_t runner_release(struct runner *r, struct runner_job *job)
+{
+	return r->ops->release(r, job);
+}
+
+static inline void runner_destroy(struct runner *r, bool keep)
+{
+	if (r)
+		r->ops->destroy(r, keep);
+}
+
+/* --- the local runner --- */
+
 enum runner_isolation { ISOLATION_AUTO, ISOLATION_CGROUP, ISOLATION_PGROUP };
 
-/* What a start needs made first, made ahead for the next ids (ids are
- * handed out in order and never reused) by the prep thread (orchfs-prep),
- * on another CPU: making a file or a cgroup is the costliest step of
- * starting `true`. */
-struct runner_prepared {
-	int id;
-	int logfd;      /* its log file, new, open for append */
-	int cgroup;     /* its cgroup's directory, and cgroup.procs in it; -1: none */
-	int procs;
-};
-
+/* How many log files and cgroups are made ahead, for the next ids, by the
+ * prep thread (orchfs-prep): making them is the costliest step of starting
+ * `true`. */
 #define RUNNER_AHEAD 32
 
-/* The runners' context (one per daemon). */
-struct runner {
-	int cgroup_dir;            /* orchfs's cgroup of workers; -1: process groups only */
-	char *cgroup_path;
-	char *log_dir;
-	pthread_mutex_t lock;      /* the rest */
-	pthread_cond_t wanted;     /* the thread: room ahead, a cgroup to remove, or stop */
-	pthread_cond_t made;       /* a start waits for what is being made for it */
-	pthread_t thread;
-	bool started, stop;
-	int next, making, taken;   /* the next id to make, the one being made (0: none), the last taken */
-	struct runner_prepared ready[RUNNER_AHEAD];
-	int nready;
-	/* ended workers' cgroups, removed behind by the thread (once what they
-	 * left running has gone) */
-	int *retired;
-	size_t nretired, retired_cap;
-};
-
-struct runner_proc {
-	int id;         /* the worker's */
-	pid_t pid;
-	int pidfd;      /* readable when the process has exited */
-	int stdin_fd;   /* write end, O_NONBLOCK */
-	int cgroup;     /* the worker's cgroup directory; -1: none */
-};
-
 /* want ISOLATION_AUTO: a cgroup per worker where one can be made under the
- * daemon's own (STATE_KEY names orchfs's, so that a restart on the same state
- * finds the cgroups of workers a crash left, and kills what is in them),
- * else process groups. ISOLATION_CGROUP: an error without. Log files are
- * LOG_DIR/<id>.log; FIRST_ID is the next worker's. Starts the prep thread. */
-int runner_init(struct runner *r, enum runner_isolation want, const char *state_key,
-		const char *log_dir, int first_id, struct orch_err *err);
-/* Ends the thread; what was made ahead and not taken is removed, and so is
- * orchfs's cgroup, with anything still in it. */
-void runner_fini(struct runner *r);
+ * daemon's own (STATE_KEY names orchfs's, so that a restart on the same
+ * state finds the workers' cgroups), else process groups. ISOLATION_CGROUP:
+ * an error without. Log files are LOG_DIR/<id>.log; FIRST_ID is the next
+ * worker's. RUN_DIR holds the supervisor's socket and its record of exits;
+ * EXE is the program run as the supervisor (the daemon's own binary, which
+ * runs supervisor_main when its argv[1] is SUPERVISOR_ARG). A supervisor
+ * already there (a daemon before this one) is connected to, its workers
+ * waiting for adopt. */
+int runner_local_create(enum runner_isolation want, const char *state_key, const char *run_dir,
+			const char *log_dir, const char *exe, int first_id, struct runner **out,
+			struct orch_err *err);
 /* "cgroup" or "process-group" */
 const char *runner_isolation(const struct runner *r);
-/* Runs `/bin/sh -c command` in cwd with envp as worker id, its output to
- * log_path (made anew: ids are never reused, so anything there is left over
- * from a state directory whose store was removed). Any thread. */
-int runner_start(struct runner *r, int id, const char *command, const char *cwd,
-		 char *const envp[], const char *log_path, struct runner_proc *out,
-		 struct orch_err *err);
-/* Sends sig to every process of the worker (its cgroup's, else its process
- * group's; SIGKILL with a cgroup is cgroup.kill); 0, or -errno (ESRCH when
- * none is left). */
-int runner_signal(const struct runner_proc *p, int sig);
-/* Freezes or thaws every process of the worker (cgroup.freeze, else
- * SIGSTOP/SIGCONT to its process group). */
-int runner_freeze(const struct runner_proc *p, bool frozen);
-/* Non-blocking reap of the worker's first process. 1 = reaped (status in
- * *wstatus), 0 = still running. */
-int runner_reap(const struct runner_proc *p, int *wstatus);
-/* After the reap: what is left of the worker (processes it left behind) is
- * killed, its CPU time is returned in microseconds (-1 without a cgroup),
- * and its cgroup goes once empty. Closes p's descriptors. */
-int64_t runner_end(struct runner *r, struct runner_proc *p);
-/* Worker id's cgroup goes, with anything still in it (the prep thread
- * does it, once its processes have left). */
-void runner_retire(struct runner *r, int id);
 /* The path of worker id's cgroup into out; false without one. */
 bool runner_cgroup_path(const struct runner *r, int id, char *out, size_t size);
 

@@ -193,10 +193,12 @@ static char **worker_envp(struct orch *o, const struct worker *w, char *const *o
 
 /* --- starting a worker: its record under the lock, the process without --- */
 
+static void worker_over(struct orch *o, struct worker *w, const struct runner_end *end);
+
 struct spawn_job {
 	struct worker *w;
 	struct task *t;            /* NULL for a hand spawn without a task */
-	struct runner_proc p;
+	struct runner_job *job;
 	int rc;
 	struct orch_err err;
 };
@@ -210,7 +212,6 @@ static struct worker *spawn_begin(struct orch *o, const struct cmd_spawn *req, s
 	w->id = (int)o->nworkers + 1;
 	w->exit_code = -1;
 	w->cpu_us = -1;
-	w->proc = (struct runner_proc){.id = w->id, .pidfd = -1, .stdin_fd = -1, .cgroup = -1};
 	w->starting = true;
 	const char *cwd = t ? t->cwd : req->cwd;
 	const char *model = t ? t->model : req->model;
@@ -253,8 +254,8 @@ static void spawn_run(struct orch *o, struct spawn_job *j)
 {
 	struct worker *w = j->w;
 	char **envp = worker_envp(o, w, w->env, w->nenv);
-	j->rc = runner_start(&o->runner, w->id, w->command, w->cwd, envp, w->log_path, &j->p,
-			     &j->err);
+	struct runner_spec spec = {w->id, w->command, w->cwd, envp, w->log_path};
+	j->rc = runner_start(o->runner, &spec, &j->job, &j->err);
 	for (char **e = envp; *e; e++)
 		free(*e);
 	free(envp);
@@ -288,22 +289,27 @@ static void spawn_end(struct orch *o, struct spawn_job *j)
 		}
 		return;
 	}
-	w->proc = j->p;
+	w->job = j->job;
+	w->pid = runner_job_pid(w->job);
 	w->started_ns = time_mono_ns();
 	if (o->pipeline == PIPE_FROZEN)
-		runner_freeze(&w->proc, true);
+		runner_freeze(o->runner, w->job, true);
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddNumberToObject(d, "id", w->id);
 	json_add_str_or_null(d, "task", w->task_id);
 	json_add_str_or_null(d, "track", w->track_id);
-	cJSON_AddNumberToObject(d, "pid", w->proc.pid);
+	cJSON_AddNumberToObject(d, "pid", w->pid);
 	cJSON_AddStringToObject(d, "command", w->command);
 	orch_event(o, w, EVK_WORKER_SPAWNED, d);
-	/* a kill that came while it started */
-	if (w->pending_signal) {
-		runner_signal(&w->proc, w->pending_signal);
+	if (w->end_early) {
+		/* it is over already (`true`): no signal to send */
+		w->end_early = false;
+		worker_over(o, w, &w->early);
+	} else if (w->pending_signal) {
+		/* a kill that came while it started */
+		runner_signal(o->runner, w->job, w->pending_signal);
 		if (o->pipeline == PIPE_FROZEN)
-			runner_freeze(&w->proc, false);
+			runner_freeze(o->runner, w->job, false);
 	}
 	orch_wake(o);
 }
@@ -344,7 +350,7 @@ int sched_kill(struct orch *o, struct worker *w, int sig, int grace_s, struct or
 	/* still starting: it gets the signal the moment it has a pid */
 	if (w->starting && (w->pending_signal != SIGKILL))
 		w->pending_signal = sig;
-	int rc = w->starting ? 0 : runner_signal(&w->proc, sig);
+	int rc = w->starting ? 0 : runner_signal(o->runner, w->job, sig);
 	if (rc && rc != -ESRCH)
 		return err_set(err, EIO, "kill worker %d: %s", w->id, strerror(-rc));
 	bool ends = signal_ends_process(sig);
@@ -352,7 +358,7 @@ int sched_kill(struct orch *o, struct worker *w, int sig, int grace_s, struct or
 		w->kill_requested = true;
 		/* A frozen worker would hold the signal pending until thawed. */
 		if (o->pipeline == PIPE_FROZEN && !w->starting)
-			runner_freeze(&w->proc, false);
+			runner_freeze(o->runner, w->job, false);
 		if (sig != SIGKILL) {
 			int64_t deadline = time_mono_ns() + (int64_t)grace_s * 1000000000;
 			if (!w->kill_deadline_ns || deadline < w->kill_deadline_ns)
@@ -377,7 +383,7 @@ static void pipeline_set(struct orch *o, enum pipeline_status s)
 	sched_wait_started(o);
 	if (s == PIPE_FROZEN || from == PIPE_FROZEN)
 		for (int i = 0; i < o->running; i++)
-			runner_freeze(&o->run[i]->proc, s == PIPE_FROZEN);
+			runner_freeze(o->runner, o->run[i]->job, s == PIPE_FROZEN);
 	o->pipeline = s;
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddStringToObject(d, "from", pipeline_status_name(from));
@@ -459,6 +465,23 @@ int sched_report_usage(struct orch *o, struct worker *w, const struct usage *u,
 
 static void task_after_attempt(struct orch *o, struct worker *w);
 
+/* Its end can never be known (its runner lost it, or the machine rebooted
+ * while the daemon was away): its pid is not signalled, it may be anyone's. */
+static void worker_lost(struct orch *o, struct worker *w)
+{
+	if (w->job)
+		w->cpu_us = runner_release(o->runner, w->job);
+	w->job = NULL;
+	run_remove(o, w);
+	w->status = WORKER_LOST;
+	w->ended_ms = time_now_ms();
+	cJSON *d = cJSON_CreateObject();
+	cJSON_AddNumberToObject(d, "id", w->id);
+	cJSON_AddNumberToObject(d, "pid", w->pid);
+	orch_event(o, w, EVK_WORKER_LOST, d);
+	task_after_attempt(o, w);
+}
+
 static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 {
 	w->ended_ms = time_now_ms();
@@ -472,7 +495,9 @@ static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 		w->status = WORKER_EXITED;
 	else
 		w->status = WORKER_FAILED;
-	w->cpu_us = runner_end(&o->runner, &w->proc);
+	if (w->job)
+		w->cpu_us = runner_release(o->runner, w->job);
+	w->job = NULL;
 	w->kill_deadline_ns = 0;
 	run_remove(o, w);
 
@@ -488,6 +513,14 @@ static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 		cJSON_AddBoolToObject(d, "timed_out", 1);
 	orch_event(o, w, EVK_WORKER_EXITED, d);
 	task_after_attempt(o, w);
+}
+
+static void worker_over(struct orch *o, struct worker *w, const struct runner_end *end)
+{
+	if (end->lost)
+		worker_lost(o, w);
+	else
+		worker_ended(o, w, end->wstatus);
 }
 
 /* The task of an attempt that ended: done, killed, re-queued or failed. */
@@ -515,20 +548,38 @@ static void task_after_attempt(struct orch *o, struct worker *w)
 
 void sched_recover(struct orch *o)
 {
+	/* What the store says runs: re-adopted from the runner, ended while no
+	 * daemon was there, or lost. */
 	for (size_t i = 0; i < o->nworkers; i++) {
 		struct worker *w = o->workers[i];
 		if (w->status != WORKER_RUNNING)
 			continue;
-		/* Its pid may belong to someone else by now: it is not signalled. */
-		run_remove(o, w);
-		w->status = WORKER_LOST;
-		w->ended_ms = time_now_ms();
-		cJSON *d = cJSON_CreateObject();
-		cJSON_AddNumberToObject(d, "id", w->id);
-		cJSON_AddNumberToObject(d, "pid", w->proc.pid);
-		orch_event(o, w, EVK_WORKER_LOST, d);
-		task_after_attempt(o, w);
+		int wstatus = 0;
+		struct runner_job *job;
+		switch (o->runner->ops->adopt(o->runner, w->id, &job, &wstatus)) {
+		case RUNNER_RUNNING: {
+			run_add(o, w);
+			w->job = job;
+			w->pid = runner_job_pid(job);
+			/* its timeout counts from its start, not from ours */
+			w->started_ns = time_mono_ns() - (time_now_ms() - w->started_ms) * 1000000;
+			if (o->pipeline == PIPE_FROZEN)
+				runner_freeze(o->runner, w->job, true);
+			cJSON *d = cJSON_CreateObject();
+			cJSON_AddNumberToObject(d, "id", w->id);
+			cJSON_AddNumberToObject(d, "pid", w->pid);
+			orch_event(o, w, EVK_WORKER_ADOPTED, d);
+			break;
+		}
+		case RUNNER_ENDED:
+			worker_ended(o, w, wstatus);
+			break;
+		case RUNNER_GONE:
+			worker_lost(o, w);
+			break;
+		}
 	}
+	o->runner->ops->adopt_end(o->runner);
 	/* A task still running here lost an attempt whose record never reached
 	 * the disk: it ends as that attempt would have. */
 	for (struct task *t = o->tasks; t; t = t->next) {
@@ -561,17 +612,25 @@ static void sched_tick(struct orch *o, struct spawn_job **jobs, size_t *njobs)
 {
 	int64_t now = time_mono_ns();
 	bool changed = false;
-	for (int i = 0; i < o->running; i++) {
-		struct worker *w = o->run[i];
-		int wstatus;
-		if (w->starting)
-			continue;   /* no pid yet: waitpid(0) would reap anyone's */
-		if (runner_reap(&w->proc, &wstatus)) {
-			worker_ended(o, w, wstatus);   /* run[i] is now another worker */
-			i--;
-			changed = true;
+	struct runner_end *ends;
+	size_t nends = o->runner->ops->collect(o->runner, &ends);
+	for (size_t i = 0; i < nends; i++) {
+		struct worker *w = worker_find(o, ends[i].id);
+		if (!w || w->status != WORKER_RUNNING)
+			continue;   /* one the store did not know, killed at the restart */
+		if (w->starting) {
+			w->end_early = true;   /* its start's end sees to it */
+			w->early = ends[i];
 			continue;
 		}
+		worker_over(o, w, &ends[i]);
+		changed = true;
+	}
+	free(ends);
+	for (int i = 0; i < o->running; i++) {
+		struct worker *w = o->run[i];
+		if (w->starting)
+			continue;   /* nothing to signal yet */
 		if (w->timeout_s && !w->timed_out &&
 		    now - w->started_ns >= (int64_t)w->timeout_s * 1000000000) {
 			w->timed_out = true;
@@ -579,14 +638,14 @@ static void sched_tick(struct orch *o, struct spawn_job **jobs, size_t *njobs)
 			cJSON_AddNumberToObject(d, "id", w->id);
 			cJSON_AddNumberToObject(d, "timeout_s", w->timeout_s);
 			orch_event(o, w, EVK_WORKER_TIMEOUT, d);
-			runner_signal(&w->proc, SIGTERM);
+			runner_signal(o->runner, w->job, SIGTERM);
 			if (o->pipeline == PIPE_FROZEN)
-				runner_freeze(&w->proc, false);
+				runner_freeze(o->runner, w->job, false);
 			w->kill_deadline_ns = now + (int64_t)o->cfg.kill_grace_s * 1000000000;
 		}
 		if (w->kill_deadline_ns && now >= w->kill_deadline_ns) {
 			w->kill_deadline_ns = 0;
-			runner_signal(&w->proc, SIGKILL);
+			runner_signal(o->runner, w->job, SIGKILL);
 			cJSON *d = cJSON_CreateObject();
 			cJSON_AddNumberToObject(d, "id", w->id);
 			cJSON_AddStringToObject(d, "signal", "KILL");
@@ -629,8 +688,6 @@ static void sched_tick_end(struct orch *o, struct spawn_job *jobs, size_t njobs)
 void *sched_main(void *arg)
 {
 	struct orch *o = arg;
-	struct pollfd *fds = NULL;
-	size_t cap = 0;
 	pthread_setname_np(pthread_self(), "orchfs-sched");
 	/* Its time under the lock is what every reader and writer waits on: on a
 	 * machine busy with clients it should not be the one preempted. Only
@@ -643,18 +700,14 @@ void *sched_main(void *arg)
 	    sched_setscheduler(0, SCHED_OTHER | SCHED_RESET_ON_FORK, &normal) == 0)
 		(void)setpriority(PRIO_PROCESS, (id_t)gettid(), SCHED_NICE);
 	pthread_mutex_lock(&o->lock);
-	while (!(o->stopping && o->running == 0)) {
-		size_t n = 1;
-		if (cap < (size_t)o->running + 1) {
-			cap = (size_t)o->running + 16;
-			fds = xrealloc(fds, cap * sizeof *fds);
-		}
-		fds[0] = (struct pollfd){.fd = o->wake_fd, .events = POLLIN};
-		for (int i = 0; i < o->running; i++)
-			fds[n++] = (struct pollfd){.fd = o->run[i]->proc.pidfd, .events = POLLIN};
+	/* a stop waits for the workers to end, unless they are left running to
+	 * the next daemon */
+	while (!(o->stopping && (o->running == 0 || o->cfg.live_restore))) {
+		struct pollfd fds[2] = {{.fd = o->wake_fd, .events = POLLIN},
+					{.fd = o->runner->event_fd, .events = POLLIN}};
 		pthread_mutex_unlock(&o->lock);
 		/* 100 ms bounds how late a timeout or a kill grace can fire. */
-		poll(fds, n, 100);
+		poll(fds, 2, 100);
 		uint64_t drain;
 		if (fds[0].revents & POLLIN)
 			(void)!read(o->wake_fd, &drain, sizeof drain);
@@ -678,6 +731,5 @@ void *sched_main(void *arg)
 		tm_tick(o->tm, ticked);
 	}
 	pthread_mutex_unlock(&o->lock);
-	free(fds);
 	return NULL;
 }

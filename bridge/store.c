@@ -416,7 +416,7 @@ static char *worker_doc(const struct worker *w)
 	jw_lit(&b, ",\"env\":");
 	strv_doc(&b, w->env, w->nenv);
 	jw_lit(&b, ",\"pid\":");
-	jw_i64(&b, w->proc.pid);
+	jw_i64(&b, w->pid);
 	jw_lit(&b, ",\"started\":");
 	jw_i64(&b, w->started_ms);
 	jw_lit(&b, ",\"ended\":");
@@ -1407,8 +1407,7 @@ static int load_workers(struct store *s, struct orch *o)
 			w->cwd = xstrdup("/");
 		w->model = doc_str(d, "model");
 		w->env = doc_strv(d, "env", &w->nenv);
-		w->proc = (struct runner_proc){.id = id, .pid = (pid_t)doc_i64(d, "pid", 0),
-					       .pidfd = -1, .stdin_fd = -1, .cgroup = -1};
+		w->pid = (pid_t)doc_i64(d, "pid", 0);
 		w->cpu_us = doc_i64(d, "cpu_us", -1);
 		w->started_ms = doc_i64(d, "started", 0);
 		w->ended_ms = doc_i64(d, "ended", 0);
@@ -1439,7 +1438,6 @@ static int load_workers(struct store *s, struct orch *o)
 		w->command = xstrdup("");
 		w->cwd = xstrdup("/");
 		w->log_path = xstrdup("/dev/null");
-		w->proc = (struct runner_proc){.id = w->id, .pidfd = -1, .stdin_fd = -1, .cgroup = -1};
 		w->cpu_us = -1;
 		w->exit_code = -1;
 		o->workers[i] = w;

@@ -23,6 +23,7 @@
 #include "notify.h"
 #include "store.h"
 #include "stream.h"
+#include "supervisor.h"
 
 #define FS_MAX_THREADS 10
 #define FS_IDLE_THREADS 8
@@ -49,6 +50,8 @@ static void usage(FILE *out)
 	      "  --kill-grace SECONDS    SIGTERM, then SIGKILL after this; default 5\n"
 	      "  --isolation auto|cgroup|process-group   a cgroup per worker where one can\n"
 	      "                          be made (auto, the default), or process groups\n"
+	      "  --live-restore          a clean stop leaves workers running, for the next\n"
+	      "                          daemon on the state directory (a crash always does)\n"
 	      "  --telemetry-hz N        default 10\n"
 	      "  -h, --help   -V, --version\n"
 	      "See orchfs(1).\n",
@@ -154,6 +157,7 @@ int main(int argc, char **argv)
 		{"pricing", required_argument, NULL, 'p'},
 		{"kill-grace", required_argument, NULL, 'g'},
 		{"isolation", required_argument, NULL, 'I'},
+		{"live-restore", no_argument, NULL, 'L'},
 		{"telemetry-hz", required_argument, NULL, 't'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
@@ -162,6 +166,9 @@ int main(int argc, char **argv)
 	/* the notifier's helper process (fs/notify.c), not a user command */
 	if (argc == 3 && strcmp(argv[1], "--notify-hand") == 0)
 		return notifier_hand_main(argv[2]);
+	/* the workers' supervisor (bridge/supervisor.c), not a user command either */
+	if (argc == 3 && strcmp(argv[1], SUPERVISOR_ARG) == 0)
+		return supervisor_main(argc, argv);
 	struct orch_config cfg = {
 		.max_workers = (int)sysconf(_SC_NPROCESSORS_ONLN),
 		.kill_grace_s = 5,
@@ -212,6 +219,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "orchfs: --isolation %s: auto, cgroup or process-group\n", optarg);
 			options_free(&cfg, &api);
 			return 2;
+		case 'L': cfg.live_restore = true; break;
 		case 't': cfg.telemetry_hz = (int)parse_num("--telemetry-hz", optarg, 1, 1000); break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("orchfs %s\n", ORCHFS_VERSION); return 0;

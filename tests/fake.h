@@ -14,7 +14,6 @@ static inline struct worker *fake_worker(struct orch *o, const char *task)
 	w->id = (int)o->nworkers + 1;
 	w->status = WORKER_EXITED;
 	w->exit_code = 0;
-	w->proc = (struct runner_proc){.id = w->id, .pidfd = -1, .stdin_fd = -1, .cgroup = -1};
 	w->cpu_us = -1;
 	w->command = xstrdup("true");
 	w->cwd = xstrdup("/tmp");

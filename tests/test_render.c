@@ -12,6 +12,7 @@
 #include "render.h"
 #include "scheduler.h"
 #include "telemetry.h"
+#include "supervisor.h"
 
 #define PLAN "{\"id\":\"k\",\"title\":\"K \\\"q\\\"\",\"budget_usd\":2.5,\"tasks\":[" \
 	"{\"id\":\"t1\",\"command\":\"true\",\"model\":\"m1\"}," \
@@ -345,8 +346,11 @@ static void test_json_writer(void **state)
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	/* a worker's start runs this binary again as its supervisor */
+	if (argc == 3 && strcmp(argv[1], SUPERVISOR_ARG) == 0)
+		return supervisor_main(argc, argv);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_resolve, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_list, fixture_setup, fixture_teardown),

@@ -1,9 +1,13 @@
 /* test_runner: the local runner directly: a worker's output reaches its log
- * and its exit status its reaper, a start that cannot happen (no such cwd)
- * says why and leaves nothing behind, in a cgroup a kill reaches a child that
- * left the process group and the CPU time is counted; log files and cgroups
- * are made ahead (a file made at a start is never truncated after), and an
- * end removes what was made ahead and not taken. */
+ * and its exit status the scheduler's collect, a start that cannot happen (no
+ * such cwd) says why and leaves nothing behind, in a cgroup a kill reaches a
+ * child that left the process group and the CPU time is counted; log files
+ * and cgroups are made ahead (a file made at a start is never truncated
+ * after), and an end removes what was made ahead and not taken. Live
+ * restore: a worker outlives its runner (a daemon's crash) and the next one
+ * adopts it, stdin and exit status included; an exit while no runner was
+ * there is read back; a worker nobody claims is killed; a killed supervisor
+ * makes its workers lost; the supervisor goes once nothing is left. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -22,7 +26,9 @@
 
 #include <cmocka.h>
 
+#include "buf.h"
 #include "runner.h"
+#include "supervisor.h"
 
 static char dir[64];
 extern char **environ;
@@ -64,40 +70,82 @@ static char *slurp(int id)
 	return text;
 }
 
-/* waits on the pidfd, then reaps */
-static int wait_exit(struct runner_proc *p)
+/* Is the supervisor of this test's runners there, as ps shows it? */
+static bool supervisor_running(void)
 {
-	struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
-	assert_int_equal(poll(&pfd, 1, 10000), 1);
-	int wstatus = 0;
-	assert_int_equal(runner_reap(p, &wstatus), 1);
-	return wstatus;
+	char cmd[256];
+	snprintf(cmd, sizeof cmd, "pgrep -f -- '%s %s/run$' >/dev/null", SUPERVISOR_ARG, dir);
+	return system(cmd) == 0;
 }
 
-static void start(struct runner *r, int id, const char *command, struct runner_proc *p)
+static void supervisor_kill(void)
+{
+	char cmd[256];
+	snprintf(cmd, sizeof cmd, "pkill -KILL -f -- '%s %s/run$'", SUPERVISOR_ARG, dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static struct runner *create(enum runner_isolation want, int first_id, struct orch_err *err)
+{
+	char run[128];
+	snprintf(run, sizeof run, "%s/run", dir);
+	mkdir(run, 0700);
+	struct runner *r = NULL;
+	/* the cgroup is named after the directory: runs in parallel do not meet */
+	if (runner_local_create(want, dir + 5, run, dir, "/proc/self/exe", first_id, &r, err))
+		return NULL;
+	return r;
+}
+
+/* waits (bounded) for id's end, as the scheduler does: poll, then collect */
+static struct runner_end wait_end(struct runner *r, int id)
+{
+	for (int i = 0; i < 100; i++) {
+		struct pollfd pfd = {.fd = r->event_fd, .events = POLLIN};
+		poll(&pfd, 1, 100);
+		struct runner_end *ends;
+		size_t n = r->ops->collect(r, &ends);
+		for (size_t k = 0; k < n; k++)
+			if (ends[k].id == id) {
+				struct runner_end e = ends[k];
+				free(ends);
+				return e;
+			}
+		free(ends);
+	}
+	fail_msg("worker %d never ended", id);
+	return (struct runner_end){0};
+}
+
+static struct runner_job *start(struct runner *r, int id, const char *command)
 {
 	struct orch_err err = {0};
-	assert_int_equal(runner_start(r, id, command, dir, environ, log_path(id), p, &err), 0);
+	struct runner_job *job = NULL;
+	struct runner_spec spec = {id, command, dir, environ, log_path(id)};
+	assert_int_equal(runner_start(r, &spec, &job, &err), 0);
+	assert_non_null(job);
+	assert_true(runner_job_pid(job) > 0);
+	return job;
 }
 
 static void run_both(void (*fn)(struct runner *r, bool cgroup))
 {
 	for (int want = ISOLATION_CGROUP; want <= ISOLATION_PGROUP; want++) {
-		struct runner r;
 		struct orch_err err = {0};
-		if (runner_init(&r, (enum runner_isolation)want, "test", dir, 1, &err)) {
+		struct runner *r = create((enum runner_isolation)want, 1, &err);
+		if (!r) {
 			/* a machine without a writable cgroup v2: only process groups */
 			assert_int_equal(want, ISOLATION_CGROUP);
 			assert_non_null(strstr(err.message, "--isolation cgroup"));
 			continue;
 		}
-		assert_string_equal(runner_isolation(&r), want == ISOLATION_CGROUP ? "cgroup"
-										  : "process-group");
-		fn(&r, want == ISOLATION_CGROUP);
+		assert_string_equal(runner_isolation(r), want == ISOLATION_CGROUP ? "cgroup"
+										 : "process-group");
+		fn(r, want == ISOLATION_CGROUP);
 		char base[4200] = "";
-		if (r.cgroup_path)
-			snprintf(base, sizeof base, "%s", r.cgroup_path);
-		runner_fini(&r);
+		if (runner_cgroup_path(r, 0, base, sizeof base))
+			*strrchr(base, '/') = '\0';
+		runner_destroy(r, false);
 		/* the workers' cgroups and orchfs's own are gone with it */
 		if (base[0])
 			assert_int_equal(access(base, F_OK), -1);
@@ -106,19 +154,17 @@ static void run_both(void (*fn)(struct runner *r, bool cgroup))
 
 static void output_and_status(struct runner *r, bool cgroup)
 {
-	struct runner_proc p;
-	start(r, 1, "echo out; echo err >&2; read line; echo \"got $line\"; pwd; exit 7", &p);
-	assert_int_equal(write(p.stdin_fd, "hello\n", 6), 6);
-	int wstatus = wait_exit(&p);
-	assert_true(WIFEXITED(wstatus));
-	assert_int_equal(WEXITSTATUS(wstatus), 7);
+	struct runner_job *job = start(r, 1, "echo out; echo err >&2; read line; echo \"got $line\"; pwd; exit 7");
+	assert_int_equal(r->ops->write_stdin(r, job, "hello\n", 6), 6);
+	struct runner_end e = wait_end(r, 1);
+	assert_false(e.lost);
+	assert_true(WIFEXITED(e.wstatus));
+	assert_int_equal(WEXITSTATUS(e.wstatus), 7);
 	char want[160];
 	snprintf(want, sizeof want, "out\nerr\ngot hello\n%s\n", dir);
 	assert_string_equal(slurp(1), want);
-	int64_t cpu = runner_end(r, &p);
+	int64_t cpu = runner_release(r, job);
 	assert_true(cgroup ? cpu >= 0 : cpu == -1);
-	assert_int_equal(p.pidfd, -1);
-	assert_int_equal(p.stdin_fd, -1);
 }
 
 static void test_output_and_status(void **state)
@@ -128,12 +174,12 @@ static void test_output_and_status(void **state)
 
 static void bad_cwd(struct runner *r, bool cgroup)
 {
-	struct runner_proc p;
+	struct runner_job *job = (struct runner_job *)r;   /* not touched on failure */
 	struct orch_err err = {0};
-	assert_int_equal(runner_start(r, 2, "true", "/nonexistent-orchfs-dir", environ, log_path(2),
-				      &p, &err), -ENOENT);
+	struct runner_spec spec = {2, "true", "/nonexistent-orchfs-dir", environ, log_path(2)};
+	assert_int_equal(runner_start(r, &spec, &job, &err), -ENOENT);
+	assert_null(job);
 	assert_non_null(strstr(err.message, "chdir"));
-	assert_int_equal(p.pidfd, -1);
 	char path[4200];
 	/* its cgroup goes with it */
 	if (runner_cgroup_path(r, 2, path, sizeof path))
@@ -141,7 +187,11 @@ static void bad_cwd(struct runner *r, bool cgroup)
 			usleep(2000);
 	if (runner_cgroup_path(r, 2, path, sizeof path))
 		assert_int_equal(access(path, F_OK), -1);
-	assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);   /* no child left unreaped */
+	/* and a worker that does start after it is fine */
+	job = start(r, 3, "exit 3");
+	struct runner_end e = wait_end(r, 3);
+	assert_true(WIFEXITED(e.wstatus) && WEXITSTATUS(e.wstatus) == 3);
+	runner_release(r, job);
 }
 
 static void test_bad_cwd(void **state)
@@ -165,23 +215,29 @@ static bool alive(pid_t pid)
 	return paren && paren[1] == ' ' && paren[2] != 'Z';
 }
 
+static bool dies(pid_t pid)
+{
+	for (int i = 0; alive(pid) && i < 1000; i++)
+		usleep(2000);
+	return !alive(pid);
+}
+
 /* A child that leaves the worker's process group: a kill reaches it only in
  * a cgroup. */
 static void escapee(struct runner *r, bool cgroup)
 {
-	struct runner_proc p;
 	/* the pid is told from inside, once setsid has been */
-	start(r, 3, "setsid sh -c 'echo $$ >&2; exec sleep 300' & exec sleep 300", &p);
+	struct runner_job *job = start(r, 3, "setsid sh -c 'echo $$ >&2; exec sleep 300' & exec sleep 300");
 	pid_t child = 0;
 	for (int i = 0; i < 500 && !(child = (pid_t)atoi(slurp(3))); i++)
 		usleep(2000);
 	assert_true(child > 0);
-	assert_int_equal(runner_freeze(&p, true), 0);
-	assert_int_equal(runner_freeze(&p, false), 0);
-	assert_int_equal(runner_signal(&p, SIGKILL), 0);
-	int wstatus = wait_exit(&p);
-	assert_true(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL);
-	runner_end(r, &p);
+	assert_int_equal(runner_freeze(r, job, true), 0);
+	assert_int_equal(runner_freeze(r, job, false), 0);
+	assert_int_equal(runner_signal(r, job, SIGKILL), 0);
+	struct runner_end e = wait_end(r, 3);
+	assert_true(WIFSIGNALED(e.wstatus) && WTERMSIG(e.wstatus) == SIGKILL);
+	runner_release(r, job);
 	for (int i = 0; alive(child) && i < 500; i++)
 		usleep(2000);
 	assert_int_equal(alive(child), !cgroup);
@@ -194,27 +250,24 @@ static void test_escapee(void **state)
 	run_both(escapee);
 }
 
-/* One never reaped nor ended (a daemon stopping with it running): fini kills
- * it and removes its cgroup all the same. */
-static void unended(struct runner *r, bool cgroup)
-{
-	struct runner_proc p;
-	start(r, 4, "exec sleep 300", &p);
-	if (!cgroup) {
-		runner_signal(&p, SIGKILL);
-		wait_exit(&p);
-	}
-	close(p.pidfd);
-	close(p.stdin_fd);
-	if (p.cgroup >= 0)
-		close(p.cgroup);
-}
-
+/* One never ended (a daemon stopping with it running, without live
+ * restore): the end kills it, removes its cgroup, and the supervisor goes. */
 static void test_unended(void **state)
 {
-	run_both(unended);
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		;
+	for (int want = ISOLATION_CGROUP; want <= ISOLATION_PGROUP; want++) {
+		struct orch_err err = {0};
+		struct runner *r = create((enum runner_isolation)want, 1, &err);
+		if (!r)
+			continue;
+		struct runner_job *job = start(r, 4, "exec sleep 300");
+		pid_t pid = runner_job_pid(job);
+		r->ops->forget(r, job);
+		runner_destroy(r, false);
+		assert_true(dies(pid));
+		for (int i = 0; supervisor_running() && i < 500; i++)
+			usleep(2000);
+		assert_false(supervisor_running());
+	}
 }
 
 /* waits (bounded) until the prep thread has made the log of id */
@@ -232,16 +285,15 @@ static void made_ahead(struct runner *r, bool cgroup)
 	char path[4200];
 	if (runner_cgroup_path(r, 1, path, sizeof path))
 		assert_int_equal(access(path, F_OK), 0);
-	struct runner_proc p;
-	start(r, 1, "echo one", &p);
-	wait_exit(&p);
-	runner_end(r, &p);
+	struct runner_job *job = start(r, 1, "echo one");
+	wait_end(r, 1);
+	runner_release(r, job);
 	assert_int_equal(size_of(1), 4);
 	/* far ahead of the thread: made at the start, and the thread, which
 	 * goes on from there, never truncates it */
-	start(r, 1000, "echo thousand", &p);
-	wait_exit(&p);
-	runner_end(r, &p);
+	job = start(r, 1000, "echo thousand");
+	wait_end(r, 1000);
+	runner_release(r, job);
 	assert_true(made(1001));
 	assert_int_equal(size_of(1000), 9);
 }
@@ -265,22 +317,94 @@ static void test_made_ahead(void **state)
  * error that says why. */
 static void test_no_cgroup(void **state)
 {
-	struct runner r;
 	struct orch_err err = {0};
-	assert_int_equal(runner_init(&r, ISOLATION_AUTO, "no/such", dir, 1, &err), 0);
-	assert_string_equal(runner_isolation(&r), "process-group");
-	struct runner_proc p;
-	start(&r, 1, "exit 4", &p);
-	int wstatus = wait_exit(&p);
-	assert_true(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 4);
-	assert_int_equal(runner_end(&r, &p), -1);
-	runner_fini(&r);
-	assert_int_equal(runner_init(&r, ISOLATION_CGROUP, "no/such", dir, 1, &err), -EOPNOTSUPP);
+	char run[128];
+	snprintf(run, sizeof run, "%s/run", dir);
+	mkdir(run, 0700);
+	struct runner *r;
+	assert_int_equal(runner_local_create(ISOLATION_AUTO, "no/such", run, dir, "/proc/self/exe",
+					     1, &r, &err), 0);
+	assert_string_equal(runner_isolation(r), "process-group");
+	struct runner_job *job = start(r, 1, "exit 4");
+	struct runner_end e = wait_end(r, 1);
+	assert_true(WIFEXITED(e.wstatus) && WEXITSTATUS(e.wstatus) == 4);
+	assert_int_equal(runner_release(r, job), -1);
+	runner_destroy(r, false);
+	assert_int_equal(runner_local_create(ISOLATION_CGROUP, "no/such", run, dir, "/proc/self/exe",
+					     1, &r, &err), -EOPNOTSUPP);
 	assert_non_null(strstr(err.message, "--isolation cgroup: "));
 }
 
-int main(void)
+/* A daemon's crash and the next daemon, for each isolation. */
+static void restore(struct runner *r, bool cgroup)
 {
+	/* 1 waits for a line on stdin; 2 ends while no runner is there; 3 is
+	 * one the next daemon's store does not know */
+	struct runner_job *one = start(r, 1, "read line; echo \"got $line\"; exit 5");
+	struct runner_job *two = start(r, 2, "exec sleep 0.2");
+	struct runner_job *three = start(r, 3, "exec sleep 300");
+	pid_t pid1 = runner_job_pid(one), pid3 = runner_job_pid(three);
+	r->ops->forget(r, one);
+	r->ops->forget(r, two);
+	r->ops->forget(r, three);
+	runner_destroy(r, true);   /* as a crash leaves them */
+	usleep(400 * 1000);
+	assert_true(alive(pid1));
+
+	struct orch_err err = {0};
+	r = create(cgroup ? ISOLATION_CGROUP : ISOLATION_PGROUP, 4, &err);
+	assert_non_null(r);
+	int wstatus = -1;
+	assert_int_equal(r->ops->adopt(r, 1, &one, &wstatus), RUNNER_RUNNING);
+	assert_int_equal(runner_job_pid(one), pid1);
+	assert_int_equal(r->ops->adopt(r, 2, &two, &wstatus), RUNNER_ENDED);
+	assert_true(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+	assert_int_equal(r->ops->adopt(r, 9, &two, &wstatus), RUNNER_GONE);
+	r->ops->adopt_end(r);
+	assert_true(dies(pid3));
+	/* its stdin is still the same pipe: the line reaches it */
+	assert_int_equal(r->ops->write_stdin(r, one, "again\n", 6), 6);
+	struct runner_end e = wait_end(r, 1);
+	assert_true(WIFEXITED(e.wstatus) && WEXITSTATUS(e.wstatus) == 5);
+	assert_string_equal(slurp(1), "got again\n");
+	runner_release(r, one);
+	/* the supervisor is killed: what it ran can no longer be followed */
+	struct runner_job *four = start(r, 4, "exec sleep 300");
+	pid_t pid4 = runner_job_pid(four);
+	supervisor_kill();
+	e = wait_end(r, 4);
+	assert_true(e.lost);
+	runner_release(r, four);   /* its cgroup, and in it the orphan, goes */
+	if (!cgroup)
+		kill(pid4, SIGKILL);
+	assert_true(dies(pid4));
+	/* and the next start has a supervisor again */
+	struct runner_job *five = start(r, 5, "exit 2");
+	e = wait_end(r, 5);
+	assert_true(WIFEXITED(e.wstatus) && WEXITSTATUS(e.wstatus) == 2);
+	runner_release(r, five);
+	runner_destroy(r, false);
+}
+
+static void test_live_restore(void **state)
+{
+	for (int want = ISOLATION_CGROUP; want <= ISOLATION_PGROUP; want++) {
+		struct orch_err err = {0};
+		struct runner *r = create((enum runner_isolation)want, 1, &err);
+		if (!r)
+			continue;
+		restore(r, want == ISOLATION_CGROUP);
+		for (int i = 0; supervisor_running() && i < 500; i++)
+			usleep(2000);
+		assert_false(supervisor_running());
+	}
+}
+
+int main(int argc, char **argv)
+{
+	/* a start runs this binary again as the supervisor */
+	if (argc == 3 && strcmp(argv[1], SUPERVISOR_ARG) == 0)
+		return supervisor_main(argc, argv);
 	signal(SIGCHLD, SIG_DFL);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_output_and_status, dir_setup, dir_teardown),
@@ -289,6 +413,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_unended, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_made_ahead, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_no_cgroup, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_live_restore, dir_setup, dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

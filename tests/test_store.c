@@ -25,6 +25,7 @@
 #include "nodes.h"
 #include "scheduler.h"
 #include "store.h"
+#include "supervisor.h"
 
 struct dir {
 	char path[64];
@@ -162,7 +163,7 @@ static void test_round_trip(void **state)
 	pthread_mutex_lock(&o.lock);
 	struct worker *w;
 	assert_int_equal(sched_spawn(&o, NULL, task_find(&o, "a"), NULL, &w, &err), 0);
-	pid_t pid = w->proc.pid;
+	pid_t pid = w->pid;
 	uint64_t ticket = orch_commit(&o);
 	pthread_mutex_unlock(&o.lock);
 	assert_int_equal(orch_wait(&o, ticket), 0);
@@ -171,6 +172,22 @@ static void test_round_trip(void **state)
 	uint64_t seq = events_seq(&o.events);
 	/* no orderly shutdown: as after kill -9, the worker is still running */
 	orch_destroy(&o);
+
+	/* the worker outlived the daemon: the next one adopts it */
+	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	w = worker_find(&o, 1);
+	assert_int_equal(w->status, WORKER_RUNNING);
+	assert_int_equal(w->pid, pid);
+	assert_int_equal(task_find(&o, "a")->status, TASK_RUNNING);
+	char *adopted = read_node(&o, "mma/workers/1/trace");
+	assert_non_null(strstr(adopted, "worker.adopted"));
+	free(adopted);
+	orch_destroy(&o);
+	/* then it vanishes with its supervisor, as in a reboot */
+	char kill_all[256];
+	snprintf(kill_all, sizeof kill_all, "pkill -KILL -f -- '%s %s/run$'", SUPERVISOR_ARG, d->path);
+	assert_int_equal(system(kill_all), 0);
+	kill(-pid, SIGKILL);
 
 	assert_int_equal(orch_init(&o, &cfg, &err), 0);
 	struct task *a = task_find(&o, "a"), *b = task_find(&o, "b");
@@ -218,7 +235,6 @@ static void test_round_trip(void **state)
 	assert_int_equal(want, events_committed(&o.events) + 1);
 	buf_free(&out);
 	orch_destroy(&o);
-	kill(-pid, SIGKILL);
 	/* ids continue: the next worker is 2 */
 	assert_int_equal(orch_init(&o, &cfg, &err), 0);
 	assert_int_equal(o.nworkers, 1);
@@ -504,8 +520,11 @@ static void test_concurrent_commits(void **state)
 	assert_int_equal(db_int(db_path(d), "SELECT MAX(seq) FROM events"), (int)seq);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	/* a worker's start runs this binary again as its supervisor */
+	if (argc == 3 && strcmp(argv[1], SUPERVISOR_ARG) == 0)
+		return supervisor_main(argc, argv);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_migrations, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_and_locked, dir_setup, dir_teardown),

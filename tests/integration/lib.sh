@@ -293,6 +293,11 @@ _cleanup() {
 		done
 		mountpoint -q "$mnt" 2>/dev/null && fusermount3 -uz "$mnt" 2>/dev/null
 	done
+	# The workers' supervisors outlive their daemons by design: with nothing
+	# left to run they exit by themselves; what a test left is ended here.
+	for i in "${!_TMPDIRS[@]}"; do
+		pkill -KILL -f -- "--supervise ${_TMPDIRS[$i]}/" 2>/dev/null
+	done
 	# A sanitizer's report in a daemon's log fails the test, whatever else
 	# passed: it is shown here, before its directory goes.
 	for i in "${!_TMPDIRS[@]}"; do

@@ -2,8 +2,8 @@
 # test_isolation: each worker in a cgroup of its own (README, "Workers"): a
 # kill reaches a process the worker moved out of its process group with
 # setsid, a freeze stops it too, what a worker leaves running when it ends
-# goes with it, its CPU time is counted, and a restart after kill -9 kills
-# the workers the crash left. Then the same daemon with --isolation
+# goes with it, its CPU time is counted, and a restart after kill -9 adopts
+# the workers the crash left, in their cgroups. Then the same daemon with --isolation
 # process-group, where setsid does escape, as state.json says.
 . "$(dirname "$0")/lib.sh"
 
@@ -59,17 +59,22 @@ wait_for "the process it left running is killed" 5 gone "$(cat "$T/left.pid")"
 check "its CPU time is in info.json ($(jq .cpu_s "mma/workers/$w/info.json") s)" \
 	jqe '.cpu_s > 0.05' "mma/workers/$w/info.json"
 
-# --- kill -9 of the daemon: the restart kills the workers it left ---
+# --- kill -9 of the daemon: the restart adopts the worker, cgroup and all ---
 w=$(escapee c)
 pid=$(cat "$T/c.pid")
+cg=$(jq -r .cgroup "mma/workers/$w/info.json")
 kill -KILL "$DAEMON_PID"
 wait "$DAEMON_PID" 2>/dev/null
 check "after kill -9 the worker's child still runs" alive "$pid"
 cd / || exit 1
 orchfs_restart
 cd "$M" || exit 1
-wait_for "the restart killed what the crash left in worker $w's cgroup" 5 gone "$pid"
-expect_eq "and the worker is lost" "$(cat "mma/workers/$w/status")" lost
+expect_eq "the restart adopted worker $w" "$(cat "mma/workers/$w/status")" running
+expect_eq "in the same cgroup" "$(jq -r .cgroup "mma/workers/$w/info.json")" "$cg"
+check "which still holds the child" grep -qx "$pid" "$cg/cgroup.procs"
+echo "$w" >mma/workers/kill
+wait_for "a kill after the restart reaches the child" 5 gone "$pid"
+wait_for "and the worker is killed" 5 status_is "mma/workers/$w/status" killed
 
 # --- process groups: setsid escapes ---
 cd / || exit 1

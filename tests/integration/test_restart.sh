@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_restart: durability through kill -9 and restart on the same state
-# directory: every acknowledged change is there, running workers are lost and
-# their tasks retried or failed, worker ids and the event seq go on, logs and
+# directory: every acknowledged change is there, running workers are
+# re-adopted (and, once truly gone, as after a reboot, lost and their tasks
+# retried or failed), worker ids and the event seq go on, logs and
 # traces survive; a stale mount is cleaned; a corrupt or busy store is a clear
 # error with a non-zero exit, never a crash or a silent reset.
 . "$(dirname "$0")/lib.sh"
@@ -41,8 +42,20 @@ check "remounted over the stale mount" mountpoint -q "$M"
 expect_eq "max_workers survived" "$(cat "$M/mma/pipeline/max_workers")" 7
 expect_eq "c still held" "$(cat "$M/mma/tasks/c/status")" held
 expect_eq "quick still done" "$(cat "$M/mma/tasks/quick/status")" done
-expect_eq "a's worker lost" "$(cat "$M/mma/workers/$wa/status")" lost
+# the workers outlived the crash: the new daemon adopted them
 wb=$(readlink "$M/mma/tasks/b/worker")
+expect_eq "a's worker re-adopted, running" "$(cat "$M/mma/workers/$wa/status")" running
+expect_eq "b's worker too" "$(cat "$M/mma/workers/${wb##*/}/status")" running
+check "a's trace says so" grep -q worker.adopted "$M/mma/workers/$wa/trace"
+expect_eq "a still running" "$(cat "$M/mma/tasks/a/status")" running
+# Then a crash that takes the workers with it (as a reboot would): their
+# end is unknown, they are lost.
+pids="$(jq -r .pid "$M/mma/workers/$wa/info.json") $(jq -r .pid "$M/mma/workers/${wb##*/}/info.json")"
+crash
+pkill -KILL -f -- "--supervise $S/run"
+for p in $pids; do kill -KILL -- "-$p"; done
+orchfs_restart
+expect_eq "a's worker lost" "$(cat "$M/mma/workers/$wa/status")" lost
 expect_eq "b's worker lost" "$(cat "$M/mma/workers/${wb##*/}/status")" lost
 expect_eq "b had no retry: failed" "$(cat "$M/mma/tasks/b/status")" failed
 wait_for "a retried as a new worker" 5 eval '[ "$(readlink "$M/mma/tasks/a/worker")" != "../../workers/$wa" ] && status_is "$M/mma/tasks/a/status" running'
