@@ -581,77 +581,122 @@ static struct local *local_of(struct runner *r)
 	return (struct local *)r;
 }
 
-/* Asks the supervisor to start spec; the answer, once there. */
-static int sv_spawn(struct local *r, const struct runner_spec *spec,
-		    const struct runner_prepared *w, struct pending_start *p)
+/* One start of a batch: what was made for it, then the supervisor's answer. */
+struct start {
+	const struct runner_spec *spec;
+	struct runner_prepared made;
+	struct pending_start answer;
+	int error;              /* errno, before or after asking */
+	const char *what;       /* what failed before asking */
+};
+
+/* Asks the supervisor for every start at once, then waits for all the
+ * answers: a burst of starts is one round trip, not one each. */
+static void sv_spawn(struct local *r, struct start *s, size_t n)
 {
 	struct buf payload = BUF_INIT;
-	buf_append(&payload, spec->command, strlen(spec->command) + 1);
-	buf_append(&payload, spec->cwd ? spec->cwd : "", strlen(spec->cwd ? spec->cwd : "") + 1);
-	for (char *const *e = spec->envp; e && *e; e++)
-		buf_append(&payload, *e, strlen(*e) + 1);
-	int fds[2] = {w->logfd, w->procs};
-	*p = (struct pending_start){.id = spec->id, .stdin_fd = -1};
 	pthread_mutex_lock(&r->send_lock);
 	int rc = sv_ensure(r);
-	if (!rc) {
+	for (size_t i = 0; i < n; i++) {
+		struct start *x = &s[i];
+		x->answer = (struct pending_start){.id = x->spec->id, .stdin_fd = -1};
+		if (x->error)
+			continue;
+		if (rc) {
+			x->error = -rc;
+			x->what = "the supervisor";
+			continue;
+		}
+		const struct runner_spec *spec = x->spec;
+		buf_reset(&payload);
+		buf_append(&payload, spec->command, strlen(spec->command) + 1);
+		const char *cwd = spec->cwd ? spec->cwd : "";
+		buf_append(&payload, cwd, strlen(cwd) + 1);
+		for (char *const *e = spec->envp; e && *e; e++)
+			buf_append(&payload, *e, strlen(*e) + 1);
 		pthread_mutex_lock(&r->lock);
-		p->next = r->pending;
-		r->pending = p;
+		x->answer.next = r->pending;
+		r->pending = &x->answer;
 		pthread_mutex_unlock(&r->lock);
-		rc = payload.len > SV_MSG_MAX ? -E2BIG
+		int fds[2] = {x->made.logfd, x->made.procs};
+		int sent = payload.len > SV_MSG_MAX ? -E2BIG
 			: sv_send(r->sv, SV_SPAWN, spec->id, 0, payload.data, payload.len, fds,
-				  w->procs >= 0 ? 2 : 1);
+				  x->made.procs >= 0 ? 2 : 1);
+		if (sent) {
+			pthread_mutex_lock(&r->lock);
+			x->answer.answered = true;
+			x->answer.error = -sent;
+			snprintf(x->answer.what, sizeof x->answer.what, "the supervisor");
+			pthread_mutex_unlock(&r->lock);
+		}
 	}
 	pthread_mutex_unlock(&r->send_lock);
 	buf_free(&payload);
 	pthread_mutex_lock(&r->lock);
-	while (!rc && !p->answered)
-		pthread_cond_wait(&r->answered, &r->lock);
-	for (struct pending_start **at = &r->pending; *at; at = &(*at)->next)
-		if (*at == p) {
-			*at = p->next;
-			break;
-		}
-	pthread_mutex_unlock(&r->lock);
-	if (rc) {
-		snprintf(p->what, sizeof p->what, "the supervisor");
-		return -rc;
+	for (size_t i = 0; i < n; i++) {
+		struct pending_start *p = &s[i].answer;
+		if (s[i].error)
+			continue;
+		while (!p->answered)
+			pthread_cond_wait(&r->answered, &r->lock);
+		for (struct pending_start **at = &r->pending; *at; at = &(*at)->next)
+			if (*at == p) {
+				*at = p->next;
+				break;
+			}
+		s[i].error = p->error;
+		s[i].what = p->what;
 	}
-	return p->error;
+	pthread_mutex_unlock(&r->lock);
 }
 
 static void retire(struct local *r, int id);
 
-static int local_start(struct runner *base, const struct runner_spec *spec,
-		       struct runner_job **out, struct orch_err *err)
+/* The job, or the error that says why there is none. */
+static int start_end(struct local *r, struct start *x, struct runner_job **out,
+		     struct orch_err *err)
 {
-	struct local *r = local_of(base);
+	const struct runner_spec *spec = x->spec;
+	int cgroup = x->made.cgroup;
+	x->made.cgroup = -1;   /* the worker's from now on */
+	prepared_close(&x->made);
 	*out = NULL;
-	struct runner_prepared w;
-	const char *what = NULL;
-	int rc = take(r, spec->id, spec->log_path, &w, &what);
-	if (rc)
-		return err_set(err, EIO, "cannot make %s for worker %d: %s", what, spec->id,
-			       strerror(-rc));
-	struct pending_start p;
-	int e = sv_spawn(r, spec, &w, &p);
-	int cgroup = w.cgroup;
-	w.cgroup = -1;   /* the worker's from now on */
-	prepared_close(&w);
-	if (e) {
+	if (x->error) {
 		if (cgroup >= 0) {
 			close(cgroup);
 			retire(r, spec->id);
 		}
+		int e = x->error;
 		return err_set(err, e == ENOENT && spec->cwd ? ENOENT : EIO,
-			       "cannot start worker%s%s: %s%s%s", spec->cwd ? " in " : "",
-			       spec->cwd ? spec->cwd : "", p.what, p.what[0] ? ": " : "", strerror(e));
+			       "cannot start worker %d%s%s: %s%s%s", spec->id, spec->cwd ? " in " : "",
+			       spec->cwd ? spec->cwd : "", x->what, x->what[0] ? ": " : "", strerror(e));
 	}
 	struct runner_job *job = xmalloc(sizeof *job);
-	*job = (struct runner_job){spec->id, p.pid, p.stdin_fd, cgroup};
+	*job = (struct runner_job){spec->id, x->answer.pid, x->answer.stdin_fd, cgroup};
 	*out = job;
 	return 0;
+}
+
+static int local_start(struct runner *base, const struct runner_spec *specs, size_t n,
+			     struct runner_job **out, int *rc, struct orch_err *err)
+{
+	struct local *r = local_of(base);
+	struct start *s = xcalloc(n ? n : 1, sizeof *s);
+	for (size_t i = 0; i < n; i++) {
+		s[i].spec = &specs[i];
+		int made = take(r, specs[i].id, specs[i].log_path, &s[i].made, &s[i].what);
+		if (made) {
+			s[i].error = -made;
+			s[i].what = s[i].what ? s[i].what : "";
+		}
+	}
+	sv_spawn(r, s, n);
+	int failed = 0;
+	for (size_t i = 0; i < n; i++)
+		if ((rc[i] = start_end(r, &s[i], &out[i], &err[i])))
+			failed++;
+	free(s);
+	return failed;
 }
 
 /* usage_usec of the cgroup's cpu.stat; -1 when it cannot be read */

@@ -49,9 +49,11 @@ enum runner_found {
 
 struct runner_ops {
 	const char *name;
-	/* Any thread, no lock of the model's held (a start may be slow). */
-	int (*start)(struct runner *r, const struct runner_spec *spec, struct runner_job **out,
-		     struct orch_err *err);
+	/* n starts at once (a scheduler's burst): out[i] the job, or rc[i] the
+	 * -errno and err[i] why; returns how many failed. Any thread, no lock
+	 * of the model's held (a start may be slow). */
+	int (*start)(struct runner *r, const struct runner_spec *specs, size_t n,
+		     struct runner_job **out, int *rc, struct orch_err *err);
 	/* sig to every process of the job; 0, or -errno (ESRCH: none left) */
 	int (*signal)(struct runner *r, struct runner_job *job, int sig);
 	int (*freeze)(struct runner *r, struct runner_job *job, bool frozen);
@@ -87,7 +89,9 @@ pid_t runner_job_pid(const struct runner_job *job);
 static inline int runner_start(struct runner *r, const struct runner_spec *spec,
 			       struct runner_job **out, struct orch_err *err)
 {
-	return r->ops->start(r, spec, out, err);
+	int rc;
+	r->ops->start(r, spec, 1, out, &rc, err);
+	return rc;
 }
 
 static inline int runner_signal(struct runner *r, struct runner_job *job, int sig)

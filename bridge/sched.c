@@ -249,16 +249,32 @@ static struct worker *spawn_begin(struct orch *o, const struct cmd_spawn *req, s
 	return w;
 }
 
-/* No lock: the process. Everything it reads of w is fixed while w starts. */
-static void spawn_run(struct orch *o, struct spawn_job *j)
+/* No lock: the processes, all asked for at once. Everything read of the
+ * workers is fixed while they start. */
+static void spawn_run(struct orch *o, struct spawn_job *jobs, size_t n)
 {
-	struct worker *w = j->w;
-	char **envp = worker_envp(o, w, w->env, w->nenv);
-	struct runner_spec spec = {w->id, w->command, w->cwd, envp, w->log_path};
-	j->rc = runner_start(o->runner, &spec, &j->job, &j->err);
-	for (char **e = envp; *e; e++)
-		free(*e);
-	free(envp);
+	struct runner_spec *specs = xcalloc(n, sizeof *specs);
+	struct runner_job **started = xcalloc(n, sizeof *started);
+	int *rc = xcalloc(n, sizeof *rc);
+	struct orch_err *errs = xcalloc(n, sizeof *errs);
+	for (size_t i = 0; i < n; i++) {
+		struct worker *w = jobs[i].w;
+		specs[i] = (struct runner_spec){w->id, w->command, w->cwd,
+						worker_envp(o, w, w->env, w->nenv), w->log_path};
+	}
+	o->runner->ops->start(o->runner, specs, n, started, rc, errs);
+	for (size_t i = 0; i < n; i++) {
+		jobs[i].job = started[i];
+		jobs[i].rc = rc[i];
+		jobs[i].err = errs[i];
+		for (char *const *e = specs[i].envp; *e; e++)
+			free(*e);
+		free((void *)specs[i].envp);
+	}
+	free(specs);
+	free(started);
+	free(rc);
+	free(errs);
 }
 
 /* Lock held: the worker runs, or it failed to start (a failed worker, and
@@ -324,7 +340,7 @@ int sched_spawn(struct orch *o, const struct cmd_spawn *req, struct task *t, con
 	struct spawn_job j = {.t = t};
 	j.w = spawn_begin(o, req, t, command ? command : t ? t->command : req->command);
 	pthread_mutex_unlock(&o->lock);
-	spawn_run(o, &j);
+	spawn_run(o, &j, 1);
 	pthread_mutex_lock(&o->lock);
 	spawn_end(o, &j);
 	*out = j.w;
@@ -720,8 +736,7 @@ void *sched_main(void *arg)
 		int64_t ticked = time_mono_ns() - t0;
 		if (njobs) {
 			pthread_mutex_unlock(&o->lock);
-			for (size_t i = 0; i < njobs; i++)
-				spawn_run(o, &jobs[i]);
+			spawn_run(o, jobs, njobs);
 			pthread_mutex_lock(&o->lock);
 			t0 = time_mono_ns();
 			sched_tick_end(o, jobs, njobs);

@@ -360,6 +360,9 @@ int supervisor_main(int argc, char **argv)
 {
 	if (argc < 3)
 		return 2;
+	/* nothing of the daemon's but the socket (3): its mount, store and
+	 * listeners are not the supervisor's to hold open */
+	close_range(4, ~0u, 0);
 	/* a session of its own (the daemon's terminal's ^C is not for it), and
 	 * not the daemon's child: reparented, it outlives it */
 	setsid();

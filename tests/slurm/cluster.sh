@@ -1,9 +1,15 @@
 #!/bin/bash
 # Start/stop a throw-away single-node Slurm cluster on this machine, for the
 # Slurm runner's tests. Everything Slurm writes (config, pid files, logs,
-# spool, controller state) lives under DIR. munged uses the system socket
-# /run/munge/munge.socket.2: it is started (as user munge, log and pid under
-# DIR) only if no munged answers there, and stopped again only if we started it.
+# spool, controller state, job completion log) lives under DIR. munged uses
+# the system socket /run/munge/munge.socket.2: it is started (as user munge,
+# its log and pid in DIR/munge, or in /run/munge/slurm-test when user munge
+# cannot reach DIR) only if no munged answers there, and is stopped again
+# only if this script started it. A new key is made only if
+# /etc/munge/munge.key is missing.
+#
+# Reusing a DIR recovers the jobs saved in DIR/state (that is how a
+# slurmctld restart keeps its jobs); use a fresh DIR for a clean cluster.
 #
 # Needs the Debian packages slurmctld, slurmd, slurm-client and munge
 # (or slurm-wlm + munge); installs nothing. Must run as root.
@@ -70,7 +76,7 @@ munge_ok() {
 		timeout 5 unmunge -S "$MUNGE_SOCKET" >/dev/null 2>&1
 }
 
-# All descendants of a pid (children first listed after parent).
+# All descendants of a pid, each parent before its children.
 descendants() {
 	local p=$1 c
 	for c in $(ps -e -o pid=,ppid= | awk -v p="$p" '$2 == p { print $1 }'); do
