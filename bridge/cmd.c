@@ -474,9 +474,128 @@ static int get_deps(const cJSON *obj, struct task_spec *s, struct orch_err *err)
 	return 0;
 }
 
+static int get_runner(const cJSON *obj, enum runner_kind *out, struct orch_err *err)
+{
+	const cJSON *v = member(obj, "runner");
+	if (!v)
+		return 0;
+	if (cJSON_IsString(v) && !strcmp(v->valuestring, "local"))
+		*out = RUNNER_LOCAL;
+	else if (cJSON_IsString(v) && !strcmp(v->valuestring, "slurm"))
+		*out = RUNNER_SLURM;
+	else
+		return err_set(err, EINVAL, "\"runner\" must be \"local\" or \"slurm\"");
+	return 0;
+}
+
+/* s is made only of bytes in allowed, 1..max of them */
+static bool made_of(const char *s, const char *allowed, size_t max)
+{
+	size_t n = strlen(s);
+	return n && n <= max && strspn(s, allowed) == n;
+}
+
+#define SLURM_NAME_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.,-"
+#define SLURM_EXTRA_MAX 32
+
+/* sbatch options orchfs gives itself: an "extra" may not change them */
+static bool slurm_option_reserved(const char *opt)
+{
+	static const char *const ours[] = {"parsable", "job-name", "output", "error", "open-mode",
+					   "chdir", "export", "wrap", "input", "export-file",
+					   "get-user-env", "test-only", "help", "usage", "version"};
+	size_t n = strcspn(opt + 2, "=");
+	for (size_t i = 0; i < sizeof ours / sizeof *ours; i++)
+		if (strlen(ours[i]) == n && !strncmp(opt + 2, ours[i], n))
+			return true;
+	return false;
+}
+
+/* One of "slurm"'s named options as --flag=value. */
+struct slurm_named {
+	const char *key, *flag;
+	const char *allowed;   /* the bytes of a string value; NULL: a number only */
+	bool number;           /* a whole number 1..1000000 too */
+	const char *what;      /* what it must be, for the error */
+};
+
+static int slurm_option(const cJSON *obj, const struct slurm_named *o, struct buf *opt,
+			struct orch_err *err)
+{
+	const cJSON *v = member(obj, o->key);
+	if (!v)
+		return 0;
+	int64_t n;
+	if (o->number && json_int(v, 1, 1000000, &n)) {
+		buf_printf(opt, "--%s=%lld", o->flag, (long long)n);
+		return 0;
+	}
+	if (!o->allowed || !cJSON_IsString(v) || !made_of(v->valuestring, o->allowed, 128))
+		return err_set(err, EINVAL, "\"slurm\": \"%s\" must be %s", o->key, o->what);
+	buf_printf(opt, "--%s=%s", o->flag, v->valuestring);
+	return 0;
+}
+
+static const char *const slurm_keys[] = {"partition", "time", "cpus", "mem", "gres", "account",
+					 "qos", "extra", NULL};
+
+/* "slurm": {"partition","time","cpus","mem","gres","account","qos","extra":[...]}
+ * as sbatch's options; each value is one argv entry of sbatch's, never a
+ * shell's, and what orchfs sets itself (output, job name, ...) cannot be. */
+static int get_slurm(const cJSON *obj, char ***opts, size_t *nopts, struct orch_err *err)
+{
+	const cJSON *v = member(obj, "slurm");
+	if (!v)
+		return 0;
+	if (!cJSON_IsObject(v))
+		return err_set(err, EINVAL, "\"slurm\" must be an object of sbatch options");
+	int rc = json_check_keys(v, slurm_keys, err);
+	if (rc)
+		return err_prefix(err, "\"slurm\": ");
+#define NAMES "a name of letters, digits and _.,- (at most 128)"
+	static const struct slurm_named named[] = {
+		{"partition", "partition", SLURM_NAME_CHARS, false, NAMES},
+		{"time", "time", "0123456789:-", true, "minutes, or Slurm's [D-]HH:MM:SS"},
+		{"cpus", "cpus-per-task", NULL, true, "a whole number 1..1000000"},
+		{"mem", "mem", "0123456789KMGTkmgt", true, "megabytes, or a size such as \"4G\""},
+		{"gres", "gres", SLURM_NAME_CHARS ":=", false, "a gres list such as \"gpu:1\""},
+		{"account", "account", SLURM_NAME_CHARS, false, NAMES},
+		{"qos", "qos", SLURM_NAME_CHARS, false, NAMES},
+	};
+#undef NAMES
+	const cJSON *extra = member(v, "extra");
+	size_t nextra = extra ? (size_t)cJSON_GetArraySize(extra) : 0;
+	if (extra && (!cJSON_IsArray(extra) || nextra > SLURM_EXTRA_MAX))
+		return err_set(err, EINVAL, "\"slurm\": \"extra\" must be an array of at most %d "
+			       "options", SLURM_EXTRA_MAX);
+	*opts = xcalloc(sizeof named / sizeof *named + nextra, sizeof **opts);
+	for (size_t i = 0; i < sizeof named / sizeof *named; i++) {
+		struct buf opt = BUF_INIT;
+		rc = slurm_option(v, &named[i], &opt, err);
+		if (rc || !opt.len) {
+			buf_free(&opt);
+			if (rc)
+				return rc;
+			continue;
+		}
+		(*opts)[(*nopts)++] = buf_steal(&opt);
+	}
+	for (const cJSON *c = extra ? extra->child : NULL; c; c = c->next) {
+		const char *s = cJSON_IsString(c) ? c->valuestring : NULL;
+		if (!s || strncmp(s, "--", 2) || !made_of(s + 2, SLURM_NAME_CHARS ":=/@+%", 256))
+			return err_set(err, EINVAL, "\"slurm\": each \"extra\" is one sbatch option "
+				       "--name[=value] of [A-Za-z0-9_.,:=/@+%%-], at most 256 bytes");
+		if (slurm_option_reserved(s))
+			return err_set(err, EINVAL, "\"slurm\": \"extra\" cannot set %.*s: orchfs sets "
+				       "it itself", (int)strcspn(s, "="), s);
+		(*opts)[(*nopts)++] = xstrdup(s);
+	}
+	return 0;
+}
+
 static const char *const task_keys[] = {
 	"id", "command", "deps", "title", "cwd", "env", "retries", "timeout_s", "model", "priority",
-	NULL,
+	"runner", "slurm", NULL,
 };
 
 static int parse_task_body(const cJSON *obj, struct task_spec *s, struct orch_err *err)
@@ -493,8 +612,15 @@ static int parse_task_body(const cJSON *obj, struct task_spec *s, struct orch_er
 	    (rc = get_cwd(obj, &s->cwd, err)) ||
 	    (rc = get_model(obj, &s->model, err)) ||
 	    (rc = get_env(obj, &s->env, &s->nenv, err)) ||
-	    (rc = get_deps(obj, s, err)))
+	    (rc = get_deps(obj, s, err)) ||
+	    (rc = get_runner(obj, &s->runner, err)) ||
+	    (rc = get_slurm(obj, &s->slurm, &s->nslurm, err)))
 		return rc;
+	/* Slurm's options say where it runs, unless "runner" says otherwise */
+	if (member(obj, "slurm") && s->runner == RUNNER_LOCAL)
+		return err_set(err, EINVAL, "\"slurm\" options are for \"runner\": \"slurm\"");
+	if (member(obj, "slurm"))
+		s->runner = RUNNER_SLURM;
 	v = 0;
 	if ((rc = get_int(obj, "retries", 0, RETRIES_MAX, &v, err)))
 		return rc;
@@ -532,6 +658,7 @@ void task_spec_free(struct task_spec *s)
 	free(s->cwd);
 	free(s->model);
 	strv_free(s->env, s->nenv);
+	strv_free(s->slurm, s->nslurm);
 	free(s->deps);
 	memset(s, 0, sizeof *s);
 }
@@ -560,7 +687,7 @@ static int check_unique_tasks(const struct cmd_plan *p, struct orch_err *err)
 	return rc;
 }
 
-static const char *const plan_keys[] = {"id", "title", "budget_usd", "tasks", NULL};
+static const char *const plan_keys[] = {"id", "title", "budget_usd", "runner", "tasks", NULL};
 
 static int parse_plan_json(const cJSON *root, struct cmd_plan *out, struct orch_err *err)
 {
@@ -568,9 +695,11 @@ static int parse_plan_json(const cJSON *root, struct cmd_plan *out, struct orch_
 	if (!cJSON_IsObject(root))
 		return err_set(err, EINVAL,
 			       "a plan is a JSON object {\"id\",\"title\"?,\"budget_usd\"?,\"tasks\":[…]}");
+	enum runner_kind runner = RUNNER_DEFAULT;
 	if ((rc = json_check_keys(root, plan_keys, err)) ||
 	    (rc = get_id(root, "id", "track", true, out->id, err)) ||
-	    (rc = get_string(root, "title", false, &out->title, err)))
+	    (rc = get_string(root, "title", false, &out->title, err)) ||
+	    (rc = get_runner(root, &runner, err)))
 		return rc;
 	const cJSON *b = member(root, "budget_usd");
 	if (b && !json_usd(b, &out->budget_micro))
@@ -591,6 +720,9 @@ static int parse_plan_json(const cJSON *root, struct cmd_plan *out, struct orch_
 		snprintf(label, sizeof label, "task %zu of the plan", i + 1);
 		if ((rc = parse_task(t, &out->tasks[i], label, err)))
 			return rc;
+		/* the plan's runner is its tasks' unless they name their own */
+		if (out->tasks[i].runner == RUNNER_DEFAULT)
+			out->tasks[i].runner = runner;
 	}
 	return check_unique_tasks(out, err);
 }

@@ -34,6 +34,9 @@ struct task_spec {
 	int retries;                   /* >= 0, default 0 */
 	int timeout_s;                 /* >= 0, default 0 = none */
 	int priority;                  /* any int, default 0; higher starts first */
+	enum runner_kind runner;       /* "runner"; RUNNER_DEFAULT when absent */
+	char **slurm;                  /* "slurm": sbatch's options, as checked */
+	size_t nslurm;
 };
 
 struct cmd_plan {                      /* tracks/create */

@@ -159,6 +159,9 @@ static int op_add_task(struct batch *b, const struct task_spec *s, const char *t
 	t->retries = t->retries_initial = s->retries;
 	t->timeout_s = s->timeout_s;
 	t->priority = s->priority;
+	t->runner = s->runner;
+	t->slurm = strv_dup(s->slurm, s->nslurm);
+	t->nslurm = s->nslurm;
 	t->order = o->next_order++;
 	t->status = TASK_BLOCKED;
 	t->created_ms = time_now_ms();

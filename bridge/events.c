@@ -21,6 +21,7 @@ const struct event_kind_info event_kinds[EVK_COUNT] = {
 	[EVK_WORKER_EXITED] = {"worker.exited", EV_WORKERS},
 	[EVK_WORKER_LOST] = {"worker.lost", EV_WORKERS},
 	[EVK_WORKER_ADOPTED] = {"worker.adopted", EV_WORKERS},
+	[EVK_WORKER_RUNNER_STATE] = {"worker.runner_state", EV_WORKERS},
 	[EVK_TASK_STATUS] = {"task.status", EV_DAG},
 	[EVK_TASK_RETRY] = {"task.retry", EV_DAG},
 	[EVK_TASK_SPAWN_FAILED] = {"task.spawn_failed", EV_DAG},

@@ -152,6 +152,17 @@ void jw_str(struct buf *b, const char *s)
 	jw_strn(b, s, strlen(s));
 }
 
+void jw_strv(struct buf *b, char *const *v, size_t n)
+{
+	buf_putc(b, '[');
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			buf_putc(b, ',');
+		jw_str(b, v[i]);
+	}
+	buf_putc(b, ']');
+}
+
 void jw_str_or_null(struct buf *b, const char *s)
 {
 	if (s && *s)

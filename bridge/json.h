@@ -31,6 +31,7 @@ cJSON *json_add_str_or_null(cJSON *obj, const char *name, const char *s);
 void jw_str(struct buf *b, const char *s);
 void jw_strn(struct buf *b, const char *s, size_t len);
 void jw_str_or_null(struct buf *b, const char *s);   /* NULL or "" -> null */
+void jw_strv(struct buf *b, char *const *v, size_t n);  /* an array of strings */
 void jw_i64(struct buf *b, int64_t v);
 void jw_double(struct buf *b, double v);
 void jw_bool(struct buf *b, bool v);

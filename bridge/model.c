@@ -268,6 +268,7 @@ void task_free(struct task *t)
 	free(t->cwd);
 	free(t->model);
 	strv_free(t->env, t->nenv);
+	strv_free(t->slurm, t->nslurm);
 	free(t->deps);
 	free(t->rdeps);
 	free(t->workers);
@@ -282,6 +283,8 @@ void worker_free(struct worker *w)
 	free(w->cwd);
 	free(w->model);
 	strv_free(w->env, w->nenv);
+	strv_free(w->runner_options, w->nrunner_options);
+	free(w->runner_ref);
 	free(w->log_path);
 	free(w->usage.v);
 	free(w);

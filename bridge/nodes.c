@@ -478,9 +478,13 @@ static int a_stdin(struct orch *o, const struct node *n, const char *in, size_t 
 			     w->status == WORKER_RUNNING ? "not started yet" : "ended",
 			     worker_status_name(w->status));
 	} else {
-		ssize_t r = o->runner->ops->write_stdin(o->runner, w->job, in, len);
+		struct runner *runner = orch_runner(o, w->runner);
+		ssize_t r = runner->ops->write_stdin(runner, w->job, in, len);
 		if (r == -EAGAIN)
 			rc = err_set(err, EAGAIN, "worker %d is not reading its stdin (pipe full)", w->id);
+		else if (r == -EOPNOTSUPP)
+			rc = err_set(err, EOPNOTSUPP, "worker %d runs under %s: it has no stdin", w->id,
+				     runner->ops->name);
 		else if (r < 0)
 			rc = err_set(err, EBUSY, "worker %d stdin: %s", w->id, strerror((int)-r));
 		else if ((size_t)r < len)
@@ -574,7 +578,7 @@ static int a_remove(struct orch *o, const struct node *n, const char *in, size_t
 #define K(kind) (UINT64_C(1) << EVK_##kind)
 /* a worker's life: each of these changes its status or what it shows */
 #define K_WORKER (K(WORKER_SPAWNED) | K(WORKER_SIGNAL) | K(WORKER_TIMEOUT) | K(WORKER_EXITED) | \
-		  K(WORKER_LOST))
+		  K(WORKER_LOST) | K(WORKER_ADOPTED) | K(WORKER_RUNNER_STATE))
 #define K_TASKS (K(TASK_STATUS) | K(TASK_ADDED) | K(TASK_REMOVED))
 #define K_EDGES (K(DEP_ADDED) | K(DEP_REMOVED))
 #define K_TRACKS (K(TRACK_STATUS) | K(TRACK_CREATED) | K(TRACK_BUDGET))

@@ -91,7 +91,8 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	/* ids go on from the last one stored */
 	if (runner_local_create(o->cfg.isolation, key, run, logs,
 				o->cfg.supervisor ? o->cfg.supervisor : "/proc/self/exe",
-				(int)o->nworkers + 1, &o->runner, err)) {
+				(int)o->nworkers + 1, &o->runner, err) ||
+	    runner_slurm_create(o->cfg.slurm_poll_ms, &o->slurm, err)) {
 		orch_destroy(o);
 		return -err->errnum;
 	}
@@ -191,13 +192,14 @@ void orch_destroy(struct orch *o)
 	for (size_t i = 0; i < o->nworkers; i++) {
 		struct worker *w = o->workers[i];
 		if (w->job)
-			o->runner->ops->forget(o->runner, w->job);
+			orch_runner(o, w->runner)->ops->forget(orch_runner(o, w->runner), w->job);
 		worker_free(w);
 	}
 	free(o->workers);
 	/* what runs now was left to the next daemon (--live-restore), or is
 	 * what a failed start found (re-adopted by the next one) */
 	runner_destroy(o->runner, true);
+	runner_destroy(o->slurm, true);
 	/* first: the store thread may still be writing what was queued */
 	store_close(o->store);
 	o->store = NULL;
@@ -216,6 +218,13 @@ void orch_destroy(struct orch *o)
 	close(o->wake_fd);
 	pthread_cond_destroy(&o->spawned);
 	pthread_mutex_destroy(&o->lock);
+}
+
+struct runner *orch_runner(const struct orch *o, enum runner_kind k)
+{
+	if (k == RUNNER_DEFAULT)
+		k = o->cfg.runner;
+	return k == RUNNER_SLURM ? o->slurm : o->runner;
 }
 
 void orch_wake(struct orch *o)

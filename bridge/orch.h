@@ -65,6 +65,9 @@ struct task {
 	int retries_initial;
 	int timeout_s;
 	int priority;
+	enum runner_kind runner;   /* RUNNER_DEFAULT: the daemon's --runner */
+	char **slurm;              /* sbatch's options, as checked */
+	size_t nslurm;
 	uint64_t order;            /* creation order, the scheduler's tie-break */
 	enum task_status status;
 	struct task **deps;
@@ -95,6 +98,10 @@ struct worker {
 	 * the record (0: none) */
 	struct runner_job *job;
 	pid_t pid;
+	enum runner_kind runner;   /* never RUNNER_DEFAULT */
+	char *runner_ref;          /* what its runner adopts it by (a Slurm job id); NULL: none */
+	char **runner_options;     /* its task's, for its start */
+	size_t nrunner_options;
 	/* an end the runner told while its start was being answered */
 	bool end_early;
 	struct runner_end early;
@@ -138,6 +145,9 @@ struct orch_config {
 	int kill_grace_s;
 	enum runner_isolation isolation;   /* --isolation: auto (default), cgroup, process-group */
 	bool live_restore;         /* --live-restore: a clean stop leaves workers running */
+	enum runner_kind runner;   /* --runner: where tasks without their own go; default local */
+	int slurm_poll_ms;         /* --slurm-poll: how often Slurm is asked; default 1000 */
+	char *slurm_log_dir;       /* --slurm-log-dir: logs of Slurm workers; default STATE_DIR/logs */
 	const char *supervisor;    /* the program run as the supervisor; default /proc/self/exe */
 	int telemetry_hz;
 	size_t max_write;          /* EFBIG above; default 1 MiB */
@@ -208,6 +218,7 @@ struct orch {
 	struct telemetry *tm;
 	struct store *store;       /* NULL when nothing is kept on disk */
 	struct runner *runner;     /* how workers run: the local runner */
+	struct runner *slurm;      /* and the Slurm one */
 	struct render_cache *rcache; /* nodes.c: last renders, keyed by node and version */
 	struct render_sections *sections; /* render.c: the fragments of the big documents */
 };
@@ -220,6 +231,8 @@ int orch_start(struct orch *o);          /* starts the scheduler thread */
 void orch_shutdown(struct orch *o);
 void orch_destroy(struct orch *o);
 void orch_wake(struct orch *o);
+/* the runner of a kind (RUNNER_DEFAULT: the daemon's default) */
+struct runner *orch_runner(const struct orch *o, enum runner_kind k);
 int orch_mkdir_p(const char *path);      /* mkdir -p, mode 0700; -errno */          /* any thread; nudges the scheduler */
 /* last_error := this rendered error object. */
 void orch_record_error(struct orch *o, const char *object, size_t len);

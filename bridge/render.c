@@ -100,7 +100,10 @@ void render_worker(const struct orch *o, const struct worker *w, struct buf *b)
 		jw_double(b, (double)w->cpu_us / 1e6);
 	else
 		jw_lit(b, "null");
-	o->runner->ops->describe(o->runner, w->job, b);
+	struct runner *r = orch_runner(o, w->runner);
+	jw_lit(b, ",\"runner\":");
+	jw_str(b, r->ops->name);
+	r->ops->describe(r, w->job, w->runner_ref, b);
 	jw_lit(b, ",\"log\":");
 	jw_str(b, w->log_path);
 	jw_lit(b, ",\"usage\":");
@@ -153,6 +156,13 @@ void render_task(struct orch *o, const struct task *t, bool with_workers, struct
 	jw_str_or_null(b, t->model);
 	jw_lit(b, ",\"priority\":");
 	jw_i64(b, t->priority);
+	jw_lit(b, ",\"runner\":");
+	jw_str_or_null(b, runner_kind_name(t->runner));
+	jw_lit(b, ",\"slurm\":");
+	if (t->nslurm)
+		jw_strv(b, t->slurm, t->nslurm);
+	else
+		jw_lit(b, "null");
 	jw_lit(b, ",\"created_at\":");
 	jw_time(b, t->created_ms);
 	jw_lit(b, ",\"worker\":");

@@ -378,7 +378,7 @@ static void live_remove(struct local *r, int id)
 static void ended_add(struct local *r, int id, int wstatus, bool lost)
 {
 	ARRAY_GROW(r->ended, r->ended_cap, r->nended + 1);
-	r->ended[r->nended++] = (struct runner_end){id, wstatus, lost};
+	r->ended[r->nended++] = (struct runner_end){id, wstatus, lost, false};
 	uint64_t one = 1;
 	(void)!write(r->base.event_fd, &one, sizeof one);
 }
@@ -830,8 +830,8 @@ static void local_forget(struct runner *base, struct runner_job *job)
 	free(job);
 }
 
-static enum runner_found local_adopt(struct runner *base, int id, struct runner_job **out,
-				     int *wstatus)
+static enum runner_found local_adopt(struct runner *base, int id, const char *ref,
+				     struct runner_job **out, int *wstatus)
 {
 	struct local *r = local_of(base);
 	*out = NULL;
@@ -883,7 +883,13 @@ static void local_adopt_end(struct runner *base)
 	r->nadopted = 0;
 }
 
-static void local_describe(struct runner *base, const struct runner_job *job, struct buf *b)
+static const char *local_ref(const struct runner_job *job)
+{
+	return NULL;
+}
+
+static void local_describe(struct runner *base, const struct runner_job *job, const char *ref,
+			   struct buf *b)
 {
 	char path[4200];
 	jw_lit(b, ",\"cgroup\":");
@@ -980,9 +986,15 @@ static const struct runner_ops local_ops = {
 	.forget = local_forget,
 	.adopt = local_adopt,
 	.adopt_end = local_adopt_end,
+	.ref = local_ref,
 	.describe = local_describe,
 	.destroy = local_destroy,
 };
+
+const char *runner_kind_name(enum runner_kind k)
+{
+	return k == RUNNER_LOCAL ? "local" : k == RUNNER_SLURM ? "slurm" : NULL;
+}
 
 pid_t runner_job_pid(const struct runner_job *job)
 {
@@ -1063,6 +1075,20 @@ int runner_local_create(enum runner_isolation want, const char *state_key, const
 	r->started = pthread_create(&r->thread, NULL, prep_main, r) == 0;
 	*out = &r->base;
 	return 0;
+}
+
+void runner_local_skip(struct runner *base, int id)
+{
+	struct local *r = local_of(base);
+	struct runner_prepared w;
+	const char *what;
+	char path[4200];
+	log_path_of(r, id, path, sizeof path);
+	if (take(r, id, path, &w, &what) == 0) {
+		if (w.cgroup >= 0)
+			retire(r, id);
+		prepared_close(&w);
+	}
 }
 
 const char *runner_isolation(const struct runner *base)

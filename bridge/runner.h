@@ -31,6 +31,9 @@ struct runner_spec {
 	const char *cwd;
 	char *const *envp;
 	const char *log_path;      /* made anew: ids are never reused */
+	const char *name;          /* its task's id, to name it by (NULL: none) */
+	char *const *options;      /* the runner's own, as checked (Slurm: sbatch's) */
+	size_t noptions;
 };
 
 /* A job that ended, as the runner tells the scheduler. */
@@ -38,6 +41,7 @@ struct runner_end {
 	int id;
 	int wstatus;               /* as wait(2) gives it */
 	bool lost;                 /* its end cannot be known */
+	bool changed;              /* not an end: what describe says has changed */
 };
 
 /* What a restarted daemon finds of a worker its store says runs. */
@@ -66,16 +70,27 @@ struct runner_ops {
 	int64_t (*release)(struct runner *r, struct runner_job *job);
 	/* frees the job of a worker left running (to the next daemon) */
 	void (*forget)(struct runner *r, struct runner_job *job);
-	/* at a restart, for each worker the store says runs */
-	enum runner_found (*adopt)(struct runner *r, int id, struct runner_job **out,
-				   int *wstatus);
+	/* at a restart, for each worker the store says runs, with the ref its
+	 * record kept */
+	enum runner_found (*adopt)(struct runner *r, int id, const char *ref,
+				   struct runner_job **out, int *wstatus);
 	/* after the adopts: what runs and nobody claimed is killed */
 	void (*adopt_end)(struct runner *r);
-	/* `,"key":value` pairs for the job's info.json */
-	void (*describe)(struct runner *r, const struct runner_job *job, struct buf *json);
+	/* what the worker's record keeps to adopt it by (NULL: its id is enough) */
+	const char *(*ref)(const struct runner_job *job);
+	/* `,"key":value` pairs for the job's info.json (job NULL: ended; ref:
+	 * what its record kept) */
+	void (*describe)(struct runner *r, const struct runner_job *job, const char *ref,
+			 struct buf *json);
 	/* the end: running jobs are killed, unless keep (left to the next daemon) */
 	void (*destroy)(struct runner *r, bool keep);
 };
+
+/* Which runner a task's workers go to ("runner" in a plan or add_task). */
+enum runner_kind { RUNNER_DEFAULT, RUNNER_LOCAL, RUNNER_SLURM };
+
+/* "local", "slurm"; NULL for RUNNER_DEFAULT */
+const char *runner_kind_name(enum runner_kind k);
 
 /* The part every runner shares. */
 struct runner {
@@ -136,6 +151,14 @@ enum runner_isolation { ISOLATION_AUTO, ISOLATION_CGROUP, ISOLATION_PGROUP };
 int runner_local_create(enum runner_isolation want, const char *state_key, const char *run_dir,
 			const char *log_dir, const char *exe, int first_id, struct runner **out,
 			struct orch_err *err);
+/* --- the Slurm runner (slurm.c) --- */
+
+/* Jobs' states are polled every POLL_MS. */
+int runner_slurm_create(int poll_ms, struct runner **out, struct orch_err *err);
+
+/* Worker id runs elsewhere (another runner): what was made ahead for it
+ * goes, but for its log, which that runner writes. */
+void runner_local_skip(struct runner *r, int id);
 /* "cgroup" or "process-group" */
 const char *runner_isolation(const struct runner *r);
 /* The path of worker id's cgroup into out; false without one. */

@@ -193,6 +193,11 @@ static char **worker_envp(struct orch *o, const struct worker *w, char *const *o
 
 /* --- starting a worker: its record under the lock, the process without --- */
 
+static struct runner *worker_runner(const struct orch *o, const struct worker *w)
+{
+	return orch_runner(o, w->runner);
+}
+
 static void worker_over(struct orch *o, struct worker *w, const struct runner_end *end);
 
 struct spawn_job {
@@ -218,12 +223,19 @@ static struct worker *spawn_begin(struct orch *o, const struct cmd_spawn *req, s
 	w->command = xstrdup(command);
 	w->cwd = xstrdup(cwd ? cwd : o->cfg.workdir);
 	w->model = model ? xstrdup(model) : NULL;
+	w->runner = o->cfg.runner == RUNNER_SLURM ? RUNNER_SLURM : RUNNER_LOCAL;
 	if (t) {
 		strcpy(w->task_id, t->id);
 		strcpy(w->track_id, t->track->id);
 		w->env = strv_dup(t->env, t->nenv);
 		w->nenv = t->nenv;
 		w->timeout_s = t->timeout_s;
+		if (t->runner != RUNNER_DEFAULT)
+			w->runner = t->runner;
+		if (w->runner == RUNNER_SLURM) {
+			w->runner_options = strv_dup(t->slurm, t->nslurm);
+			w->nrunner_options = t->nslurm;
+		}
 	} else {
 		strcpy(w->task_id, req->task);
 		strcpy(w->track_id, req->track);
@@ -231,7 +243,10 @@ static struct worker *spawn_begin(struct orch *o, const struct cmd_spawn *req, s
 		w->nenv = req->nenv;
 	}
 	struct buf path = BUF_INIT;
-	buf_printf(&path, "%s/logs/%d.log", o->cfg.state_dir, w->id);
+	if (w->runner == RUNNER_SLURM && o->cfg.slurm_log_dir)
+		buf_printf(&path, "%s/%d.log", o->cfg.slurm_log_dir, w->id);
+	else
+		buf_printf(&path, "%s/logs/%d.log", o->cfg.state_dir, w->id);
 	w->log_path = buf_steal(&path);
 	w->status = WORKER_RUNNING;
 	w->started_ms = time_now_ms();
@@ -257,12 +272,29 @@ static void spawn_run(struct orch *o, struct spawn_job *jobs, size_t n)
 	struct runner_job **started = xcalloc(n, sizeof *started);
 	int *rc = xcalloc(n, sizeof *rc);
 	struct orch_err *errs = xcalloc(n, sizeof *errs);
+	/* each runner's in one call: the local ones first (a batch of Slurm
+	 * submissions is slower) */
+	size_t nlocal = 0;
+	for (size_t i = 0; i < n; i++)
+		if (jobs[i].w->runner == RUNNER_LOCAL) {
+			struct spawn_job j = jobs[nlocal];
+			jobs[nlocal++] = jobs[i];
+			jobs[i] = j;
+		}
 	for (size_t i = 0; i < n; i++) {
 		struct worker *w = jobs[i].w;
 		specs[i] = (struct runner_spec){w->id, w->command, w->cwd,
-						worker_envp(o, w, w->env, w->nenv), w->log_path};
+						worker_envp(o, w, w->env, w->nenv), w->log_path,
+						w->task_id[0] ? w->task_id : NULL, w->runner_options,
+						w->nrunner_options};
+		if (w->runner != RUNNER_LOCAL)
+			runner_local_skip(o->runner, w->id);
 	}
-	o->runner->ops->start(o->runner, specs, n, started, rc, errs);
+	if (nlocal)
+		o->runner->ops->start(o->runner, specs, nlocal, started, rc, errs);
+	if (n > nlocal)
+		o->slurm->ops->start(o->slurm, specs + nlocal, n - nlocal, started + nlocal,
+				     rc + nlocal, errs + nlocal);
 	for (size_t i = 0; i < n; i++) {
 		jobs[i].job = started[i];
 		jobs[i].rc = rc[i];
@@ -307,14 +339,18 @@ static void spawn_end(struct orch *o, struct spawn_job *j)
 	}
 	w->job = j->job;
 	w->pid = runner_job_pid(w->job);
+	const char *ref = worker_runner(o, w)->ops->ref(w->job);
+	w->runner_ref = ref ? xstrdup(ref) : NULL;
 	w->started_ns = time_mono_ns();
 	if (o->pipeline == PIPE_FROZEN)
-		runner_freeze(o->runner, w->job, true);
+		runner_freeze(worker_runner(o, w), w->job, true);
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddNumberToObject(d, "id", w->id);
 	json_add_str_or_null(d, "task", w->task_id);
 	json_add_str_or_null(d, "track", w->track_id);
 	cJSON_AddNumberToObject(d, "pid", w->pid);
+	cJSON_AddStringToObject(d, "runner", worker_runner(o, w)->ops->name);
+	json_add_str_or_null(d, "job_id", w->runner_ref);
 	cJSON_AddStringToObject(d, "command", w->command);
 	orch_event(o, w, EVK_WORKER_SPAWNED, d);
 	if (w->end_early) {
@@ -323,9 +359,9 @@ static void spawn_end(struct orch *o, struct spawn_job *j)
 		worker_over(o, w, &w->early);
 	} else if (w->pending_signal) {
 		/* a kill that came while it started */
-		runner_signal(o->runner, w->job, w->pending_signal);
+		runner_signal(worker_runner(o, w), w->job, w->pending_signal);
 		if (o->pipeline == PIPE_FROZEN)
-			runner_freeze(o->runner, w->job, false);
+			runner_freeze(worker_runner(o, w), w->job, false);
 	}
 	orch_wake(o);
 }
@@ -366,7 +402,7 @@ int sched_kill(struct orch *o, struct worker *w, int sig, int grace_s, struct or
 	/* still starting: it gets the signal the moment it has a pid */
 	if (w->starting && (w->pending_signal != SIGKILL))
 		w->pending_signal = sig;
-	int rc = w->starting ? 0 : runner_signal(o->runner, w->job, sig);
+	int rc = w->starting ? 0 : runner_signal(worker_runner(o, w), w->job, sig);
 	if (rc && rc != -ESRCH)
 		return err_set(err, EIO, "kill worker %d: %s", w->id, strerror(-rc));
 	bool ends = signal_ends_process(sig);
@@ -374,7 +410,7 @@ int sched_kill(struct orch *o, struct worker *w, int sig, int grace_s, struct or
 		w->kill_requested = true;
 		/* A frozen worker would hold the signal pending until thawed. */
 		if (o->pipeline == PIPE_FROZEN && !w->starting)
-			runner_freeze(o->runner, w->job, false);
+			runner_freeze(worker_runner(o, w), w->job, false);
 		if (sig != SIGKILL) {
 			int64_t deadline = time_mono_ns() + (int64_t)grace_s * 1000000000;
 			if (!w->kill_deadline_ns || deadline < w->kill_deadline_ns)
@@ -399,7 +435,7 @@ static void pipeline_set(struct orch *o, enum pipeline_status s)
 	sched_wait_started(o);
 	if (s == PIPE_FROZEN || from == PIPE_FROZEN)
 		for (int i = 0; i < o->running; i++)
-			runner_freeze(o->runner, o->run[i]->job, s == PIPE_FROZEN);
+			runner_freeze(worker_runner(o, o->run[i]), o->run[i]->job, s == PIPE_FROZEN);
 	o->pipeline = s;
 	cJSON *d = cJSON_CreateObject();
 	cJSON_AddStringToObject(d, "from", pipeline_status_name(from));
@@ -486,7 +522,7 @@ static void task_after_attempt(struct orch *o, struct worker *w);
 static void worker_lost(struct orch *o, struct worker *w)
 {
 	if (w->job)
-		w->cpu_us = runner_release(o->runner, w->job);
+		w->cpu_us = runner_release(worker_runner(o, w), w->job);
 	w->job = NULL;
 	run_remove(o, w);
 	w->status = WORKER_LOST;
@@ -512,7 +548,7 @@ static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 	else
 		w->status = WORKER_FAILED;
 	if (w->job)
-		w->cpu_us = runner_release(o->runner, w->job);
+		w->cpu_us = runner_release(worker_runner(o, w), w->job);
 	w->job = NULL;
 	w->kill_deadline_ns = 0;
 	run_remove(o, w);
@@ -572,7 +608,8 @@ void sched_recover(struct orch *o)
 			continue;
 		int wstatus = 0;
 		struct runner_job *job;
-		switch (o->runner->ops->adopt(o->runner, w->id, &job, &wstatus)) {
+		struct runner *r = worker_runner(o, w);
+		switch (r->ops->adopt(r, w->id, w->runner_ref, &job, &wstatus)) {
 		case RUNNER_RUNNING: {
 			run_add(o, w);
 			w->job = job;
@@ -580,7 +617,7 @@ void sched_recover(struct orch *o)
 			/* its timeout counts from its start, not from ours */
 			w->started_ns = time_mono_ns() - (time_now_ms() - w->started_ms) * 1000000;
 			if (o->pipeline == PIPE_FROZEN)
-				runner_freeze(o->runner, w->job, true);
+				runner_freeze(worker_runner(o, w), w->job, true);
 			cJSON *d = cJSON_CreateObject();
 			cJSON_AddNumberToObject(d, "id", w->id);
 			cJSON_AddNumberToObject(d, "pid", w->pid);
@@ -596,6 +633,7 @@ void sched_recover(struct orch *o)
 		}
 	}
 	o->runner->ops->adopt_end(o->runner);
+	o->slurm->ops->adopt_end(o->slurm);
 	/* A task still running here lost an attempt whose record never reached
 	 * the disk: it ends as that attempt would have. */
 	for (struct task *t = o->tasks; t; t = t->next) {
@@ -621,6 +659,23 @@ static struct task *pick_ready(struct orch *o, struct task ***skipped, size_t *n
 	return t;
 }
 
+/* What its runner says of it changed (a Slurm job's queue state): its
+ * info.json is new, and watchers hear of it. */
+static void runner_state_event(struct orch *o, struct worker *w)
+{
+	struct buf b = BUF_INIT;
+	worker_runner(o, w)->ops->describe(worker_runner(o, w), w->job, w->runner_ref, &b);
+	/* describe gives `,"key":value`: made an object of */
+	b.data[0] = '{';
+	buf_putc(&b, '}');
+	cJSON *d = cJSON_Parse(b.data);
+	buf_free(&b);
+	if (!d)
+		d = cJSON_CreateObject();
+	cJSON_AddNumberToObject(d, "id", w->id);
+	orch_event(o, w, EVK_WORKER_RUNNER_STATE, d);
+}
+
 /* Lock held: reaps, enforces timeouts and kill graces, and makes the records
  * of the workers to start (jobs), whose processes start after the lock is
  * released: a fork is never made while others wait for the model. */
@@ -628,21 +683,28 @@ static void sched_tick(struct orch *o, struct spawn_job **jobs, size_t *njobs)
 {
 	int64_t now = time_mono_ns();
 	bool changed = false;
-	struct runner_end *ends;
-	size_t nends = o->runner->ops->collect(o->runner, &ends);
-	for (size_t i = 0; i < nends; i++) {
-		struct worker *w = worker_find(o, ends[i].id);
-		if (!w || w->status != WORKER_RUNNING)
-			continue;   /* one the store did not know, killed at the restart */
-		if (w->starting) {
-			w->end_early = true;   /* its start's end sees to it */
-			w->early = ends[i];
-			continue;
+	struct runner *runners[] = {o->runner, o->slurm};
+	for (size_t k = 0; k < sizeof runners / sizeof *runners; k++) {
+		struct runner_end *ends;
+		size_t nends = runners[k]->ops->collect(runners[k], &ends);
+		for (size_t i = 0; i < nends; i++) {
+			struct worker *w = worker_find(o, ends[i].id);
+			if (!w || w->status != WORKER_RUNNING)
+				continue;   /* one the store did not know, killed at the restart */
+			if (ends[i].changed) {
+				runner_state_event(o, w);
+				continue;
+			}
+			if (w->starting) {
+				w->end_early = true;   /* its start's end sees to it */
+				w->early = ends[i];
+				continue;
+			}
+			worker_over(o, w, &ends[i]);
+			changed = true;
 		}
-		worker_over(o, w, &ends[i]);
-		changed = true;
+		free(ends);
 	}
-	free(ends);
 	for (int i = 0; i < o->running; i++) {
 		struct worker *w = o->run[i];
 		if (w->starting)
@@ -654,14 +716,14 @@ static void sched_tick(struct orch *o, struct spawn_job **jobs, size_t *njobs)
 			cJSON_AddNumberToObject(d, "id", w->id);
 			cJSON_AddNumberToObject(d, "timeout_s", w->timeout_s);
 			orch_event(o, w, EVK_WORKER_TIMEOUT, d);
-			runner_signal(o->runner, w->job, SIGTERM);
+			runner_signal(worker_runner(o, w), w->job, SIGTERM);
 			if (o->pipeline == PIPE_FROZEN)
-				runner_freeze(o->runner, w->job, false);
+				runner_freeze(worker_runner(o, w), w->job, false);
 			w->kill_deadline_ns = now + (int64_t)o->cfg.kill_grace_s * 1000000000;
 		}
 		if (w->kill_deadline_ns && now >= w->kill_deadline_ns) {
 			w->kill_deadline_ns = 0;
-			runner_signal(o->runner, w->job, SIGKILL);
+			runner_signal(worker_runner(o, w), w->job, SIGKILL);
 			cJSON *d = cJSON_CreateObject();
 			cJSON_AddNumberToObject(d, "id", w->id);
 			cJSON_AddStringToObject(d, "signal", "KILL");
@@ -719,11 +781,12 @@ void *sched_main(void *arg)
 	/* a stop waits for the workers to end, unless they are left running to
 	 * the next daemon */
 	while (!(o->stopping && (o->running == 0 || o->cfg.live_restore))) {
-		struct pollfd fds[2] = {{.fd = o->wake_fd, .events = POLLIN},
-					{.fd = o->runner->event_fd, .events = POLLIN}};
+		struct pollfd fds[3] = {{.fd = o->wake_fd, .events = POLLIN},
+					{.fd = o->runner->event_fd, .events = POLLIN},
+					{.fd = o->slurm->event_fd, .events = POLLIN}};
 		pthread_mutex_unlock(&o->lock);
 		/* 100 ms bounds how late a timeout or a kill grace can fire. */
-		poll(fds, 2, 100);
+		poll(fds, 3, 100);
 		uint64_t drain;
 		if (fds[0].revents & POLLIN)
 			(void)!read(o->wake_fd, &drain, sizeof drain);

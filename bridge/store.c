@@ -295,17 +295,6 @@ fail:
 
 /* The model's rows, written straight as JSON (the loaders below read them). */
 
-static void strv_doc(struct buf *b, char *const *v, size_t n)
-{
-	buf_putc(b, '[');
-	for (size_t i = 0; i < n; i++) {
-		if (i)
-			buf_putc(b, ',');
-		jw_str(b, v[i]);
-	}
-	buf_putc(b, ']');
-}
-
 static void usage_doc(struct buf *b, const struct usage_set *set)
 {
 	buf_putc(b, '[');
@@ -365,7 +354,7 @@ static char *task_doc(const struct task *t)
 	jw_lit(&b, ",\"model\":");
 	jw_str_or_null(&b, t->model);
 	jw_lit(&b, ",\"env\":");
-	strv_doc(&b, t->env, t->nenv);
+	jw_strv(&b, t->env, t->nenv);
 	jw_lit(&b, ",\"retries\":");
 	jw_i64(&b, t->retries);
 	jw_lit(&b, ",\"retries_initial\":");
@@ -374,6 +363,10 @@ static char *task_doc(const struct task *t)
 	jw_i64(&b, t->timeout_s);
 	jw_lit(&b, ",\"priority\":");
 	jw_i64(&b, t->priority);
+	jw_lit(&b, ",\"runner\":");
+	jw_i64(&b, t->runner);
+	jw_lit(&b, ",\"slurm\":");
+	jw_strv(&b, t->slurm, t->nslurm);
 	jw_lit(&b, ",\"order\":");
 	jw_i64(&b, (int64_t)t->order);
 	jw_lit(&b, ",\"status\":");
@@ -414,9 +407,13 @@ static char *worker_doc(const struct worker *w)
 	jw_lit(&b, ",\"model\":");
 	jw_str_or_null(&b, w->model);
 	jw_lit(&b, ",\"env\":");
-	strv_doc(&b, w->env, w->nenv);
+	jw_strv(&b, w->env, w->nenv);
 	jw_lit(&b, ",\"pid\":");
 	jw_i64(&b, w->pid);
+	jw_lit(&b, ",\"runner\":");
+	jw_i64(&b, w->runner);
+	jw_lit(&b, ",\"ref\":");
+	jw_str_or_null(&b, w->runner_ref);
 	jw_lit(&b, ",\"started\":");
 	jw_i64(&b, w->started_ms);
 	jw_lit(&b, ",\"ended\":");
@@ -1341,6 +1338,8 @@ static int load_tasks(struct store *s, struct orch *o)
 		t->retries_initial = (int)doc_i64(d, "retries_initial", 0);
 		t->timeout_s = (int)doc_i64(d, "timeout_s", 0);
 		t->priority = (int)doc_i64(d, "priority", 0);
+		t->runner = (enum runner_kind)doc_i64(d, "runner", RUNNER_DEFAULT);
+		t->slurm = doc_strv(d, "slurm", &t->nslurm);
 		t->order = (uint64_t)doc_i64(d, "order", 0);
 		t->status = (enum task_status)doc_i64(d, "status", TASK_BLOCKED);
 		t->created_ms = doc_i64(d, "created", 0);
@@ -1408,6 +1407,8 @@ static int load_workers(struct store *s, struct orch *o)
 		w->model = doc_str(d, "model");
 		w->env = doc_strv(d, "env", &w->nenv);
 		w->pid = (pid_t)doc_i64(d, "pid", 0);
+		w->runner = (enum runner_kind)doc_i64(d, "runner", RUNNER_LOCAL);
+		w->runner_ref = doc_str(d, "ref");
 		w->cpu_us = doc_i64(d, "cpu_us", -1);
 		w->started_ms = doc_i64(d, "started", 0);
 		w->ended_ms = doc_i64(d, "ended", 0);

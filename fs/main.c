@@ -52,6 +52,10 @@ static void usage(FILE *out)
 	      "                          be made (auto, the default), or process groups\n"
 	      "  --live-restore          a clean stop leaves workers running, for the next\n"
 	      "                          daemon on the state directory (a crash always does)\n"
+	      "  --runner local|slurm    where tasks without a \"runner\" go; default local\n"
+	      "  --slurm-poll-ms N       how often Slurm's jobs are looked at; default 1000\n"
+	      "  --slurm-log-dir DIR     Slurm workers' logs, on a directory the nodes share;\n"
+	      "                          default STATE_DIR/logs\n"
 	      "  --telemetry-hz N        default 10\n"
 	      "  -h, --help   -V, --version\n"
 	      "See orchfs(1).\n",
@@ -133,6 +137,7 @@ static void options_free(struct orch_config *cfg, struct api_config *api)
 	free((char *)api->tls_cert);
 	free((char *)api->tls_key);
 	free(cfg->pricing_file);
+	free(cfg->slurm_log_dir);
 	free(cfg->workdir);
 	free(cfg->mount);
 }
@@ -158,6 +163,9 @@ int main(int argc, char **argv)
 		{"kill-grace", required_argument, NULL, 'g'},
 		{"isolation", required_argument, NULL, 'I'},
 		{"live-restore", no_argument, NULL, 'L'},
+		{"runner", required_argument, NULL, 'R'},
+		{"slurm-poll-ms", required_argument, NULL, 'P'},
+		{"slurm-log-dir", required_argument, NULL, 'D'},
 		{"telemetry-hz", required_argument, NULL, 't'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
@@ -220,6 +228,16 @@ int main(int argc, char **argv)
 			options_free(&cfg, &api);
 			return 2;
 		case 'L': cfg.live_restore = true; break;
+		case 'R':
+			if (strcmp(optarg, "local") && strcmp(optarg, "slurm")) {
+				fprintf(stderr, "orchfs: --runner %s: local or slurm\n", optarg);
+				options_free(&cfg, &api);
+				return 2;
+			}
+			cfg.runner = optarg[0] == 's' ? RUNNER_SLURM : RUNNER_LOCAL;
+			break;
+		case 'P': cfg.slurm_poll_ms = (int)parse_num("--slurm-poll-ms", optarg, 50, 600000); break;
+		case 'D': cfg.slurm_log_dir = absolute(optarg); break;
 		case 't': cfg.telemetry_hz = (int)parse_num("--telemetry-hz", optarg, 1, 1000); break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("orchfs %s\n", ORCHFS_VERSION); return 0;

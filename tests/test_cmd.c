@@ -210,6 +210,71 @@ static void test_plan_minimal(void **state)
 	cmd_plan_free(&p);
 }
 
+/* "runner" per plan and per task, "slurm" as sbatch's options, each value
+ * checked: what orchfs sets itself cannot be changed by an "extra". */
+static void test_plan_runners(void **state)
+{
+	struct cmd_plan p;
+	struct orch_err e = {0};
+	assert_int_equal(plan("{\"id\":\"k\",\"runner\":\"slurm\",\"tasks\":["
+			      "{\"id\":\"a\",\"command\":\"x\"},"
+			      "{\"id\":\"b\",\"command\":\"x\",\"runner\":\"local\"},"
+			      "{\"id\":\"c\",\"command\":\"x\",\"slurm\":{\"partition\":\"gpu,debug\","
+			      "\"time\":\"1-02:00:00\",\"cpus\":4,\"mem\":\"4G\",\"gres\":\"gpu:1\","
+			      "\"account\":\"lab\",\"qos\":\"high\",\"extra\":[\"--nice=5\",\"--exclusive\"]}},"
+			      "{\"id\":\"d\",\"command\":\"x\",\"slurm\":{\"time\":30,\"mem\":512}}]}",
+			      &p, &e), 0);
+	assert_int_equal(p.tasks[0].runner, RUNNER_SLURM);   /* the plan's */
+	assert_int_equal(p.tasks[1].runner, RUNNER_LOCAL);   /* its own */
+	assert_int_equal(p.tasks[2].runner, RUNNER_SLURM);
+	const char *want[] = {"--partition=gpu,debug", "--time=1-02:00:00", "--cpus-per-task=4",
+			      "--mem=4G", "--gres=gpu:1", "--account=lab", "--qos=high",
+			      "--nice=5", "--exclusive"};
+	assert_int_equal(p.tasks[2].nslurm, 9);
+	for (size_t i = 0; i < 9; i++)
+		assert_string_equal(p.tasks[2].slurm[i], want[i]);
+	assert_int_equal(p.tasks[3].nslurm, 2);
+	assert_string_equal(p.tasks[3].slurm[0], "--time=30");
+	assert_string_equal(p.tasks[3].slurm[1], "--mem=512");
+	cmd_plan_free(&p);
+	/* "slurm" alone says where it runs, even when the plan says local */
+	assert_int_equal(plan("{\"id\":\"k\",\"runner\":\"local\",\"tasks\":[{\"id\":\"a\","
+			      "\"command\":\"x\",\"slurm\":{\"cpus\":1}}]}", &p, &e), 0);
+	assert_int_equal(p.tasks[0].runner, RUNNER_SLURM);
+	cmd_plan_free(&p);
+
+	static const struct {
+		const char *task, *message;
+	} bad[] = {
+		{"\"runner\":\"k8s\"", "\"runner\" must be \"local\" or \"slurm\""},
+		{"\"runner\":\"local\",\"slurm\":{}", "are for \"runner\": \"slurm\""},
+		{"\"slurm\":[]", "\"slurm\" must be an object"},
+		{"\"slurm\":{\"nodes\":2}", "unknown field \"nodes\""},
+		{"\"slurm\":{\"partition\":\"a b\"}", "\"partition\" must be a name"},
+		{"\"slurm\":{\"partition\":\"\"}", "\"partition\" must be a name"},
+		{"\"slurm\":{\"time\":\"soon\"}", "\"time\" must be minutes"},
+		{"\"slurm\":{\"cpus\":0}", "\"cpus\" must be a whole number"},
+		{"\"slurm\":{\"cpus\":\"4\"}", "\"cpus\" must be a whole number"},
+		{"\"slurm\":{\"mem\":\"4 G\"}", "\"mem\" must be megabytes"},
+		{"\"slurm\":{\"extra\":\"--nice\"}", "\"extra\" must be an array"},
+		{"\"slurm\":{\"extra\":[\"-p debug\"]}", "one sbatch option --name"},
+		{"\"slurm\":{\"extra\":[\"--comment=a;rm\"]}", "one sbatch option --name"},
+		{"\"slurm\":{\"extra\":[\"--output=/tmp/x\"]}", "cannot set --output"},
+		{"\"slurm\":{\"extra\":[\"--wrap=x\"]}", "cannot set --wrap"},
+		{"\"slurm\":{\"extra\":[\"--export=NONE\"]}", "cannot set --export"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		char text[512];
+		snprintf(text, sizeof text,
+			 "{\"id\":\"k\",\"tasks\":[{\"id\":\"a\",\"command\":\"x\",%s}]}", bad[i].task);
+		assert_int_equal(plan(text, &p, &e), -EINVAL);
+		if (!strstr(e.message, bad[i].message))
+			fail_msg("%s: got \"%s\", want \"%s\"", bad[i].task, e.message, bad[i].message);
+		assert_non_null(strstr(e.message, "task a: "));
+	}
+	assert_int_equal(plan("{\"id\":\"k\",\"runner\":3,\"tasks\":[]}", &p, &e), -EINVAL);
+}
+
 static void test_plan_messages(void **state)
 {
 	(void)state;
@@ -1342,6 +1407,7 @@ int main(void)
 		cmocka_unit_test(test_plan_full),
 		cmocka_unit_test(test_plan_minimal),
 		cmocka_unit_test(test_plan_messages),
+		cmocka_unit_test(test_plan_runners),
 		cmocka_unit_test(test_spawn_line),
 		cmocka_unit_test(test_spawn_json),
 		cmocka_unit_test(test_kill_line),

@@ -355,11 +355,11 @@ static void restore(struct runner *r, bool cgroup)
 	r = create(cgroup ? ISOLATION_CGROUP : ISOLATION_PGROUP, 4, &err);
 	assert_non_null(r);
 	int wstatus = -1;
-	assert_int_equal(r->ops->adopt(r, 1, &one, &wstatus), RUNNER_RUNNING);
+	assert_int_equal(r->ops->adopt(r, 1, NULL, &one, &wstatus), RUNNER_RUNNING);
 	assert_int_equal(runner_job_pid(one), pid1);
-	assert_int_equal(r->ops->adopt(r, 2, &two, &wstatus), RUNNER_ENDED);
+	assert_int_equal(r->ops->adopt(r, 2, NULL, &two, &wstatus), RUNNER_ENDED);
 	assert_true(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
-	assert_int_equal(r->ops->adopt(r, 9, &two, &wstatus), RUNNER_GONE);
+	assert_int_equal(r->ops->adopt(r, 9, NULL, &two, &wstatus), RUNNER_GONE);
 	r->ops->adopt_end(r);
 	assert_true(dies(pid3));
 	/* its stdin is still the same pipe: the line reaches it */

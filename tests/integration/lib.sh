@@ -104,6 +104,7 @@ http_status_of() {
 	case $1 in
 	EINVAL) echo 400 ;; ENOENT) echo 404 ;; EEXIST | EBUSY | ELOOP) echo 409 ;;
 	EFBIG) echo 413 ;; EACCES | EPERM) echo 403 ;; EIO) echo 500 ;; EOVERFLOW) echo 422 ;;
+	ENOTSUP) echo 405 ;;
 	*) echo "?" ;;
 	esac
 }

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# test_slurm: tasks on a real single-node Slurm cluster (tests/slurm/cluster.sh)
+# beside local ones in one DAG (README, "Slurm"): a job's log, exit code and
+# job id; a job pending behind another shows Slurm's reason; a kill is
+# scancel, a freeze scontrol suspend; a restart of orchfs re-adopts a job
+# still known to Slurm; bad "slurm" options are refused; a Slurm worker has
+# no stdin. Needs root and the packages slurmctld, slurmd, slurm-client and
+# munge (.ci/run installs them); elsewhere it skips, never under CI.
+# a cluster's start and its jobs' turns take longer than a mount's test
+ORCHFS_TEST_TIMEOUT=170
+. "$(dirname "$0")/lib.sh"
+
+command -v sbatch >/dev/null && command -v slurmctld >/dev/null ||
+	_skip_or_fail "Slurm is not installed (apt-get install slurmctld slurmd slurm-client munge)"
+[ "$(id -u)" -eq 0 ] || _skip_or_fail "a test cluster needs root"
+
+CLUSTER=$(cd "$(dirname "$0")/../slurm" && pwd)/cluster.sh
+SLURM_DIR=$(mktemp -d /tmp/orchfs-slurm.XXXXXX)
+_TMPDIRS+=("$SLURM_DIR")
+# ports of this test's own: another cluster may be up on the defaults
+export SLURM_TEST_CTLD_PORT=${SLURM_TEST_CTLD_PORT:-16817} SLURM_TEST_SLURMD_PORT=${SLURM_TEST_SLURMD_PORT:-16818}
+stop_cluster() { "$CLUSTER" stop "$SLURM_DIR" >/dev/null 2>&1; }
+trap 'stop_cluster; _cleanup' EXIT
+"$CLUSTER" start "$SLURM_DIR" >/dev/null || _fail_now "the test cluster did not start"
+. "$SLURM_DIR/env"
+export SLURM_CONF
+ncpu=$(nproc)
+
+orchfs_start --max-workers 4 --slurm-poll-ms 200
+cd "$M" || exit 1
+
+jid() { jq -r .slurm.job_id "mma/workers/$1/info.json"; }
+worker_of() { local w; w=$(readlink "mma/tasks/$1/worker") && echo "${w##*/}"; }
+task_done() { status_is "mma/tasks/$1/status" done; }
+
+# --- one DAG, local and Slurm tasks ---
+check "a mixed plan is accepted" ctl_write mma/tracks/create '{"id":"mix","tasks":[
+ {"id":"prep","command":"echo local-prep"},
+ {"id":"job","runner":"slurm","slurm":{"time":"5","cpus":1},"deps":["prep"],
+  "command":"echo on-slurm job=$SLURM_JOB_ID worker=$ORCHFS_WORKER_ID task=$ORCHFS_TASK_ID"},
+ {"id":"after","command":"echo after","deps":["job"]}]}'
+expect_eq "the task names its runner" "$(jq -r .runner mma/tasks/job/info.json)" slurm
+expect_eq "and its sbatch options" "$(jq -c .slurm mma/tasks/job/info.json)" '["--time=5","--cpus-per-task=1"]'
+wait_for "the DAG went through Slurm and back" 30 task_done after
+w=$(worker_of job)
+expect_eq "the Slurm worker says so" "$(jq -r .runner "mma/workers/$w/info.json")" slurm
+check "with its job id" jqe '.slurm.job_id | test("^[0-9]+$")' "mma/workers/$w/info.json"
+check "its log is the job's output" grep -qx "on-slurm job=$(jid "$w") worker=$w task=job" "mma/workers/$w/log"
+expect_eq "exit code 0" "$(jq .exit_code "mma/workers/$w/info.json")" 0
+check "its spawn event names the job" grep -q "\"job_id\":\"$(jid "$w")\"" "mma/workers/$w/trace"
+expect_eq "the local task is local" "$(jq -r .runner "mma/workers/$(worker_of prep)/info.json")" local
+
+# --- a failing job: its exit code ---
+check "a failing job" ctl_write mma/dag/mutate \
+	'{"op":"add_task","track":"mix","task":{"id":"bad","runner":"slurm","command":"echo failing; exit 3"}}'
+wait_for "it failed" 30 status_is mma/tasks/bad/status failed
+expect_eq "with exit code 3" "$(jq .exit_code "mma/workers/$(worker_of bad)/info.json")" 3
+
+# --- pending behind another job, Slurm's reason; kill; freeze ---
+check "two jobs that each take every CPU" ctl_write mma/dag/mutate \
+	"[{\"op\":\"add_task\",\"track\":\"mix\",\"task\":{\"id\":\"hog\",\"slurm\":{\"cpus\":$ncpu},\"command\":\"echo hogging; exec sleep 120\"}},
+	  {\"op\":\"add_task\",\"track\":\"mix\",\"task\":{\"id\":\"queued\",\"slurm\":{\"cpus\":$ncpu},\"command\":\"echo finally\"}}]"
+wait_for "the hog runs" 30 eval 'w=$(worker_of hog) && jqe ".slurm.state == \"RUNNING\"" mma/workers/$w/info.json'
+hog=$(worker_of hog)
+wait_for "the other waits in Slurm's queue, with its reason" 10 eval \
+	'q=$(worker_of queued) && jqe ".slurm.state == \"PENDING\" and (.slurm.reason | length > 0)" mma/workers/$q/info.json'
+queued=$(worker_of queued)
+log "  pending: $(jq -c .slurm "mma/workers/$queued/info.json")"
+check "the queue state is an event" grep -q worker.runner_state "mma/workers/$queued/trace"
+# freeze: scontrol suspend, the job's processes stopped
+echo freeze >mma/pipeline/pause
+wait_for "frozen: the hog's job is suspended" 10 jqe '.slurm.state == "SUSPENDED"' "mma/workers/$hog/info.json"
+sleep_pid=$(pgrep -f "^sleep 120$" | head -1)
+check "and its process stopped (T)" test "$(proc_state "$sleep_pid")" = T
+echo >mma/pipeline/resume
+wait_for "resumed" 10 jqe '.slurm.state == "RUNNING"' "mma/workers/$hog/info.json"
+echo "$hog" >mma/workers/kill
+wait_for "a kill is scancel: the hog is killed" 20 status_is "mma/workers/$hog/status" killed
+wait_for "so the queued job ran" 30 task_done queued
+check "its output" grep -qx finally "mma/workers/$queued/log"
+
+# --- stdin is not a Slurm worker's ---
+check "a long job" ctl_write mma/dag/mutate \
+	'{"op":"add_task","track":"mix","task":{"id":"long","runner":"slurm","command":"sleep 3; echo survived"}}'
+wait_for "it runs" 30 eval 'l=$(worker_of long) && jqe ".slurm.state == \"RUNNING\"" mma/workers/$l/info.json'
+long=$(worker_of long)
+expect_errno "a Slurm worker has no stdin" ENOTSUP "mma/workers/$long/stdin" "hello"
+
+# --- a restart re-adopts the job ---
+cd / || exit 1
+kill -KILL "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null
+orchfs_restart --slurm-poll-ms 200
+cd "$M" || exit 1
+expect_eq "the job was adopted" "$(cat "mma/workers/$long/status")" running
+wait_for "and its end is seen" 30 status_is "mma/workers/$long/status" exited
+check "its output" grep -qx survived "mma/workers/$long/log"
+
+# --- bad options change nothing ---
+expect_errno "an unknown slurm option" EINVAL mma/dag/mutate \
+	'{"op":"add_task","track":"mix","task":{"id":"x","command":"true","slurm":{"nodes":2}}}'
+expect_errno "an extra that would take orchfs's output" EINVAL mma/dag/mutate \
+	'{"op":"add_task","track":"mix","task":{"id":"x","command":"true","slurm":{"extra":["--output=/tmp/x"]}}}'
+check "says why" grep -q "orchfs sets it itself" <<<"$(last_error_message)"
+expect_errno "a partition with a space" EINVAL mma/dag/mutate \
+	'{"op":"add_task","track":"mix","task":{"id":"x","command":"true","slurm":{"partition":"a b"}}}'
+expect_errno "slurm options on a local task" EINVAL mma/dag/mutate \
+	'{"op":"add_task","track":"mix","task":{"id":"x","command":"true","runner":"local","slurm":{"cpus":1}}}'
+expect_errno "an unknown runner" EINVAL mma/tracks/create '{"id":"y","runner":"k8s","tasks":[]}'
+check "no task x was made" test ! -e mma/tasks/x
+
+finish
