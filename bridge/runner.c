@@ -93,8 +93,6 @@ struct local {
 	struct pending_start *pending;
 	int *live;                 /* ids started and not ended */
 	size_t nlive, live_cap;
-	struct runner_end *ended;  /* for collect */
-	size_t nended, ended_cap;
 	struct runner_adopted *adopted;   /* until adopt_end */
 	size_t nadopted;
 };
@@ -374,14 +372,6 @@ static void live_remove(struct local *r, int id)
 		}
 }
 
-/* r->lock held */
-static void ended_add(struct local *r, int id, int wstatus, bool lost)
-{
-	ARRAY_GROW(r->ended, r->ended_cap, r->nended + 1);
-	r->ended[r->nended++] = (struct runner_end){id, wstatus, lost, false};
-	uint64_t one = 1;
-	(void)!write(r->base.event_fd, &one, sizeof one);
-}
 
 static struct pending_start *pending_of(struct local *r, int id)
 {
@@ -418,7 +408,7 @@ static void *reader_main(void *arg)
 			pthread_cond_broadcast(&r->answered);
 		} else if (m.type == SV_EXITED) {
 			live_remove(r, m.id);
-			ended_add(r, m.id, m.a, false);
+			runner_tell(&r->base, (struct runner_end){m.id, m.a, false, false});
 		}
 		pthread_mutex_unlock(&r->lock);
 		free(text);
@@ -431,7 +421,7 @@ static void *reader_main(void *arg)
 	pthread_mutex_lock(&r->lock);
 	r->sv_dead = true;
 	for (size_t i = 0; i < r->nlive; i++)
-		ended_add(r, r->live[i], 0, true);
+		runner_tell(&r->base, (struct runner_end){r->live[i], 0, true, false});
 	r->nlive = 0;
 	for (struct pending_start *p = r->pending; p; p = p->next)
 		if (!p->answered) {
@@ -538,7 +528,7 @@ static int sv_ensure(struct local *r)
 	char *const envp[] = {NULL};
 	pid_t pid = 0;
 	if (!rc)
-		rc = -posix_spawn(&pid, r->exe, &fa, NULL, argv, envp);
+		rc = -runner_spawn_cmd(&pid, r->exe, false, &fa, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
 	close(listener);
 	int wstatus = 0;
@@ -789,20 +779,6 @@ static ssize_t local_write_stdin(struct runner *base, struct runner_job *job, co
 	return n < 0 ? -errno : n;
 }
 
-static size_t local_collect(struct runner *base, struct runner_end **out)
-{
-	struct local *r = local_of(base);
-	uint64_t drain;
-	(void)!read(r->base.event_fd, &drain, sizeof drain);
-	pthread_mutex_lock(&r->lock);
-	size_t n = r->nended;
-	*out = r->ended;
-	r->ended = NULL;
-	r->nended = r->ended_cap = 0;
-	pthread_mutex_unlock(&r->lock);
-	return n;
-}
-
 /* What it left running goes with it, as a container's does, then its
  * cgroup: by the prep thread, off the scheduler's way. */
 static int64_t local_release(struct runner *base, struct runner_job *job)
@@ -957,7 +933,7 @@ static void local_destroy(struct runner *base, bool keep)
 	for (struct pending_start *p = r->pending; p; p = p->next)
 		if (p->stdin_fd >= 0)
 			close(p->stdin_fd);
-	close(r->base.event_fd);
+	runner_base_fini(&r->base);
 	if (r->run_fd >= 0)
 		close(r->run_fd);
 	free(r->cgroup_path);
@@ -966,7 +942,6 @@ static void local_destroy(struct runner *base, bool keep)
 	free(r->exe);
 	free(r->retired);
 	free(r->live);
-	free(r->ended);
 	pthread_mutex_destroy(&r->lock);
 	pthread_mutex_destroy(&r->send_lock);
 	pthread_cond_destroy(&r->wanted);
@@ -981,7 +956,6 @@ static const struct runner_ops local_ops = {
 	.signal = local_signal,
 	.freeze = local_freeze,
 	.write_stdin = local_write_stdin,
-	.collect = local_collect,
 	.release = local_release,
 	.forget = local_forget,
 	.adopt = local_adopt,
@@ -990,6 +964,60 @@ static const struct runner_ops local_ops = {
 	.describe = local_describe,
 	.destroy = local_destroy,
 };
+
+int runner_base_init(struct runner *r, const struct runner_ops *ops)
+{
+	*r = (struct runner){.ops = ops, .event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+	if (r->event_fd < 0)
+		return -errno;
+	pthread_mutex_init(&r->ends_lock, NULL);
+	return 0;
+}
+
+void runner_base_fini(struct runner *r)
+{
+	close(r->event_fd);
+	free(r->ends);
+	pthread_mutex_destroy(&r->ends_lock);
+}
+
+void runner_tell(struct runner *r, struct runner_end end)
+{
+	pthread_mutex_lock(&r->ends_lock);
+	ARRAY_GROW(r->ends, r->ends_cap, r->nends + 1);
+	r->ends[r->nends++] = end;
+	pthread_mutex_unlock(&r->ends_lock);
+	uint64_t one = 1;
+	(void)!write(r->event_fd, &one, sizeof one);
+}
+
+size_t runner_collect(struct runner *r, struct runner_end **out)
+{
+	uint64_t drain;
+	(void)!read(r->event_fd, &drain, sizeof drain);
+	pthread_mutex_lock(&r->ends_lock);
+	size_t n = r->nends;
+	*out = r->ends;
+	r->ends = NULL;
+	r->nends = r->ends_cap = 0;
+	pthread_mutex_unlock(&r->ends_lock);
+	return n;
+}
+
+int runner_spawn_cmd(pid_t *pid, const char *path, bool search,
+		     const posix_spawn_file_actions_t *fa, char *const argv[], char *const envp[])
+{
+	posix_spawnattr_t attr;
+	posix_spawnattr_init(&attr);
+	sigset_t none;
+	sigemptyset(&none);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+	int rc = search ? posix_spawnp(pid, path, fa, &attr, argv, envp)
+			: posix_spawn(pid, path, fa, &attr, argv, envp);
+	posix_spawnattr_destroy(&attr);
+	return rc;
+}
 
 const char *runner_kind_name(enum runner_kind k)
 {
@@ -1039,20 +1067,19 @@ int runner_local_create(enum runner_isolation want, const char *state_key, const
 	const char *why = cgroup_find(want, state_key, path, sizeof path, &dir);
 	if (why && want == ISOLATION_CGROUP)
 		return err_set(err, EOPNOTSUPP, "--isolation cgroup: %s", why);
+	struct local *r = xmalloc(sizeof *r);
 	int run_fd = open(run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (run_fd < 0 || event_fd < 0) {
-		int e = errno;
+	int e = run_fd < 0 ? errno : -runner_base_init(&r->base, &local_ops);
+	if (e) {
 		if (dir >= 0)
 			close(dir);
 		if (run_fd >= 0)
 			close(run_fd);
-		if (event_fd >= 0)
-			close(event_fd);
+		free(r);
 		return err_set(err, EIO, "cannot open %s: %s", run_dir, strerror(e));
 	}
-	struct local *r = xmalloc(sizeof *r);
-	*r = (struct local){.base = {&local_ops, event_fd}, .cgroup_dir = dir,
+	struct runner base = r->base;
+	*r = (struct local){.base = base, .cgroup_dir = dir,
 			    .cgroup_path = dir >= 0 ? xstrdup(path) : NULL,
 			    .log_dir = xstrdup(log_dir), .run_dir = xstrdup(run_dir),
 			    .exe = xstrdup(exe), .run_fd = run_fd, .next = first_id,

@@ -13,6 +13,8 @@
 #ifndef ORCHFS_RUNNER_H
 #define ORCHFS_RUNNER_H
 
+#include <pthread.h>
+#include <spawn.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -64,8 +66,6 @@ struct runner_ops {
 	/* without blocking: bytes taken, or -errno (EAGAIN: full; EOPNOTSUPP) */
 	ssize_t (*write_stdin)(struct runner *r, struct runner_job *job, const void *data,
 			       size_t len);
-	/* the jobs that ended since the last call (their runner_end, malloc'd) */
-	size_t (*collect)(struct runner *r, struct runner_end **out);
 	/* after its end: frees the job; its CPU time in us, -1 unknown */
 	int64_t (*release)(struct runner *r, struct runner_job *job);
 	/* frees the job of a worker left running (to the next daemon) */
@@ -92,11 +92,27 @@ enum runner_kind { RUNNER_DEFAULT, RUNNER_LOCAL, RUNNER_SLURM };
 /* "local", "slurm"; NULL for RUNNER_DEFAULT */
 const char *runner_kind_name(enum runner_kind k);
 
-/* The part every runner shares. */
+/* The part every runner shares: what it tells the scheduler, queued. */
 struct runner {
 	const struct runner_ops *ops;
-	int event_fd;   /* readable when collect has something (the scheduler polls it) */
+	int event_fd;   /* readable when runner_collect has something (the scheduler polls it) */
+	pthread_mutex_t ends_lock;
+	struct runner_end *ends;
+	size_t nends, ends_cap;
 };
+
+/* A runner's own create and destroy set up and free the shared part. */
+int runner_base_init(struct runner *r, const struct runner_ops *ops);
+void runner_base_fini(struct runner *r);
+/* The runner tells the scheduler of an end (or a change); any thread. */
+void runner_tell(struct runner *r, struct runner_end end);
+/* The scheduler: what was told since its last call (malloc'd), its count. */
+size_t runner_collect(struct runner *r, struct runner_end **out);
+
+/* posix_spawn(p) (search: in PATH) with every signal unblocked, whatever the
+ * calling thread blocks. */
+int runner_spawn_cmd(pid_t *pid, const char *path, bool search,
+		     const posix_spawn_file_actions_t *fa, char *const argv[], char *const envp[]);
 
 /* The job's pid, for the record (0: not a local process). */
 pid_t runner_job_pid(const struct runner_job *job);

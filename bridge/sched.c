@@ -686,13 +686,14 @@ static void sched_tick(struct orch *o, struct spawn_job **jobs, size_t *njobs)
 	struct runner *runners[] = {o->runner, o->slurm};
 	for (size_t k = 0; k < sizeof runners / sizeof *runners; k++) {
 		struct runner_end *ends;
-		size_t nends = runners[k]->ops->collect(runners[k], &ends);
+		size_t nends = runner_collect(runners[k], &ends);
 		for (size_t i = 0; i < nends; i++) {
 			struct worker *w = worker_find(o, ends[i].id);
 			if (!w || w->status != WORKER_RUNNING)
 				continue;   /* one the store did not know, killed at the restart */
 			if (ends[i].changed) {
-				runner_state_event(o, w);
+				if (!w->starting)   /* else its spawn event says it all */
+					runner_state_event(o, w);
 				continue;
 			}
 			if (w->starting) {

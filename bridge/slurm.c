@@ -57,8 +57,6 @@ struct slurm {
 	bool started, stop;
 	struct runner_job *jobs;
 	struct slurm_order *orders, **orders_tail;
-	struct runner_end *ended;
-	size_t nended, ended_cap;
 };
 
 static struct slurm *slurm_of(struct runner *r)
@@ -80,16 +78,9 @@ static int run_cmd(char *const argv[], char *const envp[], struct buf *out)
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
 	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
-	posix_spawnattr_t attr;
-	posix_spawnattr_init(&attr);
-	sigset_t none;
-	sigemptyset(&none);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
 	pid_t pid;
-	int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv, envp);
+	int rc = runner_spawn_cmd(&pid, argv[0], true, &fa, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
 	close(pipefd[1]);
 	if (rc) {
 		close(pipefd[0]);
@@ -190,8 +181,7 @@ static void poll_apply(struct slurm *s, const char *text)
 			/* Slurm forgot it (long ended, or its controller lost
 			 * its state): its end cannot be known */
 			j->ended = true;
-			ARRAY_GROW(s->ended, s->ended_cap, s->nended + 1);
-			s->ended[s->nended++] = (struct runner_end){j->id, 0, true, false};
+			runner_tell(&s->base, (struct runner_end){j->id, 0, true, false});
 			continue;
 		}
 		char one[8192];
@@ -204,11 +194,9 @@ static void poll_apply(struct slurm *s, const char *text)
 		snprintf(j->reason, sizeof j->reason, "%s", reason);
 		if (state_is_final(state)) {
 			j->ended = true;
-			ARRAY_GROW(s->ended, s->ended_cap, s->nended + 1);
-			s->ended[s->nended++] = (struct runner_end){j->id, wstatus_of(code), false, false};
+			runner_tell(&s->base, (struct runner_end){j->id, wstatus_of(code), false, false});
 		} else if (changed) {
-			ARRAY_GROW(s->ended, s->ended_cap, s->nended + 1);
-			s->ended[s->nended++] = (struct runner_end){j->id, 0, false, true};
+			runner_tell(&s->base, (struct runner_end){j->id, 0, false, true});
 		}
 	}
 }
@@ -265,14 +253,8 @@ static void *slurm_main(void *arg)
 			int rc = run_cmd(argv, environ, &out);
 			pthread_mutex_lock(&s->lock);
 			/* no jobs at all is "No jobs in the system", exit 0 */
-			if (rc == 0) {
-				size_t before = s->nended;
+			if (rc == 0)
 				poll_apply(s, out.data ? out.data : "");
-				if (s->nended > before) {
-					uint64_t one = 1;
-					(void)!write(s->base.event_fd, &one, sizeof one);
-				}
-			}
 			buf_free(&out);
 		}
 		if (s->stop || s->orders)
@@ -429,20 +411,6 @@ static ssize_t slurm_write_stdin(struct runner *base, struct runner_job *job, co
 	return -EOPNOTSUPP;
 }
 
-static size_t slurm_collect(struct runner *base, struct runner_end **out)
-{
-	struct slurm *s = slurm_of(base);
-	uint64_t drain;
-	(void)!read(s->base.event_fd, &drain, sizeof drain);
-	pthread_mutex_lock(&s->lock);
-	size_t n = s->nended;
-	*out = s->ended;
-	s->ended = NULL;
-	s->nended = s->ended_cap = 0;
-	pthread_mutex_unlock(&s->lock);
-	return n;
-}
-
 static int64_t slurm_release(struct runner *base, struct runner_job *job)
 {
 	unfollow(slurm_of(base), job);
@@ -524,8 +492,7 @@ static void slurm_destroy(struct runner *base, bool keep)
 		next = j->next;
 		free(j);
 	}
-	free(s->ended);
-	close(s->base.event_fd);
+	runner_base_fini(&s->base);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->wake);
 	free(s);
@@ -537,7 +504,6 @@ static const struct runner_ops slurm_ops = {
 	.signal = slurm_signal,
 	.freeze = slurm_freeze,
 	.write_stdin = slurm_write_stdin,
-	.collect = slurm_collect,
 	.release = slurm_release,
 	.forget = slurm_forget,
 	.adopt = slurm_adopt,
@@ -549,11 +515,12 @@ static const struct runner_ops slurm_ops = {
 
 int runner_slurm_create(int poll_ms, struct runner **out, struct orch_err *err)
 {
-	int event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (event_fd < 0)
-		return err_set(err, EIO, "eventfd: %s", strerror(errno));
 	struct slurm *s = xcalloc(1, sizeof *s);
-	s->base = (struct runner){&slurm_ops, event_fd};
+	int rc = runner_base_init(&s->base, &slurm_ops);
+	if (rc) {
+		free(s);
+		return err_set(err, EIO, "eventfd: %s", strerror(-rc));
+	}
 	s->poll_ms = poll_ms > 0 ? poll_ms : 1000;
 	s->orders_tail = &s->orders;
 	pthread_mutex_init(&s->lock, NULL);

@@ -234,18 +234,11 @@ static bool hand_start(struct notifier *n)
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, to[0], 0);
 	posix_spawn_file_actions_adddup2(&fa, from[1], 1);
-	posix_spawnattr_t attr;
-	posix_spawnattr_init(&attr);
-	sigset_t none;
-	sigemptyset(&none);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
 	char *const argv[] = {(char *)"orchfs-notify", (char *)"--notify-hand", n->mount, NULL};
 	extern char **environ;
 	pid_t pid;
-	int rc = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, environ);
+	int rc = runner_spawn_cmd(&pid, "/proc/self/exe", false, &fa, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
 	close(to[0]);
 	close(from[1]);
 	if (rc) {

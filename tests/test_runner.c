@@ -104,7 +104,7 @@ static struct runner_end wait_end(struct runner *r, int id)
 		struct pollfd pfd = {.fd = r->event_fd, .events = POLLIN};
 		poll(&pfd, 1, 100);
 		struct runner_end *ends;
-		size_t n = r->ops->collect(r, &ends);
+		size_t n = runner_collect(r, &ends);
 		for (size_t k = 0; k < n; k++)
 			if (ends[k].id == id) {
 				struct runner_end e = ends[k];
