@@ -213,7 +213,7 @@ static int r_worker_view(struct orch *o, const struct node *n, struct buf *out, 
 	pthread_mutex_lock(&o->lock);
 	struct worker *w = arg_worker(o, n);
 	if (w && v == V_STATUS)
-		buf_printf(out, "%s\n", worker_status_name(w->status));
+		buf_printf(out, "%s\n", worker_status_shown(o, w));
 	else if (w && v == V_INFO)
 		render_worker(o, w, out);
 	else if (w && v == V_TRACE)
@@ -614,7 +614,8 @@ static const struct node_def node_table[] = {
 	CWD_CTL("mma/workers/spawn", W_NONE, a_spawn),
 	CTL("mma/workers/kill", W_NONE, a_kill),
 	ENTRY("mma/workers/*", NODE_DIR, 0, W_WORKER, NULL, 0, K(WORKER_SPAWNED), 0),
-	DOC("mma/workers/*/status", W_WORKER, r_worker_status, K(WORKER_EXITED) | K(WORKER_LOST)),
+	DOC("mma/workers/*/status", W_WORKER, r_worker_status,
+	    K(WORKER_EXITED) | K(WORKER_LOST) | K(WORKER_RUNNER_STATE)),
 	JSON("mma/workers/*/info.json", W_WORKER, r_worker_info, K_WORKER | K(USAGE_REPORTED)),
 	{"mma/workers/*/log", NODE_FILE, NODE_LOG, W_WORKER, NULL, NULL, 0, 0, 0},
 	/* its events, so every event about it */

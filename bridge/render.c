@@ -55,12 +55,20 @@ void render_usage(const struct orch *o, const struct usage_set *set, struct buf 
 	buf_putc(b, '}');
 }
 
+const char *worker_status_shown(const struct orch *o, const struct worker *w)
+{
+	struct runner *r = orch_runner(o, w->runner);
+	if (w->status == WORKER_RUNNING && w->job && r->ops->queued(r, w->job))
+		return "pending";
+	return worker_status_name(w->status);
+}
+
 void render_worker(const struct orch *o, const struct worker *w, struct buf *b)
 {
 	jw_lit(b, "{\"id\":");
 	jw_i64(b, w->id);
 	jw_lit(b, ",\"status\":");
-	jw_str(b, worker_status_name(w->status));
+	jw_str(b, worker_status_shown(o, w));
 	jw_lit(b, ",\"task\":");
 	jw_str_or_null(b, w->task_id);
 	jw_lit(b, ",\"track\":");

@@ -37,6 +37,8 @@ void render_doc(struct orch *o, enum render_doc_kind kind, const char *extra, st
 /* Small views, lock held; each appends one JSON value (no newline). */
 void render_usage(const struct orch *o, const struct usage_set *set, struct buf *out);
 void render_worker(const struct orch *o, const struct worker *w, struct buf *out);
+/* Its status as readers see it: "pending" while its cluster queues it. */
+const char *worker_status_shown(const struct orch *o, const struct worker *w);
 /* with_workers: the task's info.json (its workers in full, and their usage). */
 void render_task(struct orch *o, const struct task *t, bool with_workers, struct buf *out);
 /* with_tasks: the track's info.json (its tasks, and its usage). */

@@ -859,6 +859,11 @@ static void local_adopt_end(struct runner *base)
 	r->nadopted = 0;
 }
 
+static bool local_queued(struct runner *base, const struct runner_job *job)
+{
+	return false;
+}
+
 static const char *local_ref(const struct runner_job *job)
 {
 	return NULL;
@@ -960,6 +965,7 @@ static const struct runner_ops local_ops = {
 	.forget = local_forget,
 	.adopt = local_adopt,
 	.adopt_end = local_adopt_end,
+	.queued = local_queued,
 	.ref = local_ref,
 	.describe = local_describe,
 	.destroy = local_destroy,

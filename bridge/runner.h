@@ -33,7 +33,7 @@ struct runner_spec {
 	const char *cwd;
 	char *const *envp;
 	const char *log_path;      /* made anew: ids are never reused */
-	const char *name;          /* its task's id, to name it by (NULL: none) */
+	const char *name;          /* TRACK-TASK, to name it by (NULL: none) */
 	char *const *options;      /* the runner's own, as checked (Slurm: sbatch's) */
 	size_t noptions;
 };
@@ -76,6 +76,8 @@ struct runner_ops {
 				   struct runner_job **out, int *wstatus);
 	/* after the adopts: what runs and nobody claimed is killed */
 	void (*adopt_end)(struct runner *r);
+	/* is it still waiting in its cluster's queue? */
+	bool (*queued)(struct runner *r, const struct runner_job *job);
 	/* what the worker's record keeps to adopt it by (NULL: its id is enough) */
 	const char *(*ref)(const struct runner_job *job);
 	/* `,"key":value` pairs for the job's info.json (job NULL: ended; ref:

@@ -281,11 +281,15 @@ static void spawn_run(struct orch *o, struct spawn_job *jobs, size_t n)
 			jobs[nlocal++] = jobs[i];
 			jobs[i] = j;
 		}
+	char (*names)[2 * ID_MAX + 2] = xcalloc(n, sizeof *names);
 	for (size_t i = 0; i < n; i++) {
 		struct worker *w = jobs[i].w;
+		/* what a cluster's queue shows of it: its track and task */
+		snprintf(names[i], sizeof names[i], "%s%s%s", w->track_id, w->track_id[0] ? "-" : "",
+			 w->task_id);
 		specs[i] = (struct runner_spec){w->id, w->command, w->cwd,
 						worker_envp(o, w, w->env, w->nenv), w->log_path,
-						w->task_id[0] ? w->task_id : NULL, w->runner_options,
+						names[i][0] ? names[i] : NULL, w->runner_options,
 						w->nrunner_options};
 		if (w->runner != RUNNER_LOCAL)
 			runner_local_skip(o->runner, w->id);
@@ -304,6 +308,7 @@ static void spawn_run(struct orch *o, struct spawn_job *jobs, size_t n)
 		free((void *)specs[i].envp);
 	}
 	free(specs);
+	free(names);
 	free(started);
 	free(rc);
 	free(errs);

@@ -37,6 +37,7 @@ struct runner_job {
 	char state[SLURM_STATE_MAX];     /* JobState, as scontrol says it */
 	char reason[SLURM_REASON_MAX];
 	bool ended;                      /* told: not polled any more */
+	unsigned since;                  /* the poll it was first followed in */
 	struct runner_job *next;         /* every job being followed */
 };
 
@@ -56,6 +57,7 @@ struct slurm {
 	pthread_t thread;
 	bool started, stop;
 	struct runner_job *jobs;
+	unsigned polls;                  /* scontrol calls started */
 	struct slurm_order *orders, **orders_tail;
 };
 
@@ -162,8 +164,8 @@ static int wstatus_of(const char *exit_code)
 	return (code & 0xff) << 8;          /* WIFEXITED */
 }
 
-/* lock held: what one poll learnt of the jobs followed */
-static void poll_apply(struct slurm *s, const char *text)
+/* lock held: what poll number `poll` learnt of the jobs followed */
+static void poll_apply(struct slurm *s, const char *text, unsigned poll)
 {
 	for (struct runner_job *j = s->jobs; j; j = j->next) {
 		if (j->ended)
@@ -177,6 +179,8 @@ static void poll_apply(struct slurm *s, const char *text)
 				break;
 			}
 		char state[SLURM_STATE_MAX] = "", reason[SLURM_REASON_MAX] = "", code[32] = "0:0";
+		if (!line && j->since >= poll)
+			continue;   /* submitted while scontrol was asked: next time */
 		if (!line) {
 			/* Slurm forgot it (long ended, or its controller lost
 			 * its state): its end cannot be known */
@@ -212,7 +216,9 @@ static void order_run(struct slurm *s, const struct slurm_order *o, bool running
 		snprintf(sig, sizeof sig, "--signal=%s", signal_name(o->sig));
 		char *const full[] = {(char *)"scancel", (char *)"--full", sig, (char *)o->job_id, NULL};
 		char *const plain[] = {(char *)"scancel", (char *)o->job_id, NULL};
-		run_cmd(running ? full : plain, environ, &out);
+		/* KILL, after the grace, is Slurm's own cancel (its TERM, then
+		 * KILL after KillWait, and the job CANCELLED) */
+		run_cmd(running && o->sig != SIGKILL ? full : plain, environ, &out);
 	} else {
 		char *const argv[] = {(char *)"scontrol", (char *)(o->frozen ? "suspend" : "resume"),
 				      (char *)o->job_id, NULL};
@@ -246,6 +252,7 @@ static void *slurm_main(void *arg)
 		for (struct runner_job *j = s->jobs; j && !following; j = j->next)
 			following = !j->ended;
 		if (following) {
+			unsigned poll = ++s->polls;
 			pthread_mutex_unlock(&s->lock);
 			struct buf out = BUF_INIT;
 			char *const argv[] = {(char *)"scontrol", (char *)"show", (char *)"job",
@@ -254,7 +261,7 @@ static void *slurm_main(void *arg)
 			pthread_mutex_lock(&s->lock);
 			/* no jobs at all is "No jobs in the system", exit 0 */
 			if (rc == 0)
-				poll_apply(s, out.data ? out.data : "");
+				poll_apply(s, out.data ? out.data : "", poll);
 			buf_free(&out);
 		}
 		if (s->stop || s->orders)
@@ -269,6 +276,7 @@ static void *slurm_main(void *arg)
 /* lock held */
 static void follow(struct slurm *s, struct runner_job *j)
 {
+	j->since = s->polls;
 	j->next = s->jobs;
 	s->jobs = j;
 	if (!s->started)
@@ -308,8 +316,8 @@ static int slurm_start(struct runner *base, const struct runner_spec *specs, siz
 		}
 		close(fd);
 		struct buf name = BUF_INIT, output = BUF_INIT, chdir = BUF_INIT, result = BUF_INIT;
-		buf_printf(&name, "--job-name=orchfs-w%d%s%s", spec->id, spec->name ? "-" : "",
-			   spec->name ? spec->name : "");
+		buf_printf(&name, "--job-name=orchfs-%s%sw%d", spec->name ? spec->name : "",
+			   spec->name ? "-" : "", spec->id);
 		buf_printf(&output, "--output=%s", spec->log_path);
 		buf_printf(&chdir, "--chdir=%s", spec->cwd ? spec->cwd : "/");
 		/* the environment is sbatch's own (--export=ALL): a value may hold
@@ -445,6 +453,15 @@ static void slurm_adopt_end(struct runner *base)
 {
 }
 
+static bool slurm_queued(struct runner *base, const struct runner_job *job)
+{
+	struct slurm *s = slurm_of(base);
+	pthread_mutex_lock(&s->lock);
+	bool pending = !strcmp(job->state, "PENDING");
+	pthread_mutex_unlock(&s->lock);
+	return pending;
+}
+
 static const char *slurm_ref(const struct runner_job *job)
 {
 	return job->job_id;
@@ -466,7 +483,7 @@ static void slurm_describe(struct runner *base, const struct runner_job *job, co
 	jw_lit(b, "{\"job_id\":");
 	jw_str(b, job->job_id);
 	jw_lit(b, ",\"state\":");
-	jw_str(b, job->state);
+	jw_str_or_null(b, job->state);   /* "": not polled yet (adopted) */
 	jw_lit(b, ",\"reason\":");
 	jw_str_or_null(b, job->reason[0] && strcmp(job->reason, "None") ? job->reason : NULL);
 	pthread_mutex_unlock(&s->lock);
@@ -508,6 +525,7 @@ static const struct runner_ops slurm_ops = {
 	.forget = slurm_forget,
 	.adopt = slurm_adopt,
 	.adopt_end = slurm_adopt_end,
+	.queued = slurm_queued,
 	.ref = slurm_ref,
 	.describe = slurm_describe,
 	.destroy = slurm_destroy,

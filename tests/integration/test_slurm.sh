@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # test_slurm: tasks on a real single-node Slurm cluster (tests/slurm/cluster.sh)
-# beside local ones in one DAG (README, "Slurm"): a job's log, exit code and
-# job id; a job pending behind another shows Slurm's reason; a kill is
-# scancel, a freeze scontrol suspend; a restart of orchfs re-adopts a job
-# still known to Slurm; bad "slurm" options are refused; a Slurm worker has
-# no stdin. Needs root and the packages slurmctld, slurmd, slurm-client and
+# beside local ones in one DAG (README, "Slurm"): a job's log, exit code, job
+# id and name, and the usage it reports through the mount; a job pending
+# behind another shows `pending` and Slurm's reason; a kill is scancel, a
+# freeze scontrol suspend; a restart of orchfs re-adopts a job still known to
+# Slurm; --runner slurm sends tasks without a runner and hand spawns there;
+# bad "slurm" options are refused; a Slurm worker has no stdin. Needs root and the packages slurmctld, slurmd, slurm-client and
 # munge (.ci/run installs them); elsewhere it skips, never under CI.
 # a cluster's start and its jobs' turns take longer than a mount's test
 ORCHFS_TEST_TIMEOUT=170
@@ -37,7 +38,7 @@ task_done() { status_is "mma/tasks/$1/status" done; }
 check "a mixed plan is accepted" ctl_write mma/tracks/create '{"id":"mix","tasks":[
  {"id":"prep","command":"echo local-prep"},
  {"id":"job","runner":"slurm","slurm":{"time":"5","cpus":1},"deps":["prep"],
-  "command":"echo on-slurm job=$SLURM_JOB_ID worker=$ORCHFS_WORKER_ID task=$ORCHFS_TASK_ID"},
+  "command":"echo on-slurm job=$SLURM_JOB_ID worker=$ORCHFS_WORKER_ID task=$ORCHFS_TASK_ID; echo model=m1 in=1000 out=100 > $ORCHFS_MOUNT/mma/workers/$ORCHFS_WORKER_ID/usage"},
  {"id":"after","command":"echo after","deps":["job"]}]}'
 expect_eq "the task names its runner" "$(jq -r .runner mma/tasks/job/info.json)" slurm
 expect_eq "and its sbatch options" "$(jq -c .slurm mma/tasks/job/info.json)" '["--time=5","--cpus-per-task=1"]'
@@ -48,6 +49,12 @@ check "with its job id" jqe '.slurm.job_id | test("^[0-9]+$")' "mma/workers/$w/i
 check "its log is the job's output" grep -qx "on-slurm job=$(jid "$w") worker=$w task=job" "mma/workers/$w/log"
 expect_eq "exit code 0" "$(jq .exit_code "mma/workers/$w/info.json")" 0
 check "its spawn event names the job" grep -q "\"job_id\":\"$(jid "$w")\"" "mma/workers/$w/trace"
+check "the job's name names track, task and worker" grep -q "orchfs-mix-job-w$w" <<<"$(scontrol show job -o "$(jid "$w")")"
+expect_eq "the job reported its usage through the mount" \
+	"$(jq -c '.usage | {input_tokens, output_tokens}' "mma/workers/$w/info.json")" \
+	'{"input_tokens":1000,"output_tokens":100}'
+check "which the track's money counts" jqe '.usage.cost_usd > 0' mma/tracks/mix/info.json
+check "state.json has its job id" jqe --arg j "$(jid "$w")" '[.workers[] | select(.slurm.job_id == $j)] | length == 1' state.json
 expect_eq "the local task is local" "$(jq -r .runner "mma/workers/$(worker_of prep)/info.json")" local
 
 # --- a failing job: its exit code ---
@@ -66,6 +73,8 @@ wait_for "the other waits in Slurm's queue, with its reason" 10 eval \
 	'q=$(worker_of queued) && jqe ".slurm.state == \"PENDING\" and (.slurm.reason | length > 0)" mma/workers/$q/info.json'
 queued=$(worker_of queued)
 log "  pending: $(jq -c .slurm "mma/workers/$queued/info.json")"
+expect_eq "its status says pending" "$(cat "mma/workers/$queued/status")" pending
+expect_eq "the hog's says running" "$(cat "mma/workers/$hog/status")" running
 check "the queue state is an event" grep -q worker.runner_state "mma/workers/$queued/trace"
 # freeze: scontrol suspend, the job's processes stopped
 echo freeze >mma/pipeline/pause
@@ -90,11 +99,21 @@ expect_errno "a Slurm worker has no stdin" ENOTSUP "mma/workers/$long/stdin" "he
 cd / || exit 1
 kill -KILL "$DAEMON_PID"
 wait "$DAEMON_PID" 2>/dev/null
-orchfs_restart --slurm-poll-ms 200
+orchfs_restart --slurm-poll-ms 200 --runner slurm
 cd "$M" || exit 1
 expect_eq "the job was adopted" "$(cat "mma/workers/$long/status")" running
 wait_for "and its end is seen" 30 status_is "mma/workers/$long/status" exited
 check "its output" grep -qx survived "mma/workers/$long/log"
+
+# --- --runner slurm: tasks without a runner, and hand spawns, go to Slurm ---
+h=$(spawn 'echo by-hand')
+expect_eq "a hand spawn is a Slurm job" "$(jq -r .runner "mma/workers/$h/info.json")" slurm
+wait_for "and ends" 30 status_is "mma/workers/$h/status" exited
+check "a plan without runners" ctl_write mma/tracks/create \
+	'{"id":"def","tasks":[{"id":"d1","command":"true"},{"id":"d2","command":"true","runner":"local"}]}'
+wait_for "both done" 30 eval 'task_done d1 && task_done d2'
+expect_eq "d1 went to Slurm" "$(jq -r .runner "mma/workers/$(worker_of d1)/info.json")" slurm
+expect_eq "d2 stayed local" "$(jq -r .runner "mma/workers/$(worker_of d2)/info.json")" local
 
 # --- bad options change nothing ---
 expect_errno "an unknown slurm option" EINVAL mma/dag/mutate \
