@@ -106,6 +106,7 @@ struct worker {
 	bool end_early;
 	struct runner_end early;
 	int64_t cpu_us;            /* CPU time of all its processes, once ended; -1 unknown */
+	int64_t memory_peak;       /* their peak memory in bytes, once ended; -1 unknown */
 	int64_t started_ms, ended_ms;
 	int64_t started_ns;        /* monotonic, for the timeout */
 	int timeout_s;

@@ -108,6 +108,12 @@ void render_worker(const struct orch *o, const struct worker *w, struct buf *b)
 		jw_double(b, (double)w->cpu_us / 1e6);
 	else
 		jw_lit(b, "null");
+	/* where the memory controller is delegated to orchfs's cgroup */
+	jw_lit(b, ",\"memory_peak_bytes\":");
+	if (w->memory_peak >= 0)
+		jw_i64(b, w->memory_peak);
+	else
+		jw_lit(b, "null");
 	struct runner *r = orch_runner(o, w->runner);
 	jw_lit(b, ",\"runner\":");
 	jw_str(b, r->ops->name);

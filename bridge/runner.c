@@ -779,21 +779,38 @@ static ssize_t local_write_stdin(struct runner *base, struct runner_job *job, co
 	return n < 0 ? -errno : n;
 }
 
+/* memory.peak (Linux 5.19) of a cgroup with the memory controller; -1 */
+static int64_t cgroup_memory_peak(int cgroup)
+{
+	int fd = openat(cgroup, "memory.peak", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	char text[32];
+	ssize_t n = read(fd, text, sizeof text - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	text[n] = '\0';
+	return strtoll(text, NULL, 10);
+}
+
 /* What it left running goes with it, as a container's does, then its
  * cgroup: by the prep thread, off the scheduler's way. */
-static int64_t local_release(struct runner *base, struct runner_job *job)
+static void local_release(struct runner *base, struct runner_job *job, struct runner_usage *used)
 {
 	struct local *r = local_of(base);
-	int64_t cpu_us = -1;
+	struct runner_usage u = {-1, -1};
 	if (job->cgroup >= 0) {
-		cpu_us = cgroup_cpu_us(job->cgroup);
+		u.cpu_us = cgroup_cpu_us(job->cgroup);
+		u.memory_peak = cgroup_memory_peak(job->cgroup);
 		close(job->cgroup);
 		retire(r, job->id);
 	}
+	if (used)
+		*used = u;
 	if (job->stdin_fd >= 0)
 		close(job->stdin_fd);
 	free(job);
-	return cpu_us;
 }
 
 static void local_forget(struct runner *base, struct runner_job *job)
@@ -1095,6 +1112,10 @@ int runner_local_create(enum runner_isolation want, const char *state_key, const
 	cond_init_mono(&r->wanted);
 	pthread_cond_init(&r->made, NULL);
 	pthread_cond_init(&r->answered, NULL);
+	/* the memory controller, where the daemon's cgroup has it to give
+	 * (systemd's Delegate=), counts each worker's peak */
+	if (dir >= 0)
+		(void)write_at(dir, "cgroup.subtree_control", "+memory");
 	/* a daemon before this one left workers: they wait for adopt */
 	int sock = sv_connect(r);
 	if (sock >= 0 && hello(r, sock) == 0)

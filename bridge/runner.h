@@ -38,6 +38,12 @@ struct runner_spec {
 	size_t noptions;
 };
 
+/* What a job used, known once it has ended; -1: unknown. */
+struct runner_usage {
+	int64_t cpu_us;            /* CPU time of all its processes */
+	int64_t memory_peak;       /* bytes, at most, at once */
+};
+
 /* A job that ended, as the runner tells the scheduler. */
 struct runner_end {
 	int id;
@@ -66,8 +72,8 @@ struct runner_ops {
 	/* without blocking: bytes taken, or -errno (EAGAIN: full; EOPNOTSUPP) */
 	ssize_t (*write_stdin)(struct runner *r, struct runner_job *job, const void *data,
 			       size_t len);
-	/* after its end: frees the job; its CPU time in us, -1 unknown */
-	int64_t (*release)(struct runner *r, struct runner_job *job);
+	/* after its end: what it used (used may be NULL), then the job is freed */
+	void (*release)(struct runner *r, struct runner_job *job, struct runner_usage *used);
 	/* frees the job of a worker left running (to the next daemon) */
 	void (*forget)(struct runner *r, struct runner_job *job);
 	/* at a restart, for each worker the store says runs, with the ref its
@@ -137,9 +143,10 @@ static inline int runner_freeze(struct runner *r, struct runner_job *job, bool f
 	return r->ops->freeze(r, job, frozen);
 }
 
-static inline int64_t runner_release(struct runner *r, struct runner_job *job)
+static inline void runner_release(struct runner *r, struct runner_job *job,
+				  struct runner_usage *used)
 {
-	return r->ops->release(r, job);
+	r->ops->release(r, job, used);
 }
 
 static inline void runner_destroy(struct runner *r, bool keep)

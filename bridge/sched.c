@@ -217,6 +217,7 @@ static struct worker *spawn_begin(struct orch *o, const struct cmd_spawn *req, s
 	w->id = (int)o->nworkers + 1;
 	w->exit_code = -1;
 	w->cpu_us = -1;
+	w->memory_peak = -1;
 	w->starting = true;
 	const char *cwd = t ? t->cwd : req->cwd;
 	const char *model = t ? t->model : req->model;
@@ -522,12 +523,21 @@ int sched_report_usage(struct orch *o, struct worker *w, const struct usage *u,
 
 static void task_after_attempt(struct orch *o, struct worker *w);
 
+/* Its job, ended, goes; what it used stays in its record. */
+static void worker_used(struct orch *o, struct worker *w)
+{
+	struct runner_usage used;
+	runner_release(worker_runner(o, w), w->job, &used);
+	w->cpu_us = used.cpu_us;
+	w->memory_peak = used.memory_peak;
+}
+
 /* Its end can never be known (its runner lost it, or the machine rebooted
  * while the daemon was away): its pid is not signalled, it may be anyone's. */
 static void worker_lost(struct orch *o, struct worker *w)
 {
 	if (w->job)
-		w->cpu_us = runner_release(worker_runner(o, w), w->job);
+		worker_used(o, w);
 	w->job = NULL;
 	run_remove(o, w);
 	w->status = WORKER_LOST;
@@ -553,7 +563,7 @@ static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 	else
 		w->status = WORKER_FAILED;
 	if (w->job)
-		w->cpu_us = runner_release(worker_runner(o, w), w->job);
+		worker_used(o, w);
 	w->job = NULL;
 	w->kill_deadline_ns = 0;
 	run_remove(o, w);

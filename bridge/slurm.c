@@ -419,10 +419,11 @@ static ssize_t slurm_write_stdin(struct runner *base, struct runner_job *job, co
 	return -EOPNOTSUPP;
 }
 
-static int64_t slurm_release(struct runner *base, struct runner_job *job)
+static void slurm_release(struct runner *base, struct runner_job *job, struct runner_usage *used)
 {
 	unfollow(slurm_of(base), job);
-	return -1;
+	if (used)
+		*used = (struct runner_usage){-1, -1};
 }
 
 static void slurm_forget(struct runner *base, struct runner_job *job)

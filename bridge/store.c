@@ -430,6 +430,8 @@ static char *worker_doc(const struct worker *w)
 	jw_bool(&b, w->kill_requested);
 	jw_lit(&b, ",\"cpu_us\":");
 	jw_i64(&b, w->cpu_us);
+	jw_lit(&b, ",\"memory_peak\":");
+	jw_i64(&b, w->memory_peak);
 	jw_lit(&b, ",\"log\":");
 	jw_str(&b, w->log_path);
 	jw_lit(&b, ",\"usage\":");
@@ -1410,6 +1412,7 @@ static int load_workers(struct store *s, struct orch *o)
 		w->runner = (enum runner_kind)doc_i64(d, "runner", RUNNER_LOCAL);
 		w->runner_ref = doc_str(d, "ref");
 		w->cpu_us = doc_i64(d, "cpu_us", -1);
+		w->memory_peak = doc_i64(d, "memory_peak", -1);
 		w->started_ms = doc_i64(d, "started", 0);
 		w->ended_ms = doc_i64(d, "ended", 0);
 		w->timeout_s = (int)doc_i64(d, "timeout_s", 0);
@@ -1440,6 +1443,7 @@ static int load_workers(struct store *s, struct orch *o)
 		w->cwd = xstrdup("/");
 		w->log_path = xstrdup("/dev/null");
 		w->cpu_us = -1;
+		w->memory_peak = -1;
 		w->exit_code = -1;
 		o->workers[i] = w;
 	}

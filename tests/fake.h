@@ -15,6 +15,7 @@ static inline struct worker *fake_worker(struct orch *o, const char *task)
 	w->status = WORKER_EXITED;
 	w->exit_code = 0;
 	w->cpu_us = -1;
+	w->memory_peak = -1;
 	w->command = xstrdup("true");
 	w->cwd = xstrdup("/tmp");
 	w->log_path = xstrdup("/tmp/none.log");

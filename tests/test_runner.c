@@ -163,8 +163,20 @@ static void output_and_status(struct runner *r, bool cgroup)
 	char want[160];
 	snprintf(want, sizeof want, "out\nerr\ngot hello\n%s\n", dir);
 	assert_string_equal(slurp(1), want);
-	int64_t cpu = runner_release(r, job);
-	assert_true(cgroup ? cpu >= 0 : cpu == -1);
+	struct runner_usage used;
+	runner_release(r, job, &used);
+	assert_true(cgroup ? used.cpu_us >= 0 : used.cpu_us == -1);
+	/* a peak only where the memory controller is ours to enable */
+	char controllers[4200], text[256] = "";
+	if (runner_cgroup_path(r, 0, controllers, sizeof controllers)) {
+		strcpy(strrchr(controllers, '/'), "/cgroup.subtree_control");
+		FILE *f = fopen(controllers, "r");
+		if (f && !fgets(text, sizeof text, f))
+			text[0] = '\0';
+		if (f)
+			fclose(f);
+	}
+	assert_true(strstr(text, "memory") ? used.memory_peak > 0 : used.memory_peak == -1);
 }
 
 static void test_output_and_status(void **state)
@@ -191,7 +203,7 @@ static void bad_cwd(struct runner *r, bool cgroup)
 	job = start(r, 3, "exit 3");
 	struct runner_end e = wait_end(r, 3);
 	assert_true(WIFEXITED(e.wstatus) && WEXITSTATUS(e.wstatus) == 3);
-	runner_release(r, job);
+	runner_release(r, job, NULL);
 }
 
 static void test_bad_cwd(void **state)
@@ -237,7 +249,7 @@ static void escapee(struct runner *r, bool cgroup)
 	assert_int_equal(runner_signal(r, job, SIGKILL), 0);
 	struct runner_end e = wait_end(r, 3);
 	assert_true(WIFSIGNALED(e.wstatus) && WTERMSIG(e.wstatus) == SIGKILL);
-	runner_release(r, job);
+	runner_release(r, job, NULL);
 	for (int i = 0; alive(child) && i < 500; i++)
 		usleep(2000);
 	assert_int_equal(alive(child), !cgroup);
@@ -287,13 +299,13 @@ static void made_ahead(struct runner *r, bool cgroup)
 		assert_int_equal(access(path, F_OK), 0);
 	struct runner_job *job = start(r, 1, "echo one");
 	wait_end(r, 1);
-	runner_release(r, job);
+	runner_release(r, job, NULL);
 	assert_int_equal(size_of(1), 4);
 	/* far ahead of the thread: made at the start, and the thread, which
 	 * goes on from there, never truncates it */
 	job = start(r, 1000, "echo thousand");
 	wait_end(r, 1000);
-	runner_release(r, job);
+	runner_release(r, job, NULL);
 	assert_true(made(1001));
 	assert_int_equal(size_of(1000), 9);
 }
@@ -328,7 +340,9 @@ static void test_no_cgroup(void **state)
 	struct runner_job *job = start(r, 1, "exit 4");
 	struct runner_end e = wait_end(r, 1);
 	assert_true(WIFEXITED(e.wstatus) && WEXITSTATUS(e.wstatus) == 4);
-	assert_int_equal(runner_release(r, job), -1);
+	struct runner_usage used;
+	runner_release(r, job, &used);
+	assert_int_equal(used.cpu_us, -1);
 	runner_destroy(r, false);
 	assert_int_equal(runner_local_create(ISOLATION_CGROUP, "no/such", run, dir, "/proc/self/exe",
 					     1, &r, &err), -EOPNOTSUPP);
@@ -367,14 +381,14 @@ static void restore(struct runner *r, bool cgroup)
 	struct runner_end e = wait_end(r, 1);
 	assert_true(WIFEXITED(e.wstatus) && WEXITSTATUS(e.wstatus) == 5);
 	assert_string_equal(slurp(1), "got again\n");
-	runner_release(r, one);
+	runner_release(r, one, NULL);
 	/* the supervisor is killed: what it ran can no longer be followed */
 	struct runner_job *four = start(r, 4, "exec sleep 300");
 	pid_t pid4 = runner_job_pid(four);
 	supervisor_kill();
 	e = wait_end(r, 4);
 	assert_true(e.lost);
-	runner_release(r, four);   /* its cgroup, and in it the orphan, goes */
+	runner_release(r, four, NULL);   /* its cgroup, and in it the orphan, goes */
 	if (!cgroup)
 		kill(pid4, SIGKILL);
 	assert_true(dies(pid4));
@@ -382,7 +396,7 @@ static void restore(struct runner *r, bool cgroup)
 	struct runner_job *five = start(r, 5, "exit 2");
 	e = wait_end(r, 5);
 	assert_true(WIFEXITED(e.wstatus) && WEXITSTATUS(e.wstatus) == 2);
-	runner_release(r, five);
+	runner_release(r, five, NULL);
 	runner_destroy(r, false);
 }
 

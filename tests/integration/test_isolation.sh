@@ -58,6 +58,16 @@ wait_for "the busy worker exits" 30 status_is "mma/workers/$w/status" exited
 wait_for "the process it left running is killed" 5 gone "$(cat "$T/left.pid")"
 check "its CPU time is in info.json ($(jq .cpu_s "mma/workers/$w/info.json") s)" \
 	jqe '.cpu_s > 0.05' "mma/workers/$w/info.json"
+# its peak memory, where the memory controller is there to enable
+probe=$(spawn 'exec sleep 300')
+orchfs_cg=$(dirname "$(jq -r .cgroup "mma/workers/$probe/info.json")")
+echo "$probe" >mma/workers/kill
+if grep -qw memory "$orchfs_cg/cgroup.controllers"; then
+	check "memory controller: the peak is counted" jqe '.memory_peak_bytes > 0' "mma/workers/$w/info.json"
+else
+	check "no memory controller ($(cat "$orchfs_cg/cgroup.controllers")): no peak" \
+		jqe '.memory_peak_bytes == null' "mma/workers/$w/info.json"
+fi
 
 # --- kill -9 of the daemon: the restart adopts the worker, cgroup and all ---
 w=$(escapee c)
