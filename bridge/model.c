@@ -275,6 +275,21 @@ void task_free(struct task *t)
 	free(t);
 }
 
+struct worker *worker_placeholder(int id)
+{
+	struct worker *w = xcalloc(1, sizeof *w);
+	w->id = id;
+	w->status = WORKER_LOST;
+	w->command = xstrdup("");
+	w->cwd = xstrdup("/");
+	w->log_path = xstrdup("/dev/null");
+	w->runner = RUNNER_LOCAL;
+	w->cpu_us = -1;
+	w->memory_peak = -1;
+	w->exit_code = -1;
+	return w;
+}
+
 void worker_free(struct worker *w)
 {
 	if (!w)

@@ -288,6 +288,8 @@ void ready_insert(struct orch *o, struct task *t);
 void run_add(struct orch *o, struct worker *w);
 void run_remove(struct orch *o, struct worker *w);
 void worker_free(struct worker *w);
+/* The record of worker id when nothing more is known of it (a hole): lost. */
+struct worker *worker_placeholder(int id);
 char **strv_dup(char *const *v, size_t n);
 void strv_free(char **v, size_t n);
 /* Publishes an event; w, when not NULL, is the worker it is about (its

@@ -95,6 +95,7 @@ struct local {
 	size_t nlive, live_cap;
 	struct runner_adopted *adopted;   /* until adopt_end */
 	size_t nadopted;
+	int last_id;               /* the highest id any supervisor of this state started */
 };
 
 /* --- cgroups --- */
@@ -455,8 +456,11 @@ static int hello(struct local *r, int sock)
 		free(text);
 		if (fds[1] >= 0)
 			close(fds[1]);
-		if (m.type == SV_READY)
+		if (m.type == SV_READY) {
+			if (m.a > r->last_id)
+				r->last_id = m.a;
 			return 0;
+		}
 		if (m.type == SV_ADOPT) {
 			r->adopted = xrealloc(r->adopted, (r->nadopted + 1) * sizeof *r->adopted);
 			r->adopted[r->nadopted++] = (struct runner_adopted){m.id, m.a, fds[0]};
@@ -562,6 +566,22 @@ static bool exit_recorded(const struct local *r, int id, int *wstatus)
 		return false;
 	*wstatus = rec.wstatus;
 	return true;
+}
+
+/* The highest id in the record of exits (a supervisor that has exited
+ * leaves only that). */
+static int exits_last_id(int run_fd)
+{
+	int fd = openat(run_fd, "exits", O_RDONLY | O_CLOEXEC), last = 0;
+	struct sv_exit *recs = xmalloc(SUPERVISOR_EXIT_SLOTS * sizeof *recs);
+	ssize_t n = fd >= 0 ? pread(fd, recs, SUPERVISOR_EXIT_SLOTS * sizeof *recs, 0) : -1;
+	for (ssize_t i = 0; i < n / (ssize_t)sizeof *recs; i++)
+		if (recs[i].id > last)
+			last = recs[i].id;
+	free(recs);
+	if (fd >= 0)
+		close(fd);
+	return last;
 }
 
 /* --- the runner's operations --- */
@@ -1122,6 +1142,18 @@ int runner_local_create(enum runner_isolation want, const char *state_key, const
 		sv_attach(r, sock);
 	else if (sock >= 0)
 		close(sock);
+	/* Ids are never reused, even those a crash lost from the store before
+	 * their processes started: the next is past every one a supervisor
+	 * of this state started */
+	int last = exits_last_id(run_fd);
+	if (last > r->last_id)
+		r->last_id = last;
+	for (size_t i = 0; i < r->nadopted; i++)
+		if (r->adopted[i].id > r->last_id)
+			r->last_id = r->adopted[i].id;
+	if (r->last_id >= r->next)
+		r->next = r->last_id + 1;
+	r->taken = r->next - 1;
 	/* cgroups of workers nobody has any more: a crash's, with the supervisor */
 	if (dir >= 0)
 		cgroup_sweep(dir, r->adopted, r->nadopted);
@@ -1143,6 +1175,11 @@ void runner_local_skip(struct runner *base, int id)
 			retire(r, id);
 		prepared_close(&w);
 	}
+}
+
+int runner_local_last_id(const struct runner *base)
+{
+	return ((const struct local *)base)->last_id;
 }
 
 const char *runner_isolation(const struct runner *base)

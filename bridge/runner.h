@@ -184,6 +184,9 @@ int runner_slurm_create(int poll_ms, struct runner **out, struct orch_err *err);
 /* Worker id runs elsewhere (another runner): what was made ahead for it
  * goes, but for its log, which that runner writes. */
 void runner_local_skip(struct runner *r, int id);
+/* The highest worker id a supervisor of this state directory ever started
+ * (0: none): the store may have lost the record of some to a crash. */
+int runner_local_last_id(const struct runner *r);
 /* "cgroup" or "process-group" */
 const char *runner_isolation(const struct runner *r);
 /* The path of worker id's cgroup into out; false without one. */

@@ -615,6 +615,20 @@ static void task_after_attempt(struct orch *o, struct worker *w)
 
 void sched_recover(struct orch *o)
 {
+	/* Workers a crash lost the record of, before their start reached the
+	 * store: their ids stay theirs (lost; what runs of them is killed at
+	 * adopt_end), so that no log, cgroup or exit record is taken for
+	 * another's. */
+	for (int id = (int)o->nworkers + 1; id <= runner_local_last_id(o->runner); id++) {
+		struct worker *w = worker_placeholder(id);
+		w->ended_ms = time_now_ms();
+		ARRAY_GROW(o->workers, o->workers_cap, o->nworkers + 1);
+		o->workers[o->nworkers++] = w;
+		cJSON *d = cJSON_CreateObject();
+		cJSON_AddNumberToObject(d, "id", w->id);
+		cJSON_AddNumberToObject(d, "pid", 0);
+		orch_event(o, w, EVK_WORKER_LOST, d);
+	}
 	/* What the store says runs: re-adopted from the runner, ended while no
 	 * daemon was there, or lost. */
 	for (size_t i = 0; i < o->nworkers; i++) {

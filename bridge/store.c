@@ -1433,20 +1433,9 @@ static int load_workers(struct store *s, struct orch *o)
 	sqlite3_finalize(st);
 	/* Ids are never reused: a hole (a row lost to damage) stays a hole, as a
 	 * record that says so. */
-	for (size_t i = 0; i < o->nworkers; i++) {
-		if (o->workers[i])
-			continue;
-		struct worker *w = xcalloc(1, sizeof *w);
-		w->id = (int)i + 1;
-		w->status = WORKER_LOST;
-		w->command = xstrdup("");
-		w->cwd = xstrdup("/");
-		w->log_path = xstrdup("/dev/null");
-		w->cpu_us = -1;
-		w->memory_peak = -1;
-		w->exit_code = -1;
-		o->workers[i] = w;
-	}
+	for (size_t i = 0; i < o->nworkers; i++)
+		if (!o->workers[i])
+			o->workers[i] = worker_placeholder((int)i + 1);
 	return 0;
 }
 

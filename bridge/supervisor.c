@@ -215,6 +215,7 @@ struct sv {
 	int listen_fd, daemon, exits, sigfd;
 	struct sv_worker *workers;
 	size_t nworkers, cap;
+	int last_id;    /* the highest id started */
 };
 
 static struct sv_worker *worker_by(struct sv *s, int id, pid_t pid)
@@ -280,6 +281,8 @@ static void on_spawn(struct sv *s, const struct sv_msg *m, char *payload, const 
 	fcntl(stdin_pipe[1], F_SETFL, O_NONBLOCK);
 	ARRAY_GROW(s->workers, s->cap, s->nworkers + 1);
 	s->workers[s->nworkers++] = (struct sv_worker){m->id, pid, stdin_pipe[1]};
+	if (m->id > s->last_id)
+		s->last_id = m->id;
 	say(s, SV_STARTED, m->id, pid, NULL, stdin_pipe[1]);
 }
 
@@ -297,7 +300,7 @@ static void on_message(struct sv *s)
 		for (size_t i = 0; i < s->nworkers; i++)
 			say(s, SV_ADOPT, s->workers[i].id, s->workers[i].pid, NULL,
 			    s->workers[i].stdin_fd);
-		say(s, SV_READY, 0, 0, NULL, -1);
+		say(s, SV_READY, 0, s->last_id, NULL, -1);
 		break;
 	case SV_SPAWN:
 		on_spawn(s, &m, payload, fds);

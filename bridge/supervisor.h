@@ -30,7 +30,7 @@ enum sv_type {
 	SV_FAILED,     /* supervisor: id did not start, errno a; payload: what failed */
 	SV_EXITED,     /* supervisor: id ended, wait status a */
 	SV_ADOPT,      /* supervisor: id runs as pid a; fd: its stdin's write end */
-	SV_READY,      /* supervisor: that was all */
+	SV_READY,      /* supervisor: that was all; a: the highest id it ever started */
 };
 
 struct sv_msg {

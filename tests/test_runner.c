@@ -74,21 +74,22 @@ static char *slurp(int id)
 static bool supervisor_running(void)
 {
 	char cmd[256];
-	snprintf(cmd, sizeof cmd, "pgrep -f -- '%s %s/run$' >/dev/null", SUPERVISOR_ARG, dir);
+	snprintf(cmd, sizeof cmd, "pgrep -f -- '%s %s/run[0-9]$' >/dev/null", SUPERVISOR_ARG, dir);
 	return system(cmd) == 0;
 }
 
 static void supervisor_kill(void)
 {
 	char cmd[256];
-	snprintf(cmd, sizeof cmd, "pkill -KILL -f -- '%s %s/run$'", SUPERVISOR_ARG, dir);
+	snprintf(cmd, sizeof cmd, "pkill -KILL -f -- '%s %s/run[0-9]$'", SUPERVISOR_ARG, dir);
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Each isolation has a state of its own (its ids, its record of exits). */
 static struct runner *create(enum runner_isolation want, int first_id, struct orch_err *err)
 {
 	char run[128];
-	snprintf(run, sizeof run, "%s/run", dir);
+	snprintf(run, sizeof run, "%s/run%d", dir, (int)want);
 	mkdir(run, 0700);
 	struct runner *r = NULL;
 	/* the cgroup is named after the directory: runs in parallel do not meet */
@@ -366,8 +367,11 @@ static void restore(struct runner *r, bool cgroup)
 	assert_true(alive(pid1));
 
 	struct orch_err err = {0};
-	r = create(cgroup ? ISOLATION_CGROUP : ISOLATION_PGROUP, 4, &err);
+	/* a store that lost the record of 3 would give 3 again: the runner
+	 * knows better, and makes ahead from 4 on */
+	r = create(cgroup ? ISOLATION_CGROUP : ISOLATION_PGROUP, 3, &err);
 	assert_non_null(r);
+	assert_int_equal(runner_local_last_id(r), 3);
 	int wstatus = -1;
 	assert_int_equal(r->ops->adopt(r, 1, NULL, &one, &wstatus), RUNNER_RUNNING);
 	assert_int_equal(runner_job_pid(one), pid1);
@@ -411,6 +415,11 @@ static void test_live_restore(void **state)
 		for (int i = 0; supervisor_running() && i < 500; i++)
 			usleep(2000);
 		assert_false(supervisor_running());
+		/* with no supervisor left, the record of exits still knows 5 */
+		r = create((enum runner_isolation)want, 1, &err);
+		assert_non_null(r);
+		assert_int_equal(runner_local_last_id(r), 5);
+		runner_destroy(r, false);
 	}
 }
 
