@@ -100,7 +100,6 @@ const struct price *pricing_find(const struct price *prices, size_t n, const cha
 	return NULL;
 }
 
-
 /* Micro-dollars, unbounded: counts <= 2^63 times prices <= 10^11 fit 128 bits. */
 static __int128 cost_exact(const struct price *p, const struct usage *u)
 {

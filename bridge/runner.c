@@ -373,7 +373,6 @@ static void live_remove(struct local *r, int id)
 		}
 }
 
-
 static struct pending_start *pending_of(struct local *r, int id)
 {
 	for (struct pending_start *p = r->pending; p; p = p->next)
@@ -946,7 +945,8 @@ static void local_destroy(struct runner *base, bool keep)
 		pthread_mutex_lock(&r->lock);
 		size_t n = r->nlive;
 		int *ids = xmalloc((n ? n : 1) * sizeof *ids);
-		memcpy(ids, r->live, n * sizeof *ids);
+		if (n)
+			memcpy(ids, r->live, n * sizeof *ids);
 		pthread_mutex_unlock(&r->lock);
 		for (size_t i = 0; i < n; i++)
 			group_signal(r, ids[i], SIGKILL);

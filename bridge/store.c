@@ -17,7 +17,6 @@
 #include "pricing.h"
 #include "telemetry.h"
 
-
 /* Statements prepared once: the writer runs them for every commit. */
 enum stmt {
 	ST_PUT_TASK, ST_DEL_TASK, ST_PUT_TRACK, ST_PUT_WORKER, ST_PUT_META, ST_PUT_EVENT,
