@@ -1,7 +1,8 @@
 /* slurm: the Slurm runner (runner.h): a worker is a batch job. Start is
- * `sbatch --parsable`, its end and its queue state come from one
- * `scontrol show job -o` for all jobs each poll interval, a kill is
- * `scancel`, a freeze `scontrol suspend`. Commands run on the runner's own
+ * `sbatch --parsable`; each poll interval one `squeue` asked about our jobs
+ * only gives their queue state, and `scontrol show job` (else `sacct`) the
+ * end of those that left the queue; a kill is `scancel`, a freeze
+ * `scontrol suspend`. Commands run on the runner's own
  * thread (orchfs-slurm), never under the model's lock: a slow controller
  * slows the jobs, not the mount.
  *   jq .slurm mma/workers/7/info.json   # {"job_id":"42","state":"PENDING","reason":"Resources"} */
@@ -164,45 +165,125 @@ static int wstatus_of(const char *exit_code)
 	return (code & 0xff) << 8;          /* WIFEXITED */
 }
 
-/* lock held: what poll number `poll` learnt of the jobs followed */
-static void poll_apply(struct slurm *s, const char *text, unsigned poll)
+/* How many job ids one squeue is asked about (an argument is at most 128 KiB). */
+#define SLURM_IDS_PER_CALL 1000
+
+/* A job to look at, copied out of the list (which may change meanwhile). */
+struct look {
+	int id;
+	char job_id[24];
+	unsigned since;
+	bool seen, final;
+};
+
+/* A job's end from scontrol, else from accounting (sacct, where there is
+ * some); false when neither knows it, or it has not ended after all. */
+static bool end_of(const char *job_id, int *wstatus, bool *known)
 {
-	for (struct runner_job *j = s->jobs; j; j = j->next) {
-		if (j->ended)
-			continue;
-		char want[40];
-		snprintf(want, sizeof want, "JobId=%s ", j->job_id);
-		const char *line = NULL;
-		for (const char *at = text; (at = strstr(at, want)); at++)
-			if (at == text || at[-1] == '\n') {
-				line = at;
-				break;
-			}
-		char state[SLURM_STATE_MAX] = "", reason[SLURM_REASON_MAX] = "", code[32] = "0:0";
-		if (!line && j->since >= poll)
-			continue;   /* submitted while scontrol was asked: next time */
-		if (!line) {
-			/* Slurm forgot it (long ended, or its controller lost
-			 * its state): its end cannot be known */
-			j->ended = true;
-			runner_tell(&s->base, (struct runner_end){j->id, 0, true, false});
-			continue;
+	struct buf out = BUF_INIT;
+	char *const show[] = {(char *)"scontrol", (char *)"show", (char *)"job", (char *)"-o",
+			      (char *)job_id, NULL};
+	char state[SLURM_STATE_MAX] = "", code[32] = "0:0";
+	*known = run_cmd(show, environ, &out) == 0 && out.data &&
+		 field(out.data, "JobState", state, sizeof state);
+	if (*known)
+		field(out.data, "ExitCode", code, sizeof code);
+	buf_reset(&out);
+	if (!*known) {
+		char *const acct[] = {(char *)"sacct", (char *)"-n", (char *)"-P", (char *)"-X",
+				      (char *)"-o", (char *)"State,ExitCode", (char *)"-j",
+				      (char *)job_id, NULL};
+		/* "COMPLETED|0:0", "CANCELLED by 0|0:15"; accounting off: exit 1 */
+		const char *bar = run_cmd(acct, environ, &out) == 0 && out.data
+					  ? strchr(out.data, '|') : NULL;
+		if (bar && sscanf(out.data, "%23[A-Z_]", state) == 1 &&
+		    sscanf(bar + 1, "%31[0-9:]", code) == 1)
+			*known = true;
+	}
+	buf_free(&out);
+	*wstatus = wstatus_of(code);
+	return *known && state_is_final(state);
+}
+
+/* One look at the jobs followed (lock held, dropped meanwhile): their queue
+ * state from squeue, asked only about them; the end of each that ended or
+ * left the queue from scontrol or sacct. */
+static void poll_once(struct slurm *s)
+{
+	unsigned poll = ++s->polls;
+	struct look *looks = NULL;
+	size_t n = 0, cap = 0;
+	for (struct runner_job *j = s->jobs; j; j = j->next)
+		if (!j->ended) {
+			ARRAY_GROW(looks, cap, n + 1);
+			looks[n] = (struct look){.id = j->id, .since = j->since};
+			memcpy(looks[n++].job_id, j->job_id, sizeof j->job_id);
 		}
-		char one[8192];
-		snprintf(one, sizeof one, "%.*s", (int)strcspn(line, "\n"), line);
-		field(one, "JobState", state, sizeof state);
-		field(one, "Reason", reason, sizeof reason);
-		field(one, "ExitCode", code, sizeof code);
-		bool changed = strcmp(state, j->state) || strcmp(reason, j->reason);
+	pthread_mutex_unlock(&s->lock);
+	struct hashmap *by_job = hashmap_new();
+	for (size_t i = 0; i < n; i++)
+		hashmap_put(by_job, looks[i].job_id, &looks[i]);
+	struct buf ids = BUF_INIT, out = BUF_INIT;
+	for (size_t first = 0; first < n; first += SLURM_IDS_PER_CALL) {
+		buf_reset(&ids);
+		for (size_t i = first; i < n && i < first + SLURM_IDS_PER_CALL; i++)
+			buf_printf(&ids, "%s%s", i > first ? "," : "", looks[i].job_id);
+		char *const argv[] = {(char *)"squeue", (char *)"-h", (char *)"--states=all",
+				      (char *)"-o", (char *)"%i|%T|%r", (char *)"-j", ids.data, NULL};
+		/* ids Slurm no longer knows are left out (all unknown: exit 1) */
+		run_cmd(argv, environ, &out);
+		buf_putc(&out, '\n');
+	}
+	buf_free(&ids);
+	pthread_mutex_lock(&s->lock);
+	struct hashmap *jobs = hashmap_new();
+	for (struct runner_job *j = s->jobs; j; j = j->next)
+		hashmap_put(jobs, j->job_id, j);
+	for (char *line = out.data, *next; line && *line; line = next) {
+		next = line + strcspn(line, "\n");
+		if (*next)
+			*next++ = '\0';
+		char job_id[24], state[SLURM_STATE_MAX], reason[SLURM_REASON_MAX] = "";
+		if (sscanf(line, "%23[0-9]|%23[A-Z_]|%127[^\n]", job_id, state, reason) < 2)
+			continue;
+		struct look *l = hashmap_get(by_job, job_id);
+		struct runner_job *j = hashmap_get(jobs, job_id);
+		if (!l || !j || j->ended)
+			continue;
+		l->seen = true;
+		l->final = state_is_final(state);
+		if (l->final || (!strcmp(state, j->state) && !strcmp(reason, j->reason)))
+			continue;
 		snprintf(j->state, sizeof j->state, "%s", state);
 		snprintf(j->reason, sizeof j->reason, "%s", reason);
-		if (state_is_final(state)) {
-			j->ended = true;
-			runner_tell(&s->base, (struct runner_end){j->id, wstatus_of(code), false, false});
-		} else if (changed) {
-			runner_tell(&s->base, (struct runner_end){j->id, 0, false, true});
-		}
+		runner_tell(&s->base, (struct runner_end){j->id, 0, false, true});
 	}
+	hashmap_free(jobs);
+	pthread_mutex_unlock(&s->lock);
+	buf_free(&out);
+	for (size_t i = 0; i < n; i++) {
+		struct look *l = &looks[i];
+		/* one submitted while squeue was asked may not be there yet */
+		if (!l->final && (l->seen || l->since >= poll))
+			continue;
+		int wstatus;
+		bool known;
+		if (!end_of(l->job_id, &wstatus, &known) && known)
+			continue;   /* not over after all (requeued): next time */
+		pthread_mutex_lock(&s->lock);
+		struct runner_job *j;
+		for (j = s->jobs; j && strcmp(j->job_id, l->job_id); j = j->next)
+			;
+		if (j && !j->ended) {
+			j->ended = true;
+			/* unknown to scontrol and to accounting: its end is lost */
+			runner_tell(&s->base, (struct runner_end){j->id, wstatus, !known, false});
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	hashmap_free(by_job);
+	free(looks);
+	pthread_mutex_lock(&s->lock);
 }
 
 /* A signal goes to a running job's every process (--full: a batch job has
@@ -251,19 +332,8 @@ static void *slurm_main(void *arg)
 		bool following = false;
 		for (struct runner_job *j = s->jobs; j && !following; j = j->next)
 			following = !j->ended;
-		if (following) {
-			unsigned poll = ++s->polls;
-			pthread_mutex_unlock(&s->lock);
-			struct buf out = BUF_INIT;
-			char *const argv[] = {(char *)"scontrol", (char *)"show", (char *)"job",
-					      (char *)"-o", NULL};
-			int rc = run_cmd(argv, environ, &out);
-			pthread_mutex_lock(&s->lock);
-			/* no jobs at all is "No jobs in the system", exit 0 */
-			if (rc == 0)
-				poll_apply(s, out.data ? out.data : "", poll);
-			buf_free(&out);
-		}
+		if (following)
+			poll_once(s);
 		if (s->stop || s->orders)
 			continue;
 		struct timespec until = time_mono_deadline(s->poll_ms);

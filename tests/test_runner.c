@@ -39,10 +39,14 @@ static int dir_setup(void **state)
 	return mkdtemp(dir) ? 0 : -1;
 }
 
+/* A test that failed half-way may have left a supervisor and its workers:
+ * they go, then the directory. */
 static int dir_teardown(void **state)
 {
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	char cmd[512];
+	snprintf(cmd, sizeof cmd,
+		 "for p in $(pgrep -f -- '%s %s/run[0-9]$'); do pkill -KILL -P $p; kill -KILL $p; done;"
+		 " rm -rf %s", SUPERVISOR_ARG, dir, dir);
 	return system(cmd) ? -1 : 0;
 }
 

@@ -115,6 +115,25 @@ wait_for "both done" 30 eval 'task_done d1 && task_done d2'
 expect_eq "d1 went to Slurm" "$(jq -r .runner "mma/workers/$(worker_of d1)/info.json")" slurm
 expect_eq "d2 stayed local" "$(jq -r .runner "mma/workers/$(worker_of d2)/info.json")" local
 
+# --- a job its cluster forgot (a controller that lost its state): lost ---
+check "a job that will be forgotten" ctl_write mma/dag/mutate \
+	'{"op":"add_task","track":"mix","task":{"id":"gone","runner":"slurm","command":"exec sleep 60"}}'
+wait_for "it runs" 30 eval 'g=$(worker_of gone) && jqe ".slurm.state == \"RUNNING\"" mma/workers/$g/info.json'
+gone=$(worker_of gone)
+cd / || exit 1
+kill -KILL "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null
+stop_cluster
+SLURM_DIR=$(mktemp -d /tmp/orchfs-slurm.XXXXXX)
+_TMPDIRS+=("$SLURM_DIR")
+"$CLUSTER" start "$SLURM_DIR" >/dev/null || _fail_now "the second test cluster did not start"
+. "$SLURM_DIR/env"
+orchfs_restart --slurm-poll-ms 200
+cd "$M" || exit 1
+wait_for "the job neither squeue, scontrol nor accounting knows is lost" 15 \
+	status_is "mma/workers/$gone/status" lost
+expect_eq "its task failed" "$(cat mma/tasks/gone/status)" failed
+
 # --- bad options change nothing ---
 expect_errno "an unknown slurm option" EINVAL mma/dag/mutate \
 	'{"op":"add_task","track":"mix","task":{"id":"x","command":"true","slurm":{"nodes":2}}}'
