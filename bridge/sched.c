@@ -526,8 +526,11 @@ static void task_after_attempt(struct orch *o, struct worker *w);
 /* Its job, ended, goes; what it used stays in its record. */
 static void worker_used(struct orch *o, struct worker *w)
 {
+	if (!w->job)
+		return;   /* it never started, or it was lost before */
 	struct runner_usage used;
 	runner_release(worker_runner(o, w), w->job, &used);
+	w->job = NULL;
 	w->cpu_us = used.cpu_us;
 	w->memory_peak = used.memory_peak;
 }
@@ -536,9 +539,7 @@ static void worker_used(struct orch *o, struct worker *w)
  * while the daemon was away): its pid is not signalled, it may be anyone's. */
 static void worker_lost(struct orch *o, struct worker *w)
 {
-	if (w->job)
-		worker_used(o, w);
-	w->job = NULL;
+	worker_used(o, w);
 	run_remove(o, w);
 	w->status = WORKER_LOST;
 	w->ended_ms = time_now_ms();
@@ -562,9 +563,7 @@ static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 		w->status = WORKER_EXITED;
 	else
 		w->status = WORKER_FAILED;
-	if (w->job)
-		worker_used(o, w);
-	w->job = NULL;
+	worker_used(o, w);
 	w->kill_deadline_ns = 0;
 	run_remove(o, w);
 
@@ -646,7 +645,7 @@ void sched_recover(struct orch *o)
 			/* its timeout counts from its start, not from ours */
 			w->started_ns = time_mono_ns() - (time_now_ms() - w->started_ms) * 1000000;
 			if (o->pipeline == PIPE_FROZEN)
-				runner_freeze(worker_runner(o, w), w->job, true);
+				runner_freeze(r, w->job, true);
 			cJSON *d = cJSON_CreateObject();
 			cJSON_AddNumberToObject(d, "id", w->id);
 			cJSON_AddNumberToObject(d, "pid", w->pid);
