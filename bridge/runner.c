@@ -14,6 +14,7 @@
 #include <string.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1060,6 +1061,14 @@ int runner_spawn_cmd(pid_t *pid, const char *path, bool search,
 			: posix_spawn(pid, path, fa, &attr, argv, envp);
 	posix_spawnattr_destroy(&attr);
 	return rc;
+}
+
+void runner_raise_priority(void)
+{
+	struct sched_param rt = {.sched_priority = 1}, normal = {0};
+	if (sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &rt) != 0 &&
+	    sched_setscheduler(0, SCHED_OTHER | SCHED_RESET_ON_FORK, &normal) == 0)
+		(void)setpriority(PRIO_PROCESS, (id_t)gettid(), -5);
 }
 
 const char *runner_kind_name(enum runner_kind k)

@@ -3,13 +3,11 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,7 +19,6 @@
 
 extern char **environ;
 
-#define SCHED_NICE (-5)
 
 /* worker: the attempt that makes it running (0: none). Naming it puts the
  * worker's record in the same commit, before its process has even started. */
@@ -797,15 +794,8 @@ void *sched_main(void *arg)
 	struct orch *o = arg;
 	pthread_setname_np(pthread_self(), "orchfs-sched");
 	/* Its time under the lock is what every reader and writer waits on: on a
-	 * machine busy with clients it should not be the one preempted. Only
-	 * root may raise it; anyone else runs it as it is. Its work is bounded
-	 * (a tick, then poll), so real-time cannot starve the machine. The
-	 * workers it starts must not inherit the raise: reset-on-fork gives them
-	 * the normal policy and nice 0. */
-	struct sched_param rt = {.sched_priority = 1}, normal = {0};
-	if (sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &rt) != 0 &&
-	    sched_setscheduler(0, SCHED_OTHER | SCHED_RESET_ON_FORK, &normal) == 0)
-		(void)setpriority(PRIO_PROCESS, (id_t)gettid(), SCHED_NICE);
+	 * machine busy with clients it should not be the one preempted. */
+	runner_raise_priority();
 	pthread_mutex_lock(&o->lock);
 	/* a stop waits for the workers to end, unless they are left running to
 	 * the next daemon */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "runner.h"
 
 /* The child runs on a stack of its own until it execs: a few system calls. */
 #define SPAWN_STACK (64 * 1024)
@@ -381,6 +383,10 @@ int supervisor_main(int argc, char **argv)
 	}
 	if (chdir("/") < 0)
 		_exit(1);
+	prctl(PR_SET_NAME, "orchfs-sv");   /* not "exe", as /proc/self/exe would have it */
+	/* 64 workers busy on 2 CPUs must not keep it from starting and
+	 * reaping them: it is the scheduler's hands */
+	runner_raise_priority();
 	signal(SIGPIPE, SIG_IGN);
 	sigset_t chld;
 	sigemptyset(&chld);

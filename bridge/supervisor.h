@@ -6,7 +6,7 @@
  * state directory, which connects to STATE_DIR/run/supervisor.sock and
  * re-adopts the workers still running and the exits it missed. With no
  * worker and no daemon left it exits.
- *   ps -o pid,args -C orchfs        # "orchfs --supervise STATE_DIR/run" */
+ *   ps -o pid,args -C orchfs-sv     # "orchfs --supervise STATE_DIR/run" */
 #ifndef ORCHFS_SUPERVISOR_H
 #define ORCHFS_SUPERVISOR_H
 
