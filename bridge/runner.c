@@ -709,20 +709,27 @@ static int local_start(struct runner *base, const struct runner_spec *specs, siz
 	return failed;
 }
 
+/* A small file under dir into text; false when it cannot be read. */
+static bool read_at(int dir, const char *file, char *text, size_t size)
+{
+	int fd = openat(dir, file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, text, size - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	text[n] = '\0';
+	return true;
+}
+
 /* usage_usec of the cgroup's cpu.stat; -1 when it cannot be read */
 static int64_t cgroup_cpu_us(int cgroup)
 {
-	int fd = openat(cgroup, "cpu.stat", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
 	char text[512];
-	ssize_t n = read(fd, text, sizeof text - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	text[n] = '\0';
 	int64_t us = -1;
-	const char *at = strstr(text, "usage_usec ");
+	const char *at = read_at(cgroup, "cpu.stat", text, sizeof text) ? strstr(text, "usage_usec ")
+									 : NULL;
 	if (at)
 		sscanf(at, "usage_usec %" SCNd64, &us);
 	return us;
@@ -802,16 +809,8 @@ static ssize_t local_write_stdin(struct runner *base, struct runner_job *job, co
 /* memory.peak (Linux 5.19) of a cgroup with the memory controller; -1 */
 static int64_t cgroup_memory_peak(int cgroup)
 {
-	int fd = openat(cgroup, "memory.peak", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
 	char text[32];
-	ssize_t n = read(fd, text, sizeof text - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	text[n] = '\0';
-	return strtoll(text, NULL, 10);
+	return read_at(cgroup, "memory.peak", text, sizeof text) ? strtoll(text, NULL, 10) : -1;
 }
 
 /* What it left running goes with it, as a container's does, then its
