@@ -717,8 +717,14 @@ static void sched_tick(struct orch *o, struct spawn_job **jobs, size_t *njobs)
 			if (!w || w->status != WORKER_RUNNING)
 				continue;   /* one the store did not know, killed at the restart */
 			if (ends[i].changed) {
-				if (!w->starting)   /* else its spawn event says it all */
-					runner_state_event(o, w);
+				if (w->starting)
+					continue;   /* its spawn event says it all */
+				runner_state_event(o, w);
+				/* a job its cluster started only now, the pipeline
+				 * frozen: suspended as the others were */
+				if (o->pipeline == PIPE_FROZEN &&
+				    !runners[k]->ops->queued(runners[k], w->job))
+					runner_freeze(runners[k], w->job, true);
 				continue;
 			}
 			if (w->starting) {

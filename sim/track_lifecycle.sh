@@ -29,7 +29,11 @@ need inotifywait "inotifywait (inotify-tools)"
 if [ "$OWN" == 1 ]; then
 	need_own_daemon
 	write_pricing
-	start_daemon --pricing "$T/pricing.json" --kill-grace 1 --max-workers 6 --http off --ws off
+	# SIM_RUNNER=slurm (sim/slurm_lifecycle.sh): every task a Slurm job
+	runner=()
+	[ "${SIM_RUNNER:-local}" == slurm ] && runner=(--runner slurm --slurm-poll-ms 200)
+	start_daemon --pricing "$T/pricing.json" --kill-grace 1 --max-workers 6 --http off --ws off \
+		"${runner[@]}"
 	wait_mount
 else
 	attach_mount
@@ -82,6 +86,13 @@ expect_eq "b waits for a (blocked)" "$(task b)" blocked
 WG=$(worker_of g)
 WA=$(worker_of a)
 WH=$(worker_of h)
+# a Slurm job is `pending` while queued; the kill and the freeze below are
+# about workers that run
+all_run() {
+	local x
+	for x in "$@"; do status_is "$M/mma/workers/$x/status" running || return 1; done
+}
+wait_for "their workers run (not queued)" 30 all_run "$WG" "$WA" "$WH"
 
 # --- DAG mutations mid-flight ----------------------------------------------
 ctl "$M/mma/dag/mutate" "$(jq -nc --arg k "$TRACK" --arg p "$P" --arg cmd "$(w n m1 1234 321 0)" \
@@ -109,14 +120,30 @@ PIPE_TOUCHED=1
 ctl "$M/mma/pipeline/pause" freeze
 check "freeze reads back frozen" jqe '.status == "frozen"' <<<"$RESULT"
 expect_eq "pipeline/status is frozen" "$(cat "$M/mma/pipeline/status")" frozen
-PA=$(pid_of "$WA")
-PH=$(pid_of "$WH")
-wait_for "frozen: a's worker (pid $PA) is in state T" 3 eval '[ "$(proc_state "$PA")" == T ]'
-wait_for "frozen: h's worker (pid $PH) is in state T" 3 eval '[ "$(proc_state "$PH")" == T ]'
+# stopped WORKER: its process in state T, or, a Slurm job, SUSPENDED
+stopped() {
+	if [ "${SIM_RUNNER:-local}" == slurm ]; then
+		jqe '.slurm.state == "SUSPENDED"' "$M/mma/workers/$1/info.json"
+	else
+		[ "$(proc_state "$(pid_of "$1")")" == T ]
+	fi
+}
+# going WORKER: running again
+going() {
+	if [ "${SIM_RUNNER:-local}" == slurm ]; then
+		jqe '.slurm.state == "RUNNING"' "$M/mma/workers/$1/info.json"
+	else
+		local s
+		s=$(proc_state "$(pid_of "$1")")
+		[ -n "$s" ] && [ "$s" != T ]
+	fi
+}
+wait_for "frozen: a's worker $WA is stopped" 3 stopped "$WA"
+wait_for "frozen: h's worker $WH is stopped" 3 stopped "$WH"
 ctl "$M/mma/pipeline/resume" resume
 check "resume reads back running" jqe '.status == "running"' <<<"$RESULT"
-wait_for "resumed: a's worker runs again (not T)" 3 eval 's=$(proc_state "$PA"); [ -n "$s" ] && [ "$s" != T ]'
-wait_for "resumed: h's worker runs again (not T)" 3 eval 's=$(proc_state "$PH"); [ -n "$s" ] && [ "$s" != T ]'
+wait_for "resumed: a's worker runs again" 3 going "$WA"
+wait_for "resumed: h's worker runs again" 3 going "$WH"
 
 # --- pause: nothing new starts ---------------------------------------------
 ctl "$M/mma/pipeline/pause" pause

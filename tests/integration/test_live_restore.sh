@@ -2,7 +2,8 @@
 # test_live_restore: workers outlive the daemon (README, "Live restore"). After
 # kill -9 the next daemon adopts a running worker (same pid, same stdin, its
 # exit code reported when it ends) and learns the exit of one that ended
-# while no daemon was there, so its DAG goes on; a clean stop with
+# while no daemon was there, so its DAG goes on; 5 workers running at a kill
+# -9 are all adopted and end with their own exit codes, their logs whole; a clean stop with
 # --live-restore leaves workers running for the next daemon (an upgrade),
 # one without stops them, and then no supervisor is left; a supervisor
 # killed under a running daemon makes its workers lost, and the next spawn
@@ -51,6 +52,28 @@ check "second's output" grep -q second-done "$(jq -r .log "mma/workers/$(readlin
 check "the echoer's end is told, exit code and all" write_once "mma/workers/$echoer/stdin" $'quit\n'
 wait_for "the echoer failed (exit 3)" 5 status_is "mma/workers/$echoer/status" failed
 expect_eq "exit code 3" "$(jq .exit_code "mma/workers/$echoer/info.json")" 3
+
+# --- kill -9 with 5 workers running: all 5 adopted, each ends with its own
+# exit code, its log whole ---
+five=()
+for n in 1 2 3 4 5; do
+	five+=("$(spawn "echo before-$n; sleep 2; echo after-$n; exit $((n + 10))")")
+done
+wait_for "the 5 run" 5 eval 'for w in '"${five[*]}"'; do grep -q before- mma/workers/$w/log || exit 1; done'
+cd / || exit 1
+crash
+orchfs_restart
+cd "$M" || exit 1
+for n in 1 2 3 4 5; do
+	w=${five[$((n - 1))]}
+	expect_eq "worker $w adopted" "$(cat "mma/workers/$w/status")" running
+done
+for n in 1 2 3 4 5; do
+	w=${five[$((n - 1))]}
+	wait_for "worker $w failed with exit $((n + 10))" 10 eval \
+		'[ "$(jq .exit_code mma/workers/'"$w"'/info.json)" = '"$((n + 10))"' ]'
+	expect_eq "its log is whole" "$(cat "mma/workers/$w/log")" "$(printf 'before-%s\nafter-%s' "$n" "$n")"
+done
 
 # --- an upgrade: a clean stop with --live-restore leaves workers running ---
 cd / || exit 1

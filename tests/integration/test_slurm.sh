@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # test_slurm: tasks on a real single-node Slurm cluster (tests/slurm/cluster.sh)
 # beside local ones in one DAG (README, "Slurm"): a job's log, exit code, job
-# id and name, and the usage it reports through the mount; a job pending
-# behind another shows `pending` and Slurm's reason; a kill is scancel, a
-# freeze scontrol suspend; a restart of orchfs re-adopts a job still known to
-# Slurm; --runner slurm sends tasks without a runner and hand spawns there;
-# bad "slurm" options are refused; a Slurm worker has no stdin. Needs root and the packages slurmctld, slurmd, slurm-client and
-# munge (.ci/run installs them); elsewhere it skips, never under CI.
+# id and name (in squeue), and the usage it reports through the mount; a
+# retry and a held task; a job's own token over HTTP (its usage, nothing
+# else); a job pending behind another shows `pending` and Slurm's reason; a
+# kill is scancel, a freeze scontrol suspend (SUSPENDED in squeue); a restart
+# of orchfs re-adopts a job still known to Slurm, and one its cluster forgot
+# is lost; --runner slurm sends tasks without a runner and hand spawns there;
+# bad "slurm" options are refused; a Slurm worker has no stdin. Needs root
+# and the packages slurmctld, slurmd, slurm-client and munge (.ci/run
+# installs them); elsewhere it skips, never under CI.
 # a cluster's start and its jobs' turns take longer than a mount's test
 ORCHFS_TEST_TIMEOUT=170
 . "$(dirname "$0")/lib.sh"
@@ -27,7 +30,7 @@ trap 'stop_cluster; _cleanup' EXIT
 export SLURM_CONF
 ncpu=$(nproc)
 
-orchfs_start --max-workers 4 --slurm-poll-ms 200
+orchfs_start_api --max-workers 4 --slurm-poll-ms 200
 cd "$M" || exit 1
 
 jid() { jq -r .slurm.job_id "mma/workers/$1/info.json"; }
@@ -63,12 +66,46 @@ check "a failing job" ctl_write mma/dag/mutate \
 wait_for "it failed" 30 status_is mma/tasks/bad/status failed
 expect_eq "with exit code 3" "$(jq .exit_code "mma/workers/$(worker_of bad)/info.json")" 3
 
+# --- a retry, and a held task ---
+check "a flaky job (fails once) and a held one" ctl_write mma/dag/mutate \
+	"[{\"op\":\"add_task\",\"track\":\"mix\",\"task\":{\"id\":\"flaky\",\"runner\":\"slurm\",\"retries\":1,
+	   \"command\":\"[ -e $T/flaky.mark ] || { touch $T/flaky.mark; exit 1; }; echo second\"}},
+	  {\"op\":\"add_task\",\"track\":\"mix\",\"task\":{\"id\":\"later\",\"runner\":\"slurm\",\"command\":\"echo later\"}},
+	  {\"op\":\"hold\",\"task\":\"later\"}]"
+wait_for "the flaky task is done on its retry" 30 task_done flaky
+expect_eq "two attempts, the first failed" \
+	"$(jq -c '[.workers[] | {status, exit_code}]' mma/tasks/flaky/info.json)" \
+	'[{"status":"failed","exit_code":1},{"status":"exited","exit_code":0}]'
+expect_eq "the held task is not submitted" "$(cat mma/tasks/later/status) $(jq '.workers | length' mma/tasks/later/info.json)" "held 0"
+echo "release later" >mma/dag/mutate
+wait_for "released, it runs on Slurm" 30 task_done later
+
+# --- a Slurm job's own token, over HTTP: its usage yes, anything else no ---
+cat >"$T/token.sh" <<'SH'
+h="Authorization: Bearer $ORCHFS_TOKEN"
+code() { curl -s -o /dev/null -w '%{http_code}' -H "$h" "$@"; }
+echo "own=$(code --data-binary 'model=m2 in=10 out=1' "$ORCHFS_URL/api/mma/workers/$ORCHFS_WORKER_ID/usage")"
+echo "other=$(code --data-binary 'model=m2 in=10 out=1' "$ORCHFS_URL/api/mma/workers/1/usage")"
+echo "control=$(code --data-binary freeze "$ORCHFS_URL/api/mma/pipeline/pause")"
+echo "read=$(code "$ORCHFS_URL/api/mma/pipeline/status")"
+SH
+check "a job that uses its token" ctl_write mma/dag/mutate \
+	"{\"op\":\"add_task\",\"track\":\"mix\",\"task\":{\"id\":\"tok\",\"runner\":\"slurm\",\"command\":\"sh $T/token.sh\"}}"
+wait_for "it ran" 30 task_done tok
+tw=$(worker_of tok)
+expect_eq "its own usage: 200, another's and a control file: 403, a read: 200" \
+	"$(tr '\n' ' ' <"mma/workers/$tw/log")" "own=200 other=403 control=403 read=200 "
+expect_eq "its report counted" "$(jq .usage.input_tokens "mma/workers/$tw/info.json")" 10
+expect_eq "worker 1 got nothing" "$(jq .usage.input_tokens mma/workers/1/info.json)" 0
+expect_eq "the pipeline still runs" "$(cat mma/pipeline/status)" running
+
 # --- pending behind another job, Slurm's reason; kill; freeze ---
 check "two jobs that each take every CPU" ctl_write mma/dag/mutate \
 	"[{\"op\":\"add_task\",\"track\":\"mix\",\"task\":{\"id\":\"hog\",\"slurm\":{\"cpus\":$ncpu},\"command\":\"echo hogging; exec sleep 120\"}},
 	  {\"op\":\"add_task\",\"track\":\"mix\",\"task\":{\"id\":\"queued\",\"slurm\":{\"cpus\":$ncpu},\"command\":\"echo finally\"}}]"
 wait_for "the hog runs" 30 eval 'w=$(worker_of hog) && jqe ".slurm.state == \"RUNNING\"" mma/workers/$w/info.json'
 hog=$(worker_of hog)
+check "squeue shows it by its name" grep -qx "orchfs-mix-hog-w$hog" <<<"$(squeue -h -o %j)"
 wait_for "the other waits in Slurm's queue, with its reason" 10 eval \
 	'q=$(worker_of queued) && jqe ".slurm.state == \"PENDING\" and (.slurm.reason | length > 0)" mma/workers/$q/info.json'
 queued=$(worker_of queued)
@@ -79,6 +116,7 @@ check "the queue state is an event" grep -q worker.runner_state "mma/workers/$qu
 # freeze: scontrol suspend, the job's processes stopped
 echo freeze >mma/pipeline/pause
 wait_for "frozen: the hog's job is suspended" 10 jqe '.slurm.state == "SUSPENDED"' "mma/workers/$hog/info.json"
+expect_eq "as squeue says" "$(squeue -h -j "$(jid "$hog")" -o %T)" SUSPENDED
 sleep_pid=$(pgrep -f "^sleep 120$" | head -1)
 check "and its process stopped (T)" test "$(proc_state "$sleep_pid")" = T
 echo >mma/pipeline/resume
