@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_isolation: each worker in a cgroup of its own (README, "Workers"): a
-# kill reaches a process the worker moved out of its process group with
+# kill reaches a process the worker double-forked out of its process group with
 # setsid, a freeze stops it too, what a worker leaves running when it ends
 # goes with it, its CPU time is counted, and a restart after kill -9 adopts
 # the workers the crash left, in their cgroups. Then the same daemon with --isolation
@@ -16,12 +16,13 @@ pass "state.json says workers run in cgroups"
 # alive PID: there, and not a zombie waiting for init to reap it
 alive() { local s; s=$(proc_state "$1"); [ -n "$s" ] && [ "$s" != Z ]; }
 gone() { ! alive "$1"; }
-# escapee NAME: a worker whose child leaves its process group (setsid) and
-# writes a line to $T/NAME.ticks every 50 ms; prints the worker's id once the
-# child's pid is in $T/NAME.pid
+# escapee NAME: a worker whose grandchild leaves its process group (setsid)
+# and its parent (a double fork: init's child now) and writes a line to
+# $T/NAME.ticks every 50 ms; prints the worker's id once the grandchild's pid
+# is in $T/NAME.pid
 escapee() {
 	local w
-	w=$(spawn "setsid sh -c 'echo \$\$ > $T/$1.pid; while :; do echo x >> $T/$1.ticks; sleep 0.05; done' & exec sleep 300")
+	w=$(spawn "(setsid sh -c 'echo \$\$ > $T/$1.pid; while :; do echo x >> $T/$1.ticks; sleep 0.05; done' &); exec sleep 300")
 	poll 5 test -s "$T/$1.pid" || return 1
 	echo "$w"
 }
