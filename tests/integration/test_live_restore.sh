@@ -33,6 +33,10 @@ check "plan created" ctl_write mma/tracks/create \
 wait_for "first runs" 5 status_is mma/tasks/first/status running
 first=$(readlink mma/tasks/first/worker)
 first=${first##*/}
+# the scheduler's own commits are journaled in order before any later
+# acknowledged write: after this one, first's start is on the disk (a crash
+# before it would rightly make worker $first lost, its task started again)
+check "a write acknowledged after first's start" write_once mma/pipeline/max_workers 5
 
 cd / || exit 1
 crash
