@@ -107,18 +107,22 @@ static int op_add_dep(struct batch *b, struct task *t, struct task *d, struct or
 	for (size_t i = 0; i < t->ndeps; i++)
 		if (t->deps[i] == d)
 			return 0;   /* already there: writing the same edge twice is harmless */
+	/* The message draws edges as dag.dot does, dep -> task: the new edge
+	 * first, then the way back along what depends on what. */
 	if (t == d)
-		return err_set(err, ELOOP, "adding %s -> %s makes a cycle: %s -> %s", t->id, d->id,
-			       t->id, d->id);
+		return err_set(err, ELOOP, "%s cannot depend on itself: %s -> %s makes a cycle", t->id,
+			       t->id, t->id);
 	/* A cycle needs a way back from d to t through deps, so through one of
 	 * t's dependents: a task nothing depends on yet (each new task of a
 	 * plan) needs no search, and a plan's chain is linear, not quadratic. */
 	struct task **path;
 	size_t n;
 	if (t->nrdeps && dag_find_path(b->o, d, t, &path, &n)) {
+		/* path: d, its dep, ..., t (each a dep of the one before) */
 		struct buf msg = BUF_INIT;
-		buf_printf(&msg, "adding %s -> %s makes a cycle: %s", t->id, d->id, t->id);
-		for (size_t i = 0; i < n; i++)
+		buf_printf(&msg, "%s depending on %s makes a cycle (as dag.dot draws it): %s -> %s",
+			   t->id, d->id, d->id, t->id);
+		for (size_t i = n - 1; i-- > 0;)
 			buf_printf(&msg, " -> %s", path[i]->id);
 		err_set(err, ELOOP, "%s", msg.data);
 		buf_free(&msg);

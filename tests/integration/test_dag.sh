@@ -131,7 +131,10 @@ pause
 create '{"id":"cy","tasks":[{"id":"y1","command":"true"},{"id":"y2","command":"true","deps":["y1"]},{"id":"y3","command":"true","deps":["y2"]}]}'
 expect_errno "add_dep making a cycle is ELOOP" ELOOP mma/dag/mutate "add_dep y1 y3"
 msg=$(last_error_message)
-check "the message names the cycle path y1 -> y3 -> y2 -> y1" grep -qF 'y1 -> y3 -> y2 -> y1' <<<"$msg"
+check "the message names the cycle as dag.dot draws edges: y3 -> y1 -> y2 -> y3" \
+	grep -qF 'y3 -> y1 -> y2 -> y3' <<<"$msg"
+check "whose edges dag.dot has (y1 -> y2, y2 -> y3)" eval \
+	'grep -qF "\"y1\" -> \"y2\"" mma/dag.dot && grep -qF "\"y2\" -> \"y3\"" mma/dag.dot'
 expect_errno "a dep on itself is ELOOP" ELOOP mma/dag/mutate '{"op":"add_dep","task":"y2","dep":"y2"}'
 expect_eq "the refused edge was not added" "$(cat mma/tasks/y1/deps)" ""
 
