@@ -521,7 +521,7 @@ class OrchfsClientTest(unittest.TestCase):
             {"id": r, "command": "true", "deps": [q]}]})
         wait_until(lambda: mount_read("mma/tasks/%s/status" % p) == "running\n", what="p runs")
         self.addCleanup(self._cancel_quietly, p)
-        # a cycle: p -> r -> q -> p, refused with ELOOP; the write is atomic
+        # a cycle (dag.dot's direction: r -> p -> q -> r), refused with ELOOP; atomic
         e = self.assertOrchfsError(409, "ELOOP", self.c.mutate_dag, [
             {"op": "hold", "task": r}, {"op": "add_dep", "task": p, "dep": r}])
         self.assertEqual(e.path, "mma/dag/mutate")
