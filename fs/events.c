@@ -50,6 +50,11 @@ struct fs_stream {
 	struct buf pend;
 	size_t pend_off;
 	fuse_req_t parked;               /* the one read waiting for news */
+	/* The error object of a refused write: what reads on this descriptor
+	 * return, then end of file, as on every control file (not a wait for
+	 * events that were never asked for right). */
+	struct buf error;
+	size_t error_off;
 	size_t parked_size;
 };
 
@@ -336,6 +341,7 @@ struct stream_hub *stream_hub_start(struct orch *o)
 static void stream_free(struct fs_stream *s)
 {
 	buf_free(&s->pend);
+	buf_free(&s->error);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -466,10 +472,18 @@ int stream_write(struct stream_hub *hub, struct fs_stream *s, const char *data, 
 	/* fail now rather than at the first read when it is already too old */
 	if (!rc && since_text)
 		rc = events_since(&o->events, since_text, since_len, &since, msg, sizeof msg);
-	if (rc)
-		return node_write_error(o, STREAM_PATH, -rc, msg, result);
+	if (rc) {
+		rc = node_write_error(o, STREAM_PATH, -rc, msg, result);
+		pthread_mutex_lock(&s->lock);
+		buf_reset(&s->error);
+		buf_append(&s->error, result->data, result->len);
+		s->error_off = 0;
+		pthread_mutex_unlock(&s->lock);
+		return rc;
+	}
 	bool has_since = since_text != NULL;
 	pthread_mutex_lock(&s->lock);
+	buf_reset(&s->error);   /* a write that took: the stream it asked for */
 	if (s->started) {
 		pthread_mutex_unlock(&s->lock);
 		return node_write_error(o, STREAM_PATH, EBUSY, STREAM_STARTED "; open events again",
@@ -501,12 +515,18 @@ void stream_read(struct stream_hub *hub, struct fs_stream *s, fuse_req_t req, si
 	pthread_mutex_lock(&s->lock);
 	s->started = true;
 	bool answered = true;
-	if (hub_stopping(hub) || !size)
+	if (s->error.len) {
+		size_t n = s->error.len - s->error_off;
+		n = n < size ? n : size;
+		fuse_reply_buf(req, s->error.data + s->error_off, n);
+		s->error_off += n;
+	} else if (hub_stopping(hub) || !size) {
 		fuse_reply_buf(req, NULL, 0);
-	else if (s->parked)
+	} else if (s->parked) {
 		fuse_reply_err(req, EBUSY);   /* one waiting read per reader */
-	else
+	} else {
 		answered = stream_try_reply(hub, s, req, size, &out);
+	}
 	pthread_mutex_unlock(&s->lock);
 	if (answered) {
 		buf_free(&out);

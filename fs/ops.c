@@ -777,7 +777,7 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 	if (f->stream) {
 		struct buf result = BUF_INIT;
 		rc = stream_write(fs->hub, f->stream, data, size, &result);
-		buf_free(&result);   /* an error is in last_error; a stream reads events */
+		buf_free(&result);   /* an error object is in last_error, and the stream's to read */
 		rc = rc < 0 ? rc : 0;
 	} else {
 		rc = fs_write_piece(fs, f, req, data, size, off);

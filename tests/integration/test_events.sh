@@ -120,6 +120,16 @@ expect_errno "channels telemetry,bogus is refused" EINVAL events 'channels telem
 expect_errno "an unknown command is refused" EINVAL events 'rewind 3'
 check "last_error names the bad word" grep -q 'rewind' last_error
 expect_errno "a since beyond the last seq is refused" EINVAL events "since $(($(state_seq) + 1000))"
+# the descriptor of a refused write reads back its error object, then end of
+# file, as a control file's does: it does not wait for events
+exec {fd}<>events
+printf 'since -5\n' >&"$fd" 2>/dev/null
+check "since -5 on a descriptor is refused" test $? -ne 0
+back=$(timeout 3 cat <&"$fd")
+exec {fd}>&-
+check "a read on it returns the error object at once (EINVAL), then EOF" \
+	jqe '.error.errno == "EINVAL" and (.error.message | test("since"))' <<<"$back"
+expect_eq "the same object as last_error" "$back" "$(cat last_error)"
 exec {fd}<>events
 printf 'since 0\n' >&"$fd"
 IFS= read -r line <&"$fd"
