@@ -152,6 +152,14 @@ void jw_str(struct buf *b, const char *s)
 	jw_strn(b, s, strlen(s));
 }
 
+void jw_i64_or_null(struct buf *b, int64_t v)
+{
+	if (v >= 0)
+		jw_i64(b, v);
+	else
+		jw_lit(b, "null");
+}
+
 void jw_strv(struct buf *b, char *const *v, size_t n)
 {
 	buf_putc(b, '[');

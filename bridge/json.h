@@ -33,6 +33,7 @@ void jw_strn(struct buf *b, const char *s, size_t len);
 void jw_str_or_null(struct buf *b, const char *s);   /* NULL or "" -> null */
 void jw_strv(struct buf *b, char *const *v, size_t n);  /* an array of strings */
 void jw_i64(struct buf *b, int64_t v);
+void jw_i64_or_null(struct buf *b, int64_t v);   /* negative (unknown) -> null */
 void jw_double(struct buf *b, double v);
 void jw_bool(struct buf *b, bool v);
 void jw_usd(struct buf *b, int64_t micro);

@@ -92,10 +92,7 @@ void render_worker(const struct orch *o, const struct worker *w, struct buf *b)
 	else
 		jw_lit(b, "null");
 	jw_lit(b, ",\"exit_code\":");
-	if (w->exit_code >= 0)
-		jw_i64(b, w->exit_code);
-	else
-		jw_lit(b, "null");
+	jw_i64_or_null(b, w->exit_code);
 	jw_lit(b, ",\"signal\":");
 	jw_str_or_null(b, w->term_signal ? signal_name(w->term_signal) : NULL);
 	jw_lit(b, ",\"timed_out\":");
@@ -110,10 +107,7 @@ void render_worker(const struct orch *o, const struct worker *w, struct buf *b)
 		jw_lit(b, "null");
 	/* where the memory controller is delegated to orchfs's cgroup */
 	jw_lit(b, ",\"memory_peak_bytes\":");
-	if (w->memory_peak >= 0)
-		jw_i64(b, w->memory_peak);
-	else
-		jw_lit(b, "null");
+	jw_i64_or_null(b, w->memory_peak);
 	struct runner *r = orch_runner(o, w->runner);
 	jw_lit(b, ",\"runner\":");
 	jw_str(b, r->ops->name);

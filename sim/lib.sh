@@ -54,18 +54,8 @@ jqe() { jq -e "$@" >/dev/null 2>&1; }
 status_is() { [ "$(cat "$1" 2>/dev/null)" == "$2" ]; }
 # is_mounted DIR: DIR is a mount point in /proc/mounts (even a dead one).
 is_mounted() { awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/mounts; }
-# proc_state PID: its one-letter state (R, S, T ...); a process in a frozen
-# cgroup (a freeze with workers in cgroups) reads T, as a stopped one does.
-CGROUP2=$(awk '/ - cgroup2 / { print $5; exit }' /proc/self/mountinfo)
-proc_state() {
-	local s cg
-	s=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null)
-	cg=$(sed -n 's/^0:://p' "/proc/$1/cgroup" 2>/dev/null)
-	if [ -n "$s" ] && [ -n "$cg" ] && grep -qx 'frozen 1' "$CGROUP2$cg/cgroup.events" 2>/dev/null; then
-		s=T
-	fi
-	echo "$s"
-}
+# shellcheck source=tests/proc_state.sh
+. "$SIM_DIR/../tests/proc_state.sh"
 
 # --- where: our own daemon, or a running one ($SHARED_BY is set) -------------
 T=$(mktemp -d /tmp/sim-XXXXXX)
