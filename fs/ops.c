@@ -719,11 +719,11 @@ static int fs_write_piece(struct fs *fs, struct fs_file *f, fuse_req_t req, cons
 		snprintf(msg, sizeof msg, "a command through the mount is at most %zu bytes", limit);
 		struct buf result = BUF_INIT;
 		rc = node_write_error(fs->o, f->path, EFBIG, msg, &result);
-		set_result(f, &result, off + (off_t)size);
+		set_result(f, &result, off);
 	} else {
 		buf_append(&f->pending, data, size);
-		if (size % 4096)
-			rc = fs_apply_pending(fs, f, req);
+		if (size % 4096 && (rc = fs_apply_pending(fs, f, req)))
+			f->result_base -= (off_t)size;   /* a failed write(2) leaves the offset where it was */
 	}
 	pthread_mutex_unlock(&f->lock);
 	return rc;

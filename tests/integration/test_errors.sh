@@ -46,6 +46,12 @@ check "the same descriptor reads back the error object" \
 	jqe '.error.errno == "ENOENT" and .error.status == 404 and .error.path == "mma/workers/kill" and (.error.message | length > 0)' <<<"$back"
 expect_eq "last_error holds the same object" "$(cat last_error)" "$back"
 check "the message names the worker" grep -q 999 <<<"$back"
+# read to the end, the object comes once: a failed write leaves the offset at 0
+exec 3<>mma/workers/kill
+printf '999\n' >&3 2>/dev/null || true
+whole=$(cat <&3)
+exec 3>&-
+expect_eq "read to its end, the descriptor gives the error object once" "$whole" "$back"
 
 # --- EINVAL: malformed command, bad JSON, bad id, wrong type ---
 expect_errno "spawn: bad JSON" EINVAL mma/workers/spawn '{"command":'
