@@ -40,7 +40,8 @@ struct http_pss {
 	const char *ctype;
 	struct buf resp;           /* a rendered answer (a listing, an error object) */
 	struct req_body doc;       /* or a document, shared, or a log's file */
-	size_t sent;
+	size_t sent;               /* counted from the file's start, as is base */
+	size_t base;               /* a log asked from ?offset=N on */
 	bool headers_sent, responding, close_after;
 	bool draining;             /* answered and closing: what the client still sends is dropped */
 	bool started;              /* a request came: the fields above are its (lws zeroes them first) */
@@ -149,10 +150,27 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 		}
 		bool is_json;
 		int rc = req_read(a->o, p->path, &p->resp, &is_json, &p->doc);
-		if (rc)
+		if (rc) {
 			respond(wsi, p, req_status_of(&p->resp), "application/json");
-		else
-			respond(wsi, p, 200, is_json ? "application/json" : "text/plain; charset=utf-8");
+			return 0;
+		}
+		char offset[32];
+		if (lws_get_urlarg_by_name(wsi, "offset=", offset, sizeof offset)) {
+			/* the rest of a log from where a follower got to */
+			char *end;
+			errno = 0;
+			unsigned long long n = strtoull(offset, &end, 10);
+			if (p->doc.fd < 0 || errno || end == offset || *end || offset[0] == '-') {
+				bool log = p->doc.fd >= 0;
+				req_body_done(&p->doc);   /* the error object is the answer */
+				respond_error(wsi, p, EINVAL, 0,
+					      !log ? "offset= is for a worker's log"
+							    : "offset wants a whole number of bytes");
+				return 0;
+			}
+			p->sent = p->base = n < p->doc.len ? (size_t)n : p->doc.len;
+		}
+		respond(wsi, p, 200, is_json ? "application/json" : "text/plain; charset=utf-8");
 		return 0;
 	}
 	/* POST: the size is known before a byte of the body is read. A body
@@ -356,7 +374,7 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 		}
 		size_t left = total - p->sent, n = left < CHUNK ? left : CHUNK;
 		unsigned char *start = a->piece + LWS_PRE, *q = start;
-		if (!p->headers_sent && add_headers(wsi, p, total, &q, start + HEADER_ROOM))
+		if (!p->headers_sent && add_headers(wsi, p, total - p->base, &q, start + HEADER_ROOM))
 			return -1;
 		p->headers_sent = true;
 		if (n && from_file) {

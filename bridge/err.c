@@ -39,6 +39,14 @@ const char *err_name(int errnum)
 	return "EIO";
 }
 
+int err_from_name(const char *name)
+{
+	for (size_t i = 0; i < sizeof err_table / sizeof err_table[0]; i++)
+		if (strcmp(err_table[i].name, name) == 0)
+			return err_table[i].errnum;
+	return 0;
+}
+
 int err_http_status(int errnum)
 {
 	for (size_t i = 0; i < sizeof err_table / sizeof err_table[0]; i++)

@@ -17,6 +17,7 @@ struct orch_err {
 int err_set(struct orch_err *e, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 const char *err_name(int errnum);        /* "ELOOP" */
+int err_from_name(const char *name);     /* ELOOP, or 0 for a name not ours */
 int err_http_status(int errnum);         /* 409 */
 /* Appends the error object (one line, newline-terminated) for a failure at path. */
 void err_render(const struct orch_err *e, const char *path, struct buf *out);

@@ -18,6 +18,7 @@
 
 #include "api.h"
 #include "auth.h"
+#include "cli.h"
 #include "fs.h"
 #include "nodes.h"
 #include "notify.h"
@@ -177,6 +178,9 @@ int main(int argc, char **argv)
 	/* the workers' supervisor (bridge/supervisor.c), not a user command either */
 	if (argc == 3 && strcmp(argv[1], SUPERVISOR_ARG) == 0)
 		return supervisor_main(argc, argv);
+	/* `orchfs ps`, `orchfs run plan.json`: the command for people (bridge/cli.c) */
+	if (cli_wanted(argc, argv))
+		return cli_main(argc, argv);
 	struct orch_config cfg = {
 		.max_workers = (int)sysconf(_SC_NPROCESSORS_ONLN),
 		.kill_grace_s = 5,
