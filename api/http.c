@@ -154,8 +154,9 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 			respond(wsi, p, req_status_of(&p->resp), "application/json");
 			return 0;
 		}
-		char offset[32];
-		if (lws_get_urlarg_by_name(wsi, "offset=", offset, sizeof offset)) {
+		char arg[40];
+		const char *offset = lws_get_urlarg_by_name(wsi, "offset=", arg, sizeof arg);
+		if (offset) {
 			/* the rest of a log from where a follower got to */
 			char *end;
 			errno = 0;

@@ -451,6 +451,15 @@ static void on_interrupt(int sig)
 	interrupted = 1;
 }
 
+/* A follower (-f, --wait, top) stops on Ctrl-C or TERM where it waits, and
+ * puts the terminal back; other commands die of it at once. */
+static void catch_interrupts(void)
+{
+	struct sigaction sa = {.sa_handler = on_interrupt};   /* no SA_RESTART: the wait returns */
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
 static int cmd_logs(struct cli *c)
 {
 	struct orch_err err = {0};
@@ -462,6 +471,8 @@ static int cmd_logs(struct cli *c)
 	snprintf(log, sizeof log, "mma/workers/%s/log", id);
 	snprintf(status, sizeof status, "mma/workers/%s/status", id);
 	uint64_t offset = 0;
+	if (c->follow)
+		catch_interrupts();
 	/* -f: like tail -f, four times a second, and done once the worker is:
 	 * its last bytes are read after its end is seen */
 	for (bool ended = false;;) {
@@ -532,6 +543,8 @@ static int cmd_events(struct cli *c)
 	 * unfiltered stream is sure to reach: the channels are picked here. */
 	if (client_events(&c->client, since, c->follow ? c->channels : NULL, &s, &err))
 		return fail(&err);
+	if (c->follow)
+		catch_interrupts();
 	struct buf line = BUF_INIT, out = BUF_INIT;
 	int rc = 0;
 	while (!interrupted && (rc = client_stream_next(s, &line, &err)) > 0) {
@@ -743,6 +756,7 @@ static int cmd_run(struct cli *c)
 	struct client_stream *s;
 	if (client_events(&c->client, seq, "dag,workers,metrics", &s, &err))
 		return fail(&err);
+	catch_interrupts();
 	bool tty = isatty(STDERR_FILENO);
 	int status = 1, end;
 	char last[256] = "";
@@ -759,10 +773,12 @@ static int cmd_run(struct cli *c)
 	}
 	buf_free(&line);
 	client_stream_close(s);
+	if (!end && interrupted)
+		return 130;
 	if (end < 0 || (!end && rc < 0))
 		return fail(&err);
 	if (!end)
-		return interrupted ? 130 : fail(&(struct orch_err){EIO, "the daemon stopped"});
+		return fail(&(struct orch_err){ENOTCONN, "the daemon stopped"});
 	return status;
 }
 
@@ -959,6 +975,11 @@ struct top_feed {
 static void *top_reader(void *arg)
 {
 	struct top_feed *f = arg;
+	sigset_t mask;   /* Ctrl-C is for the main thread, which puts the terminal back */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	struct buf line = BUF_INIT;
 	struct orch_err err;
 	while (client_stream_next(f->stream, &line, &err) > 0) {
@@ -1031,6 +1052,7 @@ static int cmd_top(struct cli *c)
 		cli_top_free(&t);
 		return fail(&(struct orch_err){EIO, "no pipe"});
 	}
+	catch_interrupts();
 	struct top_feed feed = {s, fds[1]};
 	pthread_t reader;
 	pthread_create(&reader, NULL, top_reader, &feed);
@@ -1285,9 +1307,6 @@ int cli_main(int argc, char **argv)
 	struct orch_err err = {0};
 	if (connect_daemon(&c, &err))
 		return fail(&err);
-	struct sigaction sa = {.sa_handler = on_interrupt};
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	int status;
 	if (!strcmp(cmd, "ps"))

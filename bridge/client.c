@@ -204,15 +204,12 @@ static int conn_fill(struct conn *k)
 		k->end -= k->start;
 		k->start = 0;
 	}
-	for (;;) {
-		ssize_t n = recv(k->fd, k->in + k->end, sizeof k->in - k->end, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		k->end += (size_t)n;
-		return n > 0;
-	}
+	/* EINTR too: a follower's Ctrl-C ends its wait */
+	ssize_t n = recv(k->fd, k->in + k->end, sizeof k->in - k->end, 0);
+	if (n < 0)
+		return -errno;
+	k->end += (size_t)n;
+	return n > 0;
 }
 
 /* A line of the head or of chunk framing, without its CRLF, into line. */
@@ -517,9 +514,9 @@ static int stream_more(struct client_stream *s, struct orch_err *err)
 	char chunk[65536];
 	ssize_t n;
 	if (s->fd >= 0) {
-		do
-			n = read(s->fd, chunk, sizeof chunk);
-		while (n < 0 && errno == EINTR);
+		n = read(s->fd, chunk, sizeof chunk);
+		if (n < 0 && errno == EINTR)
+			return err_set(err, EINTR, "interrupted");
 		if (n < 0) {
 			/* a read fails with the error in last_error (ERANGE: too old a since) */
 			int errnum = errno;
@@ -540,6 +537,8 @@ static int stream_more(struct client_stream *s, struct orch_err *err)
 		}
 	} else {
 		n = conn_body(&s->http, chunk, sizeof chunk);
+		if (n == -EINTR)
+			return err_set(err, EINTR, "interrupted");
 		if (n < 0)
 			return err_set(err, EIO, "the event stream broke: %s", strerror((int)-n));
 	}
