@@ -636,9 +636,11 @@ static const struct node_def node_table[] = {
 	ENTRY("mma/tasks/*", NODE_DIR, 0, W_TASK, NULL, 0, K(TASK_ADDED), K(TASK_REMOVED)),
 	DOC("mma/tasks/*/status", W_TASK, r_task_status, K(TASK_STATUS)),
 	/* it shows its workers and their usage */
+	/* and why it waits: its deps', its track's, the pipeline's state */
 	JSON("mma/tasks/*/info.json", W_TASK, r_task_info,
 	    K(TASK_STATUS) | K(TASK_RETRY) | K(TASK_SPAWN_FAILED) | K_EDGES | K_WORKER |
-		    K(USAGE_REPORTED)),
+		    K(USAGE_REPORTED) | K(TRACK_STATUS) | K(TRACK_BUDGET) | K(PIPELINE_STATUS) |
+		    K(PIPELINE_MAX_WORKERS)),
 	DOC("mma/tasks/*/deps", W_TASK, r_task_deps, K_EDGES),
 	{"mma/tasks/*/worker", NODE_LINK, 0, W_TASK, NULL, NULL, 0, 0, 0},
 	JSON("mma/dag.json", W_NONE, r_dag, K_TASKS | K_EDGES),
