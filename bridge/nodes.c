@@ -1000,16 +1000,27 @@ int node_write(struct orch *o, const struct node *n, const char *path, const cha
 			     o->cfg.max_write);
 	else
 		rc = n->def->apply(o, n, data, len, cwd, result, &err);
+	if (rc) {
+		/* its last_error goes to the disk with the write's own commit */
+		if (!err.errnum)
+			err_set(&err, -rc, "%s", strerror(-rc));
+		buf_reset(result);
+		err_render(&err, path, result);
+	}
 	/* Acknowledged means stored: the write returns only after the commit. */
 	pthread_mutex_lock(&o->lock);
+	if (rc)
+		orch_set_error(o, result->data, result->len);
 	uint64_t ticket = orch_commit_waited(o);
 	pthread_mutex_unlock(&o->lock);
 	int stored = orch_wait(o, ticket);
-	if (!rc && stored)
-		rc = err_set(&err, EIO, "the change was applied but could not be stored");
-	if (rc)
-		return node_write_error(o, path, err.errnum ? err.errnum : -rc,
-					err.errnum ? err.message : strerror(-rc), result);
+	if (rc) {
+		events_wake_all(&o->events);   /* the notifier announces last_error */
+		return -err.errnum;   /* nothing was changed: its own error, stored or not */
+	}
+	if (stored)
+		return node_write_error(o, path, EIO, "the change was applied but could not be stored",
+					result);
 	return 0;
 }
 

@@ -233,12 +233,21 @@ void orch_wake(struct orch *o)
 	(void)!write(o->wake_fd, &one, sizeof one);
 }
 
+void orch_set_error(struct orch *o, const char *object, size_t len)
+{
+	buf_reset(&o->last_error);
+	buf_append(&o->last_error, object, len);
+	/* the store sees it moved (store_queue), and so does the render cache */
+	__atomic_add_fetch(&o->errors, 1, __ATOMIC_RELEASE);
+}
+
 void orch_record_error(struct orch *o, const char *object, size_t len)
 {
 	pthread_mutex_lock(&o->lock);
-	buf_reset(&o->last_error);
-	buf_append(&o->last_error, object, len);
-	__atomic_add_fetch(&o->errors, 1, __ATOMIC_RELEASE);
+	orch_set_error(o, object, len);
+	/* the store thread journals it: callers answer from threads (the events
+	 * pump) that must not lead a journal write */
+	orch_commit(o);
 	pthread_mutex_unlock(&o->lock);
 	/* not an event, but the notifier waits on them: last_error is announced */
 	events_wake_all(&o->events);

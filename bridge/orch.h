@@ -205,7 +205,7 @@ struct orch {
 	size_t nprices;
 	struct usage_set usage;    /* every report of every worker */
 
-	struct buf last_error;     /* the error object of the last failed write */
+	struct buf last_error;     /* the error object of the last failed write (kept by the store) */
 	uint64_t errors;           /* atomic: failed writes so far (last_error moved) */
 
 	int wake_fd;               /* eventfd: wakes the scheduler */
@@ -235,8 +235,11 @@ void orch_wake(struct orch *o);
 /* the runner of a kind (RUNNER_DEFAULT: the daemon's default) */
 struct runner *orch_runner(const struct orch *o, enum runner_kind k);
 int orch_mkdir_p(const char *path);      /* mkdir -p, mode 0700; -errno */          /* any thread; nudges the scheduler */
-/* last_error := this rendered error object. */
+/* Lock NOT held: last_error := this rendered error object, queued for the
+ * store (the next daemon on the state directory reads it back). */
 void orch_record_error(struct orch *o, const char *object, size_t len);
+/* Lock held: the same, stored with the next commit (a write's own). */
+void orch_set_error(struct orch *o, const char *object, size_t len);
 /* Lock held: queues every change so far for the store thread; returns the
  * ticket (0: nothing to commit). */
 uint64_t orch_commit(struct orch *o);

@@ -40,6 +40,7 @@ struct store {
 	/* the pipeline's state as last queued (orch.lock): a commit writes it
 	 * only when it changed */
 	int queued_pipeline, queued_max_workers;   /* -1: none stored yet */
+	uint64_t queued_errors;    /* orch.errors when last_error was last queued */
 	struct telemetry *tm;
 	struct events *ev;
 	sqlite3_stmt *stmts[ST_COUNT];
@@ -771,7 +772,9 @@ uint64_t store_queue(struct store *s, struct orch *o, bool waited)
 	}
 	pthread_mutex_unlock(&ev->lock);
 
-	if (!c->nlines) {
+	/* a failed write is no event, but its last_error is a row to keep */
+	bool error_moved = __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE) != s->queued_errors;
+	if (!c->nlines && !error_moved) {
 		hashmap_free(tasks);
 		hashmap_free(tracks);
 		commit_free(c);
@@ -817,6 +820,10 @@ uint64_t store_queue(struct store *s, struct orch *o, bool waited)
 	if ((int)o->pipeline != s->queued_pipeline) {
 		commit_meta(c, "pipeline", pipeline_status_name(o->pipeline));
 		s->queued_pipeline = (int)o->pipeline;
+	}
+	if (error_moved) {
+		s->queued_errors = __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE);
+		commit_meta(c, "last_error", o->last_error.data);
 	}
 	if (o->max_workers != s->queued_max_workers) {
 		char num[32];
@@ -1265,6 +1272,9 @@ static int load_meta(struct store *s, struct orch *o, uint64_t *seq, cJSON **ctx
 			s->queued_max_workers = atoi(value);
 			if (!o->cfg.max_workers_given && atoi(value) > 0)
 				o->max_workers = atoi(value);
+		} else if (!strcmp(key, "last_error") && value[0] == '{') {
+			buf_reset(&o->last_error);
+			buf_puts(&o->last_error, value);
 		} else if (!strcmp(key, "context") && !*ctx_doc) {
 			*ctx_doc = cJSON_Parse(value);   /* imported with the contents, below */
 		}

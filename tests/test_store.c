@@ -277,6 +277,46 @@ static void orch_open(const struct dir *d, struct orch *o)
 	assert_int_equal(orch_init(o, &cfg, &err), 0);
 }
 
+/* last_error, with its time, is the failed write's commit's: a daemon
+ * killed right after (no orderly stop) reads back the very same object,
+ * and one that fails outside a write (queued for the store thread) too. */
+static void test_last_error_kept(void **state)
+{
+	struct dir *d = *state;
+	struct orch o;
+	orch_open(d, &o);
+	char *none = read_node(&o, "last_error");
+	assert_string_equal(none, "{\"error\":null}\n");
+	free(none);
+	assert_int_equal(write_node(&o, "mma/dag/mutate", "hold nosuch"), -ENOENT);
+	char *before = read_node(&o, "last_error");
+	cJSON *doc = cJSON_Parse(before);
+	const char *ts = cJSON_GetStringValue(
+		cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "error"), "ts"));
+	assert_non_null(ts);
+	assert_int_equal(strlen(ts), strlen("2026-12-06T14:40:00.123Z"));
+	assert_int_equal(ts[10], 'T');
+	assert_int_equal(ts[23], 'Z');
+	cJSON_Delete(doc);
+	orch_destroy(&o);   /* as after kill -9: nothing but what was acknowledged */
+	orch_open(d, &o);
+	char *after = read_node(&o, "last_error");
+	assert_string_equal(after, before);
+	free(after);
+	free(before);
+	/* one recorded outside a write: with the store thread's next journal */
+	struct buf r = BUF_INIT;
+	assert_int_equal(node_write_error(&o, "mma/workers/spawn", EFBIG, "too big", &r), -EFBIG);
+	orch_shutdown(&o);
+	orch_destroy(&o);
+	orch_open(d, &o);
+	after = read_node(&o, "last_error");
+	assert_string_equal(after, r.data);
+	free(after);
+	buf_free(&r);
+	orch_destroy(&o);
+}
+
 /* Another connection holding SQLite's write lock (the store thread may be
  * applying the start meanwhile: it is waited for). */
 static sqlite3 *hold_sqlite(const struct dir *d)
@@ -530,6 +570,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_corrupt_and_locked, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_journal_fails_then_retried, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_last_error_kept, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_waits_for_sqlite, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_journal_replayed_after_kill, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_journal_records, dir_setup, dir_teardown),

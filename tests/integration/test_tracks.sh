@@ -75,4 +75,25 @@ for w in $(jq -r '.workers[] | select(.status == "running" and .task == null) | 
 	write_once mma/workers/kill "$w KILL"
 done
 
+# --- 2. last_error has a time, and outlives a restart ---
+expect_errno "a refused mutation" ENOENT mma/dag/mutate 'hold nosuch'
+err1=$(cat last_error)
+check "last_error has the time as events tell it" \
+	jqe '.error.ts | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$")' <<<"$err1"
+check "and it is now" jqe --arg now "$(date -u +%Y-%m-%dT%H)" '.error.ts | startswith($now)' <<<"$err1"
+post mma/dag/mutate 'hold nosuch2'
+check "over HTTP the error object has it too" jqe '.error.errno == "ENOENT" and (.error.ts | endswith("Z"))' <<<"$BODY"
+expect_eq "and last_error is that object" "$(cat last_error)" "$BODY"
+sleep 0.01
+expect_errno "a refused mutation, last before the restart" ENOENT mma/dag/mutate 'hold nosuch3'
+err1=$(cat last_error)
+
+# --- a restart after kill -9: what was acknowledged is there ---
+cd / || exit 1
+kill -KILL "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null
+orchfs_restart
+cd "$M" || exit 1
+expect_eq "a restart reads back the same last_error" "$(cat last_error)" "$err1"
+
 finish
