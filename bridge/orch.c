@@ -75,6 +75,7 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	o->tracks_tail = &o->tracks;
 	o->task_index = hashmap_new();
 	o->track_index = hashmap_new();
+	o->archive_index = hashmap_new();
 	o->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	pthread_cond_init(&o->spawned, NULL);
 	events_init(&o->events, o->cfg.event_history ? o->cfg.event_history : EVENT_HISTORY);
@@ -181,10 +182,11 @@ void orch_destroy(struct orch *o)
 	}
 	for (struct track *k = o->tracks, *next; k; k = next) {
 		next = k->next;
-		free(k->title);
-		usage_set_free(&k->usage);
-		free(k);
+		track_free(k);
 	}
+	for (size_t i = 0; i < o->narchive; i++)
+		archived_free(o->archive[i]);
+	free(o->archive);
 	free(o->run);
 	free(o->ready);
 	free(o->dirty_tasks);
@@ -205,6 +207,7 @@ void orch_destroy(struct orch *o)
 	o->store = NULL;
 	hashmap_free(o->task_index);
 	hashmap_free(o->track_index);
+	hashmap_free(o->archive_index);
 	usage_set_free(&o->usage);
 	free(o->prices);
 	buf_free(&o->last_error);

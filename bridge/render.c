@@ -325,6 +325,45 @@ void render_track(struct orch *o, const struct track *k, bool with_tasks, struct
 	buf_putc(b, '}');
 }
 
+void render_archive(const struct orch *o, struct buf *b)
+{
+	jw_lit(b, "{\"tracks\":[");
+	for (size_t i = 0; i < o->narchive; i++) {
+		const struct archived_track *a = o->archive[i];
+		if (i)
+			buf_putc(b, ',');
+		jw_lit(b, "{\"id\":");
+		jw_str(b, a->id);
+		jw_lit(b, ",\"title\":");
+		jw_str(b, a->title);
+		jw_lit(b, ",\"status\":");
+		jw_str(b, track_status_name(a->status));
+		jw_lit(b, ",\"budget_usd\":");
+		if (a->budget_micro >= 0)
+			jw_usd(b, a->budget_micro);
+		else
+			jw_lit(b, "null");
+		jw_lit(b, ",\"cost_usd\":");
+		jw_usd(b, a->cost_micro);
+		jw_lit(b, ",\"created_at\":");
+		jw_time(b, a->created_ms);
+		jw_lit(b, ",\"archived_at\":");
+		jw_time(b, a->archived_ms);
+		jw_lit(b, ",\"tasks\":{");
+		for (int s = 0; s <= TASK_HELD; s++) {
+			if (s)
+				buf_putc(b, ',');
+			jw_str(b, task_status_name((enum task_status)s));
+			buf_putc(b, ':');
+			jw_i64(b, (int64_t)a->counts[s]);
+		}
+		jw_lit(b, "},\"task_count\":");
+		jw_i64(b, (int64_t)a->ntasks);
+		buf_putc(b, '}');
+	}
+	jw_lit(b, "]}");
+}
+
 void render_pipeline(const struct orch *o, struct buf *b)
 {
 	jw_lit(b, "{\"status\":");

@@ -19,7 +19,7 @@
 
 /* Statements prepared once: the writer runs them for every commit. */
 enum stmt {
-	ST_PUT_TASK, ST_DEL_TASK, ST_PUT_TRACK, ST_PUT_WORKER, ST_PUT_META, ST_PUT_EVENT,
+	ST_PUT_TASK, ST_DEL_TASK, ST_PUT_TRACK, ST_DEL_TRACK, ST_PUT_WORKER, ST_PUT_META, ST_PUT_EVENT,
 	ST_DEL_CONTEXT, ST_PUT_CONTEXT, ST_BEGIN, ST_COMMIT, ST_COUNT
 };
 
@@ -494,6 +494,36 @@ static bool copy_id(char *dst, const cJSON *d, const char *key)
 
 /* --- commits: gathered under orch.lock, written by one writer at a time --- */
 
+char *store_archived_doc(const struct track *k, const struct archived_track *a)
+{
+	char *own = track_doc(k);
+	struct buf b = BUF_INIT;
+	buf_append(&b, own, strlen(own) - 1);   /* its '}' comes after the rest */
+	free(own);
+	jw_lit(&b, ",\"archived\":");
+	jw_i64(&b, a->archived_ms);
+	jw_lit(&b, ",\"cost\":");
+	jw_i64(&b, a->cost_micro);
+	jw_lit(&b, ",\"ntasks\":");
+	jw_i64(&b, (int64_t)a->ntasks);
+	jw_lit(&b, ",\"counts\":[");
+	for (int s = 0; s <= TASK_HELD; s++) {
+		if (s)
+			buf_putc(&b, ',');
+		jw_i64(&b, (int64_t)a->counts[s]);
+	}
+	jw_lit(&b, "],\"tasks\":[");
+	for (const struct task *t = k->first; t; t = t->tnext) {
+		char *doc = task_doc(t);
+		buf_puts(&b, doc);
+		free(doc);
+		if (t->tnext)
+			buf_putc(&b, ',');
+	}
+	jw_lit(&b, "]}");
+	return buf_steal(&b);
+}
+
 enum row_table { ROW_TASK, ROW_TRACK, ROW_WORKER, ROW_META, ROW_CONTEXT_DOC };
 
 /* One row to write (doc) or delete (doc NULL). */
@@ -725,8 +755,16 @@ static void gather_id(void *arg, const char *id, void *value)
 		commit_row(g->c, ROW_TASK, id, 0, t ? (int64_t)t->order : 0, t ? task_doc(t) : NULL);
 	} else {
 		struct track *k = track_find(g->o, id);
-		if (k)
+		struct archived_track *a = k ? NULL : archive_find(g->o, id);
+		if (k) {
 			commit_row(g->c, ROW_TRACK, id, 0, 0, track_doc(k));
+		} else if (a && a->doc) {
+			/* archived: its row holds it all from now on, written once */
+			commit_row(g->c, ROW_TRACK, id, 0, 0, a->doc);
+			a->doc = NULL;
+		} else if (!a) {
+			commit_row(g->c, ROW_TRACK, id, 0, 0, NULL);   /* removed */
+		}
 	}
 }
 
@@ -847,6 +885,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_PUT_TASK] = "INSERT OR REPLACE INTO tasks (id, ord, doc) VALUES (?1, ?2, ?3)",
 	[ST_DEL_TASK] = "DELETE FROM tasks WHERE id = ?1",
 	[ST_PUT_TRACK] = "INSERT OR REPLACE INTO tracks (id, doc) VALUES (?1, ?3)",
+	[ST_DEL_TRACK] = "DELETE FROM tracks WHERE id = ?1",
 	[ST_PUT_WORKER] = "INSERT OR REPLACE INTO workers (id, doc) VALUES (?4, ?3)",
 	[ST_PUT_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?3)",
 	[ST_PUT_EVENT] = ("INSERT OR REPLACE INTO events (seq, channel, worker, line) "
@@ -897,7 +936,8 @@ static int write_commit(struct store *s, const struct commit *c, uint64_t *bytes
 	for (size_t i = 0; i < c->nrows && !rc; i++) {
 		const struct row *r = &c->rows[i];
 		if (!r->doc)
-			rc = run(s, ST_DEL_TASK, r->key, 0, NULL, 0, 0, 0, bytes);
+			rc = run(s, r->table == ROW_TRACK ? ST_DEL_TRACK : ST_DEL_TASK, r->key, 0, NULL,
+				 0, 0, 0, bytes);
 		else
 			rc = run(s, put[r->table], r->key, r->ord, r->doc, strlen(r->doc), r->ikey, 0,
 				 bytes);
@@ -1298,7 +1338,26 @@ static int load_tracks(struct store *s, struct orch *o)
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		cJSON *d = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
 		char id[ID_MAX + 1];
-		if (d && copy_id(id, d, "id") && id_valid(id) && !track_find(o, id)) {
+		if (d && copy_id(id, d, "id") && id_valid(id) && !track_find(o, id) &&
+		    !archive_find(o, id) && cJSON_GetObjectItemCaseSensitive(d, "archived")) {
+			/* in the archive: its summary; the rest stays in the row */
+			struct archived_track *a = xcalloc(1, sizeof *a);
+			strcpy(a->id, id);
+			a->title = doc_str(d, "title");
+			if (!a->title)
+				a->title = xstrdup(id);
+			a->created_ms = doc_i64(d, "created", 0);
+			a->archived_ms = doc_i64(d, "archived", 0);
+			a->budget_micro = doc_i64(d, "budget", -1);
+			a->cost_micro = doc_i64(d, "cost", 0);
+			a->status = (enum track_status)doc_i64(d, "status", TRACK_ACTIVE);
+			a->ntasks = (size_t)doc_i64(d, "ntasks", 0);
+			const cJSON *c = cJSON_GetObjectItemCaseSensitive(d, "counts");
+			for (int i = 0; i <= TASK_HELD && i < cJSON_GetArraySize(c); i++)
+				a->counts[i] = (size_t)cJSON_GetArrayItem(c, i)->valuedouble;
+			archive_add(o, a);
+		} else if (d && copy_id(id, d, "id") && id_valid(id) && !track_find(o, id) &&
+			   !archive_find(o, id)) {
 			char *title = doc_str(d, "title");
 			struct track *k = track_new(o, id, title, doc_i64(d, "budget", -1));
 			free(title);
