@@ -1017,16 +1017,19 @@ static const struct {
 	enum dag_op_kind kind;
 	int nids;              /* ids the line form takes; -1: no line form */
 	const char *usage;
+	bool track;            /* its one id is a track's ("track" in JSON) */
 } dag_ops[] = {
-	{"add_task", DAG_ADD_TASK, -1, NULL},
-	{"remove_task", DAG_REMOVE_TASK, 1, "remove_task T"},
-	{"add_dep", DAG_ADD_DEP, 2, "add_dep T D"},
-	{"remove_dep", DAG_REMOVE_DEP, 2, "remove_dep T D"},
-	{"retry", DAG_RETRY, 1, "retry T"},
-	{"skip", DAG_SKIP, 1, "skip T"},
-	{"hold", DAG_HOLD, 1, "hold T"},
-	{"release", DAG_RELEASE, 1, "release T"},
-	{"cancel", DAG_CANCEL, 1, "cancel T"},
+	{"add_task", DAG_ADD_TASK, -1, NULL, false},
+	{"remove_task", DAG_REMOVE_TASK, 1, "remove_task T", false},
+	{"add_dep", DAG_ADD_DEP, 2, "add_dep T D", false},
+	{"remove_dep", DAG_REMOVE_DEP, 2, "remove_dep T D", false},
+	{"retry", DAG_RETRY, 1, "retry T", false},
+	{"skip", DAG_SKIP, 1, "skip T", false},
+	{"hold", DAG_HOLD, 1, "hold T", false},
+	{"release", DAG_RELEASE, 1, "release T", false},
+	{"cancel", DAG_CANCEL, 1, "cancel T", false},
+	{"remove_track", DAG_REMOVE_TRACK, 1, "remove_track K", true},
+	{"archive", DAG_ARCHIVE, 1, "archive K", true},
 };
 #define NDAG_OPS (sizeof dag_ops / sizeof dag_ops[0])
 
@@ -1065,9 +1068,12 @@ static int parse_mutate_line(struct tok *t, size_t n, struct cmd_mutate *m, stru
 			       "%s needs the JSON form: {\"op\":\"add_task\",\"track\":\"…\",\"task\":{…}}",
 			       dag_ops[k].name);
 	if (n != (size_t)dag_ops[k].nids + 1)
-		return err_set(err, EINVAL, "%s takes %d task id%s: %s", dag_ops[k].name,
-			       dag_ops[k].nids, dag_ops[k].nids == 1 ? "" : "s", dag_ops[k].usage);
+		return err_set(err, EINVAL, "%s takes %d %s id%s: %s", dag_ops[k].name,
+			       dag_ops[k].nids, dag_ops[k].track ? "track" : "task",
+			       dag_ops[k].nids == 1 ? "" : "s", dag_ops[k].usage);
 	struct dag_op *op = mutate_push(m, dag_ops[k].kind);
+	if (dag_ops[k].track)
+		return copy_id(t[1].p, t[1].n, "track", op->track, err);
 	int rc = copy_id(t[1].p, t[1].n, "task", op->task, err);
 	if (!rc && n > 2)
 		rc = copy_id(t[2].p, t[2].n, "task", op->dep, err);
@@ -1109,6 +1115,7 @@ static int parse_mutate_obj(const cJSON *obj, struct cmd_mutate *m, struct orch_
 	static const char *const keys_task[] = {"op", "task", "track", NULL};
 	static const char *const keys_one[] = {"op", "task", NULL};
 	static const char *const keys_two[] = {"op", "task", "dep", NULL};
+	static const char *const keys_track[] = {"op", "track", NULL};
 	if (!cJSON_IsObject(obj))
 		return err_set(err, EINVAL, "an operation must be a JSON object with \"op\"");
 	const cJSON *opv = member(obj, "op");
@@ -1138,6 +1145,10 @@ static int parse_mutate_obj(const cJSON *obj, struct cmd_mutate *m, struct orch_
 		memcpy(op->task, op->spec.id, sizeof op->task);
 		return 0;
 	}
+	if (dag_ops[k].track)
+		return (rc = json_check_keys(obj, keys_track, err))
+			       ? rc
+			       : get_id(obj, "track", "track", true, op->track, err);
 	if ((rc = json_check_keys(obj, dag_ops[k].nids == 1 ? keys_one : keys_two, err)) ||
 	    (rc = get_id(obj, "task", "task", true, op->task, err)))
 		return rc;

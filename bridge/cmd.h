@@ -65,13 +65,14 @@ struct cmd_kill {                      /* mma/workers/kill, mma/workers/ID/kill 
 enum dag_op_kind {
 	DAG_ADD_TASK, DAG_REMOVE_TASK, DAG_ADD_DEP, DAG_REMOVE_DEP,
 	DAG_RETRY, DAG_SKIP, DAG_HOLD, DAG_RELEASE, DAG_CANCEL,
+	DAG_REMOVE_TRACK, DAG_ARCHIVE,
 };
 
 struct dag_op {
 	enum dag_op_kind kind;
-	char task[ID_MAX + 1];         /* every op but add_task; add_task: spec.id */
+	char task[ID_MAX + 1];         /* every task op; add_task: spec.id */
 	char dep[ID_MAX + 1];          /* add_dep, remove_dep */
-	char track[ID_MAX + 1];        /* add_task */
+	char track[ID_MAX + 1];        /* add_task, remove_track, archive */
 	struct task_spec spec;         /* add_task */
 };
 

@@ -7,10 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pricing.h"
 #include "render.h"
 #include "scheduler.h"
+#include "store.h"
 
-enum undo_kind { U_ADD_TASK, U_REMOVE_TASK, U_ADD_DEP, U_REMOVE_DEP, U_STATUS, U_ADD_TRACK };
+enum undo_kind {
+	U_ADD_TASK, U_REMOVE_TASK, U_ADD_DEP, U_REMOVE_DEP, U_STATUS, U_ADD_TRACK, U_REMOVE_TRACK,
+};
 
 struct undo {
 	enum undo_kind kind;
@@ -19,6 +23,8 @@ struct undo {
 	size_t index;              /* dep position for U_REMOVE_DEP */
 	enum task_status old_status;
 	struct track *track;
+	struct track *prev_track;  /* U_REMOVE_TRACK: where it was in the list */
+	struct archived_track *archived;   /* U_REMOVE_TRACK by archive: its record */
 };
 
 struct batch {
@@ -143,7 +149,8 @@ static int op_add_task(struct batch *b, const struct task_spec *s, const char *t
 	if (!track_id[0])
 		return err_set(err, EINVAL, "add_task %s: \"track\" is required", s->id);
 	if (!k)
-		return err_set(err, ENOENT, "add_task %s: no track \"%s\"", s->id, track_id);
+		return err_set(err, ENOENT, "add_task %s: no track \"%s\"%s", s->id, track_id,
+			       archive_find(o, track_id) ? " (it is archived)" : "");
 	if (task_find(o, s->id))
 		return err_set(err, EEXIST, "task \"%s\" already exists", s->id);
 	for (size_t i = 0; i < s->ndeps; i++)
@@ -211,6 +218,71 @@ static int op_remove_task(struct batch *b, struct task *t, struct orch_err *err)
 	cJSON *d = event_data(t->id, NULL);
 	cJSON_AddStringToObject(d, "track", t->track->id);   /* its track's counts change */
 	batch_event(b, EVK_TASK_REMOVED, d);
+	return 0;
+}
+
+/* remove_track and archive: the track and its tasks leave the live tree
+ * together, or nothing does. Refused while one of its tasks runs (its
+ * worker would end into nothing) or a task of another track depends on one
+ * of its (that edge would dangle). Its workers' records stay. */
+static int op_remove_track(struct batch *b, const char *id, bool archive, struct orch_err *err)
+{
+	struct orch *o = b->o;
+	const char *verb = archive ? "archive" : "remove";
+	struct track *k = track_find(o, id);
+	if (!k)
+		return archive_find(o, id)
+			       ? err_set(err, ENOENT, "track \"%s\" is archived already", id)
+			       : err_set(err, ENOENT, "no track \"%s\"", id);
+	for (struct task *t = k->first; t; t = t->tnext) {
+		if (t->status == TASK_RUNNING)
+			return err_set(err, EBUSY,
+				       "cannot %s track %s: its task %s is running (worker %d); "
+				       "cancel it first", verb, k->id, t->id,
+				       t->nworkers ? t->workers[t->nworkers - 1] : 0);
+		for (size_t i = 0; i < t->nrdeps; i++)
+			if (t->rdeps[i]->track != k)
+				return err_set(err, EBUSY,
+					       "cannot %s track %s: task %s of track %s depends on its "
+					       "task %s; remove that edge first", verb, k->id,
+					       t->rdeps[i]->id, t->rdeps[i]->track->id, t->id);
+	}
+	struct archived_track *a = NULL;
+	if (archive) {
+		/* what is kept of it is taken now, as the batch has made it so far */
+		a = xcalloc(1, sizeof *a);
+		strcpy(a->id, k->id);
+		a->title = xstrdup(k->title);
+		a->created_ms = k->created_ms;
+		a->archived_ms = time_now_ms();
+		a->budget_micro = k->budget_micro;
+		a->cost_micro = usage_set_cost(&k->usage, o->prices, o->nprices);
+		a->status = k->status;
+		memcpy(a->counts, k->counts, sizeof a->counts);
+		a->ntasks = k->ntasks;
+		a->doc = store_archived_doc(k, a);
+	}
+	size_t n = 0;
+	/* Its tasks go in creation order; a dependent within the track may go
+	 * after its dep: unlinking forgets only a task's own edges, and the
+	 * undo log puts each back in reverse. */
+	for (struct task *t = k->first, *next; t; t = next, n++) {
+		next = t->tnext;
+		task_unlink(o, t);
+		undo_push(b, (struct undo){.kind = U_REMOVE_TASK, .task = t});
+		cJSON *d = event_data(t->id, NULL);
+		cJSON_AddStringToObject(d, "track", k->id);
+		batch_event(b, EVK_TASK_REMOVED, d);
+	}
+	struct track *prev = track_unlink(o, k);
+	undo_push(b, (struct undo){.kind = U_REMOVE_TRACK, .track = k, .prev_track = prev,
+				   .archived = a});
+	cJSON *d = cJSON_CreateObject();
+	cJSON_AddStringToObject(d, "track", k->id);
+	json_add_i64(d, "tasks", (int64_t)n);
+	if (a)
+		json_add_time(d, "archived_at", a->archived_ms);
+	batch_event(b, archive ? EVK_TRACK_ARCHIVED : EVK_TRACK_REMOVED, d);
 	return 0;
 }
 
@@ -289,6 +361,8 @@ static int op_apply(struct batch *b, const struct dag_op *op, struct orch_err *e
 	struct orch *o = b->o;
 	if (op->kind == DAG_ADD_TASK)
 		return op_add_task(b, &op->spec, op->track, err);
+	if (op->kind == DAG_REMOVE_TRACK || op->kind == DAG_ARCHIVE)
+		return op_remove_track(b, op->track, op->kind == DAG_ARCHIVE, err);
 	struct task *t = task_find(o, op->task);
 	if (!t)
 		return err_set(err, ENOENT, "no task \"%s\"", op->task);
@@ -338,6 +412,10 @@ static void batch_rollback(struct batch *b)
 		case U_ADD_TRACK:
 			track_drop(o, u->track);
 			break;
+		case U_REMOVE_TRACK:
+			track_relink(o, u->track, u->prev_track);
+			archived_free(u->archived);
+			break;
 		}
 	}
 	sched_recompute(o);
@@ -349,6 +427,12 @@ static void batch_commit(struct batch *b)
 	for (size_t i = 0; i < b->n; i++)
 		if (b->log[i].kind == U_REMOVE_TASK)
 			task_free(b->log[i].task);
+	for (size_t i = 0; i < b->n; i++)
+		if (b->log[i].kind == U_REMOVE_TRACK) {
+			if (b->log[i].archived)
+				archive_add(o, b->log[i].archived);
+			track_free(b->log[i].track);
+		}
 	for (size_t i = 0; i < b->nevents; i++) {
 		orch_event(o, NULL, b->events[i].kind, b->events[i].data);
 		b->events[i].data = NULL;
@@ -405,6 +489,9 @@ int dag_create_track(struct orch *o, const struct cmd_plan *p, struct buf *resul
 {
 	if (track_find(o, p->id))
 		return err_set(err, EEXIST, "track \"%s\" already exists", p->id);
+	if (archive_find(o, p->id))
+		return err_set(err, EEXIST, "track \"%s\" is archived (mma/archive.json): its id stays taken",
+			       p->id);
 	struct batch b = {.o = o};
 	struct track *k = track_new(o, p->id, p->title, p->budget_micro);
 	undo_push(&b, (struct undo){.kind = U_ADD_TRACK, .track = k});

@@ -68,5 +68,7 @@ void err_render_status(const struct orch_err *e, const char *path, int status, s
 	cJSON_AddStringToObject(obj, "errno", err_name(e->errnum));
 	cJSON_AddStringToObject(obj, "message", e->message[0] ? e->message : strerror(e->errnum));
 	cJSON_AddStringToObject(obj, "path", path);
+	/* when it failed, as events tell time: last_error outlives a restart */
+	json_add_time(obj, "ts", time_now_ms());
 	json_emit(root, out);
 }

@@ -1,6 +1,7 @@
 /* err: one error type for every failed command, and the one builder of the
  * error object (README, "Errors"), shared by the mount and the HTTP/WebSocket API:
- *   {"error":{"status":409,"errno":"ELOOP","message":"...","path":"mma/dag/mutate"}}
+ *   {"error":{"status":409,"errno":"ELOOP","message":"...","path":"mma/dag/mutate",
+ *             "ts":"2026-12-06T14:40:00.123Z"}}
  */
 #ifndef ORCHFS_ERR_H
 #define ORCHFS_ERR_H

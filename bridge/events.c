@@ -42,6 +42,9 @@ const struct event_kind_info event_kinds[EVK_COUNT] = {
 	[EVK_DAEMON_STARTED] = {"daemon.started", EV_SYSTEM},
 	[EVK_DAEMON_STOPPING] = {"daemon.stopping", EV_SYSTEM},
 	[EVK_DAEMON_STOPPED] = {"daemon.stopped", EV_SYSTEM},
+	[EVK_TRACK_BUDGET_EXHAUSTED] = {"track.budget_exhausted", EV_DAG},
+	[EVK_TRACK_REMOVED] = {"dag.track_removed", EV_DAG},
+	[EVK_TRACK_ARCHIVED] = {"dag.track_archived", EV_DAG},
 };
 
 unsigned events_channel_bit(const char *name)

@@ -333,6 +333,76 @@ uint64_t orch_event(struct orch *o, struct worker *w, enum event_kind kind, cJSO
 			      w ? w->track_id : NULL);
 }
 
+void track_free(struct track *k)
+{
+	free(k->title);
+	usage_set_free(&k->usage);
+	free(k);
+}
+
+static void track_unmark(struct orch *o, struct track *k)
+{
+	if (!k->dirty_pos)
+		return;
+	struct track *moved = o->dirty_tracks[--o->ndirty_tracks];
+	o->dirty_tracks[k->dirty_pos - 1] = moved;
+	moved->dirty_pos = k->dirty_pos;
+	k->dirty_pos = 0;
+}
+
+struct track *track_unlink(struct orch *o, struct track *k)
+{
+	struct track *prev = NULL;
+	for (struct track **pp = &o->tracks; *pp; prev = *pp, pp = &(*pp)->next)
+		if (*pp == k) {
+			*pp = k->next;
+			if (o->tracks_tail == &k->next)
+				o->tracks_tail = pp;
+			break;
+		}
+	track_unmark(o, k);
+	hashmap_del(o->track_index, k->id);
+	o->ntracks--;
+	o->track_at[k->pos] = NULL;   /* slots are never reused */
+	render_mark(o, RL_TRACKS, k->pos);
+	return prev;
+}
+
+void track_relink(struct orch *o, struct track *k, struct track *prev)
+{
+	struct track **pp = prev ? &prev->next : &o->tracks;
+	k->next = *pp;
+	*pp = k;
+	if (!k->next)
+		o->tracks_tail = &k->next;
+	hashmap_put(o->track_index, k->id, k);
+	o->ntracks++;
+	o->track_at[k->pos] = k;
+	render_mark(o, RL_TRACKS, k->pos);
+	track_mark(o, k);
+}
+
+struct archived_track *archive_find(struct orch *o, const char *id)
+{
+	return hashmap_get(o->archive_index, id);
+}
+
+void archive_add(struct orch *o, struct archived_track *a)
+{
+	ARRAY_GROW(o->archive, o->archive_cap, o->narchive + 1);
+	o->archive[o->narchive++] = a;
+	hashmap_put(o->archive_index, a->id, a);
+}
+
+void archived_free(struct archived_track *a)
+{
+	if (!a)
+		return;
+	free(a->title);
+	free(a->doc);
+	free(a);
+}
+
 void track_drop(struct orch *o, struct track *k)
 {
 	for (struct track **pp = &o->tracks; *pp; pp = &(*pp)->next)

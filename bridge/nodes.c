@@ -79,17 +79,19 @@ static const char readme_text[] =
 	"orchfs: an orchestration daemon whose state is this file system.\n"
 	"\n"
 	"state.json            everything, with the current event seq\n"
-	"last_error            the last failed write, as an error object\n"
+	"last_error            the last failed write, as an error object (with its ts)\n"
 	"mma/pipeline/         status, max_workers (writable), pause (\"freeze\" freezes), resume\n"
 	"mma/workers.json      all workers;  mma/workers/spawn  \"COMMAND\" or JSON\n"
 	"mma/workers/kill      \"ID [SIGNAL] [grace=SECONDS]\"\n"
 	"mma/workers/ID/       status info.json log trace usage stdin kill\n"
 	"mma/tracks/create     a plan: {\"id\",\"title\",\"budget_usd\"?,\"tasks\":[...]}\n"
 	"mma/tracks/ID/        status info.json budget (writable, USD)\n"
-	"mma/tasks/ID/         status info.json deps worker (symlink to its latest worker)\n"
+	"mma/tasks/ID/         status info.json (\"waiting\": why not started) deps worker\n"
+	"mma/archive.json      the tracks archived out of the live tree\n"
 	"mma/dag.json dag.dot  the DAG;  mma/dag/mutate  one operation a line:\n"
 	"                      remove_task T | add_dep T D | remove_dep T D | retry T\n"
-	"                      skip T | hold T | release T | cancel T  (or JSON, with add_task)\n"
+	"                      skip T | hold T | release T | cancel T\n"
+	"                      remove_track K | archive K  (or JSON, with add_task)\n"
 	"context/              state.json aggregate files/NAME\n"
 	"context/inject        \"PATH\" | \"skeleton PATH\" | \"PATH as NAME\" | \"text TEXT\" | JSON\n"
 	"context/remove        \"NAME\"\n"
@@ -193,6 +195,15 @@ static int r_dag(struct orch *o, const struct node *n, struct buf *out)
 static int r_financial(struct orch *o, const struct node *n, struct buf *out)
 {
 	render_doc(o, RENDER_FINANCIAL, NULL, out);
+	return 0;
+}
+
+static int r_archive(struct orch *o, const struct node *n, struct buf *out)
+{
+	pthread_mutex_lock(&o->lock);
+	render_archive(o, out);
+	pthread_mutex_unlock(&o->lock);
+	buf_putc(out, '\n');
 	return 0;
 }
 
@@ -580,8 +591,9 @@ static int a_remove(struct orch *o, const struct node *n, const char *in, size_t
 #define K_WORKER (K(WORKER_SPAWNED) | K(WORKER_SIGNAL) | K(WORKER_TIMEOUT) | K(WORKER_EXITED) | \
 		  K(WORKER_LOST) | K(WORKER_ADOPTED) | K(WORKER_RUNNER_STATE))
 #define K_TASKS (K(TASK_STATUS) | K(TASK_ADDED) | K(TASK_REMOVED))
+#define K_TRACK_GONE (K(TRACK_REMOVED) | K(TRACK_ARCHIVED))
 #define K_EDGES (K(DEP_ADDED) | K(DEP_REMOVED))
-#define K_TRACKS (K(TRACK_STATUS) | K(TRACK_CREATED) | K(TRACK_BUDGET))
+#define K_TRACKS (K(TRACK_STATUS) | K(TRACK_CREATED) | K(TRACK_BUDGET) | K_TRACK_GONE)
 #define K_CONTEXT (K(CONTEXT_INJECTED) | K(CONTEXT_REPLACED) | K(CONTEXT_REMOVED))
 #define K_ALL ((UINT64_C(1) << EVK_COUNT) - 1)
 
@@ -627,7 +639,7 @@ static const struct node_def node_table[] = {
 	JSON("mma/tracks.json", W_NONE, r_tracks, K_TRACKS | K_TASKS | K(USAGE_REPORTED)),
 	DIR_("mma/tracks", W_NONE),
 	CTL("mma/tracks/create", W_NONE, a_create),
-	ENTRY("mma/tracks/*", NODE_DIR, 0, W_TRACK, NULL, 0, K(TRACK_CREATED), 0),
+	ENTRY("mma/tracks/*", NODE_DIR, 0, W_TRACK, NULL, 0, K(TRACK_CREATED), K_TRACK_GONE),
 	DOC("mma/tracks/*/status", W_TRACK, r_track_status, K(TRACK_STATUS)),
 	JSON("mma/tracks/*/info.json", W_TRACK, r_track_info,
 	    K_TRACKS | K_TASKS | K(USAGE_REPORTED) | K(TASK_RETRY)),
@@ -636,13 +648,17 @@ static const struct node_def node_table[] = {
 	ENTRY("mma/tasks/*", NODE_DIR, 0, W_TASK, NULL, 0, K(TASK_ADDED), K(TASK_REMOVED)),
 	DOC("mma/tasks/*/status", W_TASK, r_task_status, K(TASK_STATUS)),
 	/* it shows its workers and their usage */
+	/* and why it waits: its deps', its track's, the pipeline's state */
 	JSON("mma/tasks/*/info.json", W_TASK, r_task_info,
 	    K(TASK_STATUS) | K(TASK_RETRY) | K(TASK_SPAWN_FAILED) | K_EDGES | K_WORKER |
-		    K(USAGE_REPORTED)),
+		    K(USAGE_REPORTED) | K(TRACK_STATUS) | K(TRACK_BUDGET) | K(PIPELINE_STATUS) |
+		    K(PIPELINE_MAX_WORKERS)),
 	DOC("mma/tasks/*/deps", W_TASK, r_task_deps, K_EDGES),
 	{"mma/tasks/*/worker", NODE_LINK, 0, W_TASK, NULL, NULL, 0, 0, 0},
 	JSON("mma/dag.json", W_NONE, r_dag, K_TASKS | K_EDGES),
-	DOC("mma/dag.dot", W_NONE, r_dag_dot, K_TASKS | K_EDGES | K(TRACK_CREATED)),
+	DOC("mma/dag.dot", W_NONE, r_dag_dot, K_TASKS | K_EDGES | K(TRACK_CREATED) | K_TRACK_GONE),
+	/* the tracks `archive` took out of the live tree */
+	JSON("mma/archive.json", W_NONE, r_archive, K(TRACK_ARCHIVED)),
 	DIR_("mma/dag", W_NONE),
 	CTL("mma/dag/mutate", W_NONE, a_mutate),
 	DIR_("context", W_NONE),
@@ -656,7 +672,7 @@ static const struct node_def node_table[] = {
 	CTL("context/remove", W_NONE, a_remove),
 	DIR_("metrics", W_NONE),
 	JSON("metrics/financial.json", W_NONE, r_financial,
-	    K(USAGE_REPORTED) | K(TRACK_STATUS) | K(TRACK_CREATED) | K(TRACK_BUDGET)),
+	    K(USAGE_REPORTED) | K(TRACK_STATUS) | K(TRACK_CREATED) | K(TRACK_BUDGET) | K_TRACK_GONE),
 	DIR_("system", W_NONE),
 	/* changes all the time and is never announced: read it when you want it */
 	VOL("system/telemetry.json", W_NONE, r_telemetry, 0),
@@ -998,16 +1014,27 @@ int node_write(struct orch *o, const struct node *n, const char *path, const cha
 			     o->cfg.max_write);
 	else
 		rc = n->def->apply(o, n, data, len, cwd, result, &err);
+	if (rc) {
+		/* its last_error goes to the disk with the write's own commit */
+		if (!err.errnum)
+			err_set(&err, -rc, "%s", strerror(-rc));
+		buf_reset(result);
+		err_render(&err, path, result);
+	}
 	/* Acknowledged means stored: the write returns only after the commit. */
 	pthread_mutex_lock(&o->lock);
+	if (rc)
+		orch_set_error(o, result->data, result->len);
 	uint64_t ticket = orch_commit_waited(o);
 	pthread_mutex_unlock(&o->lock);
 	int stored = orch_wait(o, ticket);
-	if (!rc && stored)
-		rc = err_set(&err, EIO, "the change was applied but could not be stored");
-	if (rc)
-		return node_write_error(o, path, err.errnum ? err.errnum : -rc,
-					err.errnum ? err.message : strerror(-rc), result);
+	if (rc) {
+		events_wake_all(&o->events);   /* the notifier announces last_error */
+		return -err.errnum;   /* nothing was changed: its own error, stored or not */
+	}
+	if (stored)
+		return node_write_error(o, path, EIO, "the change was applied but could not be stored",
+					result);
 	return 0;
 }
 

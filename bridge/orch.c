@@ -75,6 +75,7 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	o->tracks_tail = &o->tracks;
 	o->task_index = hashmap_new();
 	o->track_index = hashmap_new();
+	o->archive_index = hashmap_new();
 	o->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	pthread_cond_init(&o->spawned, NULL);
 	events_init(&o->events, o->cfg.event_history ? o->cfg.event_history : EVENT_HISTORY);
@@ -181,10 +182,11 @@ void orch_destroy(struct orch *o)
 	}
 	for (struct track *k = o->tracks, *next; k; k = next) {
 		next = k->next;
-		free(k->title);
-		usage_set_free(&k->usage);
-		free(k);
+		track_free(k);
 	}
+	for (size_t i = 0; i < o->narchive; i++)
+		archived_free(o->archive[i]);
+	free(o->archive);
 	free(o->run);
 	free(o->ready);
 	free(o->dirty_tasks);
@@ -205,6 +207,7 @@ void orch_destroy(struct orch *o)
 	o->store = NULL;
 	hashmap_free(o->task_index);
 	hashmap_free(o->track_index);
+	hashmap_free(o->archive_index);
 	usage_set_free(&o->usage);
 	free(o->prices);
 	buf_free(&o->last_error);
@@ -233,12 +236,21 @@ void orch_wake(struct orch *o)
 	(void)!write(o->wake_fd, &one, sizeof one);
 }
 
+void orch_set_error(struct orch *o, const char *object, size_t len)
+{
+	buf_reset(&o->last_error);
+	buf_append(&o->last_error, object, len);
+	/* the store sees it moved (store_queue), and so does the render cache */
+	__atomic_add_fetch(&o->errors, 1, __ATOMIC_RELEASE);
+}
+
 void orch_record_error(struct orch *o, const char *object, size_t len)
 {
 	pthread_mutex_lock(&o->lock);
-	buf_reset(&o->last_error);
-	buf_append(&o->last_error, object, len);
-	__atomic_add_fetch(&o->errors, 1, __ATOMIC_RELEASE);
+	orch_set_error(o, object, len);
+	/* the store thread journals it: callers answer from threads (the events
+	 * pump) that must not lead a journal write */
+	orch_commit(o);
 	pthread_mutex_unlock(&o->lock);
 	/* not an event, but the notifier waits on them: last_error is announced */
 	events_wake_all(&o->events);

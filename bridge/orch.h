@@ -124,6 +124,21 @@ struct worker {
 	struct usage_set usage;
 };
 
+/* A track taken out of the live tree by `archive` (mma/archive.json): what
+ * is left of it in memory is this summary; the store keeps the whole of it
+ * (the track and its tasks, in the track's row). Its id stays taken. */
+struct archived_track {
+	char id[ID_MAX + 1];
+	char *title;
+	int64_t created_ms, archived_ms;
+	int64_t budget_micro;      /* -1: none */
+	int64_t cost_micro;
+	enum track_status status;  /* when it was archived */
+	size_t counts[TASK_HELD + 1];
+	size_t ntasks;
+	char *doc;                 /* its store row, until the next commit takes it */
+};
+
 struct price {
 	char model[MODEL_MAX + 1];
 	/* pico-dollars per token == micro-dollars per million tokens: integers keep
@@ -173,6 +188,9 @@ struct orch {
 	struct task *tasks, *tasks_last;
 	struct hashmap *task_index, *track_index;
 	size_t ntasks, ntracks;
+	struct archived_track **archive;   /* archive order */
+	size_t narchive, archive_cap;
+	struct hashmap *archive_index;      /* id -> struct archived_track */
 	/* Every task and track ever made has a slot (NULL once removed): the
 	 * render caches are per run of slots. */
 	struct task **task_at;
@@ -205,7 +223,7 @@ struct orch {
 	size_t nprices;
 	struct usage_set usage;    /* every report of every worker */
 
-	struct buf last_error;     /* the error object of the last failed write */
+	struct buf last_error;     /* the error object of the last failed write (kept by the store) */
 	uint64_t errors;           /* atomic: failed writes so far (last_error moved) */
 
 	int wake_fd;               /* eventfd: wakes the scheduler */
@@ -235,8 +253,11 @@ void orch_wake(struct orch *o);
 /* the runner of a kind (RUNNER_DEFAULT: the daemon's default) */
 struct runner *orch_runner(const struct orch *o, enum runner_kind k);
 int orch_mkdir_p(const char *path);      /* mkdir -p, mode 0700; -errno */          /* any thread; nudges the scheduler */
-/* last_error := this rendered error object. */
+/* Lock NOT held: last_error := this rendered error object, queued for the
+ * store (the next daemon on the state directory reads it back). */
 void orch_record_error(struct orch *o, const char *object, size_t len);
+/* Lock held: the same, stored with the next commit (a write's own). */
+void orch_set_error(struct orch *o, const char *object, size_t len);
 /* Lock held: queues every change so far for the store thread; returns the
  * ticket (0: nothing to commit). */
 uint64_t orch_commit(struct orch *o);
@@ -262,6 +283,15 @@ const char *pipeline_status_name(enum pipeline_status s);
 struct track *track_new(struct orch *o, const char *id, const char *title, int64_t budget_micro);
 /* Undoes track_new of the newest track (a failed create). */
 void track_drop(struct orch *o, struct track *k);
+/* Takes k (its tasks already unlinked) out of the list, the index and its
+ * slot; returns the track before it, for track_relink, which undoes it. */
+struct track *track_unlink(struct orch *o, struct track *k);
+void track_relink(struct orch *o, struct track *k, struct track *prev);
+void track_free(struct track *k);
+struct archived_track *archive_find(struct orch *o, const char *id);
+/* Appends a (the model's from now on) to the archive. */
+void archive_add(struct orch *o, struct archived_track *a);
+void archived_free(struct archived_track *a);
 void task_free(struct task *t);
 
 /* model.c: the incremental model (lock held). Every change of a task's status,

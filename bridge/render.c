@@ -132,6 +132,78 @@ static void task_head(struct buf *b, const struct task *t)
 	jw_str(b, task_status_name(t->status));
 }
 
+static void usd_text(struct buf *b, int64_t micro)
+{
+	buf_printf(b, "$%lld.%06lld", (long long)(micro / 1000000), (long long)(micro % 1000000));
+}
+
+/* Why a task that is not running, nor over, does not start: its "waiting"
+ * ({"reason","message",...}, or null). Only what the model knows exactly,
+ * so it is never a guess: the first of held, deps, budget, paused,
+ * max_workers that holds. */
+static void task_waiting(struct orch *o, const struct task *t, struct buf *b)
+{
+	struct buf msg = BUF_INIT;
+	const char *reason = NULL;
+	const struct track *k = t->track;
+	int64_t spent = 0;
+	jw_lit(b, ",\"waiting\":");
+	if (t->status == TASK_HELD) {
+		reason = "held";
+		buf_printf(&msg, "task %s is held; release it to let it run", t->id);
+	} else if (t->status == TASK_BLOCKED) {
+		reason = "deps";
+		buf_puts(&msg, "waiting for ");
+		size_t n = 0;
+		for (size_t i = 0; i < t->ndeps; i++)
+			if (!task_dep_satisfied(t->deps[i]))
+				buf_printf(&msg, "%s%s (%s)", n++ ? ", " : "", t->deps[i]->id,
+					   task_status_name(t->deps[i]->status));
+	} else if (t->status == TASK_READY && k->status == TRACK_OVER_BUDGET) {
+		reason = "budget";
+		spent = usage_set_cost(&k->usage, o->prices, o->nprices);
+		buf_printf(&msg, "track %s spent ", k->id);
+		usd_text(&msg, spent);
+		buf_puts(&msg, " of its ");
+		usd_text(&msg, k->budget_micro);
+		buf_printf(&msg, " budget; raise mma/tracks/%s/budget to go on", k->id);
+	} else if (t->status == TASK_READY && o->pipeline != PIPE_RUNNING) {
+		reason = "paused";
+		buf_printf(&msg, "the pipeline is %s; write mma/pipeline/resume to go on",
+			   pipeline_status_name(o->pipeline));
+	} else if (t->status == TASK_READY && o->running >= o->max_workers) {
+		reason = "max_workers";
+		buf_printf(&msg, "%d workers run, max_workers is %d", o->running, o->max_workers);
+	}
+	if (!reason) {
+		jw_lit(b, "null");
+		buf_free(&msg);
+		return;
+	}
+	jw_lit(b, "{\"reason\":");
+	jw_str(b, reason);
+	jw_lit(b, ",\"message\":");
+	jw_str(b, msg.data);
+	if (t->status == TASK_BLOCKED) {
+		jw_lit(b, ",\"tasks\":[");
+		size_t n = 0;
+		for (size_t i = 0; i < t->ndeps; i++)
+			if (!task_dep_satisfied(t->deps[i])) {
+				if (n++)
+					buf_putc(b, ',');
+				jw_str(b, t->deps[i]->id);
+			}
+		buf_putc(b, ']');
+	} else if (!strcmp(reason, "budget")) {
+		jw_lit(b, ",\"spent_usd\":");
+		jw_usd(b, spent);
+		jw_lit(b, ",\"budget_usd\":");
+		jw_usd(b, k->budget_micro);
+	}
+	buf_putc(b, '}');
+	buf_free(&msg);
+}
+
 void render_task(struct orch *o, const struct task *t, bool with_workers, struct buf *b)
 {
 	task_head(b, t);
@@ -195,6 +267,7 @@ void render_task(struct orch *o, const struct task *t, bool with_workers, struct
 	if (with_workers) {
 		jw_lit(b, ",\"usage\":");
 		render_usage(o, &usage, b);
+		task_waiting(o, t, b);
 	}
 	usage_set_free(&usage);
 	buf_putc(b, '}');
@@ -250,6 +323,45 @@ void render_track(struct orch *o, const struct track *k, bool with_tasks, struct
 		render_usage(o, &k->usage, b);
 	}
 	buf_putc(b, '}');
+}
+
+void render_archive(const struct orch *o, struct buf *b)
+{
+	jw_lit(b, "{\"tracks\":[");
+	for (size_t i = 0; i < o->narchive; i++) {
+		const struct archived_track *a = o->archive[i];
+		if (i)
+			buf_putc(b, ',');
+		jw_lit(b, "{\"id\":");
+		jw_str(b, a->id);
+		jw_lit(b, ",\"title\":");
+		jw_str(b, a->title);
+		jw_lit(b, ",\"status\":");
+		jw_str(b, track_status_name(a->status));
+		jw_lit(b, ",\"budget_usd\":");
+		if (a->budget_micro >= 0)
+			jw_usd(b, a->budget_micro);
+		else
+			jw_lit(b, "null");
+		jw_lit(b, ",\"cost_usd\":");
+		jw_usd(b, a->cost_micro);
+		jw_lit(b, ",\"created_at\":");
+		jw_time(b, a->created_ms);
+		jw_lit(b, ",\"archived_at\":");
+		jw_time(b, a->archived_ms);
+		jw_lit(b, ",\"tasks\":{");
+		for (int s = 0; s <= TASK_HELD; s++) {
+			if (s)
+				buf_putc(b, ',');
+			jw_str(b, task_status_name((enum task_status)s));
+			buf_putc(b, ':');
+			jw_i64(b, (int64_t)a->counts[s]);
+		}
+		jw_lit(b, "},\"task_count\":");
+		jw_i64(b, (int64_t)a->ntasks);
+		buf_putc(b, '}');
+	}
+	jw_lit(b, "]}");
 }
 
 void render_pipeline(const struct orch *o, struct buf *b)

@@ -44,6 +44,9 @@ void render_task(struct orch *o, const struct task *t, bool with_workers, struct
 /* with_tasks: the track's info.json (its tasks, and its usage). */
 void render_track(struct orch *o, const struct track *k, bool with_tasks, struct buf *out);
 void render_pipeline(const struct orch *o, struct buf *out);
+/* mma/archive.json: {"tracks":[{"id","title","status","budget_usd","cost_usd",
+ * "created_at","archived_at","tasks":{STATUS:N,...},"task_count"}]} */
+void render_archive(const struct orch *o, struct buf *out);
 /* Lock held. A cluster per track: it is small next to the JSON documents. */
 void render_dag_dot(struct orch *o, struct buf *out);
 

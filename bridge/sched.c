@@ -118,6 +118,14 @@ void sched_recompute(struct orch *o)
 		cJSON_AddStringToObject(d, "to", track_status_name(s));
 		k->status = s;
 		orch_event(o, NULL, EVK_TRACK_STATUS, d);
+		if (s == TRACK_OVER_BUDGET) {
+			/* once per crossing: why its ready tasks stop starting */
+			cJSON *b = cJSON_CreateObject();
+			cJSON_AddStringToObject(b, "track", k->id);
+			json_add_usd(b, "spent_usd", usage_set_cost(&k->usage, o->prices, o->nprices));
+			json_add_usd(b, "budget_usd", k->budget_micro);
+			orch_event(o, NULL, EVK_TRACK_BUDGET_EXHAUSTED, b);
+		}
 	}
 }
 

@@ -19,7 +19,7 @@
 
 /* Statements prepared once: the writer runs them for every commit. */
 enum stmt {
-	ST_PUT_TASK, ST_DEL_TASK, ST_PUT_TRACK, ST_PUT_WORKER, ST_PUT_META, ST_PUT_EVENT,
+	ST_PUT_TASK, ST_DEL_TASK, ST_PUT_TRACK, ST_DEL_TRACK, ST_PUT_WORKER, ST_PUT_META, ST_PUT_EVENT,
 	ST_DEL_CONTEXT, ST_PUT_CONTEXT, ST_BEGIN, ST_COMMIT, ST_COUNT
 };
 
@@ -40,6 +40,7 @@ struct store {
 	/* the pipeline's state as last queued (orch.lock): a commit writes it
 	 * only when it changed */
 	int queued_pipeline, queued_max_workers;   /* -1: none stored yet */
+	uint64_t queued_errors;    /* orch.errors when last_error was last queued */
 	struct telemetry *tm;
 	struct events *ev;
 	sqlite3_stmt *stmts[ST_COUNT];
@@ -493,6 +494,36 @@ static bool copy_id(char *dst, const cJSON *d, const char *key)
 
 /* --- commits: gathered under orch.lock, written by one writer at a time --- */
 
+char *store_archived_doc(const struct track *k, const struct archived_track *a)
+{
+	char *own = track_doc(k);
+	struct buf b = BUF_INIT;
+	buf_append(&b, own, strlen(own) - 1);   /* its '}' comes after the rest */
+	free(own);
+	jw_lit(&b, ",\"archived\":");
+	jw_i64(&b, a->archived_ms);
+	jw_lit(&b, ",\"cost\":");
+	jw_i64(&b, a->cost_micro);
+	jw_lit(&b, ",\"ntasks\":");
+	jw_i64(&b, (int64_t)a->ntasks);
+	jw_lit(&b, ",\"counts\":[");
+	for (int s = 0; s <= TASK_HELD; s++) {
+		if (s)
+			buf_putc(&b, ',');
+		jw_i64(&b, (int64_t)a->counts[s]);
+	}
+	jw_lit(&b, "],\"tasks\":[");
+	for (const struct task *t = k->first; t; t = t->tnext) {
+		char *doc = task_doc(t);
+		buf_puts(&b, doc);
+		free(doc);
+		if (t->tnext)
+			buf_putc(&b, ',');
+	}
+	jw_lit(&b, "]}");
+	return buf_steal(&b);
+}
+
 enum row_table { ROW_TASK, ROW_TRACK, ROW_WORKER, ROW_META, ROW_CONTEXT_DOC };
 
 /* One row to write (doc) or delete (doc NULL). */
@@ -724,8 +755,16 @@ static void gather_id(void *arg, const char *id, void *value)
 		commit_row(g->c, ROW_TASK, id, 0, t ? (int64_t)t->order : 0, t ? task_doc(t) : NULL);
 	} else {
 		struct track *k = track_find(g->o, id);
-		if (k)
+		struct archived_track *a = k ? NULL : archive_find(g->o, id);
+		if (k) {
 			commit_row(g->c, ROW_TRACK, id, 0, 0, track_doc(k));
+		} else if (a && a->doc) {
+			/* archived: its row holds it all from now on, written once */
+			commit_row(g->c, ROW_TRACK, id, 0, 0, a->doc);
+			a->doc = NULL;
+		} else if (!a) {
+			commit_row(g->c, ROW_TRACK, id, 0, 0, NULL);   /* removed */
+		}
 	}
 }
 
@@ -771,7 +810,9 @@ uint64_t store_queue(struct store *s, struct orch *o, bool waited)
 	}
 	pthread_mutex_unlock(&ev->lock);
 
-	if (!c->nlines) {
+	/* a failed write is no event, but its last_error is a row to keep */
+	bool error_moved = __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE) != s->queued_errors;
+	if (!c->nlines && !error_moved) {
 		hashmap_free(tasks);
 		hashmap_free(tracks);
 		commit_free(c);
@@ -818,6 +859,10 @@ uint64_t store_queue(struct store *s, struct orch *o, bool waited)
 		commit_meta(c, "pipeline", pipeline_status_name(o->pipeline));
 		s->queued_pipeline = (int)o->pipeline;
 	}
+	if (error_moved) {
+		s->queued_errors = __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE);
+		commit_meta(c, "last_error", o->last_error.data);
+	}
 	if (o->max_workers != s->queued_max_workers) {
 		char num[32];
 		snprintf(num, sizeof num, "%d", o->max_workers);
@@ -840,6 +885,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_PUT_TASK] = "INSERT OR REPLACE INTO tasks (id, ord, doc) VALUES (?1, ?2, ?3)",
 	[ST_DEL_TASK] = "DELETE FROM tasks WHERE id = ?1",
 	[ST_PUT_TRACK] = "INSERT OR REPLACE INTO tracks (id, doc) VALUES (?1, ?3)",
+	[ST_DEL_TRACK] = "DELETE FROM tracks WHERE id = ?1",
 	[ST_PUT_WORKER] = "INSERT OR REPLACE INTO workers (id, doc) VALUES (?4, ?3)",
 	[ST_PUT_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?3)",
 	[ST_PUT_EVENT] = ("INSERT OR REPLACE INTO events (seq, channel, worker, line) "
@@ -890,7 +936,8 @@ static int write_commit(struct store *s, const struct commit *c, uint64_t *bytes
 	for (size_t i = 0; i < c->nrows && !rc; i++) {
 		const struct row *r = &c->rows[i];
 		if (!r->doc)
-			rc = run(s, ST_DEL_TASK, r->key, 0, NULL, 0, 0, 0, bytes);
+			rc = run(s, r->table == ROW_TRACK ? ST_DEL_TRACK : ST_DEL_TASK, r->key, 0, NULL,
+				 0, 0, 0, bytes);
 		else
 			rc = run(s, put[r->table], r->key, r->ord, r->doc, strlen(r->doc), r->ikey, 0,
 				 bytes);
@@ -1265,6 +1312,9 @@ static int load_meta(struct store *s, struct orch *o, uint64_t *seq, cJSON **ctx
 			s->queued_max_workers = atoi(value);
 			if (!o->cfg.max_workers_given && atoi(value) > 0)
 				o->max_workers = atoi(value);
+		} else if (!strcmp(key, "last_error") && value[0] == '{') {
+			buf_reset(&o->last_error);
+			buf_puts(&o->last_error, value);
 		} else if (!strcmp(key, "context") && !*ctx_doc) {
 			*ctx_doc = cJSON_Parse(value);   /* imported with the contents, below */
 		}
@@ -1288,7 +1338,26 @@ static int load_tracks(struct store *s, struct orch *o)
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		cJSON *d = cJSON_Parse((const char *)sqlite3_column_text(st, 0));
 		char id[ID_MAX + 1];
-		if (d && copy_id(id, d, "id") && id_valid(id) && !track_find(o, id)) {
+		if (d && copy_id(id, d, "id") && id_valid(id) && !track_find(o, id) &&
+		    !archive_find(o, id) && cJSON_GetObjectItemCaseSensitive(d, "archived")) {
+			/* in the archive: its summary; the rest stays in the row */
+			struct archived_track *a = xcalloc(1, sizeof *a);
+			strcpy(a->id, id);
+			a->title = doc_str(d, "title");
+			if (!a->title)
+				a->title = xstrdup(id);
+			a->created_ms = doc_i64(d, "created", 0);
+			a->archived_ms = doc_i64(d, "archived", 0);
+			a->budget_micro = doc_i64(d, "budget", -1);
+			a->cost_micro = doc_i64(d, "cost", 0);
+			a->status = (enum track_status)doc_i64(d, "status", TRACK_ACTIVE);
+			a->ntasks = (size_t)doc_i64(d, "ntasks", 0);
+			const cJSON *c = cJSON_GetObjectItemCaseSensitive(d, "counts");
+			for (int i = 0; i <= TASK_HELD && i < cJSON_GetArraySize(c); i++)
+				a->counts[i] = (size_t)cJSON_GetArrayItem(c, i)->valuedouble;
+			archive_add(o, a);
+		} else if (d && copy_id(id, d, "id") && id_valid(id) && !track_find(o, id) &&
+			   !archive_find(o, id)) {
 			char *title = doc_str(d, "title");
 			struct track *k = track_new(o, id, title, doc_i64(d, "budget", -1));
 			free(title);

@@ -42,6 +42,9 @@ int store_start(struct store *s, struct events *ev);
  * will store_wait for it, and write it then if nobody else has (the thread
  * is not woken); else the store thread writes it. */
 uint64_t store_queue(struct store *s, struct orch *o, bool waited);
+/* orch.lock held: the row an archived track leaves in the store: k's own
+ * (before its tasks are unlinked), a's summary, and every task of k whole. */
+char *store_archived_doc(const struct track *k, const struct archived_track *a);
 /* A worker's trace: the lines of its events, oldest first (any thread; waits
  * until what was acknowledged is applied). */
 void store_trace(struct store *s, int worker, struct buf *out);

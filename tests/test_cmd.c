@@ -592,6 +592,28 @@ static void test_mutate_json(void **state)
 	assert_string_equal(m.ops[2].dep, "a");
 	cmd_mutate_free(&m);
 
+	/* the track ops: a track id, in both forms */
+	assert_int_equal(mutate("remove_track k1; archive k2", &m, &e), 0);
+	assert_int_equal(m.nops, 2);
+	assert_int_equal(m.ops[0].kind, DAG_REMOVE_TRACK);
+	assert_string_equal(m.ops[0].track, "k1");
+	assert_int_equal(m.ops[1].kind, DAG_ARCHIVE);
+	assert_string_equal(m.ops[1].track, "k2");
+	cmd_mutate_free(&m);
+	assert_int_equal(mutate("[{\"op\":\"archive\",\"track\":\"k2\"},"
+				"{\"op\":\"remove_track\",\"track\":\"k1\"}]", &m, &e), 0);
+	assert_int_equal(m.ops[0].kind, DAG_ARCHIVE);
+	assert_string_equal(m.ops[0].track, "k2");
+	assert_int_equal(m.ops[1].kind, DAG_REMOVE_TRACK);
+	assert_string_equal(m.ops[1].track, "k1");
+	cmd_mutate_free(&m);
+	assert_int_equal(mutate("archive", &m, &e), -EINVAL);
+	assert_string_equal(e.message, "operation 1: archive takes 1 track id: archive K");
+	assert_int_equal(mutate("remove_track K!", &m, &e), -EINVAL);
+	assert_int_equal(mutate("{\"op\":\"archive\",\"task\":\"k\"}", &m, &e), -EINVAL);
+	assert_int_equal(mutate("{\"op\":\"archive\"}", &m, &e), -EINVAL);
+	assert_int_equal(mutate("{\"op\":\"remove_track\",\"track\":7}", &m, &e), -EINVAL);
+
 	/* a failure late in a batch frees what the earlier entries built */
 	assert_int_equal(mutate("[{\"op\":\"add_task\",\"track\":\"tr\",\"task\":{\"id\":\"b\",\"command\":\"x\","
 				"\"env\":{\"A\":\"1\"},\"deps\":[\"q\"]}},{\"op\":\"hold\",\"task\":\"B\"}]",

@@ -140,6 +140,97 @@ static void test_remove_rules(void **state)
 	assert_ptr_equal(f->o.tasks->next, task_find(&f->o, "t9"));
 }
 
+/* remove_track and archive: refused while a task of it runs or another
+ * track depends on it, atomic with the rest of a batch, and an archived id
+ * stays taken. */
+static void test_remove_and_archive_track(void **state)
+{
+	struct fixture *f = *state;
+	struct orch *o = &f->o;
+	struct orch_err err = {0};
+	assert_int_equal(fixture_plan(o, CHAIN, &err), 0);
+	assert_int_equal(fixture_plan(o, "{\"id\":\"j\",\"title\":\"J\",\"budget_usd\":1,\"tasks\":["
+				     "{\"id\":\"u1\",\"command\":\"x\"},"
+				     "{\"id\":\"u2\",\"command\":\"x\",\"deps\":[\"u1\",\"t1\"]}]}", &err), 0);
+	assert_int_equal(fixture_plan(o, "{\"id\":\"z\",\"tasks\":[{\"id\":\"z1\",\"command\":\"x\"}]}",
+				     &err), 0);
+	assert_int_equal(fixture_mutate(o, "remove_track nope", &err), ENOENT);
+	/* u2 (track j) depends on t1 (track k) */
+	assert_int_equal(fixture_mutate(o, "archive k", &err), EBUSY);
+	assert_string_equal(err.message, "cannot archive track k: task u2 of track j depends on its "
+					 "task t1; remove that edge first");
+	task_set_status(o, task_find(o, "u1"), TASK_RUNNING);
+	assert_int_equal(fixture_mutate(o, "remove_track j", &err), EBUSY);
+	assert_non_null(strstr(err.message, "its task u1 is running"));
+	task_set_status(o, task_find(o, "u1"), TASK_DONE);
+	sched_recompute(o);
+	char *before = dag_text(o);
+	/* a batch that fails late undoes a removal and an archive */
+	assert_int_equal(fixture_mutate(o, "hold z1; remove_track j; archive z; hold nope", &err), ENOENT);
+	char *after = dag_text(o);
+	assert_string_equal(after, before);
+	free(after);
+	assert_non_null(track_find(o, "j"));
+	assert_non_null(track_find(o, "z"));
+	assert_string_equal(status_of(o, "u2"), "blocked");
+	assert_string_equal(status_of(o, "z1"), "ready");
+	assert_int_equal(o->narchive, 0);
+	assert_int_equal(o->ntracks, 3);
+	assert_int_equal(o->ntasks, 6);
+	assert_int_equal(task_find(o, "t1")->nrdeps, 2);
+	assert_ptr_equal(task_find(o, "t1")->rdeps[1], task_find(o, "u2"));
+
+	/* j goes, with the edge into k; its id may come back */
+	assert_int_equal(fixture_mutate(o, "remove_track j", &err), 0);
+	assert_null(track_find(o, "j"));
+	assert_null(task_find(o, "u1"));
+	assert_null(task_find(o, "u2"));
+	assert_int_equal(task_find(o, "t1")->nrdeps, 1);   /* t2 alone */
+	assert_int_equal(o->ntracks, 2);
+	assert_int_equal(o->ntasks, 4);
+	assert_int_equal(o->counts[TASK_DONE], 0);
+	/* k's own chain goes whole; z is archived in the same batch */
+	assert_int_equal(fixture_mutate(o, "skip t3; archive k; {\"op\":\"archive\",\"track\":\"z\"}",
+				       &err), EINVAL);   /* a line is not JSON */
+	assert_int_equal(fixture_mutate(o, "[{\"op\":\"skip\",\"task\":\"t3\"},"
+				       "{\"op\":\"archive\",\"track\":\"k\"},"
+				       "{\"op\":\"archive\",\"track\":\"z\"}]", &err), 0);
+	assert_null(track_find(o, "k"));
+	assert_null(task_find(o, "t1"));
+	assert_int_equal(o->ntracks, 0);
+	assert_int_equal(o->ntasks, 0);
+	assert_null(o->tracks);
+	assert_int_equal(o->nready, 0);
+	assert_int_equal(o->narchive, 2);
+	struct archived_track *a = archive_find(o, "k");
+	assert_non_null(a);
+	assert_int_equal(a->ntasks, 3);
+	assert_int_equal(a->counts[TASK_SKIPPED], 1);   /* as the batch had made it */
+	assert_int_equal(a->counts[TASK_READY], 1);
+	assert_non_null(a->doc);
+	assert_non_null(strstr(a->doc, "\"archived\":"));
+	assert_non_null(strstr(a->doc, "\"id\":\"t3\""));
+	struct buf doc = BUF_INIT;
+	render_archive(o, &doc);
+	cJSON *arch = cJSON_Parse(doc.data);
+	assert_non_null(arch);
+	cJSON *k0 = cJSON_GetArrayItem(cJSON_GetObjectItem(arch, "tracks"), 0);
+	assert_string_equal(cJSON_GetObjectItem(k0, "id")->valuestring, "k");
+	assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(k0, "tasks"), "blocked")->valueint, 1);
+	assert_int_equal(cJSON_GetObjectItem(k0, "task_count")->valueint, 3);
+	assert_non_null(cJSON_GetObjectItem(k0, "archived_at"));
+	cJSON_Delete(arch);
+	buf_free(&doc);
+	/* an archived id stays taken; a removed one comes back */
+	assert_int_equal(fixture_plan(o, "{\"id\":\"k\",\"tasks\":[]}", &err), EEXIST);
+	assert_non_null(strstr(err.message, "archived"));
+	assert_int_equal(fixture_mutate(o, "archive k", &err), ENOENT);
+	assert_int_equal(fixture_plan(o, "{\"id\":\"j\",\"tasks\":[{\"id\":\"t1\",\"command\":\"x\"}]}",
+				     &err), 0);
+	assert_string_equal(status_of(o, "t1"), "ready");
+	free(before);
+}
+
 static void test_status_ops(void **state)
 {
 	struct fixture *f = *state;
@@ -369,6 +460,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_atomic_batch, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_remove_rules, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_status_ops, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_remove_and_archive_track, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_track_status, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_long_chain, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_incremental_model, fixture_setup, fixture_teardown),

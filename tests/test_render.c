@@ -195,6 +195,41 @@ static void test_usage_and_money(void **state)
 	char *s = read_node(&f->o, "mma/tracks/k/status");
 	assert_string_equal(s, "over_budget\n");
 	free(s);
+	/* its ready task says why it does not start; its blocked one, what it waits for */
+	cJSON *t1 = read_json(&f->o, "mma/tasks/t1/info.json");
+	cJSON *wt = cJSON_GetObjectItem(t1, "waiting");
+	assert_string_equal(cJSON_GetObjectItem(wt, "reason")->valuestring, "budget");
+	assert_string_equal(cJSON_GetObjectItem(wt, "message")->valuestring,
+			    "track k spent $0.009000 of its $0.008000 budget; "
+			    "raise mma/tracks/k/budget to go on");
+	cJSON_Delete(t1);
+	cJSON *t2 = read_json(&f->o, "mma/tasks/t2/info.json");
+	wt = cJSON_GetObjectItem(t2, "waiting");
+	assert_string_equal(cJSON_GetObjectItem(wt, "reason")->valuestring, "deps");
+	assert_string_equal(cJSON_GetObjectItem(wt, "message")->valuestring, "waiting for t1 (ready)");
+	assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(wt, "tasks"), 0)->valuestring, "t1");
+	cJSON_Delete(t2);
+	/* the crossing is one event; a lower budget again is no second crossing */
+	assert_int_equal(write_node(&f->o, "mma/tracks/k/budget", "0.007", &r), 0);
+	struct buf ev = BUF_INIT;
+	uint64_t last, oldest;
+	assert_int_equal(events_read(&f->o.events, 0, EV_ALL_EVENTS, 1 << 20, &ev, &last, &oldest), 0);
+	const char *want = "\"channel\":\"dag\",\"type\":\"track.budget_exhausted\","
+			   "\"data\":{\"track\":\"k\",\"spent_usd\":0.009000,\"budget_usd\":0.008000}";
+	char *at = strstr(ev.data, want);
+	assert_non_null(at);
+	assert_null(strstr(at + strlen(want), "track.budget_exhausted"));
+	buf_free(&ev);
+	/* raised above the cost: it goes on, and says nothing more */
+	assert_int_equal(write_node(&f->o, "mma/tracks/k/budget", "1", &r), 0);
+	t1 = read_json(&f->o, "mma/tasks/t1/info.json");
+	assert_true(cJSON_IsNull(cJSON_GetObjectItem(t1, "waiting")));
+	cJSON_Delete(t1);
+	assert_int_equal(write_node(&f->o, "mma/pipeline/pause", "x", &r), 0);
+	t1 = read_json(&f->o, "mma/tasks/t1/info.json");
+	wt = cJSON_GetObjectItem(t1, "waiting");
+	assert_string_equal(cJSON_GetObjectItem(wt, "reason")->valuestring, "paused");
+	cJSON_Delete(t1);
 	assert_int_equal(write_node(&f->o, "mma/workers/1/usage", "model=m1 in=-1 out=0", &r), -EINVAL);
 	assert_int_equal(write_node(&f->o, "mma/workers/1/stdin", "x", &r), -EBUSY);
 	assert_int_equal(write_node(&f->o, "mma/workers/1/kill", "", &r), -EBUSY);

@@ -277,6 +277,85 @@ static void orch_open(const struct dir *d, struct orch *o)
 	assert_int_equal(orch_init(o, &cfg, &err), 0);
 }
 
+/* last_error, with its time, is the failed write's commit's: a daemon
+ * killed right after (no orderly stop) reads back the very same object,
+ * and one that fails outside a write (queued for the store thread) too. */
+static void test_last_error_kept(void **state)
+{
+	struct dir *d = *state;
+	struct orch o;
+	orch_open(d, &o);
+	char *none = read_node(&o, "last_error");
+	assert_string_equal(none, "{\"error\":null}\n");
+	free(none);
+	assert_int_equal(write_node(&o, "mma/dag/mutate", "hold nosuch"), -ENOENT);
+	char *before = read_node(&o, "last_error");
+	cJSON *doc = cJSON_Parse(before);
+	const char *ts = cJSON_GetStringValue(
+		cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "error"), "ts"));
+	assert_non_null(ts);
+	assert_int_equal(strlen(ts), strlen("2026-12-06T14:40:00.123Z"));
+	assert_int_equal(ts[10], 'T');
+	assert_int_equal(ts[23], 'Z');
+	cJSON_Delete(doc);
+	orch_destroy(&o);   /* as after kill -9: nothing but what was acknowledged */
+	orch_open(d, &o);
+	char *after = read_node(&o, "last_error");
+	assert_string_equal(after, before);
+	free(after);
+	free(before);
+	/* one recorded outside a write: with the store thread's next journal */
+	struct buf r = BUF_INIT;
+	assert_int_equal(node_write_error(&o, "mma/workers/spawn", EFBIG, "too big", &r), -EFBIG);
+	orch_shutdown(&o);
+	orch_destroy(&o);
+	orch_open(d, &o);
+	after = read_node(&o, "last_error");
+	assert_string_equal(after, r.data);
+	free(after);
+	buf_free(&r);
+	orch_destroy(&o);
+}
+
+/* A removed track leaves no row; an archived one leaves one row holding it
+ * all (its tasks' rows go), read back into the archive, its id still taken. */
+static void test_archive_kept(void **state)
+{
+	struct dir *d = *state;
+	struct orch o;
+	orch_open(d, &o);
+	assert_int_equal(write_node(&o, "mma/tracks/create",
+				    "{\"id\":\"old\",\"title\":\"Old\",\"budget_usd\":2,\"tasks\":["
+				    "{\"id\":\"o1\",\"command\":\"x\"},"
+				    "{\"id\":\"o2\",\"command\":\"x\",\"deps\":[\"o1\"]}]}"), 0);
+	assert_int_equal(write_node(&o, "mma/tracks/create",
+				    "{\"id\":\"gone\",\"tasks\":[{\"id\":\"g1\",\"command\":\"x\"}]}"), 0);
+	assert_int_equal(write_node(&o, "mma/dag/mutate", "hold o2; hold o1; archive old; remove_track gone"), 0);
+	char *arch = read_node(&o, "mma/archive.json");
+	orch_destroy(&o);   /* as after kill -9 */
+	orch_open(d, &o);
+	assert_null(track_find(&o, "old"));
+	assert_null(task_find(&o, "o1"));
+	assert_null(track_find(&o, "gone"));
+	char *again = read_node(&o, "mma/archive.json");
+	assert_string_equal(again, arch);
+	assert_non_null(strstr(again, "\"id\":\"old\",\"title\":\"Old\",\"status\":\"active\","
+				      "\"budget_usd\":2.000000"));
+	assert_non_null(strstr(again, "\"held\":2},\"task_count\":2"));
+	free(again);
+	free(arch);
+	assert_int_equal(write_node(&o, "mma/tracks/create", "{\"id\":\"old\",\"tasks\":[]}"), -EEXIST);
+	/* a task id of an archived track is free again; a removed track's id too */
+	assert_int_equal(write_node(&o, "mma/tracks/create",
+				    "{\"id\":\"gone\",\"tasks\":[{\"id\":\"o1\",\"command\":\"x\"}]}"), 0);
+	orch_shutdown(&o);
+	orch_destroy(&o);
+	assert_int_equal(db_int(db_path(d), "SELECT COUNT(*) FROM tracks"), 2);
+	assert_int_equal(db_int(db_path(d), "SELECT COUNT(*) FROM tasks"), 1);
+	assert_int_equal(db_int(db_path(d), "SELECT COUNT(*) FROM tracks WHERE id = 'old' AND "
+					    "doc LIKE '%\"tasks\":[{\"id\":\"o1\"%'"), 1);
+}
+
 /* Another connection holding SQLite's write lock (the store thread may be
  * applying the start meanwhile: it is waited for). */
 static sqlite3 *hold_sqlite(const struct dir *d)
@@ -530,6 +609,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_corrupt_and_locked, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_journal_fails_then_retried, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_last_error_kept, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_archive_kept, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_waits_for_sqlite, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_journal_replayed_after_kill, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_journal_records, dir_setup, dir_teardown),

@@ -8,7 +8,7 @@ Every file under the orchfs mount at path ``P`` is also ``/api/P`` over HTTP:
 other methods are named shortcuts for the paths of the README's "The namespace"
 and "Remote: HTTP, SSE and WebSocket".
 A failed call raises :class:`OrchfsError`, built from the server's error
-object ``{"error":{"status","errno","message","path"}}``.
+object ``{"error":{"status","errno","message","path","ts"}}``.
 
 Example (a daemon started with ``orchfs --http 127.0.0.1:8999 MOUNT`` makes
 its token ``STATE_DIR/token``; it gives every worker ``ORCHFS_API`` and

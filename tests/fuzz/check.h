@@ -81,6 +81,7 @@ static inline void fuzz_views(struct orch *o, struct buf *out)
 	buf_reset(out);
 	for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
 		render_doc(o, kinds[i], NULL, out);
+	render_archive(o, out);   /* single-threaded: no lock to take */
 }
 
 #endif

@@ -93,7 +93,7 @@ def error_ok(raw, path, where):
     try:
         doc = json.loads(raw.decode("utf-8"))
         e = doc["error"]
-        assert set(doc) == {"error"} and set(e) == {"status", "errno", "message", "path"}
+        assert set(doc) == {"error"} and set(e) == {"status", "errno", "message", "path", "ts"}
         assert e["status"] == STATUS.get(e["errno"]), f"status {e['status']} for {e['errno']}"
         assert e["path"] == path and e["message"], "path or message"
         return e["errno"], None

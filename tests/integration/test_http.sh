@@ -56,11 +56,12 @@ curl_resp() {
 curl_code() { curl -s --max-time 10 -o "$T/resp.body" -w '%{http_code}' "$@"; }
 
 # error_object_ok DOC STATUS ERRNO PATH: DOC is exactly the error object:
-# {"error":{"status","errno","message","path"}} with these values (ERRNO "*"
-# for any) and a message.
+# {"error":{"status","errno","message","path","ts"}} with these values (ERRNO "*"
+# for any), a message and the time as events tell it.
 error_object_ok() {
 	jq -e --argjson s "$2" --arg e "$3" --arg p "$4" '
-		(keys == ["error"]) and (.error | keys == ["errno", "message", "path", "status"]) and
+		(keys == ["error"]) and (.error | keys == ["errno", "message", "path", "status", "ts"]) and
+		(.error.ts | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$")) and
 		.error.status == $s and ($e == "*" or .error.errno == $e) and
 		(.error.errno | type == "string" and length > 0) and
 		(.error.message | type == "string" and length > 0) and .error.path == $p' \

@@ -25,7 +25,7 @@ cd "$M" || exit 1
 WSPY=$T/ws.py
 cat >"$WSPY" <<'EOF'
 # Each mode prints PASS NAME or FAIL NAME: WHY lines, which test_ws.sh counts.
-import asyncio, base64, json, os, socket, struct, sys, time
+import asyncio, base64, json, os, re, socket, struct, sys, time
 import websockets
 
 WSURL, TOKEN, M = os.environ["WSURL"], os.environ["TOKEN"], os.environ["M"]
@@ -145,7 +145,8 @@ def seqs(frames):
 
 
 def error_ok(e, status, errno, path):
-    return (isinstance(e, dict) and sorted(e) == ["errno", "message", "path", "status"] and
+    return (isinstance(e, dict) and sorted(e) == ["errno", "message", "path", "status", "ts"] and
+            re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["ts"]) is not None and
             e["status"] == status and (errno is None or e["errno"] == errno) and
             isinstance(e["message"], str) and e["message"] and e["path"] == path)
 
