@@ -439,7 +439,7 @@ int main(int argc, char **argv)
 	hub = stream_hub_start(&o);
 	notifier = notifier_start(&o, fs, cfg.mount);
 	fs_attach(fs, se, hub, notifier);
-	/* everything is up: what `orchfs status` reads */
+	/* everything is up: whatever looks for the daemon may find it now */
 	struct daemon_info info = {getpid(), cfg.mount, cfg.state_dir, http_url, ws_url, token_file,
 				   log_path, started_ms};
 	if (daemon_info_write(&info, &err))

@@ -158,4 +158,6 @@ rc=$?
 expect_eq "--log-level loud: exit 2" "$rc" 2
 check "and says what it takes" grep -qF "error, warn, info or debug" <<<"$out"
 
+check "--help lists --log-level" eval '"$ORCHFS" --help | grep -q -- "--log-level LEVEL"'
+
 finish
