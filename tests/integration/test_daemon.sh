@@ -68,6 +68,14 @@ expect_eq "HTTP with a wrong token: 401" "$code" 401
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$hp/api/state.json?token=${TOKEN}11")
 expect_eq "HTTP with a wrong token in the URL: 401" "$code" 401
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+	-H 'Host: elsewhere.example' "http://127.0.0.1:$hp/api/state.json")
+expect_eq "HTTP with another Host: 403" "$code" 403
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H 'Connection: Upgrade' \
+	-H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
+	-H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' -H 'Sec-WebSocket-Protocol: orchfs.v1' \
+	-H "Authorization: Bearer ${TOKEN}22" "http://127.0.0.1:$wp/")
+expect_eq "a WebSocket upgrade with a wrong token: 401" "$code" 401
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
 	-X POST --data 'nope' "http://127.0.0.1:$hp/api/mma/dag/mutate")
 expect_eq "a refused write over HTTP" "$code" 400
 
@@ -91,6 +99,10 @@ check "log: the refused write on the mount" \
 check "log: the refused write over HTTP" has "WARN refused write to mma/dag/mutate: EINVAL \\(400\\) "
 expect_eq "log: both HTTP 401s, with the peer" \
 	"$(grep -cE "$TS WARN http: refused 401 to 127\\.0\\.0\\.1: " "$L")" 2
+check "log: the 403, with why" \
+	has "WARN http: refused 403 to 127\\.0\\.0\\.1: Host \"elsewhere\\.example\" is not"
+expect_eq "log: the WebSocket 401, once" \
+	"$(grep -cE "$TS WARN ws: refused 401 to 127\\.0\\.0\\.1: " "$L")" 1
 check "log: never the token" eval '! grep -qF "$TOKEN" "$L"'
 check "log: no debug line at the default level" eval "! grep -qE '$TS DEBUG ' '$L'"
 
@@ -126,6 +138,8 @@ check "daemon.json is gone" test ! -e "$S/daemon.json"
 check "orchfs.pid is gone" test ! -e "$S/orchfs.pid"
 check "log: stopping" has "INFO stopping\$"
 check "log: the stop is its last line" eval "tail -n1 '$L' | grep -qE '$TS INFO stopped \\(exit status 0\\)\$'"
+# nothing but log lines, to the end (a sanitizer's report would be raw text)
+check "every line, to the end, is TIME LEVEL message" eval "! grep -vE '$TS (ERROR|WARN|INFO|DEBUG) ' '$L'"
 
 # --- -f: stderr is the log ---
 orchfs_start
