@@ -167,6 +167,18 @@ expect_errno "a refused write at warn" EINVAL "$M/mma/workers/spawn" '{bad'
 check "warn: the refusal is logged" grep -qE "$TS WARN refused write to mma/workers/spawn: " "$DAEMON_LOG"
 check "warn: no info line" eval "! grep -qE '$TS INFO ' '$DAEMON_LOG'"
 
+# a crash leaves the files, naming a pid that is gone; the next start
+# writes its own
+old=$DAEMON_PID
+kill -KILL "$old"
+wait "$old" 2>/dev/null
+expect_eq "after kill -9, daemon.json still names the dead daemon" \
+	"$(jq -r .pid "$S/daemon.json" 2>/dev/null)" "$old"
+orchfs_restart
+wait_for "the next daemon's daemon.json" 5 \
+	eval '[ "$(jq -r .pid "$S/daemon.json" 2>/dev/null)" == "$DAEMON_PID" ]'
+expect_eq "and its orchfs.pid" "$(cat "$S/orchfs.pid")" "$DAEMON_PID"
+
 out=$("$ORCHFS" --log-level loud "$T/mnt2" 2>&1)
 rc=$?
 expect_eq "--log-level loud: exit 2" "$rc" 2
