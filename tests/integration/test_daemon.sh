@@ -62,6 +62,9 @@ wait_for "task build done" 5 status_is "$M/mma/tasks/build/status" done
 bad=$(spawn 'exit 3')
 wait_for "worker $bad failed" 5 status_is "$M/mma/workers/$bad/status" failed
 expect_errno "a refused write" EINVAL "$M/mma/workers/spawn" '{bad'
+# the daemon's own read fails (offset 0 of its memory is unmapped): EIO, an
+# internal failure
+expect_errno "a write that fails inside" EIO "$M/context/inject" /proc/self/mem
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${TOKEN}00" \
 	"http://127.0.0.1:$hp/api/state.json")
 expect_eq "HTTP with a wrong token: 401" "$code" 401
@@ -96,6 +99,8 @@ check "log: a hand spawn's start" has "INFO worker $bad started \\(task -, track
 check "log: its failure" has "INFO worker $bad ended: failed, exit code 3, after "
 check "log: the refused write on the mount" \
 	has "WARN refused write to mma/workers/spawn: EINVAL \\(400\\) "
+check "log: an EIO at ERROR" \
+	has "ERROR refused write to context/inject: EIO \\(500\\) cannot read /proc/self/mem"
 check "log: the refused write over HTTP" has "WARN refused write to mma/dag/mutate: EINVAL \\(400\\) "
 expect_eq "log: both HTTP 401s, with the peer" \
 	"$(grep -cE "$TS WARN http: refused 401 to 127\\.0\\.0\\.1: " "$L")" 2
