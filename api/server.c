@@ -161,6 +161,13 @@ int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener,
 		.token_arg = lws_get_urlarg_by_name(wsi, "token=", tok, sizeof tok),
 	};
 	int refuse = req_admit(&site, &h, worker, why, whysize);
+	if (refuse) {
+		/* who was refused and why; never what they sent as a token */
+		char peer[64] = "";
+		lws_get_peer_simple(wsi, peer, sizeof peer);
+		orch_log(a->o, ORCH_LOG_WARN, "%s: refused %d to %s: %s",
+			 listener == &a->cfg.http ? "http" : "ws", refuse, peer[0] ? peer : "?", why);
+	}
 	free((char *)h.host);
 	free((char *)h.origin);
 	free((char *)h.authorization);

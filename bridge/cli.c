@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon_info.h"
 #include "json.h"
 
 #define EXIT_USAGE 2
@@ -784,15 +785,16 @@ static int cmd_run(struct cli *c)
 
 /* ---- status ---- */
 
-static char *default_state_dir(void)
+/* --mount, else $ORCHFS_MOUNT, else ~/orchfs */
+static void mount_default(const struct cli *c, char *path, size_t size)
 {
-	const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
-	struct buf b = BUF_INIT;
-	if (xdg && *xdg)
-		buf_printf(&b, "%s/orchfs", xdg);
+	const char *env = getenv("ORCHFS_MOUNT"), *home = getenv("HOME");
+	if (c->mount)
+		snprintf(path, size, "%s", c->mount);
+	else if (env && *env)
+		snprintf(path, size, "%s", env);
 	else
-		buf_printf(&b, "%s/.local/state/orchfs", home && *home ? home : "/tmp");
-	return buf_steal(&b);
+		snprintf(path, size, "%s/orchfs", home && *home ? home : "");
 }
 
 static int cmd_status(struct cli *c)
@@ -800,13 +802,23 @@ static int cmd_status(struct cli *c)
 	struct orch_err err = {0};
 	if (c->argc)
 		return usage_error("status takes no argument (%s?)", c->argv[0]);
-	char *dir = c->state_dir ? xstrdup(c->state_dir) : default_state_dir();
+	/* the state directory named, else the one of the daemon serving the
+	 * mount (--mount, $ORCHFS_MOUNT, ~/orchfs), else the default */
+	char *dir = NULL, served[4096], mount[4096];
+	pid_t serving;
+	mount_default(c, mount, sizeof mount);
+	if (c->state_dir)
+		dir = xstrdup(c->state_dir);
+	else if (daemon_serving(mount, &serving, served, sizeof served) && served[0])
+		dir = xstrdup(served);
+	else
+		dir = daemon_default_state_dir();
 	struct buf path = BUF_INIT, b = BUF_INIT;
 	buf_printf(&path, "%s/daemon.json", dir);
 	int rc = read_file(path.data, &b, &err);
 	cJSON *d = rc ? NULL : cJSON_ParseWithLength(b.data ? b.data : "", b.len);
 	double pid = num_of(d, "pid", 0);
-	if (!d || pid <= 0 || kill((pid_t)pid, 0) != 0) {
+	if (!d || pid <= 0 || daemon_pid_alive((pid_t)pid) != 1) {
 		if (d)
 			rc = err_set(&err, ENOTCONN, "no orchfs runs on %s (pid %.0f is gone)", dir, pid);
 		else
@@ -1199,15 +1211,11 @@ static void cli_usage(FILE *out)
 
 static int connect_daemon(struct cli *c, struct orch_err *err)
 {
-	const char *mount = c->mount, *url = c->url;
-	if (!mount && !url) {
-		mount = getenv("ORCHFS_MOUNT");
-		if (!mount || !*mount) {
-			mount = NULL;
-			url = getenv("ORCHFS_URL");
-			if (url && !*url)
-				url = NULL;
-		}
+	const char *url = c->url, *mount_env = getenv("ORCHFS_MOUNT");
+	if (!url && !c->mount && !(mount_env && *mount_env)) {
+		url = getenv("ORCHFS_URL");   /* a worker on another machine */
+		if (url && !*url)
+			url = NULL;
 	}
 	if (url) {
 		struct buf token = BUF_INIT;
@@ -1221,7 +1229,7 @@ static int connect_daemon(struct cli *c, struct orch_err *err)
 		} else {
 			/* the daemon's own, when it runs here */
 			struct buf path = BUF_INIT;
-			dir = c->state_dir ? xstrdup(c->state_dir) : default_state_dir();
+			dir = c->state_dir ? xstrdup(c->state_dir) : daemon_default_state_dir();
 			buf_printf(&path, "%s/token", dir);
 			struct orch_err ignored;
 			read_file(path.data, &token, &ignored);
@@ -1235,14 +1243,9 @@ static int connect_daemon(struct cli *c, struct orch_err *err)
 		free(dir);
 		return rc;
 	}
-	if (mount)
-		return client_use_mount(&c->client, mount, err);
-	const char *home = getenv("HOME");
-	struct buf def = BUF_INIT;
-	buf_printf(&def, "%s/orchfs", home && *home ? home : "");
-	int rc = client_use_mount(&c->client, def.data, err);
-	buf_free(&def);
-	return rc;
+	char path[4096];
+	mount_default(c, path, sizeof path);
+	return client_use_mount(&c->client, path, err);
 }
 
 int cli_main(int argc, char **argv)

@@ -1052,6 +1052,10 @@ int node_write_error_status(struct orch *o, const char *path, int errnum, int st
 	buf_reset(result);
 	err_render_status(&err, path, status, result);
 	orch_record_error(o, result->data, result->len);
+	/* every refusal, whichever way it came (mount, HTTP, WebSocket); EIO
+	 * is not the writer's doing but ours (the store) */
+	orch_log(o, errnum == EIO ? ORCH_LOG_ERROR : ORCH_LOG_WARN, "refused write to %s: %s (%d) %s",
+		 *path ? path : "/", err_name(errnum), status, message);
 	return -errnum;
 }
 

@@ -83,6 +83,13 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	o->tm = tm_create();
 	node_cache_init(o);
 	render_init(o);
+	if (!o->cfg.no_store) {
+		struct buf warning = BUF_INIT;
+		store_check_mode(o->cfg.state_dir, &warning);
+		if (warning.len)
+			orch_log(o, ORCH_LOG_WARN, "%s", warning.data);
+		buf_free(&warning);
+	}
 	if (!o->cfg.no_store &&
 	    (store_open(o->cfg.state_dir, o->cfg.durable, &o->store, err) ||
 	     store_load(o->store, o, err))) {
@@ -99,6 +106,7 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	}
 	if (o->cfg.no_store)
 		return 0;
+	store_set_log(o->store, &o->cfg.log);
 	int rc_start = store_start(o->store, &o->events);
 	if (rc_start) {
 		orch_destroy(o);
@@ -111,7 +119,9 @@ int orch_init(struct orch *o, const struct orch_config *cfg, struct orch_err *er
 	cJSON_AddNumberToObject(d, "pid", getpid());
 	orch_event(o, NULL, EVK_DAEMON_STARTED, d);
 	uint64_t ticket = orch_commit_waited(o);
+	struct buf lines = orch_log_take(o);
 	pthread_mutex_unlock(&o->lock);
+	orch_log_put(o, &lines);
 	if (orch_wait(o, ticket)) {
 		orch_destroy(o);
 		return err_set(err, EIO, "cannot write the store in %s", o->cfg.state_dir);
@@ -170,7 +180,9 @@ void orch_shutdown(struct orch *o)
 	pthread_mutex_lock(&o->lock);
 	orch_event(o, NULL, EVK_DAEMON_STOPPED, NULL);
 	uint64_t ticket = orch_commit_waited(o);
+	struct buf lines = orch_log_take(o);
 	pthread_mutex_unlock(&o->lock);
+	orch_log_put(o, &lines);
 	orch_wait(o, ticket);
 }
 
@@ -211,6 +223,7 @@ void orch_destroy(struct orch *o)
 	usage_set_free(&o->usage);
 	free(o->prices);
 	buf_free(&o->last_error);
+	orch_log_put(o, &o->log_later);   /* no thread is left to hold the lock */
 	node_cache_free(o);
 	render_free(o);
 	free(o->task_at);

@@ -14,6 +14,7 @@
 #include "err.h"
 #include "events.h"
 #include "json.h"
+#include "log.h"
 #include "runner.h"
 
 #define ID_MAX 64            /* [a-z0-9][a-z0-9_-]{0,63} */
@@ -168,6 +169,7 @@ struct orch_config {
 	int telemetry_hz;
 	size_t max_write;          /* EFBIG above; default 1 MiB */
 	size_t event_history;      /* events kept in memory; default 65536 */
+	struct orch_log log;       /* the daemon's log (log.h); zeroed: none */
 };
 
 struct ctx_store;
@@ -225,6 +227,7 @@ struct orch {
 
 	struct buf last_error;     /* the error object of the last failed write (kept by the store) */
 	uint64_t errors;           /* atomic: failed writes so far (last_error moved) */
+	struct buf log_later;      /* log lines made under the lock, not written yet */
 
 	int wake_fd;               /* eventfd: wakes the scheduler */
 	int starting;              /* workers whose process is being started */
@@ -269,6 +272,16 @@ uint64_t orch_commit_waited(struct orch *o);
 int orch_wait(struct orch *o, uint64_t ticket);
 /* A worker's trace: its events, from the store (memory without one). */
 void orch_trace(struct orch *o, int worker, struct buf *out);
+
+/* log.c: the daemon's log (log.h). orch_log: lock NOT held, it writes. */
+void orch_log(struct orch *o, enum orch_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Lock held: the line is made now, with this time, and written by whoever
+ * takes it (orch_log_take) and puts it once the lock is released. */
+void orch_log_later(struct orch *o, enum orch_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+struct buf orch_log_take(struct orch *o);              /* lock held */
+void orch_log_put(struct orch *o, struct buf *lines);  /* lock NOT held; frees lines */
 
 /* model.c: lookups and names (lock held) */
 bool id_valid(const char *id);

@@ -2,6 +2,7 @@
 #include "scheduler.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -205,6 +206,29 @@ static struct runner *worker_runner(const struct orch *o, const struct worker *w
 
 static void worker_over(struct orch *o, struct worker *w, const struct runner_end *end);
 
+/* Lock held: the log's lines of a worker's start and end, written once the
+ * lock is released (a write may block; the scheduler must not). */
+static void worker_log_start(struct orch *o, struct worker *w, const char *how)
+{
+	orch_log_later(o, ORCH_LOG_INFO, "worker %d %s (task %s, track %s, pid %d, runner %s%s%s)",
+		       w->id, how, w->task_id[0] ? w->task_id : "-", w->track_id[0] ? w->track_id : "-",
+		       (int)w->pid, worker_runner(o, w)->ops->name, w->runner_ref ? ", job " : "",
+		       w->runner_ref ? w->runner_ref : "");
+}
+
+static void worker_log_end(struct orch *o, const struct worker *w)
+{
+	char how[64] = "";
+	if (w->exit_code >= 0)
+		snprintf(how, sizeof how, ", exit code %d", w->exit_code);
+	else if (w->term_signal)
+		snprintf(how, sizeof how, ", signal %s", signal_name(w->term_signal));
+	int64_t ms = w->ended_ms > w->started_ms && w->started_ms ? w->ended_ms - w->started_ms : 0;
+	orch_log_later(o, ORCH_LOG_INFO, "worker %d ended: %s%s%s, after %" PRId64 ".%03d s (task %s)",
+		       w->id, worker_status_name(w->status), how, w->timed_out ? ", timed out" : "",
+		       ms / 1000, (int)(ms % 1000), w->task_id[0] ? w->task_id : "-");
+}
+
 struct spawn_job {
 	struct worker *w;
 	struct task *t;            /* NULL for a hand spawn without a task */
@@ -338,6 +362,9 @@ static void spawn_end(struct orch *o, struct spawn_job *j)
 		cJSON_AddNullToObject(d, "exit_code");
 		cJSON_AddStringToObject(d, "error", j->err.message);
 		orch_event(o, w, EVK_WORKER_EXITED, d);
+		orch_log_later(o, ORCH_LOG_INFO, "worker %d ended: failed, it could not start (task %s, track %s): %s",
+			       w->id, w->task_id[0] ? w->task_id : "-", w->track_id[0] ? w->track_id : "-",
+			       j->err.message);
 		struct task *t = j->t;
 		if (t && t->status == TASK_RUNNING && t->workers[t->nworkers - 1] == w->id) {
 			cJSON *f = cJSON_CreateObject();
@@ -364,6 +391,7 @@ static void spawn_end(struct orch *o, struct spawn_job *j)
 	json_add_str_or_null(d, "job_id", w->runner_ref);
 	cJSON_AddStringToObject(d, "command", w->command);
 	orch_event(o, w, EVK_WORKER_SPAWNED, d);
+	worker_log_start(o, w, "started");
 	if (w->end_early) {
 		/* it is over already (`true`): no signal to send */
 		w->end_early = false;
@@ -552,6 +580,7 @@ static void worker_lost(struct orch *o, struct worker *w)
 	cJSON_AddNumberToObject(d, "id", w->id);
 	cJSON_AddNumberToObject(d, "pid", w->pid);
 	orch_event(o, w, EVK_WORKER_LOST, d);
+	worker_log_end(o, w);
 	task_after_attempt(o, w);
 }
 
@@ -583,6 +612,7 @@ static void worker_ended(struct orch *o, struct worker *w, int wstatus)
 	if (w->timed_out)
 		cJSON_AddBoolToObject(d, "timed_out", 1);
 	orch_event(o, w, EVK_WORKER_EXITED, d);
+	worker_log_end(o, w);
 	task_after_attempt(o, w);
 }
 
@@ -655,6 +685,7 @@ void sched_recover(struct orch *o)
 			cJSON_AddNumberToObject(d, "id", w->id);
 			cJSON_AddNumberToObject(d, "pid", w->pid);
 			orch_event(o, w, EVK_WORKER_ADOPTED, d);
+			worker_log_start(o, w, "adopted");
 			break;
 		}
 		case RUNNER_ENDED:
@@ -817,7 +848,9 @@ void *sched_main(void *arg)
 		struct pollfd fds[3] = {{.fd = o->wake_fd, .events = POLLIN},
 					{.fd = o->runner->event_fd, .events = POLLIN},
 					{.fd = o->slurm->event_fd, .events = POLLIN}};
+		struct buf lines = orch_log_take(o);
 		pthread_mutex_unlock(&o->lock);
+		orch_log_put(o, &lines);
 		/* 100 ms bounds how late a timeout or a kill grace can fire. */
 		poll(fds, 3, 100);
 		uint64_t drain;

@@ -14,6 +14,7 @@
 
 #include "context.h"
 #include "journal.h"
+#include "log.h"
 #include "pricing.h"
 #include "telemetry.h"
 
@@ -35,6 +36,7 @@ struct store {
 	bool checkpoint_due;
 	pthread_mutex_t rlock;
 	int lockfd;
+	const struct orch_log *log;   /* where its failures are told; NULL: nowhere */
 	struct journal *journal;
 	uint64_t gathered;  /* last seq queued (orch.lock) */
 	/* the pipeline's state as last queued (orch.lock): a commit writes it
@@ -188,12 +190,20 @@ static void journal_reset_logged(struct store *s)
 {
 	int rc = journal_reset(s->journal);
 	if (rc)
-		fprintf(stderr, "orchfs: store: cannot start the journal afresh: %s\n",
-			strerror(-rc));
+		log_error(s->log, "store: cannot start the journal afresh: %s", strerror(-rc));
 }
 
 static int journal_recover(struct store *s, const char *path, bool durable,
 			   struct orch_err *err);
+
+void store_check_mode(const char *state_dir, struct buf *warning)
+{
+	struct stat dir;
+	if (stat(state_dir, &dir) == 0 && (dir.st_mode & 077))
+		buf_printf(warning, "%s is open to others (mode %03o): the store and the logs hold "
+			   "commands and their output; chmod 700 it", state_dir,
+			   (unsigned)(dir.st_mode & 0777));
+}
 
 int store_open(const char *state_dir, bool durable, struct store **out, struct orch_err *err)
 {
@@ -225,11 +235,6 @@ int store_open(const char *state_dir, bool durable, struct store **out, struct o
 		snprintf(side, sizeof side, "%s%s", path, i ? "-shm" : "-wal");
 		(void)chmod(side, 0600);   /* absent: SQLite makes it with the mode above */
 	}
-	struct stat dir;
-	if (stat(state_dir, &dir) == 0 && (dir.st_mode & 077))
-		fprintf(stderr, "orchfs: warning: %s is open to others (mode %03o): the store "
-			"and the logs hold commands and their output; chmod 700 it\n", state_dir,
-			(unsigned)(dir.st_mode & 0777));
 	struct store *s = xcalloc(1, sizeof *s);
 	s->lockfd = lockfd;
 	pthread_mutex_init(&s->rlock, NULL);
@@ -1016,7 +1021,7 @@ static bool journal_group(struct store *s)
 	if (s->record.cap > STORE_RECORD_KEEP)
 		buf_free(&s->record);   /* a plan of thousands of tasks: not kept for the next */
 	if (rc) {
-		fprintf(stderr, "orchfs: store: cannot write the journal: %s\n", strerror(-rc));
+		log_error(s->log, "store: cannot write the journal: %s", strerror(-rc));
 	} else {
 		/* before anyone can see the events or get the acknowledgement */
 		for (struct commit *c = group; c && hook; c = c->next)
@@ -1064,7 +1069,7 @@ static bool apply_journaled(struct store *s)
 	if (!rc)
 		rc = run(s, ST_COMMIT, NULL, 0, NULL, 0, 0, 0, &bytes);
 	if (rc) {
-		fprintf(stderr, "orchfs: store: applying the journal: %s\n", sqlite3_errmsg(s->db));
+		log_error(s->log, "store: applying the journal: %s", sqlite3_errmsg(s->db));
 		exec(s->db, "ROLLBACK");
 	} else {
 		tm_store_write(s->tm, bytes);
@@ -1173,6 +1178,11 @@ void store_set_hook(struct store *s, store_hook_fn fn, void *arg)
 	s->hook = fn;
 	s->hook_arg = arg;
 	pthread_mutex_unlock(&s->qlock);
+}
+
+void store_set_log(struct store *s, const struct orch_log *log)
+{
+	s->log = log;
 }
 
 int store_start(struct store *s, struct events *ev)

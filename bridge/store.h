@@ -20,10 +20,13 @@
 #include "orch.h"
 
 struct store;
+struct orch_log;
 
 /* Opens (creating or migrating) STATE_DIR/orchfs.db, locking the directory,
  * and applies what STATE_DIR/orchfs.journal holds of a daemon that did not
  * stop cleanly. A corrupt or locked database is an error with a clear message. */
+/* Appends a warning when others may read or write the state directory. */
+void store_check_mode(const char *state_dir, struct buf *warning);
 int store_open(const char *state_dir, bool durable, struct store **out, struct orch_err *err);
 void store_close(struct store *s);
 /* Loads everything into a freshly initialised orch (no threads running yet)
@@ -34,6 +37,8 @@ int store_load(struct store *s, struct orch *o, struct orch_err *err);
  * drops the kernel's copies of what it changed, so nobody reads them stale. */
 typedef void (*store_hook_fn)(void *arg, const struct event_rec *rec);
 void store_set_hook(struct store *s, store_hook_fn fn, void *arg);
+/* Where the store tells its failures from now on (a write, a replay). */
+void store_set_log(struct store *s, const struct orch_log *log);
 /* Starts the store thread; from now on it and the committers that wait write. */
 int store_start(struct store *s, struct events *ev);
 /* orch.lock held: queues what the events since the last call changed (the

@@ -329,7 +329,7 @@ struct stream_hub *stream_hub_start(struct orch *o)
 	int rc = pthread_create(&hub->pump, NULL, hub_pump, hub);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc) {
-		fprintf(stderr, "orchfs: cannot start the events pump: %s\n", strerror(rc));
+		orch_log(o, ORCH_LOG_ERROR, "cannot start the events pump: %s", strerror(rc));
 		pthread_mutex_destroy(&hub->frame_lock);
 		pthread_mutex_destroy(&hub->lock);
 		free(hub);

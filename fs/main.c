@@ -3,6 +3,7 @@
  *   cat contrib/demo-plan.json > ~/orchfs/mma/tracks/create
  *   fusermount3 -u ~/orchfs      # workers get TERM, then KILL; exit 0 */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <malloc.h>
@@ -19,6 +20,7 @@
 #include "api.h"
 #include "auth.h"
 #include "cli.h"
+#include "daemon_info.h"
 #include "fs.h"
 #include "nodes.h"
 #include "notify.h"
@@ -58,6 +60,8 @@ static void usage(FILE *out)
 	      "  --slurm-log-dir DIR     Slurm workers' logs, on a directory the nodes share;\n"
 	      "                          default STATE_DIR/logs\n"
 	      "  --telemetry-hz N        default 10\n"
+	      "  --log-level LEVEL       error, warn, info (default) or debug; the log is\n"
+	      "                          STATE_DIR/orchfs.log, or stderr with -f\n"
 	      "  -h, --help   -V, --version\n"
 	      "See orchfs(1).\n",
 	      out);
@@ -74,17 +78,6 @@ static long parse_num(const char *opt, const char *s, long min, long max)
 		exit(2);
 	}
 	return v;
-}
-
-static char *default_state_dir(void)
-{
-	const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
-	char path[PATH_MAX];
-	if (xdg && *xdg)
-		snprintf(path, sizeof path, "%s/orchfs", xdg);
-	else
-		snprintf(path, sizeof path, "%s/.local/state/orchfs", home && *home ? home : "/tmp");
-	return xstrdup(path);
 }
 
 /* A daemon that died leaves "Transport endpoint is not connected" behind. */
@@ -109,9 +102,22 @@ static int state_dir_check(const char *dir, struct orch_err *err)
 	int rc = orch_mkdir_p(dir);
 	if (rc)
 		return err_set(err, -rc, "cannot create the state directory %s: %s", dir, strerror(-rc));
+	struct buf warning = BUF_INIT;
+	store_check_mode(dir, &warning);
+	if (warning.len)
+		fprintf(stderr, "orchfs: warning: %s\n", warning.data);
+	buf_free(&warning);
 	struct store *s;
-	if (store_open(dir, false, &s, err))
+	if (store_open(dir, false, &s, err)) {
+		if (err->errnum == EBUSY) {
+			/* who holds it, and how to stop it */
+			struct buf why = BUF_INIT;
+			daemon_describe_holder(dir, &why);
+			err_set(err, EBUSY, "%s", why.data);
+			buf_free(&why);
+		}
 		return -err->errnum;
+	}
 	store_close(s);
 	return 0;
 }
@@ -168,6 +174,7 @@ int main(int argc, char **argv)
 		{"slurm-poll-ms", required_argument, NULL, 'P'},
 		{"slurm-log-dir", required_argument, NULL, 'D'},
 		{"telemetry-hz", required_argument, NULL, 't'},
+		{"log-level", required_argument, NULL, 'l'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -186,6 +193,7 @@ int main(int argc, char **argv)
 		.kill_grace_s = 5,
 		.telemetry_hz = 10,
 		.max_write = 1u << 20,
+		.log = {.level = ORCH_LOG_INFO, .fd = STDERR_FILENO},
 	};
 	struct api_config api = {.telemetry_hz = 10};
 	struct orch_err err = {0};
@@ -243,6 +251,14 @@ int main(int argc, char **argv)
 		case 'P': cfg.slurm_poll_ms = (int)parse_num("--slurm-poll-ms", optarg, 50, 600000); break;
 		case 'D': cfg.slurm_log_dir = absolute(optarg); break;
 		case 't': cfg.telemetry_hz = (int)parse_num("--telemetry-hz", optarg, 1, 1000); break;
+		case 'l':
+			cfg.log.level = log_level_parse(optarg);
+			if (cfg.log.level == ORCH_LOG_OFF) {
+				fprintf(stderr, "orchfs: --log-level %s: error, warn, info or debug\n", optarg);
+				options_free(&cfg, &api);
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("orchfs %s\n", ORCHFS_VERSION); return 0;
 		default: usage(stderr); return 2;
@@ -256,7 +272,7 @@ int main(int argc, char **argv)
 	if (cfg.max_workers < 1)
 		cfg.max_workers = 1;
 	if (!cfg.state_dir)
-		cfg.state_dir = default_state_dir();
+		cfg.state_dir = daemon_default_state_dir();
 	char cwd[PATH_MAX];
 	cfg.workdir = xstrdup(getcwd(cwd, sizeof cwd) ? cwd : "/");
 
@@ -275,6 +291,20 @@ int main(int argc, char **argv)
 	 * connection must not cross one). */
 	if (state_dir_check(cfg.state_dir, &err)) {
 		fprintf(stderr, "orchfs: %s\n", err.message);
+		options_free(&cfg, &api);
+		return 1;
+	}
+	/* A second orchfs on a live one's mount would hide it, or get a bare
+	 * FUSE error: say whose it is instead. */
+	pid_t holder;
+	char holder_dir[PATH_MAX];
+	if (daemon_serving(cfg.mount, &holder, holder_dir, sizeof holder_dir)) {
+		if (holder)
+			fprintf(stderr, "orchfs: %s is served by orchfs pid %d (state dir %s); stop it "
+				"with: fusermount3 -u %s\n", cfg.mount, (int)holder, holder_dir, cfg.mount);
+		else
+			fprintf(stderr, "orchfs: %s is served by another orchfs; stop it with: "
+				"fusermount3 -u %s\n", cfg.mount, cfg.mount);
 		options_free(&cfg, &api);
 		return 1;
 	}
@@ -308,6 +338,22 @@ int main(int argc, char **argv)
 			   api.http.addr, v6 ? "]" : "", api.http.port);
 		cfg.api_url = buf_steal(&u);
 	}
+	/* Opened before the fork, while a failure can still be told. */
+	char *log_path = NULL;
+	int log_fd = -1;
+	if (!foreground) {
+		struct buf lp = BUF_INIT;
+		buf_printf(&lp, "%s/orchfs.log", cfg.state_dir);
+		log_path = buf_steal(&lp);
+		log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW,
+			      0600);
+		if (log_fd < 0 || fchmod(log_fd, 0600) < 0) {
+			fprintf(stderr, "orchfs: cannot open the log %s: %s\n", log_path, strerror(errno));
+			free(log_path);
+			options_free(&cfg, &api);
+			return 1;
+		}
+	}
 	/* A document of many MiB is a buffer for as long as it is read. With a
 	 * fixed threshold such buffers are always mapped and given back when
 	 * freed; glibc's default raises the threshold after the first one and
@@ -336,8 +382,19 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	/* Threads are started after the fork of daemonizing, or they would be lost. */
 	fuse_daemonize(foreground);
+	if (log_fd >= 0) {
+		/* stderr is the log from now on: what libraries print lands there
+		 * too, instead of in /dev/null */
+		dup2(log_fd, STDERR_FILENO);
+		close(log_fd);
+	}
+	int64_t started_ms = time_now_ms();
+	log_info(&cfg.log, "orchfs %s starting (pid %d, state dir %s)", ORCHFS_VERSION, (int)getpid(),
+		 cfg.state_dir);
+	log_info(&cfg.log, "mounted on %s", cfg.mount);
 	if (orch_init(&o, &cfg, &err)) {
-		fprintf(stderr, "orchfs: %s\n", err.message);
+		log_error(&cfg.log, "cannot start: %s", err.message);
+		free(log_path);
 		fuse_session_unmount(se);
 		fuse_remove_signal_handlers(se);
 		fuse_session_destroy(se);
@@ -346,16 +403,41 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	started = true;
+	/* the state directory is ours now (its lock): name the daemon in it */
+	if (daemon_pid_write(cfg.state_dir, getpid(), &err))
+		log_error(&cfg.log, "%s", err.message);
 	if (orch_start(&o) != 0) {
-		fprintf(stderr, "orchfs: cannot start the scheduler\n");
+		log_error(&cfg.log, "cannot start the scheduler");
 		goto out_unmount;
 	}
 	struct api *server = NULL;
 	if (api_on && api_start(&o, &api, &server, &err))
-		fprintf(stderr, "orchfs: the API is off: %s\n", err.message);
+		log_error(&cfg.log, "the API is off: %s", err.message);
+	char *ws_url = NULL;
+	if (server && !api.ws.off) {
+		struct buf u = BUF_INIT;
+		bool v6 = strchr(api.ws.addr, ':') != NULL;
+		buf_printf(&u, "%s://%s%s%s:%d", api.tls_cert ? "wss" : "ws", v6 ? "[" : "",
+			   api.ws.addr, v6 ? "]" : "", api.ws.port);
+		ws_url = buf_steal(&u);
+	}
+	const char *http_url = server ? cfg.api_url : NULL;
+	const char *token_file = server && !api.no_auth ? cfg.token_file : NULL;
+	log_info(&cfg.log, "http: %s", http_url ? http_url : "off");
+	log_info(&cfg.log, "ws: %s", ws_url ? ws_url : "off");
+	if (token_file)
+		log_info(&cfg.log, "token file: %s", token_file);
+	else if (server)
+		log_info(&cfg.log, "no token (--no-auth)");
 	hub = stream_hub_start(&o);
 	notifier = notifier_start(&o, fs, cfg.mount);
 	fs_attach(fs, se, hub, notifier);
+	/* everything is up: whatever looks for the daemon may find it now */
+	struct daemon_info info = {getpid(), cfg.mount, cfg.state_dir, http_url, ws_url, token_file,
+				   log_path, started_ms};
+	if (daemon_info_write(&info, &err))
+		log_error(&cfg.log, "%s", err.message);
+	free(ws_url);
 	struct fuse_loop_config *loop = fuse_loop_cfg_create();
 	/* libfuse's default: no handler waits long (a read of `events` with
 	 * nothing to read is parked, a write waits for one journal write), and
@@ -366,11 +448,13 @@ int main(int argc, char **argv)
 	 * many idle threads end (libfuse's default keeps every one) */
 	fuse_loop_cfg_set_idle_threads(loop, FS_IDLE_THREADS);
 	status = fuse_session_loop_mt(se, loop) < 0 ? 1 : 0;
+	log_info(&cfg.log, "stopping");
 	fs_detach(fs);
 	fuse_loop_cfg_destroy(loop);
 	stream_hub_stop(hub);   /* parked readers get EOF while the session can still reply */
 	api_stop(server);
 out_unmount:
+	daemon_info_remove(cfg.state_dir);
 	/* Unmount first: a worker that touches the mount while we stop it gets
 	 * ENOENT instead of hanging on a daemon that no longer answers. */
 	fuse_session_unmount(se);
@@ -385,8 +469,13 @@ out_session:
 	notifier_stop(notifier);
 out:
 	fs_destroy(fs);
-	if (started)
+	if (started) {
+		/* before the lock goes with the store: the next daemon's is its own */
+		daemon_pid_remove(cfg.state_dir);
 		orch_destroy(&o);
+		log_info(&cfg.log, "stopped (exit status %d)", status);
+	}
+	free(log_path);
 	options_free(&cfg, &api);
 	return status;
 }

@@ -244,7 +244,7 @@ static bool hand_start(struct notifier *n)
 	if (rc) {
 		close(to[1]);
 		close(from[0]);
-		fprintf(stderr, "orchfs: cannot start the notifier's helper: %s\n", strerror(rc));
+		orch_log(n->o, ORCH_LOG_ERROR, "cannot start the notifier's helper: %s", strerror(rc));
 		return false;
 	}
 	n->to_hand = to[1];
@@ -279,13 +279,15 @@ static void notifier_call(struct notifier *n, enum notify_intent intent, const c
 	pthread_mutex_unlock(&n->lock);
 	if (!ok) {
 		/* the hand is gone: no more announcements, but nothing else breaks */
-		fprintf(stderr, "orchfs: the notifier's helper stopped; inotify events end here\n");
+		orch_log(n->o, ORCH_LOG_ERROR, "the notifier's helper stopped; inotify events end here");
 		close(n->to_hand);
 		n->to_hand = -1;
 		return;
 	}
-	if (e && n->debug)
-		fprintf(stderr, "orchfs: notify %s %s: %s\n",
+	/* many fail in the ordinary run of things (a file gone since): told
+	 * only to who asked */
+	if (e && (n->debug || log_enabled(&n->o->cfg.log, ORCH_LOG_DEBUG)))
+		log_write(&n->o->cfg.log, n->debug ? ORCH_LOG_INFO : ORCH_LOG_DEBUG, "notify %s %s: %s",
 			intent == NOTIFY_CREATE ? "create" : intent == NOTIFY_DELETE ? "delete" : "modify",
 			rel, strerror(e));
 }
@@ -508,7 +510,7 @@ struct notifier *notifier_start(struct orch *o, struct fs *fs, const char *mount
 	int rc = pthread_create(&n->thread, NULL, notifier_main, n);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc) {
-		fprintf(stderr, "orchfs: cannot start the notifier: %s\n", strerror(rc));
+		orch_log(o, ORCH_LOG_ERROR, "cannot start the notifier: %s", strerror(rc));
 		n->stop = true;
 		notifier_stop(n);
 		return NULL;
