@@ -1002,6 +1002,14 @@ int node_render_cached(struct orch *o, const struct node *n, struct buf *out)
 	return err;
 }
 
+/* Every refusal, whichever way it came (mount, HTTP, WebSocket); EIO is not
+ * the writer's doing but ours (the store). */
+static void log_refusal(struct orch *o, const char *path, int errnum, int status, const char *message)
+{
+	orch_log(o, errnum == EIO ? ORCH_LOG_ERROR : ORCH_LOG_WARN, "refused write to %s: %s (%d) %s",
+		 *path ? path : "/", err_name(errnum), status, message);
+}
+
 int node_write(struct orch *o, const struct node *n, const char *path, const char *data,
 	       size_t len, const char *cwd, struct buf *result)
 {
@@ -1030,6 +1038,7 @@ int node_write(struct orch *o, const struct node *n, const char *path, const cha
 	int stored = orch_wait(o, ticket);
 	if (rc) {
 		events_wake_all(&o->events);   /* the notifier announces last_error */
+		log_refusal(o, path, err.errnum, err_http_status(err.errnum), err.message);
 		return -err.errnum;   /* nothing was changed: its own error, stored or not */
 	}
 	if (stored)
@@ -1052,10 +1061,7 @@ int node_write_error_status(struct orch *o, const char *path, int errnum, int st
 	buf_reset(result);
 	err_render_status(&err, path, status, result);
 	orch_record_error(o, result->data, result->len);
-	/* every refusal, whichever way it came (mount, HTTP, WebSocket); EIO
-	 * is not the writer's doing but ours (the store) */
-	orch_log(o, errnum == EIO ? ORCH_LOG_ERROR : ORCH_LOG_WARN, "refused write to %s: %s (%d) %s",
-		 *path ? path : "/", err_name(errnum), status, message);
+	log_refusal(o, path, errnum, status, message);
 	return -errnum;
 }
 
