@@ -156,6 +156,20 @@ check "https is refused with a way out" grep -q 'plain HTTP only' <<<"$OUT"
 OUT=$("$ORCHFS" --mount "$M" ps extra 2>&1) && RC=0 || RC=$?
 expect_eq "a stray argument is a usage error (2)" "$RC" 2
 
+log "# --- status ---"
+OUT=$("$ORCHFS" --mount "$M" status 2>&1) && RC=0 || RC=$?
+expect_eq "status exits 0" "$RC" 0
+check "status names the daemon's pid" grep -q "^orchfs .*, pid $(jq .pid "$S/daemon.json"), up " <<<"$OUT"
+check "... the mount, found from it" grep -qx "mount  *$M" <<<"$OUT"
+check "... the state dir" grep -qx "state dir  *$S" <<<"$OUT"
+check "... the listeners" grep -qx "http  *$HTTP" <<<"$OUT"
+check "... the token's path" grep -qx "token  *$S/token" <<<"$OUT"
+OUT=$("$ORCHFS" --state-dir "$S" status --json)
+check "status --json, by state dir, has the uptime" jq -e '.uptime_s >= 0 and .mount == env.M' <<<"$OUT"
+OUT=$("$ORCHFS" --state-dir "$T/empty" status 2>&1) && RC=0 || RC=$?
+expect_eq "status of a state dir no daemon runs on: exit 13" "$RC" 13
+check "... saying so" grep -q "no orchfs runs on $T/empty" <<<"$OUT"
+
 log "# --- a log's rest over HTTP ---"
 code=$(curl -s -o "$T/rest" -w '%{http_code}' -H "$AUTH" "$HTTP/api/mma/workers/$quoted/log?offset=5")
 expect_eq "GET log?offset=5: 200" "$code" 200
