@@ -199,7 +199,10 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "fhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': foreground = true; break;
-		case 's': cfg.state_dir = absolute(optarg); break;
+		case 's':   /* the last wins (the systemd unit's default, then ORCHFS_ARGS) */
+			free(cfg.state_dir);
+			cfg.state_dir = absolute(optarg);
+			break;
 		case 'm':
 			cfg.max_workers = (int)parse_num("--max-workers", optarg, 1, 4096);
 			cfg.max_workers_given = true;
