@@ -87,7 +87,7 @@ run() {   # run NAME SOCKET [ARGS]: one daemon on $T/NAME with the API on a free
 	mkdir -p "$T/$name.mnt"
 	_MOUNTS+=("$T/$name.mnt")
 	out=$(python3 "$T/notify.py" "$sock" "$T/$name.mnt" "$port" "$ORCHFS" --state-dir "$T/$name.state" \
-		--http "127.0.0.1:$port" --ws off "$@" "$T/$name.mnt" 2>"$T/$name.err")
+		--http "127.0.0.1:$port" --ws off "$@" "$T/$name.mnt" 2>"$T/$name.log")
 	rc=$?
 	while IFS= read -r line; do
 		case $line in
@@ -96,7 +96,7 @@ run() {   # run NAME SOCKET [ARGS]: one daemon on $T/NAME with the API on a free
 		MAINPID\ *) _DAEMONS+=("${line#MAINPID }"); echo "${line#MAINPID }" >>"$_WATCHDOG_PIDS" ;;
 		esac
 	done <<<"$out"
-	[ "$rc" -eq 0 ] || fail "$name: notify.py exited $rc" "$(tail -3 "$T/$name.err" | tr '\n' ' ')"
+	[ "$rc" -eq 0 ] || fail "$name: notify.py exited $rc" "$(tail -3 "$T/$name.log" | tr '\n' ' ')"
 	poll 5 fusermount3 -u "$T/$name.mnt"
 	poll 10 eval "! mountpoint -q $T/$name.mnt"
 }
@@ -107,11 +107,11 @@ run abstract "@orchfs-test-$$-$RANDOM" -f
 
 # without NOTIFY_SOCKET: the daemon starts as ever
 mkdir -p "$T/plain.mnt"
-(unset NOTIFY_SOCKET; exec "$ORCHFS" --state-dir "$T/plain.state" --http off --ws off "$T/plain.mnt") 2>"$T/plain.err"
+(unset NOTIFY_SOCKET; exec "$ORCHFS" --state-dir "$T/plain.state" --http off --ws off "$T/plain.mnt") 2>"$T/plain.log"
 expect_eq "without NOTIFY_SOCKET: the daemon starts (exit 0)" "$?" 0
 _MOUNTS+=("$T/plain.mnt")
 check "... and its mount answers" poll 5 grep -qx running "$T/plain.mnt/mma/pipeline/status"
-check "... and it said nothing about a socket" test ! -s "$T/plain.err"
+check "... and it said nothing about a socket" test ! -s "$T/plain.log"
 # just started, its notifier may still hold the mount for a moment (EBUSY)
 poll 5 fusermount3 -u "$T/plain.mnt"
 
