@@ -5,7 +5,8 @@
 # is there); and the installed contrib/demo.sh, run from elsewhere with no
 # source tree to lean on, finds the installed daemon and its plan beside
 # itself and runs the demo plan's tasks to their end; -h, --reset (which
-# refuses a directory that is not orchfs's), and a stale mount healed.
+# refuses a directory that is not orchfs's), and a stale mount healed; and
+# the source tree's demo.sh runs the tree's build/fs/orchfs.
 # Environment: BUILD_ROOT (the build directory to install from).
 . "$(dirname "$0")/lib.sh"
 
@@ -143,6 +144,27 @@ check "... with a fresh state: the demo loaded anew, no old workers" \
 fusermount3 -u "$M"
 poll 30 eval '! kill -0 $NEW 2>/dev/null'
 check "fusermount3 -u stops it" eval '! kill -0 $NEW 2>/dev/null && ! mountpoint -q "$M"'
+
+# from the source tree, as the README's first command runs it: build/fs/orchfs
+SRC=$(cd "$(dirname "$0")/../.." && pwd -P)
+if [ -x "$SRC/build/fs/orchfs" ]; then
+	M2=$T/mnt2
+	_MOUNTS+=("$M2")
+	env -u ORCHFS ORCHFS_MOUNT="$M2" TMPDIR="$T" "$SRC/contrib/demo.sh" --state-dir "$T/state2" \
+		--http off --ws off >"$T/src.out" 2>&1
+	expect_eq "the source tree's demo.sh starts: exit 0" "$?" 0
+	M_SAVED=$M
+	M=$M2
+	PID2=$(daemon_of)
+	M=$M_SAVED
+	_DAEMONS+=("$PID2")
+	expect_eq "... running the tree's build/fs/orchfs" "$(readlink "/proc/$PID2/exe")" \
+		"$(readlink -f "$SRC/build/fs/orchfs")"
+	check "... with the demo plan loaded" test -d "$M2/mma/tracks/demo"
+	poll 5 fusermount3 -u "$M2"
+else
+	log "skip - the source tree's demo.sh: no $SRC/build/fs/orchfs"
+fi
 
 # --reset never removes a directory that is not an orchfs state directory
 mkdir -p "$T/precious"
