@@ -171,6 +171,9 @@ int api_preflight(struct api *a, struct lws *wsi, char *why, size_t whysize)
 
 void api_cors_origin(struct api *a, struct lws *wsi, char *out, size_t size)
 {
+	out[0] = '\0';
+	if (!a->cfg.n_allow_origins)
+		return;   /* the usual case: no header to copy */
 	struct req_site site = site_of(a, &a->cfg.http);
 	struct req_headers h = {.origin = header_dup(wsi, WSI_TOKEN_ORIGIN)};
 	const char *allowed = req_cors_origin(&site, &h);
