@@ -139,8 +139,9 @@ NEW=$(daemon_of)
 _DAEMONS+=("$NEW")
 echo "$NEW" >>"$_WATCHDOG_PIDS"
 check "... a new daemon serves the mount" test -n "$NEW" -a "$NEW" != "$PID"
-check "... with a fresh state: the demo loaded anew, no old workers" \
-	jqe '(.workers | length) <= 4 and ([.workers[] | .id] | min) == 1' "$M/mma/workers.json"
+check "... with a fresh state: the plan starts over (not all done)" eval '! all_done'
+wait_for "... and worker ids start again at 1" 20 \
+	jqe '([.workers[] | .id] | min) == 1 and (.workers | length) < 9' "$M/mma/workers.json"
 fusermount3 -u "$M"
 poll 30 eval '! kill -0 $NEW 2>/dev/null'
 check "fusermount3 -u stops it" eval '! kill -0 $NEW 2>/dev/null && ! mountpoint -q "$M"'
