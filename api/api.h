@@ -34,6 +34,11 @@ struct api_config {
 	int ws_queue_window_s;
 	int telemetry_hz;
 	int heartbeat_s;          /* SSE comment every this many seconds; default 10 */
+	/* --allow-origin: pages of the user's own (http://localhost:3000) that
+	 * may call the API: their WebSocket upgrades are accepted, HTTP answers
+	 * them with CORS headers, and their preflights with 204 */
+	const char **allow_origins;
+	size_t n_allow_origins;
 };
 
 struct api;

@@ -27,7 +27,7 @@
 #define HEADER_ROOM 1024   /* the headers, in front of the body's first piece */
 #define HTTP_TURN (256 * 1024)
 
-enum method { M_OTHER, M_GET, M_POST };
+enum method { M_OTHER, M_GET, M_POST, M_OPTIONS };
 
 struct http_pss {
 	enum method method;
@@ -45,6 +45,7 @@ struct http_pss {
 	bool headers_sent, responding, close_after;
 	bool draining;             /* answered and closing: what the client still sends is dropped */
 	bool started;              /* a request came: the fields above are its (lws zeroes them first) */
+	char cors[256];            /* an --allow-origin Origin to name in the answer, or "" */
 	/* an event stream */
 	bool sse;
 	uint64_t cursor;
@@ -128,7 +129,21 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 		p->method = M_GET;
 	else if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0)
 		p->method = M_POST;
+#if defined(LWS_WITH_HTTP_UNCOMMON_HEADERS)
+	else if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI) > 0)
+		p->method = M_OPTIONS;
+#endif
 	snprintf(p->path, sizeof p->path, "%s", strncmp(uri, "/api/", 5) == 0 ? uri + 5 : uri);
+	api_cors_origin(a, wsi, p->cors, sizeof p->cors);
+	if (p->method == M_OPTIONS) {
+		/* a browser's preflight comes without the token: Host and Origin decide */
+		int refuse = api_preflight(a, wsi, why, sizeof why);
+		if (refuse)
+			respond_error(wsi, p, EACCES, refuse, why);
+		else
+			respond(wsi, p, 204, NULL);
+		return 0;
+	}
 
 	int refuse = api_admit(a, wsi, &a->cfg.http, &p->worker, why, sizeof why);
 	if (refuse) {
@@ -219,14 +234,38 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 	return 0;
 }
 
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **q,
+		      unsigned char *end)
+{
+	return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+					   (const unsigned char *)value, (int)strlen(value), q, end);
+}
+
+/* For a page of --allow-origin: it may read the answer (errors too, so it
+ * can tell a bad token from a down server), and a preflight says what may
+ * follow. A cache must not hand one page's answer to another: Vary. */
+static int add_cors_headers(struct lws *wsi, const struct http_pss *p, unsigned char **q,
+			    unsigned char *end)
+{
+	if (!p->cors[0])
+		return 0;
+	return add_header(wsi, "access-control-allow-origin:", p->cors, q, end) ||
+	       add_header(wsi, "vary:", "Origin", q, end) ||
+	       (p->method == M_OPTIONS &&
+		(add_header(wsi, "access-control-allow-methods:", REQ_CORS_METHODS, q, end) ||
+		 add_header(wsi, "access-control-allow-headers:", REQ_CORS_HEADERS, q, end) ||
+		 add_header(wsi, "access-control-max-age:", "600", q, end)));
+}
+
 /* An event stream's headers, alone: its body comes as events do. */
-static int write_sse_headers(struct lws *wsi)
+static int write_sse_headers(struct lws *wsi, const struct http_pss *p)
 {
 	unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *q = start, *end = buf + sizeof buf;
 	if (lws_add_http_common_headers(wsi, 200, "text/event-stream", LWS_ILLEGAL_HTTP_CONTENT_LEN,
 					&q, end) ||
 	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
 					 (const unsigned char *)"no-store", 8, &q, end) ||
+	    add_cors_headers(wsi, p, &q, end) ||
 	    lws_finalize_write_http_header(wsi, start, &q, end))
 		return -1;
 	return 0;
@@ -239,7 +278,11 @@ static int add_headers(struct lws *wsi, const struct http_pss *p, size_t total, 
 {
 	char len[24];
 	int n = snprintf(len, sizeof len, "%zu", total);
+	if (p->status == 204)   /* no body, so neither its type nor its length */
+		return lws_add_http_header_status(wsi, 204, q, end) ||
+		       add_cors_headers(wsi, p, q, end) || lws_finalize_http_header(wsi, q, end);
 	return lws_add_http_header_status(wsi, (unsigned)p->status, q, end) ||
+	       add_cors_headers(wsi, p, q, end) ||
 	       lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
 					    (const unsigned char *)p->ctype, (int)strlen(p->ctype), q,
 					    end) ||
@@ -334,7 +377,7 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 	if (!p->responding)
 		return 0;
 	if (p->sse && !p->headers_sent) {
-		if (write_sse_headers(wsi))
+		if (write_sse_headers(wsi, p))
 			return -1;
 		p->headers_sent = true;
 		/* A stream lasts: lws would end it at the context's content

@@ -42,6 +42,11 @@ int api_refuse_upgrade(struct lws *wsi, int errnum, int status, const char *why)
  * or the HTTP status to refuse with (401, 403) and why. */
 int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, int *worker,
 	      char *why, size_t whysize);
+/* A CORS preflight (OPTIONS): 0 when it may go on, else 403 and why. */
+int api_preflight(struct api *a, struct lws *wsi, char *why, size_t whysize);
+/* Copies the request's Origin into out when --allow-origin lists it (its
+ * answer then carries Access-Control-Allow-Origin); else out is "". */
+void api_cors_origin(struct api *a, struct lws *wsi, char *out, size_t size);
 /* Marks WebSocket clients too slow for closing (1013; api_config says when);
  * fills depths (at most max) with each client's lag in bytes and deepest with
  * the largest, returns how many. */

@@ -145,15 +145,47 @@ int api_refuse_upgrade(struct lws *wsi, int errnum, int status, const char *why)
 	return 1;
 }
 
+static struct req_site site_of(struct api *a, const struct api_listen *listener)
+{
+	return (struct req_site){
+		.addr = listener->addr, .port = listener->port,
+		.ports = {a->cfg.http.off ? 0 : a->cfg.http.port, a->cfg.ws.off ? 0 : a->cfg.ws.port},
+		.token = a->cfg.no_auth ? NULL : a->token,
+		.allow_origins = (const char *const *)a->cfg.allow_origins,
+		.n_allow_origins = a->cfg.n_allow_origins,
+	};
+}
+
+int api_preflight(struct api *a, struct lws *wsi, char *why, size_t whysize)
+{
+	struct req_site site = site_of(a, &a->cfg.http);
+	struct req_headers h = {
+		.host = header_dup(wsi, WSI_TOKEN_HOST),
+		.origin = header_dup(wsi, WSI_TOKEN_ORIGIN),
+	};
+	int status = req_preflight(&site, &h, why, whysize);
+	free((char *)h.host);
+	free((char *)h.origin);
+	return status == 204 ? 0 : status;
+}
+
+void api_cors_origin(struct api *a, struct lws *wsi, char *out, size_t size)
+{
+	out[0] = '\0';
+	if (!a->cfg.n_allow_origins)
+		return;   /* the usual case: no header to copy */
+	struct req_site site = site_of(a, &a->cfg.http);
+	struct req_headers h = {.origin = header_dup(wsi, WSI_TOKEN_ORIGIN)};
+	const char *allowed = req_cors_origin(&site, &h);
+	snprintf(out, size, "%s", allowed ? allowed : "");
+	free((char *)h.origin);
+}
+
 int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, int *worker,
 	      char *why, size_t whysize)
 {
 	char tok[128];
-	struct req_site site = {
-		.addr = listener->addr, .port = listener->port,
-		.ports = {a->cfg.http.off ? 0 : a->cfg.http.port, a->cfg.ws.off ? 0 : a->cfg.ws.port},
-		.token = a->cfg.no_auth ? NULL : a->token,
-	};
+	struct req_site site = site_of(a, listener);
 	struct req_headers h = {
 		.host = header_dup(wsi, WSI_TOKEN_HOST),
 		.origin = header_dup(wsi, WSI_TOKEN_ORIGIN),

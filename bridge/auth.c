@@ -2,6 +2,7 @@
 #include "auth.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -194,4 +195,64 @@ bool auth_origin_ok(const char *origin, const char *listen_addr, const int *port
 		if (ports[i] > 0 && auth_host_ok(p, listen_addr, ports[i]))
 			return true;
 	return false;
+}
+
+bool auth_origin_valid(const char *origin, char *why, size_t whysize)
+{
+	const char *p = NULL;
+	if (strncasecmp(origin, "http://", 7) == 0)
+		p = origin + 7;
+	else if (strncasecmp(origin, "https://", 8) == 0)
+		p = origin + 8;
+	if (!p) {
+		snprintf(why, whysize, "\"%.80s\" is not an origin: scheme://host[:port], the scheme "
+			 "http or https (e.g. http://localhost:3000)", origin);
+		return false;
+	}
+	if (strlen(origin) > 255) {
+		snprintf(why, whysize, "an origin of more than 255 bytes");
+		return false;
+	}
+	const char *h = p, *end;
+	if (*h == '[') {
+		end = strchr(h, ']');
+		char v6[64];
+		if (!end || (size_t)(end - h - 1) >= sizeof v6 ||
+		    (snprintf(v6, sizeof v6, "%.*s", (int)(end - h - 1), h + 1), !is_ipv6(v6))) {
+			snprintf(why, whysize, "\"%.80s\": a bracketed host must be an IPv6 address", origin);
+			return false;
+		}
+		end++;
+	} else {
+		for (end = h; *end && (isalnum((unsigned char)*end) || *end == '.' || *end == '-'); end++)
+			;
+		if (end == h) {
+			snprintf(why, whysize, "\"%.80s\" has no host: scheme://host[:port]", origin);
+			return false;
+		}
+	}
+	if (*end == ':') {
+		const char *port = end + 1;
+		long v = 0;
+		for (end = port; *end >= '0' && *end <= '9' && end - port < 6; end++)
+			v = v * 10 + (*end - '0');
+		if (end == port || v < 1 || v > 65535 || (*end >= '0' && *end <= '9')) {
+			snprintf(why, whysize, "\"%.80s\": the port must be a number from 1 to 65535", origin);
+			return false;
+		}
+	}
+	if (*end) {
+		snprintf(why, whysize, "\"%.80s\": an origin has no path, query or anything after "
+			 "the host and port (\"%.40s\" is extra)", origin, end);
+		return false;
+	}
+	return true;
+}
+
+const char *auth_origin_listed(const char *origin, const char *const *list, size_t n)
+{
+	for (size_t i = 0; origin && i < n; i++)
+		if (strcasecmp(origin, list[i]) == 0)
+			return origin;   /* a browser compares Access-Control-Allow-Origin with its own spelling */
+	return NULL;
 }

@@ -39,5 +39,12 @@ bool auth_host_ok(const char *host, const char *listen_addr, int port);
 /* origin: "http://127.0.0.1:8999"; ours when its host part passes auth_host_ok
  * for one of our listeners (ports[0..n)). */
 bool auth_origin_ok(const char *origin, const char *listen_addr, const int *ports, size_t n);
+/* An --allow-origin value: scheme://host[:port] with scheme http or https, a
+ * host name or address ([v6] bracketed), a port 1..65535, and nothing after
+ * (no path, not even "/"), as a browser sends it. false, and why, if not. */
+bool auth_origin_valid(const char *origin, char *why, size_t whysize);
+/* origin, as sent, if it is one of list[0..n) (case-insensitively, as
+ * browsers may differ in the case of a name); else NULL. */
+const char *auth_origin_listed(const char *origin, const char *const *list, size_t n);
 
 #endif

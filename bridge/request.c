@@ -30,7 +30,8 @@ int req_admit(const struct req_site *site, const struct req_headers *h, int *wor
 		snprintf(why, whysize, "Origin header too long");
 		return 403;
 	}
-	if (h->origin && h->origin[0] && !auth_origin_ok(h->origin, site->addr, site->ports, 2)) {
+	if (h->origin && h->origin[0] && !auth_origin_ok(h->origin, site->addr, site->ports, 2) &&
+	    !req_cors_origin(site, h)) {
 		snprintf(why, whysize, "Origin \"%s\" is not this server's own", h->origin);
 		return 403;
 	}
@@ -52,6 +53,31 @@ int req_admit(const struct req_site *site, const struct req_headers *h, int *wor
 	}
 	*worker = owner;
 	return 0;
+}
+
+const char *req_cors_origin(const struct req_site *site, const struct req_headers *h)
+{
+	if (!h->origin || strlen(h->origin) > HEADER_MAX)
+		return NULL;
+	return auth_origin_listed(h->origin, site->allow_origins, site->n_allow_origins);
+}
+
+int req_preflight(const struct req_site *site, const struct req_headers *h, char *why,
+		  size_t whysize)
+{
+	if (!h->host || strlen(h->host) > HEADER_MAX ||
+	    !auth_host_ok(h->host, site->addr, site->port)) {
+		snprintf(why, whysize, "Host \"%.*s\" is not this listener's own name", HEADER_MAX,
+			 h->host ? h->host : "");
+		return 403;
+	}
+	if (!req_cors_origin(site, h)) {
+		snprintf(why, whysize, "Origin \"%.*s\" may not call this server: start orchfs with "
+			 "--allow-origin ORIGIN for a page of your own", HEADER_MAX,
+			 h->origin ? h->origin : "");
+		return 403;
+	}
+	return 204;
 }
 
 bool req_content_length(const char *text, unsigned long long *n)

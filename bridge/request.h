@@ -22,6 +22,8 @@ struct req_site {
 	int port;
 	int ports[2];             /* both listeners' ports (0: off): a page of ours may come from either */
 	const char *token;        /* NULL: no token asked (--no-auth) */
+	const char *const *allow_origins;   /* --allow-origin: other pages that may call us */
+	size_t n_allow_origins;
 };
 
 /* A request's headers as sent (NULL when absent), and ?token=. */
@@ -34,6 +36,17 @@ struct req_headers {
  * none asked), N for worker N's, which may read and report N's usage only. */
 int req_admit(const struct req_site *site, const struct req_headers *h, int *worker, char *why,
 	      size_t whysize);
+
+/* A CORS preflight (OPTIONS, sent without a token): 204 when the Host is
+ * ours and the Origin is one of site->allow_origins, else 403 and why. */
+int req_preflight(const struct req_site *site, const struct req_headers *h, char *why,
+		  size_t whysize);
+/* The Origin to name in Access-Control-Allow-Origin (as sent), or NULL when
+ * the request has none of site->allow_origins. */
+const char *req_cors_origin(const struct req_site *site, const struct req_headers *h);
+/* What a preflight's 204 says may follow. */
+#define REQ_CORS_METHODS "GET, POST"
+#define REQ_CORS_HEADERS "Authorization, Content-Type, Last-Event-ID"
 
 /* A Content-Length's value: digits only (no sign, space or hex), at most 19
  * of them. false for anything else. */

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "api.h"
 #include "auth.h"
 #include "cli.h"
@@ -24,6 +25,7 @@
 #include "fs.h"
 #include "nodes.h"
 #include "notify.h"
+#include "sdnotify.h"
 #include "store.h"
 #include "stream.h"
 #include "supervisor.h"
@@ -42,6 +44,8 @@ static void usage(FILE *out)
 	      "  --ws ADDR:PORT|off      default 127.0.0.1:9000\n"
 	      "  --token-file FILE       default STATE_DIR/token, made at first start\n"
 	      "  --no-auth               no token (refused on a non-loopback address)\n"
+	      "  --allow-origin ORIGIN   a web page of yours (http://localhost:3000) may call\n"
+	      "                          the API (CORS, WebSocket); repeatable\n"
 	      "  --tls-cert FILE --tls-key FILE   serve HTTPS and WSS\n"
 	      "  --max-body BYTES        largest request body; default 1048576\n"
 	      "  --ws-queue-max BYTES    a WebSocket client lagging more is closed; default 4194304\n"
@@ -147,6 +151,7 @@ static void options_free(struct orch_config *cfg, struct api_config *api)
 	free(cfg->slurm_log_dir);
 	free(cfg->workdir);
 	free(cfg->mount);
+	free(api->allow_origins);
 }
 
 int main(int argc, char **argv)
@@ -160,6 +165,7 @@ int main(int argc, char **argv)
 		{"ws", required_argument, NULL, 'W'},
 		{"token-file", required_argument, NULL, 'T'},
 		{"no-auth", no_argument, NULL, 'N'},
+		{"allow-origin", required_argument, NULL, 'O'},
 		{"tls-cert", required_argument, NULL, 'C'},
 		{"tls-key", required_argument, NULL, 'K'},
 		{"max-body", required_argument, NULL, 'B'},
@@ -205,7 +211,10 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "fhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': foreground = true; break;
-		case 's': cfg.state_dir = absolute(optarg); break;
+		case 's':   /* the last wins (the systemd unit's default, then ORCHFS_ARGS) */
+			free(cfg.state_dir);
+			cfg.state_dir = absolute(optarg);
+			break;
 		case 'm':
 			cfg.max_workers = (int)parse_num("--max-workers", optarg, 1, 4096);
 			cfg.max_workers_given = true;
@@ -221,6 +230,18 @@ int main(int argc, char **argv)
 			break;
 		case 'T': cfg.token_file = absolute(optarg); break;
 		case 'N': api.no_auth = true; break;
+		case 'O': {
+			char why[200];
+			if (!auth_origin_valid(optarg, why, sizeof why)) {
+				fprintf(stderr, "orchfs: --allow-origin %s\n", why);
+				options_free(&cfg, &api);
+				return 2;
+			}
+			api.allow_origins = xrealloc(api.allow_origins,
+						     (api.n_allow_origins + 1) * sizeof *api.allow_origins);
+			api.allow_origins[api.n_allow_origins++] = optarg;
+			break;
+		}
 		case 'C': api.tls_cert = absolute(optarg); break;
 		case 'K': api.tls_key = absolute(optarg); break;
 		case 'B': api.max_body = (size_t)parse_num("--max-body", optarg, 1, 1L << 30); break;
@@ -276,6 +297,11 @@ int main(int argc, char **argv)
 	char cwd[PATH_MAX];
 	cfg.workdir = xstrdup(getcwd(cwd, sizeof cwd) ? cwd : "/");
 
+	/* before anything is made: a user without FUSE is told what to fix */
+	if (fs_access_check(stderr)) {
+		options_free(&cfg, &api);
+		return 1;
+	}
 	const char *mnt_arg = argv[optind];
 	clean_stale_mount(mnt_arg);
 	char real[PATH_MAX];
@@ -438,6 +464,10 @@ int main(int argc, char **argv)
 	if (daemon_info_write(&info, &err))
 		log_error(&cfg.log, "%s", err.message);
 	free(ws_url);
+	/* systemd (Type=notify): the mount and the listeners are up */
+	int nrc = sd_notify_state("READY=1");
+	if (nrc)
+		log_error(&cfg.log, "cannot tell NOTIFY_SOCKET we are ready: %s", strerror(-nrc));
 	struct fuse_loop_config *loop = fuse_loop_cfg_create();
 	/* libfuse's default: no handler waits long (a read of `events` with
 	 * nothing to read is parked, a write waits for one journal write), and

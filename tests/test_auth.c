@@ -110,6 +110,30 @@ static void test_origin(void **state)
 	assert_false(auth_origin_ok("https://127.0.0.1.evil.example:8999", "127.0.0.1", ports, 2));
 }
 
+static void test_origin_option(void **state)
+{
+	char why[200];
+	const char *good[] = {"http://localhost:3000", "https://app.example", "http://127.0.0.1:1",
+			      "HTTP://LocalHost:65535", "http://[::1]:3000", "https://a-b.c"};
+	for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+		assert_true(auth_origin_valid(good[i], why, sizeof why));
+	const char *bad[] = {"localhost:3000", "http://", "http://x/", "http://x:3000/app",
+			     "http://x:0", "http://x:65536", "http://x:", "http://x:3000?a",
+			     "ftp://x", "http://u@x", "http://[nope]:1", "null", "*", "http://x:1234567"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		why[0] = '\0';
+		assert_false(auth_origin_valid(bad[i], why, sizeof why));
+		assert_true(why[0] != '\0');
+	}
+	const char *list[] = {"http://localhost:3000", "https://app.example"};
+	assert_string_equal(auth_origin_listed("http://LOCALHOST:3000", list, 2), "http://LOCALHOST:3000");
+	assert_non_null(auth_origin_listed("https://app.example", list, 2));
+	assert_null(auth_origin_listed("http://localhost:3001", list, 2));
+	assert_null(auth_origin_listed("http://localhost:3000/", list, 2));
+	assert_null(auth_origin_listed(NULL, list, 2));
+	assert_null(auth_origin_listed("http://localhost:3000", list, 0));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -117,6 +141,7 @@ int main(void)
 		cmocka_unit_test(test_compare_and_bearer),
 		cmocka_unit_test(test_host),
 		cmocka_unit_test(test_origin),
+		cmocka_unit_test(test_origin_option),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

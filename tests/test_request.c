@@ -71,6 +71,38 @@ static void test_admit(void **state)
 	assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 }
 
+/* --allow-origin: the listed page is let in (with its token still asked),
+ * and its preflight answered; any other foreign page is refused as before. */
+static void test_allow_origin(void **state)
+{
+	(void)state;
+	static const char *const allowed[] = {"http://localhost:3000"};
+	struct req_site s = site;
+	s.allow_origins = allowed;
+	s.n_allow_origins = 1;
+	char why[300];
+	int worker;
+	struct req_headers page = {"127.0.0.1:8999", "http://localhost:3000", "Bearer " TOKEN, NULL};
+	struct req_headers notoken = {"127.0.0.1:8999", "http://localhost:3000", NULL, NULL};
+	struct req_headers other = {"127.0.0.1:8999", "http://localhost:3001", "Bearer " TOKEN, NULL};
+	struct req_headers badhost = {"evil.example:8999", "http://localhost:3000", NULL, NULL};
+	struct req_headers none = {"127.0.0.1:8999", NULL, NULL, NULL};
+	assert_int_equal(req_admit(&site, &page, &worker, why, sizeof why), 403);
+	assert_int_equal(req_admit(&s, &page, &worker, why, sizeof why), 0);
+	assert_int_equal(req_admit(&s, &notoken, &worker, why, sizeof why), 401);
+	assert_int_equal(req_admit(&s, &other, &worker, why, sizeof why), 403);
+	assert_string_equal(req_cors_origin(&s, &page), "http://localhost:3000");
+	assert_null(req_cors_origin(&s, &other));
+	assert_null(req_cors_origin(&s, &none));
+	assert_null(req_cors_origin(&site, &page));
+	assert_int_equal(req_preflight(&s, &notoken, why, sizeof why), 204);
+	assert_int_equal(req_preflight(&s, &other, why, sizeof why), 403);
+	assert_non_null(strstr(why, "--allow-origin"));
+	assert_int_equal(req_preflight(&s, &none, why, sizeof why), 403);
+	assert_int_equal(req_preflight(&s, &badhost, why, sizeof why), 403);
+	assert_int_equal(req_preflight(&site, &notoken, why, sizeof why), 403);
+}
+
 static void test_content_length(void **state)
 {
 	(void)state;
@@ -228,6 +260,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_admit),
+		cmocka_unit_test(test_allow_origin),
 		cmocka_unit_test(test_content_length),
 		cmocka_unit_test_setup_teardown(test_stream_open, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_ws_messages, fixture_setup, fixture_teardown),
