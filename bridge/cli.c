@@ -490,7 +490,7 @@ static int cmd_logs(struct cli *c)
 		if (!c->follow || ended || interrupted)
 			return 0;
 		struct buf s = BUF_INIT;
-		ended = client_read(&c->client, status, &s, &err) ||
+		ended = client_read(&c->client, status, &s, &err) || !s.data ||
 			(strncmp(s.data, "running", 7) && strncmp(s.data, "pending", 7));
 		buf_free(&s);
 		if (!ended)

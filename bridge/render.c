@@ -349,16 +349,8 @@ void render_archive(const struct orch *o, struct buf *b)
 		jw_time(b, a->created_ms);
 		jw_lit(b, ",\"archived_at\":");
 		jw_time(b, a->archived_ms);
-		jw_lit(b, ",\"tasks\":{");
-		for (int s = 0; s <= TASK_HELD; s++) {
-			if (s)
-				buf_putc(b, ',');
-			jw_str(b, task_status_name((enum task_status)s));
-			buf_putc(b, ':');
-			jw_i64(b, (int64_t)a->counts[s]);
-		}
-		jw_lit(b, "},\"task_count\":");
-		jw_i64(b, (int64_t)a->ntasks);
+		buf_putc(b, ',');
+		status_counts(b, a->counts, a->ntasks);   /* as tracks.json has them */
 		buf_putc(b, '}');
 	}
 	jw_lit(b, "]}");

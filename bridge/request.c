@@ -16,16 +16,23 @@
 /* A header longer than this is refused rather than judged. */
 #define HEADER_MAX 255
 
+/* A Host that is not the listener's own name: a DNS rebinding page's. */
+static bool host_refused(const struct req_site *site, const struct req_headers *h, char *why,
+			 size_t whysize)
+{
+	if (h->host && strlen(h->host) <= HEADER_MAX && auth_host_ok(h->host, site->addr, site->port))
+		return false;
+	snprintf(why, whysize, "Host \"%.*s\" is not this listener's own name", HEADER_MAX,
+		 h->host ? h->host : "");
+	return true;
+}
+
 int req_admit(const struct req_site *site, const struct req_headers *h, int *worker, char *why,
 	      size_t whysize)
 {
 	*worker = 0;
-	if (!h->host || strlen(h->host) > HEADER_MAX ||
-	    !auth_host_ok(h->host, site->addr, site->port)) {
-		snprintf(why, whysize, "Host \"%.*s\" is not this listener's own name", HEADER_MAX,
-			 h->host ? h->host : "");
+	if (host_refused(site, h, why, whysize))
 		return 403;
-	}
 	if (h->origin && strlen(h->origin) > HEADER_MAX) {
 		snprintf(why, whysize, "Origin header too long");
 		return 403;
@@ -65,12 +72,8 @@ const char *req_cors_origin(const struct req_site *site, const struct req_header
 int req_preflight(const struct req_site *site, const struct req_headers *h, char *why,
 		  size_t whysize)
 {
-	if (!h->host || strlen(h->host) > HEADER_MAX ||
-	    !auth_host_ok(h->host, site->addr, site->port)) {
-		snprintf(why, whysize, "Host \"%.*s\" is not this listener's own name", HEADER_MAX,
-			 h->host ? h->host : "");
+	if (host_refused(site, h, why, whysize))
 		return 403;
-	}
 	if (!req_cors_origin(site, h)) {
 		snprintf(why, whysize, "Origin \"%.*s\" may not call this server: start orchfs with "
 			 "--allow-origin ORIGIN for a page of your own", HEADER_MAX,

@@ -171,6 +171,8 @@ else
 	API="HTTP $HTTP_SHOWN, WebSocket $WS_SHOWN"
 	TOKEN=$STATE_SHOWN/token
 fi
+CLI=$BIN
+[ "$MNT" = "$HOME/orchfs" ] || CLI="$BIN --mount $MNT"
 cat <<MSG
 orchfs is mounted on $MNT with the demo plan running.
   mount:  $MNT
@@ -178,6 +180,7 @@ orchfs is mounted on $MNT with the demo plan running.
   token:  $TOKEN
   state:  $STATE_SHOWN
 Try:
+  $CLI tracks; $CLI ps -a; $CLI top   # tables of the files below
   cat $MNT/mma/pipeline/status
   jq -c '.workers[] | {id, task, status}' $MNT/mma/workers.json
   cat $MNT/mma/tasks/*/status

@@ -119,7 +119,7 @@ check "nor dag.json" jqe '[.nodes[] | select(.track == "old")] == [] and [.edges
 check "nor dag.dot" eval '! grep -q "o1\|old" mma/dag.dot'
 check "nor state.json" jqe '([.tracks | .. | objects | select(.id? == "old")] == []) and ([.. | objects | select(.id? == "o2" and .track? == "old")] == [])' state.json
 check "archive.json lists it, with its task counts by status as archived" \
-	jqe '.tracks | length == 1 and .[0].id == "old" and .[0].title == "Old plan" and .[0].task_count == 3 and .[0].tasks.done == 1 and .[0].tasks.blocked == 2 and .[0].tasks.killed == 0 and .[0].budget_usd == 3 and .[0].cost_usd == 0 and (.[0].archived_at | endswith("Z"))' mma/archive.json
+	jqe '.tracks | length == 1 and .[0].id == "old" and .[0].title == "Old plan" and .[0].task_count == 3 and .[0].tasks_by_status.done == 1 and .[0].tasks_by_status.blocked == 2 and .[0].tasks_by_status.killed == 0 and .[0].budget_usd == 3 and .[0].cost_usd == 0 and (.[0].archived_at | endswith("Z"))' mma/archive.json
 check "the worker's record stays, as an ended worker's" \
 	jqe --arg t o2 '.task == $t and .status == "killed"' "mma/workers/$wo2/info.json"
 wait_for "inotify: IN_DELETE of the track and its tasks" 3 eval 'grep -q "DELETE,ISDIR mma/tracks/old" "$T/watch.ev" && grep -q "DELETE,ISDIR mma/tasks/o1" "$T/watch.ev"'
@@ -151,7 +151,7 @@ post mma/dag/mutate '[{"op":"archive","track":"fresh"}]'
 expect_eq "HTTP: archive" "$CODE" 200
 get mma/archive
 expect_eq "HTTP: GET /api/mma/archive" "$CODE" 200
-check "lists both, in archive order" jqe '[.tracks[].id] == ["old","fresh"] and .tracks[1].tasks.done == 1' <<<"$BODY"
+check "lists both, in archive order" jqe '[.tracks[].id] == ["old","fresh"] and .tracks[1].tasks_by_status.done == 1' <<<"$BODY"
 archive_before=$(cat mma/archive.json)
 expect_errno "a refused write, the last before the restart" ENOENT mma/dag/mutate 'archive nosuch4'
 err1=$(cat last_error)
