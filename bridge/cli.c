@@ -427,6 +427,8 @@ static bool all_digits(const char *s)
 /* A worker named by id, or a task's latest worker: its id into id. */
 static int resolve_worker(struct cli *c, const char *name, char *id, size_t size, struct orch_err *err)
 {
+	if (!name || !*name)
+		return err_set(err, ENOENT, "no worker named");
 	if (all_digits(name)) {
 		snprintf(id, size, "%s", name);
 		return 0;
