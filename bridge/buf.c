@@ -153,3 +153,17 @@ void mutex_init_pi(pthread_mutex_t *m)
 	pthread_mutex_init(m, &a);
 	pthread_mutexattr_destroy(&a);
 }
+
+bool buf_take_line(struct buf *b, struct buf *line)
+{
+	char *nl = b->data ? memchr(b->data, '\n', b->len) : NULL;
+	if (!nl)
+		return false;
+	size_t n = (size_t)(nl - b->data);
+	buf_reset(line);
+	buf_append(line, b->data, n && nl[-1] == '\r' ? n - 1 : n);
+	memmove(b->data, nl + 1, b->len - n - 1);
+	b->len -= n + 1;
+	b->data[b->len] = '\0';
+	return true;
+}

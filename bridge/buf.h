@@ -5,6 +5,7 @@
 #define ORCHFS_BUF_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 
@@ -24,6 +25,9 @@ void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(print
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void buf_reset(struct buf *b);
 void buf_free(struct buf *b);
+/* Moves the first whole line of b (without its \n, or its \r\n) into
+ * line: false while b holds no whole line. */
+bool buf_take_line(struct buf *b, struct buf *line);
 /* Hands the bytes to the caller (NUL-terminated, never NULL) and empties b. */
 char *buf_steal(struct buf *b);
 

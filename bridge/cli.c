@@ -23,8 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "daemon_info.h"
 #include "json.h"
+#include "orch.h"
 
 #define EXIT_USAGE 2
 
@@ -116,13 +118,6 @@ int64_t cli_parse_time(const char *iso)
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
 	return (int64_t)timegm(&tm) * 1000 + ms;
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Columns wide enough for their widest cell, counted in characters. */
@@ -321,9 +316,13 @@ static void emit(struct buf *out)
 
 static void emit_json(const cJSON *v)
 {
-	char *s = cJSON_PrintUnformatted(v);
-	puts(s ? s : "null");
-	free(s);
+	struct buf b = BUF_INIT;
+	if (v)
+		json_write(&b, v);
+	else
+		buf_puts(&b, "null");
+	buf_putc(&b, '\n');
+	emit(&b);
 }
 
 static int cmd_ps(struct cli *c)
@@ -345,7 +344,7 @@ static int cmd_ps(struct cli *c)
 		cJSON_Delete(shown);
 	} else {
 		struct buf out = BUF_INIT;
-		cli_workers_table(workers, c->all, now_ms(), &out);
+		cli_workers_table(workers, c->all, time_now_ms(), &out);
 		emit(&out);
 	}
 	cJSON_Delete(doc);
@@ -379,7 +378,10 @@ static int cmd_tasks(struct cli *c)
 		return usage_error("tasks takes one track at most (%s?)", c->argv[1]);
 	cJSON *tracks = NULL, *all = cJSON_CreateArray();
 	int rc = 0;
-	if (c->argc) {
+	if (c->argc && !id_valid(c->argv[0])) {
+		rc = err_set(&err, ENOENT, "no track %s", c->argv[0]);
+		goto out;
+	} else if (c->argc) {
 		tracks = cJSON_CreateArray();
 		cJSON *one = cJSON_CreateObject();
 		cJSON_AddStringToObject(one, "id", c->argv[0]);
@@ -427,8 +429,8 @@ static bool all_digits(const char *s)
 /* A worker named by id, or a task's latest worker: its id into id. */
 static int resolve_worker(struct cli *c, const char *name, char *id, size_t size, struct orch_err *err)
 {
-	if (!name || !*name)
-		return err_set(err, ENOENT, "no worker named");
+	if (!name || (!all_digits(name) && !id_valid(name)))
+		return err_set(err, ENOENT, "no worker or task %s", name ? name : "");
 	if (all_digits(name)) {
 		snprintf(id, size, "%s", name);
 		return 0;
@@ -436,7 +438,7 @@ static int resolve_worker(struct cli *c, const char *name, char *id, size_t size
 	char path[160];
 	snprintf(path, sizeof path, "mma/tasks/%s/info.json", name);
 	cJSON *info;
-	if (strchr(name, '/') || read_json(c, path, &info, err))
+	if (read_json(c, path, &info, err))
 		return err_set(err, ENOENT, "no worker or task %s", name);
 	double w = num_of(info, "worker", -1);
 	cJSON_Delete(info);
@@ -482,6 +484,8 @@ static int cmd_logs(struct cli *c)
 		struct buf b = BUF_INIT;
 		if (client_read_from(&c->client, log, offset, &b, &err)) {
 			buf_free(&b);
+			if (interrupted)
+				return 0;
 			if (err.errnum == ENOENT)
 				err_set(&err, ENOENT, "no worker %s", id);
 			return fail(&err);
@@ -664,6 +668,12 @@ static int cmd_mutate(struct cli *c, const char *op)
 	if (!c->argc)
 		return usage_error("%s wants one task or more", op);
 	/* one batch: every task or none */
+	for (int i = 0; i < c->argc; i++)
+		if (!id_valid(c->argv[i])) {   /* a newline in it would be a command of its own */
+			err_set(&err, EINVAL, "bad task id \"%s\": ids are [a-z0-9][a-z0-9_-]{0,63}",
+				c->argv[i]);
+			return fail(&err);
+		}
 	struct buf lines = BUF_INIT;
 	for (int i = 0; i < c->argc; i++)
 		buf_printf(&lines, "%s %s\n", op, c->argv[i]);
@@ -707,7 +717,7 @@ static int track_progress(struct cli *c, const char *id, bool tty, char last_pro
 	double total = num_of(k, "task_count", 0), done = count_of(by, "done") + count_of(by, "skipped");
 	double running = count_of(by, "running"), ready = count_of(by, "ready");
 	double failed = count_of(by, "failed"), killed = count_of(by, "killed");
-	double waiting = count_of(by, "blocked") + count_of(by, "held");
+	double held = count_of(by, "held");
 	char progress[256];
 	snprintf(progress, sizeof progress, "%s: %s, %.0f/%.0f done, %.0f running, %.0f failed, $%.4f", id,
 		 st, done, total, running, failed + killed, num_of(k, "cost_usd", 0));
@@ -720,7 +730,9 @@ static int track_progress(struct cli *c, const char *id, bool tty, char last_pro
 		*status = 0;
 		end = 1;
 	} else if (!strcmp(st, "failed") ||
-		   (running + ready == 0 && (!strcmp(st, "over_budget") || (killed && !waiting)))) {
+		   /* over budget, its ready tasks stay ready; a kill leaves those
+		    * after it blocked: neither ends, nothing runs */
+		   (running == 0 && (!strcmp(st, "over_budget") || (killed && ready == 0 && held == 0)))) {
 		*status = 1;
 		end = 1;
 	}
@@ -776,13 +788,13 @@ static int cmd_run(struct cli *c)
 	}
 	buf_free(&line);
 	client_stream_close(s);
-	if (!end && interrupted)
+	if (end > 0)
+		return status;
+	if (interrupted)
 		return 130;
-	if (end < 0 || (!end && rc < 0))
+	if (end < 0 || rc < 0)
 		return fail(&err);
-	if (!end)
-		return fail(&(struct orch_err){ENOTCONN, "the daemon stopped"});
-	return status;
+	return fail(&(struct orch_err){ENOTCONN, "the daemon stopped"});
 }
 
 /* ---- status ---- */
@@ -827,7 +839,7 @@ static int cmd_status(struct cli *c)
 			rc = err_set(&err, ENOTCONN, "no orchfs runs on %s", dir);
 	}
 	if (!rc) {
-		double up = (double)(now_ms() / 1000) - num_of(d, "started_unix", 0);
+		double up = (double)(time_now_ms() / 1000) - num_of(d, "started_unix", 0);
 		cJSON_AddNumberToObject(d, "uptime_s", up);
 		if (c->json) {
 			emit_json(d);
@@ -899,11 +911,10 @@ bool cli_top_apply(struct top *t, const char *json)
 				w->cost_usd += cost;
 			t->cost_usd += cost;
 			tracks = true;
-		} else if (!strncmp(type, "pipeline.", 9)) {
-			const char *to = str_of(d, "to") ? str_of(d, "to") : str_of(d, "status");
-			if (to)
-				snprintf(t->pipeline, sizeof t->pipeline, "%s", to);
-			t->max_workers = (int)num_of(d, "max_workers", t->max_workers);
+		} else if (!strcmp(type, "pipeline.max_workers")) {
+			t->max_workers = (int)num_of(d, "to", t->max_workers);
+		} else if (!strcmp(type, "pipeline.status") && str_of(d, "to")) {
+			snprintf(t->pipeline, sizeof t->pipeline, "%s", str_of(d, "to"));
 		}
 		tracks = tracks || !strncmp(type, "task.", 5) || !strncmp(type, "track.", 6) ||
 			 !strncmp(type, "dag.", 4);
@@ -927,13 +938,33 @@ static int by_id(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* Each line from start on cut to cols characters: a wrapped line would
+ * scroll the screen. */
+static void clip_lines(struct buf *out, size_t start, int cols)
+{
+	size_t w = start, width = 0;
+	for (size_t r = start; r < out->len; r++) {
+		char ch = out->data[r];
+		if (ch == '\n')
+			width = 0;
+		else if (((unsigned char)ch & 0xC0) != 0x80 && width++ >= (size_t)cols)
+			continue;
+		else if (((unsigned char)ch & 0xC0) == 0x80 && width > (size_t)cols)
+			continue;   /* the rest of a character cut off */
+		out->data[w++] = ch;
+	}
+	out->len = w;
+	out->data[w] = '\0';
+}
+
 void cli_top_render(const struct top *t, int64_t now, int cols, int rows, struct buf *out)
 {
-	buf_printf(out, "orchfs top   pipeline %s   workers %zu/%d   cost $%.4f   ticks %.1f/s   cpu %.1f%%   seq %llu\n\n",
+	size_t start = out->len;
+	buf_printf(out, "orchfs top  pipeline %s  workers %zu/%d  cost $%.4f\nticks %.1f/s  cpu %.1f%%  seq %llu\n\n",
 		   t->pipeline, t->nworkers, t->max_workers, t->cost_usd, t->tick_hz, t->cpu_percent,
 		   (unsigned long long)t->seq);
-	int lines = 2, barw = cols > 100 ? 30 : 20;
-	buf_puts(out, "TRACK                STATUS       PROGRESS\n");
+	int lines = 3, barw = cols > 100 ? 30 : 16;
+	buf_puts(out, "TRACK            STATUS      PROGRESS\n");
 	lines++;
 	const cJSON *k;
 	cJSON_ArrayForEach(k, t->tracks) {
@@ -941,10 +972,10 @@ void cli_top_render(const struct top *t, int64_t now, int cols, int rows, struct
 			break;
 		const cJSON *by = cJSON_GetObjectItemCaseSensitive(k, "tasks_by_status");
 		double total = num_of(k, "task_count", 0), done = count_of(by, "done") + count_of(by, "skipped");
-		buf_printf(out, "%-20.20s %-12s ", str_of(k, "id") ? str_of(k, "id") : "?",
+		buf_printf(out, "%-16.16s %-11s ", str_of(k, "id") ? str_of(k, "id") : "?",
 			   str_of(k, "status") ? str_of(k, "status") : "?");
 		bar(done, total, barw, out);
-		buf_printf(out, " %.0f/%.0f  %.0f running  $%.4f", done, total, count_of(by, "running"),
+		buf_printf(out, " %.0f/%.0f  %.0f run  $%.4f", done, total, count_of(by, "running"),
 			   num_of(k, "cost_usd", 0));
 		double budget = num_of(k, "budget_usd", -1);
 		if (budget >= 0)
@@ -955,8 +986,10 @@ void cli_top_render(const struct top *t, int64_t now, int cols, int rows, struct
 	buf_puts(out, "\nWORKER  TASK                 TRACK                RUNTIME   COST\n");
 	lines += 2;
 	struct top_worker *sorted = xmalloc((t->nworkers ? t->nworkers : 1) * sizeof *sorted);
-	memcpy(sorted, t->workers, t->nworkers * sizeof *sorted);
-	qsort(sorted, t->nworkers, sizeof *sorted, by_id);
+	if (t->nworkers) {
+		memcpy(sorted, t->workers, t->nworkers * sizeof *sorted);
+		qsort(sorted, t->nworkers, sizeof *sorted, by_id);
+	}
 	for (size_t i = 0; i < t->nworkers; i++) {
 		if (lines >= rows - 1) {
 			buf_printf(out, "... and %zu more\n", t->nworkers - i);
@@ -970,6 +1003,7 @@ void cli_top_render(const struct top *t, int64_t now, int cols, int rows, struct
 		lines++;
 	}
 	free(sorted);
+	clip_lines(out, start, cols);
 }
 
 void cli_top_free(struct top *t)
@@ -985,15 +1019,11 @@ struct top_feed {
 };
 
 /* The stream blocks in read(2) (the mount's events file has no poll): a
- * thread reads it and hands each line on through a pipe. */
+ * thread reads it and hands each line on through a pipe. It lives until the
+ * process ends; what it holds is its own (the feed, the stream). */
 static void *top_reader(void *arg)
 {
 	struct top_feed *f = arg;
-	sigset_t mask;   /* Ctrl-C is for the main thread, which puts the terminal back */
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	struct buf line = BUF_INIT;
 	struct orch_err err;
 	while (client_stream_next(f->stream, &line, &err) > 0) {
@@ -1054,7 +1084,7 @@ static int cmd_top(struct cli *c)
 	if (c->argc)
 		return usage_error("top takes no argument (%s?)", c->argv[0]);
 	struct client_stream *s;
-	/* the stream first, from the snapshot's seq: no change falls between */
+	/* the stream from the snapshot's seq: no change falls between */
 	if (top_snapshot(c, &t, &err) ||
 	    client_events(&c->client, t.seq, "workers,dag,pipeline,metrics,telemetry", &s, &err)) {
 		cli_top_free(&t);
@@ -1066,10 +1096,19 @@ static int cmd_top(struct cli *c)
 		cli_top_free(&t);
 		return fail(&(struct orch_err){EIO, "no pipe"});
 	}
+	/* Ctrl-C and TERM are taken only inside ppoll below, so none is missed
+	 * between a look at the flag and the wait; the reader thread inherits
+	 * the mask and never sees them. */
+	sigset_t stop, before;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop, &before);
 	catch_interrupts();
-	struct top_feed feed = {s, fds[1]};
+	struct top_feed *feed = xmalloc(sizeof *feed);
+	*feed = (struct top_feed){s, fds[1]};
 	pthread_t reader;
-	pthread_create(&reader, NULL, top_reader, &feed);
+	pthread_create(&reader, NULL, top_reader, feed);
 	pthread_detach(reader);
 
 	struct termios saved, raw;
@@ -1086,15 +1125,17 @@ static int cmd_top(struct cli *c)
 	bool dirty = true, stale_tracks = false, quit = false;
 	int64_t tracks_read = 0;
 	while (!quit && !interrupted) {
-		if (stale_tracks && now_ms() - tracks_read >= 250) {
-			/* at most four reads a second, however many events came */
+		if (stale_tracks && time_now_ms() - tracks_read >= 250) {
+			/* at most four reads a second, however many events came; a
+			 * failed one is tried again at the next event */
 			cJSON *tracks;
-			if (read_json(c, "mma/tracks.json", &tracks, &err) == 0) {
+			struct orch_err ignored;
+			if (read_json(c, "mma/tracks.json", &tracks, &ignored) == 0) {
 				cJSON_Delete(t.tracks);
 				t.tracks = cJSON_DetachItemFromObjectCaseSensitive(tracks, "tracks");
 				cJSON_Delete(tracks);
 			}
-			tracks_read = now_ms();
+			tracks_read = time_now_ms();
 			stale_tracks = false;
 			dirty = true;
 		}
@@ -1103,7 +1144,7 @@ static int cmd_top(struct cli *c)
 			ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws);
 			buf_reset(&screen);
 			buf_puts(&screen, "\033[H\033[2J");
-			cli_top_render(&t, now_ms(), ws.ws_col ? ws.ws_col : 80, ws.ws_row ? ws.ws_row : 24,
+			cli_top_render(&t, time_now_ms(), ws.ws_col ? ws.ws_col : 80, ws.ws_row ? ws.ws_row : 24,
 				       &screen);
 			buf_puts(&screen, "q quits");
 			fwrite(screen.data, 1, screen.len, stdout);
@@ -1111,9 +1152,9 @@ static int cmd_top(struct cli *c)
 			dirty = false;
 		}
 		struct pollfd p[2] = {{fds[0], POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
-		int n = poll(p, 2, stale_tracks ? 250 : -1);
-		if (n < 0)
-			continue;   /* EINTR: a resize, or Ctrl-C */
+		struct timespec quarter = {0, 250 * 1000 * 1000};
+		if (ppoll(p, 2, stale_tracks ? &quarter : NULL, &before) < 0)
+			continue;   /* a signal: the loop's test sees it */
 		if (p[1].revents & (POLLIN | POLLHUP)) {
 			char key;
 			if (read(STDIN_FILENO, &key, 1) != 1 || key == 'q' || key == 'Q')
@@ -1124,17 +1165,10 @@ static int cmd_top(struct cli *c)
 			ssize_t r = read(fds[0], chunk, sizeof chunk);
 			if (r <= 0) {
 				err_set(&err, ENOTCONN, "the daemon stopped");
-				quit = true;
 				break;
 			}
 			buf_append(&in, chunk, (size_t)r);
-			char *nl;
-			while (in.data && (nl = memchr(in.data, '\n', in.len))) {
-				size_t len = (size_t)(nl - in.data);
-				buf_reset(&line);
-				buf_append(&line, in.data, len);
-				memmove(in.data, nl + 1, in.len - len - 1);
-				in.len -= len + 1;
+			while (buf_take_line(&in, &line)) {
 				stale_tracks |= cli_top_apply(&t, line.data);
 				dirty = true;
 			}
@@ -1148,8 +1182,6 @@ static int cmd_top(struct cli *c)
 	buf_free(&line);
 	buf_free(&screen);
 	cli_top_free(&t);
-	/* the reader may be blocked in read(2) on the stream: the process ends
-	 * under it */
 	return err.errnum ? fail(&err) : 0;
 }
 
@@ -1220,30 +1252,30 @@ static int connect_daemon(struct cli *c, struct orch_err *err)
 			url = NULL;
 	}
 	if (url) {
-		struct buf token = BUF_INIT;
-		const char *env = getenv("ORCHFS_TOKEN");
-		char *dir = NULL;
+		/* --token-file, else $ORCHFS_TOKEN (a worker's own token, as
+		 * workers have it), else the daemon's own when it runs here */
+		char token[AUTH_TOKEN_HEX + 1] = "";
+		const char *env = getenv("ORCHFS_TOKEN"), *given = NULL;
 		int rc = 0;
 		if (c->token_file) {
-			rc = read_file(c->token_file, &token, err);
+			rc = auth_load_token(c->token_file, false, token, err);
+			given = token;
 		} else if (env && *env) {
-			buf_puts(&token, env);
+			for (const char *p = env; *p && !rc; p++)
+				if (*p <= ' ' || *p > '~')
+					rc = err_set(err, EINVAL, "$ORCHFS_TOKEN holds a character a token has not");
+			given = env;
 		} else {
-			/* the daemon's own, when it runs here */
+			char *dir = c->state_dir ? xstrdup(c->state_dir) : daemon_default_state_dir();
 			struct buf path = BUF_INIT;
-			dir = c->state_dir ? xstrdup(c->state_dir) : daemon_default_state_dir();
-			buf_printf(&path, "%s/token", dir);
 			struct orch_err ignored;
-			read_file(path.data, &token, &ignored);
+			buf_printf(&path, "%s/token", dir);
+			if (access(path.data, R_OK) == 0 && auth_load_token(path.data, false, token, &ignored) == 0)
+				given = token;
 			buf_free(&path);
+			free(dir);
 		}
-		while (token.len && (token.data[token.len - 1] == '\n' || token.data[token.len - 1] == '\r'))
-			token.data[--token.len] = '\0';
-		if (!rc)
-			rc = client_use_url(&c->client, url, token.len ? token.data : NULL, err);
-		buf_free(&token);
-		free(dir);
-		return rc;
+		return rc ? rc : client_use_url(&c->client, url, given, err);
 	}
 	char path[4096];
 	mount_default(c, path, sizeof path);
@@ -1286,7 +1318,12 @@ int cli_main(int argc, char **argv)
 			c.since = n;
 			break;
 		}
-		case 'c': c.channels = optarg; break;
+		case 'c':
+			if (strspn(optarg, "abcdefghijklmnopqrstuvwxyz,") != strlen(optarg))
+				return usage_error("--channels wants names and commas: workers,dag (not \"%s\")",
+						   optarg);
+			c.channels = optarg;
+			break;
 		case 't': c.task = optarg; break;
 		case 'k': c.track = optarg; break;
 		case 'g': c.grace = optarg; break;
@@ -1312,7 +1349,6 @@ int cli_main(int argc, char **argv)
 	struct orch_err err = {0};
 	if (connect_daemon(&c, &err))
 		return fail(&err);
-	signal(SIGPIPE, SIG_IGN);
 	int status;
 	if (!strcmp(cmd, "ps"))
 		status = cmd_ps(&c);
@@ -1337,5 +1373,9 @@ int cli_main(int argc, char **argv)
 	else
 		status = cmd_mutate(&c, cmd);
 	client_close(&c.client);
+	if (fflush(stdout) == EOF && !status) {   /* a full disk, a closed pipe */
+		fprintf(stderr, "orchfs: cannot write the output: %s\n", strerror(errno));
+		status = 1;
+	}
 	return status;
 }

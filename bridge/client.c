@@ -4,8 +4,9 @@
  * small HTTP/1.1 client of the daemon's own API: one request a connection,
  * a body framed by Content-Length or chunked, the event stream as SSE. */
 #include "client.h"
+#include "json.h"
+#include "request.h"
 
-#include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -33,8 +34,7 @@ struct client_stream {
 	struct conn http;      /* or an SSE response */
 	struct buf pending;    /* what was read past the last line */
 	bool error_event;      /* SSE: the event being read is an error */
-	char *events_path;
-	struct client *c;
+	char *last_error_path; /* where a failed read of the events file says why */
 };
 
 int client_error_of(const char *body, size_t len, int status, struct orch_err *err)
@@ -96,7 +96,7 @@ int client_use_mount(struct client *c, const char *mount, struct orch_err *err)
 	memset(c, 0, sizeof *c);
 	struct statfs sfs;
 	if (statfs(mount, &sfs) != 0)
-		return err_set(err, errno == ENOTCONN ? ENOTCONN : ENOENT,
+		return err_set(err, ENOTCONN,
 			       errno == ENOTCONN ? "%s: the daemon serving it is gone (a stale mount); "
 						   "start it again: orchfs %s"
 						 : "no orchfs on %s: start one with: orchfs %s",
@@ -129,6 +129,8 @@ static int mount_read(struct client *c, const char *path, uint64_t offset, struc
 static int mount_write(struct client *c, const char *path, const char *body, size_t len,
 		       struct buf *reply, struct orch_err *err)
 {
+	if (!len)   /* a write of nothing never reaches the daemon */
+		return err_set(err, EINVAL, "%s: an empty command", path);
 	char *full = mount_path(c, path);
 	int fd = open(full, O_RDWR | O_CLOEXEC);
 	free(full);
@@ -149,7 +151,18 @@ static int mount_write(struct client *c, const char *path, const char *body, siz
 		buf_reset(reply);
 		return -werr;
 	}
-	return rc ? mount_failure(path, -rc, err) : 0;
+	if (rc)
+		return mount_failure(path, -rc, err);
+	/* A command of a multiple of 4 KiB is applied at the first read (it may
+	 * go on in a next write), so its refusal is what that read returns. */
+	cJSON *back = reply->len && reply->data[0] == '{' ? cJSON_ParseWithLength(reply->data, reply->len) : NULL;
+	bool refused = cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(back, "error"));
+	cJSON_Delete(back);
+	if (refused) {
+		rc = client_error_of(reply->data, reply->len, 0, err);
+		buf_reset(reply);
+	}
+	return rc;
 }
 
 /* ---- over HTTP ---- */
@@ -241,11 +254,16 @@ static ssize_t conn_body(struct conn *k, char *dst, size_t size)
 	char line[64];
 	while (!k->done) {
 		if (k->chunked && k->left == 0) {
-			if (conn_line(k, line, sizeof line))
-				return -EPROTO;
+			int rc = conn_line(k, line, sizeof line);
+			if (rc)
+				return rc == -EINTR ? rc : -EPROTO;
 			if (!line[0])   /* the CRLF after a chunk's data */
 				continue;
-			k->left = (int64_t)strtoll(line, NULL, 16);
+			char *end;
+			errno = 0;
+			k->left = (int64_t)strtoll(line, &end, 16);
+			if (errno || end == line || k->left < 0 || (*end && *end != ';'))
+				return -EPROTO;
 			if (k->left == 0) {
 				k->done = true;
 				break;
@@ -338,14 +356,20 @@ static int http_begin(struct client *c, const char *method, const char *target, 
 		rc = send_all(k->fd, body, len);
 	buf_free(&req);
 	char line[1024];
-	if (!rc)
+	unsigned long long length;
+	/* a refusal may come before the body is all sent (413): its answer
+	 * is read all the same */
+	if (!rc || rc == -EPIPE || rc == -ECONNRESET)
 		rc = conn_line(k, line, sizeof line);
 	if (!rc && sscanf(line, "HTTP/1.%*d %d", &k->status) != 1)
 		rc = -EPROTO;
 	k->left = -1;
 	while (!rc && !(rc = conn_line(k, line, sizeof line)) && line[0]) {
-		if (strncasecmp(line, "content-length:", 15) == 0)
-			k->left = strtoll(line + 15, NULL, 10);
+		if (strncasecmp(line, "content-length:", 15) == 0 &&
+		    !req_content_length(line + 15 + strspn(line + 15, " \t"), &length))
+			rc = -EPROTO;
+		else if (strncasecmp(line, "content-length:", 15) == 0)
+			k->left = (int64_t)length;
 		else if (strncasecmp(line, "transfer-encoding:", 18) == 0 && strcasestr(line, "chunked"))
 			k->chunked = true;
 	}
@@ -452,11 +476,12 @@ int client_events(struct client *c, uint64_t since, const char *channels, struct
 	struct client_stream *s = xcalloc(1, sizeof *s);
 	s->fd = -1;
 	s->http.fd = -1;
-	s->c = c;
 	int rc = 0;
 	if (c->mount) {
-		s->events_path = mount_path(c, "events");
-		s->fd = open(s->events_path, O_RDWR | O_CLOEXEC);
+		char *events = mount_path(c, "events");
+		s->last_error_path = mount_path(c, "last_error");
+		s->fd = open(events, O_RDWR | O_CLOEXEC);
+		free(events);
 		if (s->fd < 0)
 			rc = mount_failure("events", errno, err);
 		char cmd[320];
@@ -494,21 +519,6 @@ int client_events(struct client *c, uint64_t since, const char *channels, struct
 	return 0;
 }
 
-/* A complete line of pending into line, if there is one. */
-static bool take_line(struct buf *pending, struct buf *line)
-{
-	char *nl = pending->data ? memchr(pending->data, '\n', pending->len) : NULL;
-	if (!nl)
-		return false;
-	size_t n = (size_t)(nl - pending->data);
-	buf_reset(line);
-	buf_append(line, pending->data, n && nl[-1] == '\r' ? n - 1 : n);
-	memmove(pending->data, nl + 1, pending->len - n - 1);
-	pending->len -= n + 1;
-	pending->data[pending->len] = '\0';
-	return true;
-}
-
 static int stream_more(struct client_stream *s, struct orch_err *err)
 {
 	char chunk[65536];
@@ -521,9 +531,7 @@ static int stream_more(struct client_stream *s, struct orch_err *err)
 			/* a read fails with the error in last_error (ERANGE: too old a since) */
 			int errnum = errno;
 			struct buf last = BUF_INIT;
-			char *p = mount_path(s->c, "last_error");
-			int fd = open(p, O_RDONLY | O_CLOEXEC);
-			free(p);
+			int fd = open(s->last_error_path, O_RDONLY | O_CLOEXEC);
 			if (fd >= 0 && read_all(fd, &last) == 0 && last.len &&
 			    client_error_of(last.data, last.len, 0, err) == -errnum) {
 				close(fd);
@@ -551,7 +559,7 @@ int client_stream_next(struct client_stream *s, struct buf *line, struct orch_er
 	struct buf field = BUF_INIT;
 	int rc;
 	for (;;) {
-		while (take_line(&s->pending, &field)) {
+		while (buf_take_line(&s->pending, &field)) {
 			if (s->fd >= 0) {
 				buf_reset(line);
 				buf_append(line, field.data, field.len);
@@ -591,6 +599,6 @@ void client_stream_close(struct client_stream *s)
 	if (s->http.fd >= 0)
 		close(s->http.fd);
 	buf_free(&s->pending);
-	free(s->events_path);
+	free(s->last_error_path);
 	free(s);
 }

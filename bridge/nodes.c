@@ -296,7 +296,7 @@ static int r_task_view(struct orch *o, const struct node *n, struct buf *out, en
 	if (t && v == V_STATUS) {
 		buf_printf(out, "%s\n", task_status_name(t->status));
 	} else if (t && v == V_INFO) {
-		render_task(o, t, true, out);
+		render_task(o, t, TASK_WITH_WORKERS | TASK_WITH_WAITING, out);
 		buf_putc(out, '\n');
 	} else if (t && v == V_DEPS) {
 		for (size_t i = 0; i < t->ndeps; i++)

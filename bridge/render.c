@@ -204,8 +204,9 @@ static void task_waiting(struct orch *o, const struct task *t, struct buf *b)
 	buf_free(&msg);
 }
 
-void render_task(struct orch *o, const struct task *t, bool with_workers, struct buf *b)
+void render_task(struct orch *o, const struct task *t, unsigned with, struct buf *b)
 {
+	bool with_workers = with & TASK_WITH_WORKERS;
 	task_head(b, t);
 	jw_lit(b, ",\"command\":");
 	jw_str(b, t->command);
@@ -267,8 +268,9 @@ void render_task(struct orch *o, const struct task *t, bool with_workers, struct
 	if (with_workers) {
 		jw_lit(b, ",\"usage\":");
 		render_usage(o, &usage, b);
-		task_waiting(o, t, b);
 	}
+	if (with & TASK_WITH_WAITING)
+		task_waiting(o, t, b);
 	usage_set_free(&usage);
 	buf_putc(b, '}');
 }
@@ -315,7 +317,7 @@ void render_track(struct orch *o, const struct track *k, bool with_tasks, struct
 	if (with_tasks) {
 		jw_lit(b, ",\"tasks\":[");
 		for (struct task *t = k->first; t; t = t->tnext) {
-			render_task(o, t, false, b);
+			render_task(o, t, TASK_WITH_WAITING, b);
 			if (t->tnext)
 				buf_putc(b, ',');
 		}
@@ -480,7 +482,7 @@ static bool fragment(struct orch *o, enum section s, size_t pos, struct buf *b)
 		render_track(o, k, false, b);
 		return true;
 	case S_TASK:
-		render_task(o, t, false, b);
+		render_task(o, t, 0, b);
 		return true;
 	case S_WORKER:
 		render_worker(o, w, b);

@@ -40,7 +40,10 @@ void render_worker(const struct orch *o, const struct worker *w, struct buf *out
 /* Its status as readers see it: "pending" while its cluster queues it. */
 const char *worker_status_shown(const struct orch *o, const struct worker *w);
 /* with_workers: the task's info.json (its workers in full, and their usage). */
-void render_task(struct orch *o, const struct task *t, bool with_workers, struct buf *out);
+/* A task; with its workers whole (and their usage) or as ids, and with why
+ * it waits (its own info.json and its track's) or not (state.json). */
+enum { TASK_WITH_WORKERS = 1, TASK_WITH_WAITING = 2 };
+void render_task(struct orch *o, const struct task *t, unsigned with, struct buf *out);
 /* with_tasks: the track's info.json (its tasks, and its usage). */
 void render_track(struct orch *o, const struct track *k, bool with_tasks, struct buf *out);
 void render_pipeline(const struct orch *o, struct buf *out);

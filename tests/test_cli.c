@@ -169,9 +169,20 @@ static void test_top(void **state)
 	assert_int_equal((int)t.seq, 10);
 	struct buf out = BUF_INIT;
 	cli_top_render(&t, cli_parse_time("2026-12-06T14:00:03.500Z"), 80, 24, &out);
-	assert_non_null(strstr(out.data, "pipeline paused   workers 1/4   cost $0.2500   ticks 9.5/s   cpu 3.2%"));
-	assert_non_null(strstr(out.data, "demo                 active       [##########..........] 2/4  1 running  $0.5000 of $2.00\n"));
+	assert_non_null(strstr(out.data, "pipeline paused  workers 1/4  cost $0.2500\nticks 9.5/s  cpu 3.2%  seq 10\n"));
+	assert_non_null(strstr(out.data, "demo             active      [########........] 2/4  1 run  $0.5000 of $2.00\n"));
 	assert_non_null(strstr(out.data, "7       build                demo                 3.5s      $0.2500\n"));
+	/* a narrow terminal: every line cut to its width, none wraps */
+	buf_reset(&out);
+	cli_top_render(&t, cli_parse_time("2026-12-06T14:00:03.500Z"), 30, 24, &out);
+	for (char *line = out.data, *nl; (nl = strchr(line, '\n')); line = nl + 1)
+		assert_true(nl - line <= 30);
+	assert_non_null(strstr(out.data, "orchfs top  pipeline paused  w\n"));
+	/* max_workers from its event */
+	cli_top_apply(&t, "{\"seq\":11,\"channel\":\"pipeline\",\"type\":\"pipeline.max_workers\","
+			  "\"data\":{\"from\":4,\"to\":9}}");
+	assert_int_equal(t.max_workers, 9);
+	assert_string_equal(t.pipeline, "paused");
 	buf_free(&out);
 	cli_top_free(&t);
 }

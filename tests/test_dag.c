@@ -216,7 +216,7 @@ static void test_remove_and_archive_track(void **state)
 	assert_non_null(arch);
 	cJSON *k0 = cJSON_GetArrayItem(cJSON_GetObjectItem(arch, "tracks"), 0);
 	assert_string_equal(cJSON_GetObjectItem(k0, "id")->valuestring, "k");
-	assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(k0, "tasks"), "blocked")->valueint, 1);
+	assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(k0, "tasks_by_status"), "blocked")->valueint, 1);
 	assert_int_equal(cJSON_GetObjectItem(k0, "task_count")->valueint, 3);
 	assert_non_null(cJSON_GetObjectItem(k0, "archived_at"));
 	cJSON_Delete(arch);

@@ -232,9 +232,10 @@ static bool alive(pid_t pid)
 	return paren && paren[1] == ' ' && paren[2] != 'Z';
 }
 
+/* (up to 10 s: a loaded machine running the sanitizers is slow to reap) */
 static bool dies(pid_t pid)
 {
-	for (int i = 0; alive(pid) && i < 1000; i++)
+	for (int i = 0; alive(pid) && i < 5000; i++)
 		usleep(2000);
 	return !alive(pid);
 }

@@ -95,6 +95,35 @@ EOF
 	printf '{"id": "x",' >"$T/broken.json"
 	run_cli run "$T/broken.json"
 	expect_eq "$via: a plan that is not JSON exits 3 (EINVAL)" "$RC" 3
+	: >"$T/empty.json"
+	run_cli run "$T/empty.json"
+	expect_eq "$via: an empty plan exits 3 (EINVAL)" "$RC" 3
+	# 4 KiB exactly: through the mount, applied at the first read, not at write(2)
+	{ printf '{"id": "pad%s", "title": "' "$round"; head -c 4096 /dev/zero | tr '\0' x; } | head -c 4095 >"$T/4k.json"
+	printf '"' >>"$T/4k.json"
+	expect_eq "$via: (the plan is 4096 bytes)" "$(wc -c <"$T/4k.json")" 4096
+	run_cli run "$T/4k.json"
+	expect_eq "$via: a bad plan of 4096 bytes exits 3 (EINVAL) too" "$RC" 3
+	# --wait ends when a kill leaves the rest blocked, and when the budget stops the track
+	cat >"$T/killed.json" <<PLAN
+{"id": "kd$round", "title": "killed", "tasks": [{"id": "kd$round-a", "command": "sleep 30"},
+  {"id": "kd$round-b", "command": "true", "deps": ["kd$round-a"]}]}
+PLAN
+	( sleep 1; "$ORCHFS" "${VIA[@]}" cancel "kd$round-a" ) &
+	canceller=$!
+	run_cli run "$T/killed.json" --wait
+	wait "$canceller"
+	expect_eq "$via: run --wait of a track whose task was cancelled exits 1" "$RC" 1
+	cat >"$T/budget.json" <<PLAN
+{"id": "bu$round", "title": "budget", "budget_usd": 0.5, "tasks": [
+  {"id": "bu$round-a", "command": "echo 'model=m1 in=1000000 out=0' > \"\$ORCHFS_MOUNT/mma/workers/\$ORCHFS_WORKER_ID/usage\""},
+  {"id": "bu$round-b", "command": "true", "deps": ["bu$round-a"]}]}
+PLAN
+	run_cli run "$T/budget.json" --wait
+	expect_eq "$via: run --wait of a track its budget stops exits 1" "$RC" 1
+	check "$via: ... saying over_budget" grep -q "bu$round: over_budget" <<<"$ERR"
+	run_cli tasks "bu$round"
+	check "$via: tasks says why a task waits (budget)" grep -q "^bu$round-b .* ready .* budget$" <<<"$OUT"
 
 	run_cli tracks
 	check "$via: tracks shows progress and cost against budget" \
@@ -128,7 +157,7 @@ EOF
 	run_cli events --json --channels dag
 	check "$via: events --json is the events' JSON lines" jq -se 'length > 0 and all(.[]; .channel == "dag" and (.seq | type) == "number")' <<<"$OUT"
 	seq=$(jq '.events.seq' "$M/system/telemetry.json")
-	timeout 5 "$ORCHFS" "${VIA[@]}" events -f --json --since "$seq" --channels workers >"$T/follow.out" &
+	timeout -k 1 5 "$ORCHFS" "${VIA[@]}" events -f --json --since "$seq" --channels workers >"$T/follow.out" &
 	fpid=$!
 	sleep 0.5
 	"$ORCHFS" "${VIA[@]}" spawn -- true >/dev/null
@@ -137,9 +166,17 @@ EOF
 	wait "$fpid" 2>/dev/null
 	run_cli events --since abc
 	expect_eq "$via: a bad --since is a usage error (2)" "$RC" 2
+	# a follower whose reader went away ends (SIGPIPE), as tail -f | head does
+	( sleep 1; "$ORCHFS" "${VIA[@]}" spawn -- true >/dev/null; "$ORCHFS" "${VIA[@]}" spawn -- true >/dev/null ) &
+	spawner=$!
+	OUT=$(timeout -k 1 10 "$ORCHFS" "${VIA[@]}" events -f --channels workers | head -1)
+	wait "$spawner"
+	check "$via: events -f | head -1 ends with its line" grep -q worker.spawned <<<"$OUT"
 done
 
 log "# --- finding the daemon ---"
+OUT=$("$ORCHFS" --mount "$T/nowhere" ps 2>&1) && RC=0 || RC=$?
+expect_eq "a mount point that is not there: exit 13" "$RC" 13
 mkdir -p "$T/empty"
 OUT=$("$ORCHFS" --mount "$T/empty" ps 2>&1) && RC=0 || RC=$?
 expect_eq "no daemon on the mount: exit 13" "$RC" 13
@@ -193,6 +230,9 @@ check "... and the tracks with their progress" \
 	eval "tmux -S '$sock' capture-pane -p | grep -q '^ok1 .*done .*\\[#*\\] 2/2'"
 "$ORCHFS" --mount "$M" pause >/dev/null
 wait_for "top shows the pipeline paused" 5 eval "tmux -S '$sock' capture-pane -p | grep -q 'pipeline paused'"
+echo 3 >"$M/mma/pipeline/max_workers"
+wait_for "top shows a new max_workers" 5 eval "tmux -S '$sock' capture-pane -p | grep -q 'workers 1/3'"
+check "no line is wider than the terminal" eval "tmux -S '$sock' capture-pane -p | awk 'length > 120 { bad = 1 } END { exit bad }'"
 "$ORCHFS" --mount "$M" kill "$(cat "$T/topw")" KILL
 wait_for "top drops the worker when it ends" 5 \
 	eval "! tmux -S '$sock' capture-pane -p | grep -q '^$(cat "$T/topw") '"
