@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/statfs.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #define FUSE_SUPER_MAGIC 0x65735546
@@ -184,6 +185,8 @@ int client_use_url(struct client *c, const char *url, const char *token, struct 
 		const char *close = memchr(h, ']', (size_t)(end - h));
 		if (!close)
 			return err_set(err, EINVAL, "%s: an unclosed [ in the address", url);
+		if (close + 1 != end && close[1] != ':')
+			return err_set(err, EINVAL, "%s: a URL is http://[V6ADDRESS]:PORT", url);
 		c->host = xstrndup(h + 1, (size_t)(close - h - 1));
 		colon = close[1] == ':' ? close + 1 : NULL;
 	} else {
@@ -314,6 +317,11 @@ static int http_connect(struct client *c, struct orch_err *err)
 		}
 	}
 	freeaddrinfo(res);
+	/* a daemon that stops answering is given up on (a stream waits for
+	 * events without it, once its head came) */
+	struct timeval patience = {.tv_sec = 30};
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
 	if (fd < 0)
 		return err_set(err, ENOTCONN, "no orchfs API at http://%s:%s: %s", c->host, c->port,
 			       strerror(why));
@@ -405,6 +413,7 @@ static int http_exchange(struct client *c, const char *method, const char *targe
 	int rc = http_begin(c, method, target, body, len, &k, err);
 	if (rc)
 		return rc;
+
 	struct buf got = BUF_INIT;
 	rc = http_rest(&k, &got);
 	close(k.fd);
@@ -503,6 +512,9 @@ int client_events(struct client *c, uint64_t since, const char *channels, struct
 		if (channels && *channels)
 			buf_printf(&target, "channels=%s", channels);
 		rc = http_begin(c, "GET", target.data, NULL, 0, &s->http, err);
+		struct timeval forever = {0};
+		if (!rc)
+			setsockopt(s->http.fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof forever);
 		if (!rc && s->http.status >= 300) {
 			struct buf got = BUF_INIT;
 			http_rest(&s->http, &got);

@@ -204,6 +204,7 @@ static void test_client_url_and_errors(void **state)
 	assert_int_equal(client_use_url(&c, "http://h:1/api", NULL, &err), -EINVAL);
 	assert_int_equal(client_use_url(&c, "http://h:x", NULL, &err), -EINVAL);
 	assert_int_equal(client_use_url(&c, "ftp://h", NULL, &err), -EINVAL);
+	assert_int_equal(client_use_url(&c, "http://[::1]x:80", NULL, &err), -EINVAL);
 
 	const char *obj = "{\"error\":{\"status\":409,\"errno\":\"ELOOP\",\"message\":\"a cycle\",\"path\":\"p\"}}";
 	assert_int_equal(client_error_of(obj, strlen(obj), 409, &err), -ELOOP);
