@@ -284,7 +284,9 @@ static int op_remove_track(struct batch *b, const char *id, bool archive, struct
 		a->archived_ms = time_now_ms();
 		a->budget_micro = k->budget_micro;
 		a->cost_micro = usage_set_cost(&k->usage, o->prices, o->nprices);
-		a->status = k->status;
+		/* k->status is settled only after the batch: a `skip` before
+		 * the archive in it may have finished k */
+		a->status = sched_track_status(o, k);
 		memcpy(a->counts, k->counts, sizeof a->counts);
 		a->ntasks = k->ntasks;
 		a->doc = store_archived_doc(k, a);

@@ -276,6 +276,31 @@ static void test_remove_while_worker_stops(void **state)
 	free(before);
 }
 
+/* The status archived is the one the batch made, though the track's own
+ * status settles only after it. */
+static void test_archive_status(void **state)
+{
+	struct fixture *f = *state;
+	struct orch *o = &f->o;
+	struct orch_err err = {0};
+	assert_int_equal(fixture_plan(o, CHAIN, &err), 0);
+	assert_int_equal(fixture_plan(o, "{\"id\":\"z\",\"tasks\":[{\"id\":\"z1\",\"command\":\"x\"},"
+				     "{\"id\":\"z2\",\"command\":\"x\",\"deps\":[\"z1\"]}]}", &err), 0);
+	assert_int_equal(track_find(o, "k")->status, TRACK_ACTIVE);
+	assert_int_equal(fixture_mutate(o, "skip t1; skip t2; skip t3; archive k", &err), 0);
+	assert_int_equal(archive_find(o, "k")->status, TRACK_DONE);
+	/* z1 failed, z2 waits on it and nothing else moves */
+	task_set_status(o, task_find(o, "z1"), TASK_FAILED);
+	sched_recompute(o);
+	assert_int_equal(track_find(o, "z")->status, TRACK_FAILED);
+	assert_int_equal(fixture_mutate(o, "retry z1; archive z", &err), 0);
+	assert_int_equal(archive_find(o, "z")->status, TRACK_ACTIVE);
+	struct buf doc = BUF_INIT;
+	render_archive(o, &doc);
+	assert_non_null(strstr(doc.data, "{\"id\":\"k\",\"title\":\"k\",\"status\":\"done\""));
+	buf_free(&doc);
+}
+
 static void test_status_ops(void **state)
 {
 	struct fixture *f = *state;
@@ -507,6 +532,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_status_ops, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_remove_and_archive_track, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_remove_while_worker_stops, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_archive_status, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_track_status, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_long_chain, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_incremental_model, fixture_setup, fixture_teardown),
