@@ -186,9 +186,10 @@ static bool checkpoint_due(struct store *s)
 	return __atomic_load_n(&s->checkpoint_due, __ATOMIC_ACQUIRE);
 }
 
-static void journal_reset_logged(struct store *s)
+/* Apart from journal_reset: a log write may be slow, and is never made
+ * under qlock (store_queue takes it with the model lock held). */
+static void journal_reset_log(struct store *s, int rc)
 {
-	int rc = journal_reset(s->journal);
 	if (rc)
 		log_error(s->log, "store: cannot start the journal afresh: %s", strerror(-rc));
 }
@@ -1089,9 +1090,11 @@ static bool apply_journaled(struct store *s)
 	s->applied = tail->ticket;
 	pthread_cond_broadcast(&s->qdone);
 	/* a journal writer takes qlock to start: none can begin meanwhile */
+	int reset_rc = 0;
 	if (!s->ahead && !s->writing && journal_bytes(s->journal) >= STORE_JOURNAL_RESET)
-		journal_reset_logged(s);
+		reset_rc = journal_reset(s->journal);
 	pthread_mutex_unlock(&s->qlock);
+	journal_reset_log(s, reset_rc);
 	for (struct commit *c = batch, *next; c; c = next) {
 		next = c->next;
 		commit_free(c);
@@ -1209,7 +1212,7 @@ void store_close(struct store *s)
 		pthread_join(s->thread, NULL);
 		s->running = false;
 		if (!s->qhead && !s->ahead && journal_bytes(s->journal))
-			journal_reset_logged(s);   /* all of it is in SQLite */
+			journal_reset_log(s, journal_reset(s->journal));   /* all of it is in SQLite */
 	}
 	for (struct commit *c = s->ahead, *next; c; c = next) {
 		next = c->next;
