@@ -453,6 +453,20 @@ static int64_t doc_i64(const cJSON *d, const char *key, int64_t fallback)
 		       ? v : fallback;
 }
 
+/* A status or kind stored as its number: one out of [min, max] (a damaged
+ * or a newer daemon's row) is taken as fallback, with a warning, so it is
+ * never used as an index into a table of names. */
+static int doc_enum(struct store *s, const cJSON *d, const char *key, int min, int max,
+		    int fallback, const char *fallback_name, const char *what, const char *id)
+{
+	int64_t v = doc_i64(d, key, fallback);
+	if (v >= min && v <= max)
+		return (int)v;
+	log_warn(s->log, "store: %s %s: stored %s %lld is not known; taken as %s", what, id, key,
+		 (long long)v, fallback_name);
+	return fallback;
+}
+
 static char *doc_str(const cJSON *d, const char *key)
 {
 	const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(d, key));
@@ -1363,7 +1377,8 @@ static int load_tracks(struct store *s, struct orch *o)
 			a->archived_ms = doc_i64(d, "archived", 0);
 			a->budget_micro = doc_i64(d, "budget", -1);
 			a->cost_micro = doc_i64(d, "cost", 0);
-			a->status = (enum track_status)doc_i64(d, "status", TRACK_ACTIVE);
+			a->status = (enum track_status)doc_enum(s, d, "status", 0, TRACK_OVER_BUDGET,
+								TRACK_ACTIVE, "active", "track", id);
 			a->ntasks = (size_t)doc_i64(d, "ntasks", 0);
 			const cJSON *c = cJSON_GetObjectItemCaseSensitive(d, "counts");
 			for (int i = 0; i <= TASK_HELD && i < cJSON_GetArraySize(c); i++)
@@ -1374,7 +1389,8 @@ static int load_tracks(struct store *s, struct orch *o)
 			char *title = doc_str(d, "title");
 			struct track *k = track_new(o, id, title, doc_i64(d, "budget", -1));
 			free(title);
-			k->status = (enum track_status)doc_i64(d, "status", TRACK_ACTIVE);
+			k->status = (enum track_status)doc_enum(s, d, "status", 0, TRACK_OVER_BUDGET,
+								TRACK_ACTIVE, "active", "track", id);
 			k->created_ms = doc_i64(d, "created", 0);
 			doc_usage(d, &k->usage);
 		}
@@ -1421,10 +1437,12 @@ static int load_tasks(struct store *s, struct orch *o)
 		t->retries_initial = (int)doc_i64(d, "retries_initial", 0);
 		t->timeout_s = (int)doc_i64(d, "timeout_s", 0);
 		t->priority = (int)doc_i64(d, "priority", 0);
-		t->runner = (enum runner_kind)doc_i64(d, "runner", RUNNER_DEFAULT);
+		t->runner = (enum runner_kind)doc_enum(s, d, "runner", 0, RUNNER_SLURM, RUNNER_DEFAULT,
+						       "the default", "task", id);
 		t->slurm = doc_strv(d, "slurm", &t->nslurm);
 		t->order = (uint64_t)doc_i64(d, "order", 0);
-		t->status = (enum task_status)doc_i64(d, "status", TASK_BLOCKED);
+		t->status = (enum task_status)doc_enum(s, d, "status", 0, TASK_HELD, TASK_BLOCKED,
+						       "blocked", "task", id);
 		t->created_ms = doc_i64(d, "created", 0);
 		const cJSON *w;
 		cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(d, "workers")) {
@@ -1478,7 +1496,10 @@ static int load_workers(struct store *s, struct orch *o)
 		}
 		struct worker *w = xcalloc(1, sizeof *w);
 		w->id = id;
-		w->status = (enum worker_status)doc_i64(d, "status", WORKER_LOST);
+		char wid[24];
+		snprintf(wid, sizeof wid, "%d", id);
+		w->status = (enum worker_status)doc_enum(s, d, "status", 0, WORKER_LOST, WORKER_LOST,
+							 "lost", "worker", wid);
 		copy_id(w->task_id, d, "task");
 		copy_id(w->track_id, d, "track");
 		w->command = doc_str(d, "command");
@@ -1490,7 +1511,8 @@ static int load_workers(struct store *s, struct orch *o)
 		w->model = doc_str(d, "model");
 		w->env = doc_strv(d, "env", &w->nenv);
 		w->pid = (pid_t)doc_i64(d, "pid", 0);
-		w->runner = (enum runner_kind)doc_i64(d, "runner", RUNNER_LOCAL);
+		w->runner = (enum runner_kind)doc_enum(s, d, "runner", RUNNER_LOCAL, RUNNER_SLURM,
+						       RUNNER_LOCAL, "local", "worker", wid);
 		w->runner_ref = doc_str(d, "ref");
 		w->cpu_us = doc_i64(d, "cpu_us", -1);
 		w->memory_peak = doc_i64(d, "memory_peak", -1);
