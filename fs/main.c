@@ -312,16 +312,9 @@ int main(int argc, char **argv)
 	}
 	cfg.mount = xstrdup(real);
 
-	/* Problems with the state directory are reported here, before the daemon
-	 * detaches; the store is opened for real after the fork (an SQLite
-	 * connection must not cross one). */
-	if (state_dir_check(cfg.state_dir, &err)) {
-		fprintf(stderr, "orchfs: %s\n", err.message);
-		options_free(&cfg, &api);
-		return 1;
-	}
 	/* A second orchfs on a live one's mount would hide it, or get a bare
-	 * FUSE error: say whose it is instead. */
+	 * FUSE error: say whose it is instead, before its state directory (and
+	 * store) is made for nothing. */
 	pid_t holder;
 	char holder_dir[PATH_MAX];
 	if (daemon_serving(cfg.mount, &holder, holder_dir, sizeof holder_dir)) {
@@ -331,6 +324,14 @@ int main(int argc, char **argv)
 		else
 			fprintf(stderr, "orchfs: %s is served by another orchfs; stop it with: "
 				"fusermount3 -u %s\n", cfg.mount, cfg.mount);
+		options_free(&cfg, &api);
+		return 1;
+	}
+	/* Problems with the state directory are reported here, before the daemon
+	 * detaches; the store is opened for real after the fork (an SQLite
+	 * connection must not cross one). */
+	if (state_dir_check(cfg.state_dir, &err)) {
+		fprintf(stderr, "orchfs: %s\n", err.message);
 		options_free(&cfg, &api);
 		return 1;
 	}
