@@ -129,10 +129,8 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 		p->method = M_GET;
 	else if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0)
 		p->method = M_POST;
-#if defined(LWS_WITH_HTTP_UNCOMMON_HEADERS)
-	else if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI) > 0)
+	else if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI) > 0)   /* meson checks lws has it */
 		p->method = M_OPTIONS;
-#endif
 	snprintf(p->path, sizeof p->path, "%s", strncmp(uri, "/api/", 5) == 0 ? uri + 5 : uri);
 	api_cors_origin(a, wsi, p->cors, sizeof p->cors);
 	if (p->method == M_OPTIONS) {

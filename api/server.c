@@ -156,6 +156,16 @@ static struct req_site site_of(struct api *a, const struct api_listen *listener)
 	};
 }
 
+/* Who was refused and why; never what they sent as a token. */
+static void log_refused(struct api *a, struct lws *wsi, const struct api_listen *listener,
+			int status, const char *why)
+{
+	char peer[64] = "";
+	lws_get_peer_simple(wsi, peer, sizeof peer);
+	orch_log(a->o, ORCH_LOG_WARN, "%s: refused %d to %s: %s",
+		 listener == &a->cfg.http ? "http" : "ws", status, peer[0] ? peer : "?", why);
+}
+
 int api_preflight(struct api *a, struct lws *wsi, char *why, size_t whysize)
 {
 	struct req_site site = site_of(a, &a->cfg.http);
@@ -166,7 +176,10 @@ int api_preflight(struct api *a, struct lws *wsi, char *why, size_t whysize)
 	int status = req_preflight(&site, &h, why, whysize);
 	free((char *)h.host);
 	free((char *)h.origin);
-	return status == 204 ? 0 : status;
+	if (status == 204)
+		return 0;
+	log_refused(a, wsi, &a->cfg.http, status, why);
+	return status;
 }
 
 void api_cors_origin(struct api *a, struct lws *wsi, char *out, size_t size)
@@ -193,13 +206,8 @@ int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener,
 		.token_arg = lws_get_urlarg_by_name(wsi, "token=", tok, sizeof tok),
 	};
 	int refuse = req_admit(&site, &h, worker, why, whysize);
-	if (refuse) {
-		/* who was refused and why; never what they sent as a token */
-		char peer[64] = "";
-		lws_get_peer_simple(wsi, peer, sizeof peer);
-		orch_log(a->o, ORCH_LOG_WARN, "%s: refused %d to %s: %s",
-			 listener == &a->cfg.http ? "http" : "ws", refuse, peer[0] ? peer : "?", why);
-	}
+	if (refuse)
+		log_refused(a, wsi, listener, refuse, why);
 	free((char *)h.host);
 	free((char *)h.origin);
 	free((char *)h.authorization);

@@ -1,6 +1,6 @@
 /* daemon_info: how a running daemon is found from its state directory
  * (README, "The daemon"; `orchfs status` reads the same file):
- *   STATE_DIR/orchfs.pid    "PID\n", from the fork on
+ *   STATE_DIR/orchfs.pid    "PID\n", once it holds the directory (after orch_init)
  *   STATE_DIR/daemon.json   {"pid":N,"mount":...,"http":...}, once it serves
  * and how a second daemon says who holds what it wanted. */
 #ifndef ORCHFS_DAEMON_INFO_H

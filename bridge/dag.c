@@ -36,7 +36,8 @@ struct batch {
 		cJSON *data;
 	} *events;                 /* published on commit */
 	size_t nevents;
-	struct task **cancel;      /* tasks whose running worker is killed on commit */
+	/* workers killed on commit, by id: the batch may free their tasks */
+	int *cancel;
 	size_t ncancel;
 };
 
@@ -189,12 +190,38 @@ static int op_add_task(struct batch *b, const struct task_spec *s, const char *t
 	return 0;
 }
 
+/* The task's newest worker while it still runs, whatever the task's status
+ * says (a cancelled task is killed at once, its worker only stopping): a
+ * task must outlive its worker, which ends into it. NULL: none runs. */
+static struct worker *task_live_worker(struct orch *o, const struct task *t)
+{
+	struct worker *w = t->nworkers ? worker_find(o, t->workers[t->nworkers - 1]) : NULL;
+	return w && w->status == WORKER_RUNNING ? w : NULL;
+}
+
+/* EBUSY while t runs or its worker is still stopping; what names the
+ * refused change ("task t1", "cannot archive track k: its task t1"). */
+static int refuse_live(struct orch *o, const struct task *t, const char *what,
+		       struct orch_err *err)
+{
+	struct worker *w = task_live_worker(o, t);
+	if (t->status == TASK_RUNNING)
+		return err_set(err, EBUSY, "%s is running (worker %d); cancel it first", what,
+			       w ? w->id : t->nworkers ? t->workers[t->nworkers - 1] : 0);
+	if (w)
+		return err_set(err, EBUSY, "%s is %s but its worker %d is still stopping; "
+			       "try again once it has ended", what, task_status_name(t->status), w->id);
+	return 0;
+}
+
 static int op_remove_task(struct batch *b, struct task *t, struct orch_err *err)
 {
 	struct orch *o = b->o;
-	if (t->status == TASK_RUNNING)
-		return err_set(err, EBUSY, "task %s is running (worker %d); cancel it first", t->id,
-			       t->nworkers ? t->workers[t->nworkers - 1] : 0);
+	char what[ID_MAX + 16];
+	snprintf(what, sizeof what, "task %s", t->id);
+	int rc = refuse_live(o, t, what, err);
+	if (rc)
+		return rc;
 	if (t->nrdeps) {
 		/* the oldest first, as they were added */
 		struct task *first[4];
@@ -235,11 +262,11 @@ static int op_remove_track(struct batch *b, const char *id, bool archive, struct
 			       ? err_set(err, ENOENT, "track \"%s\" is archived already", id)
 			       : err_set(err, ENOENT, "no track \"%s\"", id);
 	for (struct task *t = k->first; t; t = t->tnext) {
-		if (t->status == TASK_RUNNING)
-			return err_set(err, EBUSY,
-				       "cannot %s track %s: its task %s is running (worker %d); "
-				       "cancel it first", verb, k->id, t->id,
-				       t->nworkers ? t->workers[t->nworkers - 1] : 0);
+		char what[2 * ID_MAX + 48];
+		snprintf(what, sizeof what, "cannot %s track %s: its task %s", verb, k->id, t->id);
+		int rc = refuse_live(o, t, what, err);
+		if (rc)
+			return rc;
 		for (size_t i = 0; i < t->nrdeps; i++)
 			if (t->rdeps[i]->track != k)
 				return err_set(err, EBUSY,
@@ -257,7 +284,9 @@ static int op_remove_track(struct batch *b, const char *id, bool archive, struct
 		a->archived_ms = time_now_ms();
 		a->budget_micro = k->budget_micro;
 		a->cost_micro = usage_set_cost(&k->usage, o->prices, o->nprices);
-		a->status = k->status;
+		/* k->status is settled only after the batch: a `skip` before
+		 * the archive in it may have finished k */
+		a->status = sched_track_status(o, k);
 		memcpy(a->counts, k->counts, sizeof a->counts);
 		a->ntasks = k->ntasks;
 		a->doc = store_archived_doc(k, a);
@@ -345,9 +374,9 @@ static int op_status(struct batch *b, const struct dag_op *op, struct task *t,
 		if (s != TASK_BLOCKED && s != TASK_READY && s != TASK_HELD && s != TASK_RUNNING)
 			return err_set(err, EBUSY, "task %s is %s; there is nothing to cancel", t->id,
 				       task_status_name(s));
-		if (s == TASK_RUNNING) {
+		if (s == TASK_RUNNING && t->nworkers) {
 			b->cancel = xrealloc(b->cancel, (b->ncancel + 1) * sizeof *b->cancel);
-			b->cancel[b->ncancel++] = t;
+			b->cancel[b->ncancel++] = t->workers[t->nworkers - 1];
 		}
 		set_status(b, t, TASK_KILLED);
 		return 0;
@@ -438,8 +467,7 @@ static void batch_commit(struct batch *b)
 		b->events[i].data = NULL;
 	}
 	for (size_t i = 0; i < b->ncancel; i++) {
-		struct task *t = b->cancel[i];
-		struct worker *w = t->nworkers ? worker_find(o, t->workers[t->nworkers - 1]) : NULL;
+		struct worker *w = worker_find(o, b->cancel[i]);
 		if (w && w->status == WORKER_RUNNING)
 			sched_kill(o, w, SIGTERM, -1, NULL);
 	}

@@ -132,9 +132,11 @@ static void task_head(struct buf *b, const struct task *t)
 	jw_str(b, task_status_name(t->status));
 }
 
+/* For a message: "$" and the number as the documents write it. */
 static void usd_text(struct buf *b, int64_t micro)
 {
-	buf_printf(b, "$%lld.%06lld", (long long)(micro / 1000000), (long long)(micro % 1000000));
+	buf_putc(b, '$');
+	jw_usd(b, micro);
 }
 
 /* Why a task that is not running, nor over, does not start: its "waiting"

@@ -48,7 +48,8 @@ void render_task(struct orch *o, const struct task *t, unsigned with, struct buf
 void render_track(struct orch *o, const struct track *k, bool with_tasks, struct buf *out);
 void render_pipeline(const struct orch *o, struct buf *out);
 /* mma/archive.json: {"tracks":[{"id","title","status","budget_usd","cost_usd",
- * "created_at","archived_at","tasks":{STATUS:N,...},"task_count"}]} */
+ * "created_at","archived_at","tasks_by_status":{STATUS:N,...},"task_count"}]}, the
+ * counts as tracks.json has them */
 void render_archive(const struct orch *o, struct buf *out);
 /* Lock held. A cluster per track: it is small next to the JSON documents. */
 void render_dag_dot(struct orch *o, struct buf *out);

@@ -87,6 +87,11 @@ static enum track_status track_compute(struct orch *o, struct track *k, unsigned
 	return TRACK_FAILED;
 }
 
+enum track_status sched_track_status(struct orch *o, struct track *k)
+{
+	return track_compute(o, k, ++o->visit_gen);
+}
+
 void sched_recompute(struct orch *o)
 {
 	/* Settling one task may mark others (never itself again): loop until quiet. */

@@ -10,6 +10,9 @@
 
 /* Readiness of blocked/ready tasks and every track's status; publishes changes. */
 void sched_recompute(struct orch *o);
+/* What sched_recompute would make k's status now, without setting it or
+ * publishing anything: for a batch that is not committed yet. */
+enum track_status sched_track_status(struct orch *o, struct track *k);
 /* Starts a worker for a spawn command (task NULL) or for task t, running
  * command (NULL: the task's or the request's). orch.lock is released while
  * the process starts (the worker is `running` with no pid meanwhile), and

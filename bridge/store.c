@@ -186,9 +186,10 @@ static bool checkpoint_due(struct store *s)
 	return __atomic_load_n(&s->checkpoint_due, __ATOMIC_ACQUIRE);
 }
 
-static void journal_reset_logged(struct store *s)
+/* Apart from journal_reset: a log write may be slow, and is never made
+ * under qlock (store_queue takes it with the model lock held). */
+static void journal_reset_log(struct store *s, int rc)
 {
-	int rc = journal_reset(s->journal);
 	if (rc)
 		log_error(s->log, "store: cannot start the journal afresh: %s", strerror(-rc));
 }
@@ -450,6 +451,20 @@ static int64_t doc_i64(const cJSON *d, const char *key, int64_t fallback)
 	int64_t v;
 	return json_int(cJSON_GetObjectItemCaseSensitive(d, key), INT64_MIN / 2, INT64_MAX / 2, &v)
 		       ? v : fallback;
+}
+
+/* A status or kind stored as its number: one out of [min, max] (a damaged
+ * or a newer daemon's row) is taken as fallback, with a warning, so it is
+ * never used as an index into a table of names. */
+static int doc_enum(struct store *s, const cJSON *d, const char *key, int min, int max,
+		    int fallback, const char *fallback_name, const char *what, const char *id)
+{
+	int64_t v = doc_i64(d, key, fallback);
+	if (v >= min && v <= max)
+		return (int)v;
+	log_warn(s->log, "store: %s %s: stored %s %lld is not known; taken as %s", what, id, key,
+		 (long long)v, fallback_name);
+	return fallback;
 }
 
 static char *doc_str(const cJSON *d, const char *key)
@@ -1089,9 +1104,11 @@ static bool apply_journaled(struct store *s)
 	s->applied = tail->ticket;
 	pthread_cond_broadcast(&s->qdone);
 	/* a journal writer takes qlock to start: none can begin meanwhile */
+	int reset_rc = 0;
 	if (!s->ahead && !s->writing && journal_bytes(s->journal) >= STORE_JOURNAL_RESET)
-		journal_reset_logged(s);
+		reset_rc = journal_reset(s->journal);
 	pthread_mutex_unlock(&s->qlock);
+	journal_reset_log(s, reset_rc);
 	for (struct commit *c = batch, *next; c; c = next) {
 		next = c->next;
 		commit_free(c);
@@ -1209,7 +1226,7 @@ void store_close(struct store *s)
 		pthread_join(s->thread, NULL);
 		s->running = false;
 		if (!s->qhead && !s->ahead && journal_bytes(s->journal))
-			journal_reset_logged(s);   /* all of it is in SQLite */
+			journal_reset_log(s, journal_reset(s->journal));   /* all of it is in SQLite */
 	}
 	for (struct commit *c = s->ahead, *next; c; c = next) {
 		next = c->next;
@@ -1360,7 +1377,8 @@ static int load_tracks(struct store *s, struct orch *o)
 			a->archived_ms = doc_i64(d, "archived", 0);
 			a->budget_micro = doc_i64(d, "budget", -1);
 			a->cost_micro = doc_i64(d, "cost", 0);
-			a->status = (enum track_status)doc_i64(d, "status", TRACK_ACTIVE);
+			a->status = (enum track_status)doc_enum(s, d, "status", 0, TRACK_OVER_BUDGET,
+								TRACK_ACTIVE, "active", "track", id);
 			a->ntasks = (size_t)doc_i64(d, "ntasks", 0);
 			const cJSON *c = cJSON_GetObjectItemCaseSensitive(d, "counts");
 			for (int i = 0; i <= TASK_HELD && i < cJSON_GetArraySize(c); i++)
@@ -1371,7 +1389,8 @@ static int load_tracks(struct store *s, struct orch *o)
 			char *title = doc_str(d, "title");
 			struct track *k = track_new(o, id, title, doc_i64(d, "budget", -1));
 			free(title);
-			k->status = (enum track_status)doc_i64(d, "status", TRACK_ACTIVE);
+			k->status = (enum track_status)doc_enum(s, d, "status", 0, TRACK_OVER_BUDGET,
+								TRACK_ACTIVE, "active", "track", id);
 			k->created_ms = doc_i64(d, "created", 0);
 			doc_usage(d, &k->usage);
 		}
@@ -1418,10 +1437,12 @@ static int load_tasks(struct store *s, struct orch *o)
 		t->retries_initial = (int)doc_i64(d, "retries_initial", 0);
 		t->timeout_s = (int)doc_i64(d, "timeout_s", 0);
 		t->priority = (int)doc_i64(d, "priority", 0);
-		t->runner = (enum runner_kind)doc_i64(d, "runner", RUNNER_DEFAULT);
+		t->runner = (enum runner_kind)doc_enum(s, d, "runner", 0, RUNNER_SLURM, RUNNER_DEFAULT,
+						       "the default", "task", id);
 		t->slurm = doc_strv(d, "slurm", &t->nslurm);
 		t->order = (uint64_t)doc_i64(d, "order", 0);
-		t->status = (enum task_status)doc_i64(d, "status", TASK_BLOCKED);
+		t->status = (enum task_status)doc_enum(s, d, "status", 0, TASK_HELD, TASK_BLOCKED,
+						       "blocked", "task", id);
 		t->created_ms = doc_i64(d, "created", 0);
 		const cJSON *w;
 		cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(d, "workers")) {
@@ -1475,7 +1496,10 @@ static int load_workers(struct store *s, struct orch *o)
 		}
 		struct worker *w = xcalloc(1, sizeof *w);
 		w->id = id;
-		w->status = (enum worker_status)doc_i64(d, "status", WORKER_LOST);
+		char wid[24];
+		snprintf(wid, sizeof wid, "%d", id);
+		w->status = (enum worker_status)doc_enum(s, d, "status", 0, WORKER_LOST, WORKER_LOST,
+							 "lost", "worker", wid);
 		copy_id(w->task_id, d, "task");
 		copy_id(w->track_id, d, "track");
 		w->command = doc_str(d, "command");
@@ -1487,7 +1511,8 @@ static int load_workers(struct store *s, struct orch *o)
 		w->model = doc_str(d, "model");
 		w->env = doc_strv(d, "env", &w->nenv);
 		w->pid = (pid_t)doc_i64(d, "pid", 0);
-		w->runner = (enum runner_kind)doc_i64(d, "runner", RUNNER_LOCAL);
+		w->runner = (enum runner_kind)doc_enum(s, d, "runner", RUNNER_LOCAL, RUNNER_SLURM,
+						       RUNNER_LOCAL, "local", "worker", wid);
 		w->runner_ref = doc_str(d, "ref");
 		w->cpu_us = doc_i64(d, "cpu_us", -1);
 		w->memory_peak = doc_i64(d, "memory_peak", -1);

@@ -6,6 +6,7 @@
 # the plan's commands (sh contrib/workers/...) resolve in both.
 #   contrib/demo.sh                  # then: cat ~/orchfs/mma/pipeline/status
 #   contrib/demo.sh --reset          # stop it, forget its state, start afresh
+#                                    # (only a state directory the demo made)
 #   contrib/demo.sh --state-dir /var/tmp/demo --http off --ws off
 #   fusermount3 -u ~/orchfs          # stops it
 # Environment: ORCHFS_MOUNT (the mount, default ~/orchfs), ORCHFS (the daemon).
@@ -20,8 +21,11 @@ Mounts orchfs on \$ORCHFS_MOUNT (default ~/orchfs) and loads the demo plan.
   --http ADDR:PORT|off   the HTTP/SSE listener (default 127.0.0.1:8999)
   --ws ADDR:PORT|off     the WebSocket listener (default 127.0.0.1:9000)
   --reset                stop the daemon on the mount, remove the state
-                         directory (only an orchfs one: holding orchfs.db or
-                         orchfs.journal) and start the demo afresh
+                         directory and start the demo afresh; only a state
+                         directory the demo made (it holds the file \`demo',
+                         written when the demo starts orchfs on a directory
+                         that did not exist or was empty), never one orchfs
+                         was run on for real
   -h, --help             this text
 Environment: ORCHFS_MOUNT (the mount point), ORCHFS (the daemon's binary).
 EOF
@@ -116,8 +120,15 @@ state_free() {
 	flock -n "$STATE_SHOWN/orchfs.lock" true
 }
 
+# What marks a state directory as the demo's own, for --reset: written
+# only when the demo's daemon started on one that was not there (or empty).
+MARK=$STATE_SHOWN/demo
+
 heal_stale
 if [ "$RESET" -eq 1 ]; then
+	# before anything is stopped: a directory that is not the demo's is left as it is
+	[ ! -d "$STATE_SHOWN" ] || [ -e "$MARK" ] ||
+		die "$STATE_SHOWN was not made by the demo (it has no file $MARK): not removed, nothing stopped; remove it yourself if you mean to, or pick another with --state-dir"
 	if mountpoint -q "$MNT"; then
 		pid=$(daemon_pid || true)
 		echo "demo: stopping the orchfs on $MNT${pid:+ (pid $pid)}"
@@ -131,8 +142,6 @@ if [ "$RESET" -eq 1 ]; then
 		done
 	fi
 	if [ -d "$STATE_SHOWN" ]; then
-		[ -e "$STATE_SHOWN/orchfs.db" ] || [ -e "$STATE_SHOWN/orchfs.journal" ] ||
-			die "$STATE_SHOWN holds no orchfs.db or orchfs.journal: not an orchfs state directory, so not removed"
 		state_free || die "$STATE_SHOWN is in use by another orchfs (not the one on $MNT): stop it first"
 		echo "demo: removing the state directory $STATE_SHOWN"
 		rm -rf "$STATE_SHOWN"
@@ -143,6 +152,9 @@ mkdir -p "$MNT"
 if mountpoint -q "$MNT"; then
 	die "$MNT is already mounted; unmount it first (fusermount3 -u $MNT), or start afresh: $SELF --reset"
 fi
+# a state directory that is not there yet, or empty, is the demo's to make
+FRESH=1
+[ ! -d "$STATE_SHOWN" ] || [ -z "$(ls -A "$STATE_SHOWN" 2>/dev/null)" ] || FRESH=0
 cd "$TOP"
 set -- --pricing contrib/pricing.json
 [ -z "$STATE" ] || set -- "$@" --state-dir "$STATE"
@@ -155,6 +167,10 @@ until [ -r "$MNT/mma/pipeline/status" ]; do
 	[ "$i" -lt 50 ] || die "orchfs did not come up on $MNT"
 	sleep 0.1
 done
+# the daemon made the directory (0700) and its store: the store is the demo's
+if [ "$FRESH" -eq 1 ]; then
+	echo "made by contrib/demo.sh, whose --reset removes only a state directory holding this file" >"$MARK"
+fi
 # flaky.sh's mark of a first attempt, from an earlier demo
 rm -f "${TMPDIR:-/tmp}/orchfs-flaky-$(id -u)-demo-flaky-check" 2>/dev/null || true
 if [ -e "$MNT/mma/tracks/demo" ]; then

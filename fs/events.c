@@ -172,44 +172,55 @@ static void stream_commit(struct stream_hub *hub, struct fs_stream *s, const str
 	__atomic_add_fetch(&hub->bytes, n, __ATOMIC_RELAXED);
 }
 
-static void stream_range_error(struct stream_hub *hub, uint64_t after, uint64_t oldest)
+/* A read whose cursor fell out of the history: what its error says. It is
+ * recorded (last_error, the daemon's log) and answered with none of our
+ * locks held, as a slow log write would otherwise stall every reader; the
+ * request is then the caller's alone (not parked, so no interrupt answers it). */
+struct range_reply {
+	fuse_req_t req;
+	uint64_t after, oldest;
+};
+
+static void stream_range_reply(struct stream_hub *hub, const struct range_reply *r)
 {
 	char msg[256];
-	events_too_old(after, oldest, msg, sizeof msg);
+	events_too_old(r->after, r->oldest, msg, sizeof msg);
 	struct buf scratch = BUF_INIT;
 	node_write_error(hub->o, STREAM_PATH, ERANGE, msg, &scratch);
 	buf_free(&scratch);
+	fuse_reply_err(r->req, ERANGE);
 }
 
-/* With s->lock held: answers req if there is anything to say. Returns true
- * when req was answered (data or an error), false when it should wait. */
-static bool stream_try_reply(struct stream_hub *hub, struct fs_stream *s, fuse_req_t req,
-			     size_t size, struct buf *out)
+enum try_reply { TRY_WAIT, TRY_ANSWERED, TRY_RANGE };
+
+/* With s->lock held: answers req if there is anything to say. TRY_RANGE:
+ * the caller answers it, once unlocked, with stream_range_reply(range). */
+static enum try_reply stream_try_reply(struct stream_hub *hub, struct fs_stream *s, fuse_req_t req,
+				       size_t size, struct buf *out, struct range_reply *range)
 {
 	struct stream_next nx;
 	uint64_t oldest = 0;
 	buf_reset(out);
 	int rc = stream_fill(hub, s, size, out, &nx, &oldest);
 	if (rc == -ERANGE) {
-		stream_range_error(hub, s->cursor, oldest);
-		fuse_reply_err(req, ERANGE);
-		return true;
+		*range = (struct range_reply){.req = req, .after = s->cursor, .oldest = oldest};
+		return TRY_RANGE;
 	}
 	if (rc) {
 		fuse_reply_err(req, -rc);
-		return true;
+		return TRY_ANSWERED;
 	}
 	if (!out->len) {
 		/* Events the filter passed over cost nothing to skip again, but
 		 * rescanning them on every wake would: move past them. */
 		s->cursor = nx.cursor;
-		return false;
+		return TRY_WAIT;
 	}
 	size_t n = out->len < size ? out->len : size;
 	/* A failed reply (the request is gone) leaves the reader as it was. */
 	if (fuse_reply_buf(req, out->data, n) == 0)
 		stream_commit(hub, s, &nx, out, n);
-	return true;
+	return TRY_ANSWERED;
 }
 
 /* libfuse calls this with req's lock held, possibly from inside
@@ -259,16 +270,29 @@ static void hub_build_frame(struct stream_hub *hub)
 /* Offers every parked read what has come since its cursor. */
 static void hub_pass(struct stream_hub *hub, struct buf *scratch)
 {
+	struct range_reply *ranges = NULL;
+	size_t nranges = 0;
 	pthread_mutex_lock(&hub->lock);
 	for (struct fs_stream *s = hub->readers; s; s = s->next) {
 		pthread_mutex_lock(&s->lock);
-		if (s->parked && stream_try_reply(hub, s, s->parked, s->parked_size, scratch)) {
+		struct range_reply r;
+		enum try_reply t = s->parked ? stream_try_reply(hub, s, s->parked, s->parked_size,
+								 scratch, &r)
+					     : TRY_WAIT;
+		if (t != TRY_WAIT) {
 			s->parked = NULL;
 			hub_add(&hub->nparked, -1);
+		}
+		if (t == TRY_RANGE) {
+			ranges = xrealloc(ranges, (nranges + 1) * sizeof *ranges);
+			ranges[nranges++] = r;
 		}
 		pthread_mutex_unlock(&s->lock);
 	}
 	pthread_mutex_unlock(&hub->lock);
+	for (size_t i = 0; i < nranges; i++)
+		stream_range_reply(hub, &ranges[i]);
+	free(ranges);
 }
 
 static void *hub_pump(void *arg)
@@ -512,9 +536,10 @@ int stream_write(struct stream_hub *hub, struct fs_stream *s, const char *data, 
 void stream_read(struct stream_hub *hub, struct fs_stream *s, fuse_req_t req, size_t size)
 {
 	struct buf out = BUF_INIT;
+	struct range_reply range;
 	pthread_mutex_lock(&s->lock);
 	s->started = true;
-	bool answered = true;
+	enum try_reply t = TRY_ANSWERED;
 	if (s->error.len) {
 		size_t n = s->error.len - s->error_off;
 		n = n < size ? n : size;
@@ -525,10 +550,12 @@ void stream_read(struct stream_hub *hub, struct fs_stream *s, fuse_req_t req, si
 	} else if (s->parked) {
 		fuse_reply_err(req, EBUSY);   /* one waiting read per reader */
 	} else {
-		answered = stream_try_reply(hub, s, req, size, &out);
+		t = stream_try_reply(hub, s, req, size, &out, &range);
 	}
 	pthread_mutex_unlock(&s->lock);
-	if (answered) {
+	if (t != TRY_WAIT) {
+		if (t == TRY_RANGE)
+			stream_range_reply(hub, &range);
 		buf_free(&out);
 		return;
 	}
@@ -543,12 +570,14 @@ void stream_read(struct stream_hub *hub, struct fs_stream *s, fuse_req_t req, si
 		fuse_reply_err(req, EINTR);
 	else if (s->parked)
 		fuse_reply_err(req, EBUSY);
-	else if (!stream_try_reply(hub, s, req, size, &out)) {
+	else if ((t = stream_try_reply(hub, s, req, size, &out, &range)) == TRY_WAIT) {
 		s->parked = req;
 		s->parked_size = size;
 		hub_add(&hub->nparked, 1);
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (t == TRY_RANGE)
+		stream_range_reply(hub, &range);
 	buf_free(&out);
 }
 

@@ -99,18 +99,31 @@ static void clean_stale_mount(const char *mountpoint)
 		waitpid(pid, NULL, 0);
 }
 
+/* SCHEME://ADDR:PORT of a listener, an IPv6 address in brackets. */
+static char *listen_url(const char *scheme, const struct api_listen *l)
+{
+	struct buf u = BUF_INIT;
+	bool v6 = strchr(l->addr, ':') != NULL;
+	buf_printf(&u, "%s://%s%s%s:%d", scheme, v6 ? "[" : "", l->addr, v6 ? "]" : "", l->port);
+	return buf_steal(&u);
+}
+
 /* Opens the store once to report a locked, corrupt or unwritable state
- * directory while the user can still see the message. */
-static int state_dir_check(const char *dir, struct orch_err *err)
+ * directory while the user can still see the message. A directory open to
+ * others is told on stderr here only when the log is a file: with -f the
+ * log is stderr, and orch_init logs it there already. */
+static int state_dir_check(const char *dir, bool log_is_stderr, struct orch_err *err)
 {
 	int rc = orch_mkdir_p(dir);
 	if (rc)
 		return err_set(err, -rc, "cannot create the state directory %s: %s", dir, strerror(-rc));
-	struct buf warning = BUF_INIT;
-	store_check_mode(dir, &warning);
-	if (warning.len)
-		fprintf(stderr, "orchfs: warning: %s\n", warning.data);
-	buf_free(&warning);
+	if (!log_is_stderr) {
+		struct buf warning = BUF_INIT;
+		store_check_mode(dir, &warning);
+		if (warning.len)
+			fprintf(stderr, "orchfs: warning: %s\n", warning.data);
+		buf_free(&warning);
+	}
 	struct store *s;
 	if (store_open(dir, false, &s, err)) {
 		if (err->errnum == EBUSY) {
@@ -312,16 +325,9 @@ int main(int argc, char **argv)
 	}
 	cfg.mount = xstrdup(real);
 
-	/* Problems with the state directory are reported here, before the daemon
-	 * detaches; the store is opened for real after the fork (an SQLite
-	 * connection must not cross one). */
-	if (state_dir_check(cfg.state_dir, &err)) {
-		fprintf(stderr, "orchfs: %s\n", err.message);
-		options_free(&cfg, &api);
-		return 1;
-	}
 	/* A second orchfs on a live one's mount would hide it, or get a bare
-	 * FUSE error: say whose it is instead. */
+	 * FUSE error: say whose it is instead, before its state directory (and
+	 * store) is made for nothing. */
 	pid_t holder;
 	char holder_dir[PATH_MAX];
 	if (daemon_serving(cfg.mount, &holder, holder_dir, sizeof holder_dir)) {
@@ -331,6 +337,14 @@ int main(int argc, char **argv)
 		else
 			fprintf(stderr, "orchfs: %s is served by another orchfs; stop it with: "
 				"fusermount3 -u %s\n", cfg.mount, cfg.mount);
+		options_free(&cfg, &api);
+		return 1;
+	}
+	/* Problems with the state directory are reported here, before the daemon
+	 * detaches; the store is opened for real after the fork (an SQLite
+	 * connection must not cross one). */
+	if (state_dir_check(cfg.state_dir, foreground, &err)) {
+		fprintf(stderr, "orchfs: %s\n", err.message);
 		options_free(&cfg, &api);
 		return 1;
 	}
@@ -357,13 +371,8 @@ int main(int argc, char **argv)
 		}
 		cfg.api_token = xstrdup(token);
 	}
-	if (!api.http.off) {
-		struct buf u = BUF_INIT;
-		bool v6 = strchr(api.http.addr, ':') != NULL;
-		buf_printf(&u, "%s://%s%s%s:%d", api.tls_cert ? "https" : "http", v6 ? "[" : "",
-			   api.http.addr, v6 ? "]" : "", api.http.port);
-		cfg.api_url = buf_steal(&u);
-	}
+	if (!api.http.off)
+		cfg.api_url = listen_url(api.tls_cert ? "https" : "http", &api.http);
 	/* Opened before the fork, while a failure can still be told. */
 	char *log_path = NULL;
 	int log_fd = -1;
@@ -439,14 +448,8 @@ int main(int argc, char **argv)
 	struct api *server = NULL;
 	if (api_on && api_start(&o, &api, &server, &err))
 		log_error(&cfg.log, "the API is off: %s", err.message);
-	char *ws_url = NULL;
-	if (server && !api.ws.off) {
-		struct buf u = BUF_INIT;
-		bool v6 = strchr(api.ws.addr, ':') != NULL;
-		buf_printf(&u, "%s://%s%s%s:%d", api.tls_cert ? "wss" : "ws", v6 ? "[" : "",
-			   api.ws.addr, v6 ? "]" : "", api.ws.port);
-		ws_url = buf_steal(&u);
-	}
+	char *ws_url = server && !api.ws.off ? listen_url(api.tls_cert ? "wss" : "ws", &api.ws)
+					     : NULL;
 	const char *http_url = server ? cfg.api_url : NULL;
 	const char *token_file = server && !api.no_auth ? cfg.token_file : NULL;
 	log_info(&cfg.log, "http: %s", http_url ? http_url : "off");

@@ -1,9 +1,11 @@
 /* test_dag: cycles and their paths, atomic batches, readiness and statuses. */
 #include "fixture.h"
+#include "fake.h"
 
 #include <pthread.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -229,6 +231,74 @@ static void test_remove_and_archive_track(void **state)
 				     &err), 0);
 	assert_string_equal(status_of(o, "t1"), "ready");
 	free(before);
+}
+
+/* A cancelled task's worker is still stopping until the scheduler reaps it:
+ * removing the task (alone or with its track) before then would free what
+ * the worker ends into, and in one batch with the cancel what the commit
+ * reads to kill it. Refused, nothing changed. */
+static void test_remove_while_worker_stops(void **state)
+{
+	struct fixture *f = *state;
+	struct orch *o = &f->o;
+	struct orch_err err = {0};
+	assert_int_equal(fixture_plan(o, CHAIN, &err), 0);
+	assert_int_equal(fixture_plan(o, "{\"id\":\"z\",\"tasks\":[{\"id\":\"z1\",\"command\":\"x\"}]}",
+				     &err), 0);
+	struct worker *w = fake_worker(o, "z1");
+	w->status = WORKER_RUNNING;
+	w->starting = true;   /* no process: a signal is only noted */
+	task_set_status(o, task_find(o, "z1"), TASK_RUNNING);
+	sched_recompute(o);
+	char *before = dag_text(o);
+	const char *batches[] = {"cancel z1; remove_track z", "cancel z1; remove_task z1",
+				 "cancel z1; archive z"};
+	for (size_t i = 0; i < sizeof batches / sizeof *batches; i++) {
+		assert_int_equal(fixture_mutate(o, batches[i], &err), EBUSY);
+		assert_non_null(strstr(err.message, "worker 1 is still stopping"));
+		assert_non_null(strstr(err.message, "nothing was changed"));
+		char *after = dag_text(o);
+		assert_string_equal(after, before);
+		free(after);
+		assert_int_equal(w->pending_signal, 0);
+	}
+	assert_int_equal(fixture_mutate(o, "cancel z1", &err), 0);
+	assert_int_equal(w->pending_signal, SIGTERM);
+	assert_string_equal(status_of(o, "z1"), "killed");
+	assert_int_equal(fixture_mutate(o, "remove_task z1", &err), EBUSY);
+	assert_string_equal(err.message, "task z1 is killed but its worker 1 is still stopping; "
+					 "try again once it has ended");
+	assert_int_equal(fixture_mutate(o, "archive z", &err), EBUSY);
+	assert_int_equal(o->narchive, 0);
+	w->status = WORKER_KILLED;   /* reaped */
+	assert_int_equal(fixture_mutate(o, "remove_track z", &err), 0);
+	assert_null(track_find(o, "z"));
+	free(before);
+}
+
+/* The status archived is the one the batch made, though the track's own
+ * status settles only after it. */
+static void test_archive_status(void **state)
+{
+	struct fixture *f = *state;
+	struct orch *o = &f->o;
+	struct orch_err err = {0};
+	assert_int_equal(fixture_plan(o, CHAIN, &err), 0);
+	assert_int_equal(fixture_plan(o, "{\"id\":\"z\",\"tasks\":[{\"id\":\"z1\",\"command\":\"x\"},"
+				     "{\"id\":\"z2\",\"command\":\"x\",\"deps\":[\"z1\"]}]}", &err), 0);
+	assert_int_equal(track_find(o, "k")->status, TRACK_ACTIVE);
+	assert_int_equal(fixture_mutate(o, "skip t1; skip t2; skip t3; archive k", &err), 0);
+	assert_int_equal(archive_find(o, "k")->status, TRACK_DONE);
+	/* z1 failed, z2 waits on it and nothing else moves */
+	task_set_status(o, task_find(o, "z1"), TASK_FAILED);
+	sched_recompute(o);
+	assert_int_equal(track_find(o, "z")->status, TRACK_FAILED);
+	assert_int_equal(fixture_mutate(o, "retry z1; archive z", &err), 0);
+	assert_int_equal(archive_find(o, "z")->status, TRACK_ACTIVE);
+	struct buf doc = BUF_INIT;
+	render_archive(o, &doc);
+	assert_non_null(strstr(doc.data, "{\"id\":\"k\",\"title\":\"k\",\"status\":\"done\""));
+	buf_free(&doc);
 }
 
 static void test_status_ops(void **state)
@@ -461,6 +531,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_remove_rules, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_status_ops, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_remove_and_archive_track, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_remove_while_worker_stops, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_archive_status, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_track_status, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_long_chain, fixture_setup, fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_incremental_model, fixture_setup, fixture_teardown),

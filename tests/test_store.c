@@ -356,6 +356,42 @@ static void test_archive_kept(void **state)
 					    "doc LIKE '%\"tasks\":[{\"id\":\"o1\"%'"), 1);
 }
 
+static void db_exec(const char *path, const char *sql)
+{
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+/* A status or runner number no daemon wrote (a damaged row, a newer
+ * daemon's) loads as a default, never as an index past a table's end. */
+static void test_bad_enums_load_as_defaults(void **state)
+{
+	struct dir *d = *state;
+	struct orch o;
+	orch_open(d, &o);
+	assert_int_equal(write_node(&o, "mma/tracks/create",
+				    "{\"id\":\"old\",\"tasks\":[{\"id\":\"o1\",\"command\":\"x\"}]}"), 0);
+	assert_int_equal(write_node(&o, "mma/tracks/create",
+				    "{\"id\":\"k\",\"tasks\":[{\"id\":\"t1\",\"command\":\"x\"}]}"), 0);
+	assert_int_equal(write_node(&o, "mma/dag/mutate", "hold o1; archive old; hold t1"), 0);
+	orch_shutdown(&o);
+	orch_destroy(&o);
+	db_exec(db_path(d), "UPDATE tracks SET doc = json_set(doc, '$.status', 1000000);"
+			    "UPDATE tasks SET doc = json_set(doc, '$.status', -3, '$.runner', 77)");
+	orch_open(d, &o);
+	assert_int_equal(archive_find(&o, "old")->status, TRACK_ACTIVE);
+	assert_int_equal(track_find(&o, "k")->status, TRACK_ACTIVE);
+	assert_int_equal(task_find(&o, "t1")->status, TASK_READY);   /* blocked, then settled */
+	assert_int_equal(task_find(&o, "t1")->runner, RUNNER_DEFAULT);
+	char *arch = read_node(&o, "mma/archive.json");
+	assert_non_null(strstr(arch, "\"id\":\"old\",\"title\":\"old\",\"status\":\"active\""));
+	free(arch);
+	orch_shutdown(&o);
+	orch_destroy(&o);
+}
+
 /* Another connection holding SQLite's write lock (the store thread may be
  * applying the start meanwhile: it is waited for). */
 static sqlite3 *hold_sqlite(const struct dir *d)
@@ -611,6 +647,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_journal_fails_then_retried, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_last_error_kept, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_archive_kept, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_bad_enums_load_as_defaults, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_waits_for_sqlite, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_journal_replayed_after_kill, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_journal_records, dir_setup, dir_teardown),

@@ -65,6 +65,12 @@ expect_eq "no Origin (curl, a script): 200, no CORS header" \
 	"$(code "$T/h") $(hdr "$T/h" access-control-allow-origin)" "200 "
 curl -s -D "$T/h" -o /dev/null -X OPTIONS -H "Origin: $PAGE" -H "Host: evil.example:$HTTP_PORT" "$HTTP/api/state"
 expect_eq "a preflight with a foreign Host: 403 (DNS rebinding)" "$(code "$T/h")" 403
+# a refused preflight is logged as every 401 and 403 is (README, "Logs")
+curl -s -D "$T/h" -o /dev/null -X OPTIONS -H 'Origin: http://preflight-only.example' "$HTTP/api/state"
+expect_eq "a preflight alone from a foreign page: 403" "$(code "$T/h")" 403
+wait_for "... and the daemon's log says so" 3 \
+	grep -q 'WARN http: refused 403 to .*Origin "http://preflight-only.example" may not call' "$DAEMON_LOG"
+wait_for "... as it does the foreign Host's" 3 grep -q 'WARN http: refused 403 to .*Host "evil.example:' "$DAEMON_LOG"
 
 cat >"$T/ws.py" <<'EOF'
 # PASS NAME / FAIL NAME: WHY lines for test_cors.sh

@@ -135,6 +135,11 @@ expect_eq "one orchfs mount there still" \
 	"$(awk -v m="$M" '$5 == m' /proc/self/mountinfo | grep -c ' fuse.orchfs ')" 1
 check "the first is still unharmed" status_is "$M/mma/pipeline/status" running
 check "the second left no files" eval '! ls "$T/state2" | grep -qE "^(daemon.json|orchfs.pid|orchfs.log)$"'
+# ... and with one that is not there yet: it is not made (nor a store in it)
+out=$("$ORCHFS" --state-dir "$T/state3/sub" --http off --ws off "$M" 2>&1)
+expect_eq "a second daemon on the mount, its state dir new: exits 1" "$?" 1
+check "... naming the pid that serves it" grep -qF "orchfs: $M is served by orchfs pid $PID" <<<"$out"
+check "... and made no state directory" test ! -e "$T/state3"
 
 # a clean stop takes the files with it
 fusermount3 -u "$M"

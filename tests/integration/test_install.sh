@@ -5,7 +5,8 @@
 # is there); and the installed contrib/demo.sh, run from elsewhere with no
 # source tree to lean on, finds the installed daemon and its plan beside
 # itself and runs the demo plan's tasks to their end; -h, --reset (which
-# refuses a directory that is not orchfs's), and a stale mount healed; and
+# removes only a state directory the demo made, marked by its file `demo':
+# never a real one, the default one included), and a stale mount healed; and
 # the source tree's demo.sh runs the tree's build/fs/orchfs.
 # Environment: BUILD_ROOT (the build directory to install from).
 . "$(dirname "$0")/lib.sh"
@@ -103,6 +104,7 @@ check "it says where the mount is" grep -qF "mount:  $M" "$T/demo.out"
 check "... that the API is off" grep -q 'API: *off' "$T/demo.out"
 check "... the token (none)" grep -q 'token: *none' "$T/demo.out"
 check "... and how to stop" grep -qF "fusermount3 -u $M" "$T/demo.out"
+check "it marked the state directory it made as the demo's" test -s "$S/demo"
 expect_eq "the demo plan's 9 tasks are loaded" "$(ls "$M/mma/tasks" | wc -l)" 9
 wait_for "the demo plan's tasks all run to their end (done)" 90 all_done
 check "the release task ran its command" grep -q released "$M/mma/tasks/release/worker/log"
@@ -140,6 +142,7 @@ _DAEMONS+=("$NEW")
 echo "$NEW" >>"$_WATCHDOG_PIDS"
 check "... a new daemon serves the mount" test -n "$NEW" -a "$NEW" != "$PID"
 check "... with a fresh state: the plan starts over (not all done)" eval '! all_done'
+check "... in a state directory marked as the demo's again" test -s "$S/demo"
 wait_for "... and worker ids start again at 1" 20 \
 	jqe '([.workers[] | .id] | min) == 1 and (.workers | length) < 9' "$M/mma/workers.json"
 fusermount3 -u "$M"
@@ -167,13 +170,41 @@ else
 	log "skip - the source tree's demo.sh: no $SRC/build/fs/orchfs"
 fi
 
-# --reset never removes a directory that is not an orchfs state directory
+# --reset never removes a directory the demo did not make
 mkdir -p "$T/precious"
 echo keep >"$T/precious/notes"
 demo --state-dir "$T/precious" --http off --ws off --reset >"$T/refuse.out" 2>&1
-expect_eq "--reset on a directory without orchfs.db or orchfs.journal: exit 1" "$?" 1
-check "... saying why" grep -q 'not an orchfs state directory' "$T/refuse.out"
+expect_eq "--reset on a directory the demo did not make: exit 1" "$?" 1
+check "... saying why" grep -q "was not made by the demo (it has no file $T/precious/demo)" "$T/refuse.out"
 check "... and it is kept" grep -qx keep "$T/precious/notes"
 check "... and nothing was mounted" eval '! mountpoint -q "$M"'
+# nor the default state directory of an orchfs run for real
+REAL=$T/xdg/orchfs
+mkdir -p "$REAL"
+chmod 700 "$REAL"
+echo real >"$REAL/orchfs.db"
+echo real >"$REAL/orchfs.journal"
+env -u ORCHFS XDG_STATE_HOME="$T/xdg" ORCHFS_MOUNT="$M" TMPDIR="$T" "$DEMO" --http off --ws off \
+	--reset >"$T/refuse2.out" 2>&1
+expect_eq "--reset on the default state directory, a real one: exit 1" "$?" 1
+check "... saying why" grep -q "$REAL was not made by the demo" "$T/refuse2.out"
+check "... and it is kept whole" eval 'grep -qx real "$REAL/orchfs.db" && grep -qx real "$REAL/orchfs.journal"'
+check "... and nothing was mounted" eval '! mountpoint -q "$M"'
+# a demo started on an existing state directory does not mark it
+mkdir -p "$T/used"
+chmod 700 "$T/used"
+echo keep >"$T/used/notes"
+demo --state-dir "$T/used" --http off --ws off >"$T/used.out" 2>&1
+expect_eq "the demo on a directory with files in it: exit 0" "$?" 0
+check "... leaves it unmarked" test ! -e "$T/used/demo"
+NEW=$(daemon_of)
+_DAEMONS+=("$NEW")
+echo "$NEW" >>"$_WATCHDOG_PIDS"
+demo --state-dir "$T/used" --http off --ws off --reset >"$T/refuse3.out" 2>&1
+expect_eq "... so --reset refuses it: exit 1" "$?" 1
+check "... before stopping anything" eval 'kill -0 $NEW && grep -qx running "$M/mma/pipeline/status"'
+check "... and its files are kept" eval 'grep -qx keep "$T/used/notes" && test -e "$T/used/orchfs.db"'
+poll 5 fusermount3 -u "$M"
+poll 30 eval '! kill -0 $NEW 2>/dev/null'
 
 finish

@@ -104,6 +104,27 @@ expect_errno "so is remove_track" EBUSY mma/dag/mutate '{"op":"remove_track","tr
 expect_errno "an unknown track" ENOENT mma/dag/mutate 'archive nosuch'
 expect_errno "a track op takes a track id" EINVAL mma/dag/mutate 'archive'
 expect_eq "refusals changed nothing" "$(cat mma/dag.json)" "$before_dag"
+# A cancel kills o2 at once but its worker only stops after: removing its
+# task or track in the same batch would free what the worker ends into.
+for batch in 'cancel o2; remove_track old' 'cancel o2; archive old' 'cancel o2; remove_task o2'; do
+	expect_errno "'$batch' is refused" EBUSY mma/dag/mutate "$batch"
+	check "'$batch': the worker is still stopping" \
+		grep -q "o2 is killed but its worker $wo2 is still stopping" <<<"$(last_error_message)"
+done
+expect_eq "those batches changed nothing" "$(cat mma/dag.json)" "$before_dag"
+check "o2 and its worker still run" eval 'status_is mma/tasks/o2/status running && [ "$(cat mma/workers/$wo2/status)" == running ]'
+check "no archive" jqe '.tracks == []' mma/archive.json
+# a worker deaf to TERM stops only at --kill-grace's KILL: until then its
+# cancelled task's track stays
+ctl_write mma/tracks/create '{"id":"deaf","tasks":[{"id":"d1","command":"trap \"\" TERM; sleep 30"}]}'
+wait_for "d1 runs" 5 status_is mma/tasks/d1/status running
+wd1=$(readlink mma/tasks/d1/worker)
+wd1=${wd1##*/}
+check "cancel d1" write_once mma/dag/mutate 'cancel d1'
+expect_errno "remove_track while its killed task's worker stops" EBUSY mma/dag/mutate 'remove_track deaf'
+check "says so" grep -q "its task d1 is killed but its worker $wd1 is still stopping" <<<"$(last_error_message)"
+wait_for "d1's worker ends at the KILL" 5 eval '[ "$(cat mma/workers/$wd1/status)" != running ]'
+check "then remove_track deaf" write_once mma/dag/mutate 'remove_track deaf'
 check "cancel o2" write_once mma/dag/mutate 'cancel o2'
 wait_for "its worker ends" 5 eval '[ "$(cat mma/workers/$wo2/status)" != running ]'
 seq3=$(jq .seq state.json)
