@@ -67,6 +67,7 @@ static void usage(FILE *out)
 	      "  --log-level LEVEL       error, warn, info (default) or debug; the log is\n"
 	      "                          STATE_DIR/orchfs.log, or stderr with -f\n"
 	      "  -h, --help   -V, --version\n"
+	      "The command for people: orchfs ps|tracks|tasks|logs|events|top|run|... (orchfs help).\n"
 	      "See orchfs(1).\n",
 	      out);
 }
