@@ -34,6 +34,8 @@ done
 expect_eq "no test file is installed" \
 	"$(find "$DEST" \( -name 'test_*' -o -name '*_test.*' -o -name '*.in' \) -printf '%P\n')" ""
 check "the man page is installed" test -e "$DEST$PREFIX/share/man/man1/orchfs.1"
+check "the bash completion is installed beside it" \
+	grep -q 'complete -F _orchfs orchfs' "$DEST$PREFIX/share/bash-completion/completions/orchfs"
 
 # --- the systemd user unit ---
 UNIT=$DEST$PREFIX/lib/systemd/user/orchfs@.service
