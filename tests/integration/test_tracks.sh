@@ -116,10 +116,12 @@ check "o2 and its worker still run" eval 'status_is mma/tasks/o2/status running 
 check "no archive" jqe '.tracks == []' mma/archive.json
 # a worker deaf to TERM stops only at --kill-grace's KILL: until then its
 # cancelled task's track stays
-ctl_write mma/tracks/create '{"id":"deaf","tasks":[{"id":"d1","command":"trap \"\" TERM; sleep 30"}]}'
+ctl_write mma/tracks/create '{"id":"deaf","tasks":[{"id":"d1","command":"trap \"\" TERM; echo deaf; sleep 30"}]}'
 wait_for "d1 runs" 5 status_is mma/tasks/d1/status running
 wd1=$(readlink mma/tasks/d1/worker)
 wd1=${wd1##*/}
+# its trap is set once it says so: a TERM before would end it at once
+wait_for "d1 ignores TERM" 5 grep -qx deaf "mma/workers/$wd1/log"
 check "cancel d1" write_once mma/dag/mutate 'cancel d1'
 expect_errno "remove_track while its killed task's worker stops" EBUSY mma/dag/mutate 'remove_track deaf'
 check "says so" grep -q "its task d1 is killed but its worker $wd1 is still stopping" <<<"$(last_error_message)"
