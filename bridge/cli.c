@@ -429,17 +429,18 @@ static bool all_digits(const char *s)
 /* A worker named by id, or a task's latest worker: its id into id. */
 static int resolve_worker(struct cli *c, const char *name, char *id, size_t size, struct orch_err *err)
 {
-	if (!name || (!all_digits(name) && !id_valid(name)))
-		return err_set(err, ENOENT, "no worker or task %s", name ? name : "");
-	if (all_digits(name)) {
+	if (name && all_digits(name)) {
 		snprintf(id, size, "%s", name);
 		return 0;
 	}
+	if (!name || !id_valid(name))
+		return err_set(err, ENOENT, "no worker or task %s", name ? name : "");
 	char path[160];
 	snprintf(path, sizeof path, "mma/tasks/%s/info.json", name);
 	cJSON *info;
 	if (read_json(c, path, &info, err))
-		return err_set(err, ENOENT, "no worker or task %s", name);
+		return err->errnum == ENOENT ? err_set(err, ENOENT, "no worker or task %s", name)
+					     : -err->errnum;
 	double w = num_of(info, "worker", -1);
 	cJSON_Delete(info);
 	if (w < 0)
@@ -636,12 +637,23 @@ static int cmd_kill(struct cli *c)
 	char id[32];
 	if (resolve_worker(c, c->argv[0], id, sizeof id, &err))
 		return fail(&err);
-	struct buf line = BUF_INIT;
-	buf_printf(&line, "%s %s", id, c->argc > 1 ? c->argv[1] : "TERM");
-	if (c->grace)
-		buf_printf(&line, " grace=%s", c->grace);
-	int rc = control(c, "mma/workers/kill", line.data, NULL, &err);
-	buf_free(&line);
+	/* as JSON, so what was typed reaches the daemon's checks whole */
+	cJSON *req = cJSON_CreateObject();
+	cJSON_AddNumberToObject(req, "id", atof(id));
+	cJSON_AddStringToObject(req, "signal", c->argc > 1 ? c->argv[1] : "TERM");
+	if (c->grace) {
+		char *end;
+		long grace = strtol(c->grace, &end, 10);
+		if (end == c->grace || *end || grace < 0) {
+			cJSON_Delete(req);
+			return usage_error("--grace wants whole seconds, not \"%s\"", c->grace);
+		}
+		cJSON_AddNumberToObject(req, "grace_s", (double)grace);
+	}
+	char *body = cJSON_PrintUnformatted(req);
+	cJSON_Delete(req);
+	int rc = control(c, "mma/workers/kill", body, NULL, &err);
+	free(body);
 	return rc ? fail(&err) : 0;
 }
 

@@ -85,8 +85,9 @@ static int read_all(int fd, struct buf *out)
 	}
 }
 
-/* Why a read of path failed, in the words of a user who typed the path's
- * last part (a worker, a task) rather than the path. */
+/* A file of the mount that could not be opened or read: its path and
+ * errno's text (the callers that know what the path stands for, a worker or
+ * a task, say it in those words). */
 static int mount_failure(const char *path, int errnum, struct orch_err *err)
 {
 	return err_set(err, errnum, "%s: %s", path, strerror(errnum));

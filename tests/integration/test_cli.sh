@@ -48,7 +48,12 @@ for via in mount http; do
 	check "$via: ps --json is the running workers' objects" \
 		jq -e --argjson id "$long" 'type == "array" and length == 1 and .[0].id == $id' <<<"$OUT"
 
-	run_cli kill "$long" KILL
+	run_cli kill "$long" BOGUS
+	expect_eq "$via: kill with an unknown signal exits 3 (EINVAL)" "$RC" 3
+	check "$via: ... naming it" grep -q BOGUS <<<"$ERR"
+	run_cli kill "$long" --grace soon
+	expect_eq "$via: a --grace that is not seconds is a usage error (2)" "$RC" 2
+	run_cli kill "$long" KILL --grace 1
 	expect_eq "$via: kill exits 0" "$RC" 0
 	wait_for "$via: the killed worker ends" 5 grep -qx killed "$M/mma/workers/$long/status"
 	run_cli kill 99999
