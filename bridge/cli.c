@@ -1071,10 +1071,10 @@ static int top_snapshot(struct cli *c, struct top *t, struct orch_err *err)
 	}
 	cJSON_Delete(workers);
 	struct buf word = BUF_INIT;
-	if (!(rc = client_read(&c->client, "mma/pipeline/status", &word, err)))
+	if (!(rc = client_read(&c->client, "mma/pipeline/status", &word, err)) && word.data)
 		snprintf(t->pipeline, sizeof t->pipeline, "%.*s", (int)strcspn(word.data, "\n"), word.data);
 	buf_reset(&word);
-	if (!rc && !(rc = client_read(&c->client, "mma/pipeline/max_workers", &word, err)))
+	if (!rc && !(rc = client_read(&c->client, "mma/pipeline/max_workers", &word, err)) && word.data)
 		t->max_workers = atoi(word.data);
 	buf_free(&word);
 	if (!rc && !(rc = read_json(c, "metrics/financial.json", &fin, err))) {
