@@ -904,7 +904,9 @@ uint64_t store_queue(struct store *s, struct orch *o, bool waited)
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_PUT_TASK] = "INSERT OR REPLACE INTO tasks (id, ord, doc) VALUES (?1, ?2, ?3)",
 	[ST_DEL_TASK] = "DELETE FROM tasks WHERE id = ?1",
-	[ST_PUT_TRACK] = "INSERT OR REPLACE INTO tracks (id, doc) VALUES (?1, ?3)",
+	/* an upsert keeps the row (REPLACE would delete and insert it) */
+	[ST_PUT_TRACK] = "INSERT INTO tracks (id, doc) VALUES (?1, ?3) "
+			 "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
 	[ST_DEL_TRACK] = "DELETE FROM tracks WHERE id = ?1",
 	[ST_PUT_WORKER] = "INSERT OR REPLACE INTO workers (id, doc) VALUES (?4, ?3)",
 	[ST_PUT_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?3)",
@@ -1359,7 +1361,9 @@ static int load_meta(struct store *s, struct orch *o, uint64_t *seq, cJSON **ctx
 static int load_tracks(struct store *s, struct orch *o)
 {
 	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(s->db, "SELECT doc FROM tracks ORDER BY rowid", -1, &st, NULL) !=
+	if (sqlite3_prepare_v2(s->db, "SELECT doc FROM tracks ORDER BY "
+			       /* live tracks as they were made, archived ones as archived */
+			       "coalesce(json_extract(doc, '$.archived'), json_extract(doc, '$.created')), rowid", -1, &st, NULL) !=
 	    SQLITE_OK)
 		return -1;
 	while (sqlite3_step(st) == SQLITE_ROW) {

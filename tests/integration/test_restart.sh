@@ -29,6 +29,12 @@ check "usage reported" write_once "$M/mma/workers/$wa/usage" "model=m1 in=1000 o
 check "context injected" write_once "$M/context/inject" "text keep this"
 check "hold c" write_once "$M/mma/dag/mutate" "hold c"
 wait_for "a logged" 3 grep -q a-started "$M/mma/workers/$wa/log"
+# a second and a third track, the first changed after them: the order stays
+check "track k2" ctl_write "$M/mma/tracks/create" '{"id":"k2","tasks":[]}'
+check "track k3" ctl_write "$M/mma/tracks/create" '{"id":"k3","tasks":[]}'
+check "k's budget changed after" write_once "$M/mma/tracks/k/budget" 3
+before_order=$(jq -c '[.tracks[].id]' "$M/mma/tracks.json")
+expect_eq "tracks in creation order" "$before_order" '["k","k2","k3"]'
 # Acknowledged, then killed at once: it must be there after the restart.
 check "max_workers 7" write_once "$M/mma/pipeline/max_workers" 7
 before_seq=$(jq .seq "$M/state.json")
@@ -39,6 +45,7 @@ crash
 check "stale mount left behind" eval '! ls "$M" >/dev/null 2>&1'
 orchfs_restart
 check "remounted over the stale mount" mountpoint -q "$M"
+expect_eq "tracks in the same order after the restart" "$(jq -c '[.tracks[].id]' "$M/mma/tracks.json")" "$before_order"
 expect_eq "max_workers survived" "$(cat "$M/mma/pipeline/max_workers")" 7
 expect_eq "c still held" "$(cat "$M/mma/tasks/c/status")" held
 expect_eq "quick still done" "$(cat "$M/mma/tasks/quick/status")" done
