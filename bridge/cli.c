@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/statfs.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,7 +60,8 @@ static int fail(const struct orch_err *err)
 {
 	fprintf(stderr, "orchfs: %s\n", err->message);
 	if (err->errnum == EACCES && strstr(err->message, "token"))
-		fputs("orchfs: the token: --token-file FILE, or $ORCHFS_TOKEN\n", stderr);
+		fputs("orchfs: give the daemon's token with --token-file FILE (it is STATE_DIR/token"
+		      " where the daemon runs) or $ORCHFS_TOKEN\n", stderr);
 	return cli_exit_status(err->errnum);
 }
 
@@ -242,7 +244,7 @@ void cli_tracks_table(const cJSON *tracks, struct buf *out)
 		snprintf(cost, sizeof cost, "$%.4f", num_of(k, "cost_usd", 0));
 		double b = num_of(k, "budget_usd", -1);
 		if (b >= 0)
-			snprintf(budget, sizeof budget, "$%.2f", b);
+			snprintf(budget, sizeof budget, "$%.4f", b);
 		else
 			snprintf(budget, sizeof budget, "-");
 		table_row(&t, str_of(k, "id"), str_of(k, "status"), progress, running, failed, cost,
@@ -520,6 +522,22 @@ static int event_bounds(struct cli *c, uint64_t *last, uint64_t *oldest, struct 
 	return 0;
 }
 
+/* Is every name of list ("dag,workers") a channel? */
+static bool channels_known(const char *list)
+{
+	static const char *const known[] = {"workers", "dag",    "pipeline", "context",
+					    "metrics", "system", "telemetry"};
+	for (const char *p = list; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+		size_t n = strcspn(p, ","), k = 0;
+		while (k < sizeof known / sizeof known[0] &&
+		       !(strlen(known[k]) == n && !strncmp(known[k], p, n)))
+			k++;
+		if (k == sizeof known / sizeof known[0])
+			return false;
+	}
+	return *list != '\0';
+}
+
 /* Is channel one of list ("dag,workers"; NULL: all)? */
 static bool on_channels(const char *channel, const char *list)
 {
@@ -633,7 +651,7 @@ static int cmd_kill(struct cli *c)
 {
 	struct orch_err err = {0};
 	if (c->argc < 1 || c->argc > 2)
-		return usage_error("kill wants a worker id and a signal at most: orchfs kill ID [SIG] [--grace S]");
+		return usage_error("kill wants a worker and a signal at most: orchfs kill WORKER|TASK [SIG] [--grace S]");
 	char id[32];
 	if (resolve_worker(c, c->argv[0], id, sizeof id, &err))
 		return fail(&err);
@@ -717,7 +735,7 @@ static int read_file(const char *path, struct buf *out, struct orch_err *err)
  * end (done: 0 in *status; failed, or stopped by its budget or kills with
  * nothing left that runs: 1), 0 while it goes on. */
 static int track_progress(struct cli *c, const char *id, bool tty, char last_progress[256], int *status,
-			  struct orch_err *err)
+			  cJSON **last, struct orch_err *err)
 {
 	char path[160];
 	snprintf(path, sizeof path, "mma/tracks/%s/info.json", id);
@@ -731,27 +749,28 @@ static int track_progress(struct cli *c, const char *id, bool tty, char last_pro
 	double failed = count_of(by, "failed"), killed = count_of(by, "killed");
 	double held = count_of(by, "held");
 	char progress[256];
-	snprintf(progress, sizeof progress, "%s: %s, %.0f/%.0f done, %.0f running, %.0f failed, $%.4f", id,
-		 st, done, total, running, failed + killed, num_of(k, "cost_usd", 0));
+	snprintf(progress, sizeof progress, "%s: %s, %.0f/%.0f done, %.0f running, %.0f failed, %.0f killed, $%.4f",
+		 id, st, done, total, running, failed, killed, num_of(k, "cost_usd", 0));
 	if (strcmp(progress, last_progress)) {   /* a line when something moved */
 		fprintf(stderr, "%s%s%s", tty ? "\r\033[K" : "", progress, tty ? "" : "\n");
 		snprintf(last_progress, 256, "%s", progress);
 	}
-	int end = 0;
-	if (!strcmp(st, "done")) {
-		*status = 0;
-		end = 1;
-	} else if (!strcmp(st, "failed") ||
-		   /* over budget, its ready tasks stay ready; a kill leaves those
-		    * after it blocked: neither ends, nothing runs */
-		   (running == 0 && (!strcmp(st, "over_budget") || (killed && ready == 0 && held == 0)))) {
-		*status = 1;
-		end = 1;
+	/* over budget, its ready tasks stay ready; a kill leaves those after
+	 * it blocked: neither ends, and nothing runs */
+	const char *why = !strcmp(st, "done")	? ""
+			: !strcmp(st, "failed") ? "a task failed and nothing left can run"
+			: running > 0		? NULL
+			: !strcmp(st, "over_budget")
+				? "its budget stops it: raise it (mma/tracks/ID/budget) to go on"
+			: killed && ready == 0 && held == 0 ? "a task was killed and nothing left can run"
+							    : NULL;
+	if (why) {
+		*status = *why ? 1 : 0;
+		fprintf(stderr, "%s%s%s%s\n", tty ? "\n" : "", id, *why ? ": " : ": done", why);
 	}
-	if (end && tty)
-		fputc('\n', stderr);
-	cJSON_Delete(k);
-	return end;
+	cJSON_Delete(*last);
+	*last = k;
+	return why != NULL;
 }
 
 static int cmd_run(struct cli *c)
@@ -772,10 +791,10 @@ static int cmd_run(struct cli *c)
 		return fail(&err);
 	char id[72];
 	snprintf(id, sizeof id, "%s", str_of(track, "id") ? str_of(track, "id") : "?");
-	if (c->json)
-		emit_json(track);
-	else
+	if (!c->json)
 		printf("%s\n", id);
+	else if (!c->wait)
+		emit_json(track);   /* with --wait, the track as it ends */
 	fflush(stdout);
 	cJSON_Delete(track);
 	if (!c->wait)
@@ -787,19 +806,23 @@ static int cmd_run(struct cli *c)
 	bool tty = isatty(STDERR_FILENO);
 	int status = 1, end;
 	char last[256] = "";
+	cJSON *final = NULL;
 	struct buf line = BUF_INIT;
 	/* the track is read again after each event about it */
-	end = track_progress(c, id, tty, last, &status, &err);
+	end = track_progress(c, id, tty, last, &status, &final, &err);
 	while (!end && !interrupted && (rc = client_stream_next(s, &line, &err)) > 0) {
 		cJSON *e = cJSON_Parse(line.data);
 		const char *of = str_of(cJSON_GetObjectItemCaseSensitive(e, "data"), "track");
 		bool ours = of && !strcmp(of, id);
 		cJSON_Delete(e);
 		if (ours)
-			end = track_progress(c, id, tty, last, &status, &err);
+			end = track_progress(c, id, tty, last, &status, &final, &err);
 	}
 	buf_free(&line);
 	client_stream_close(s);
+	if (end > 0 && c->json)
+		emit_json(final);   /* the track as it ended */
+	cJSON_Delete(final);
 	if (end > 0)
 		return status;
 	if (interrupted)
@@ -823,16 +846,64 @@ static void mount_default(const struct cli *c, char *path, size_t size)
 		snprintf(path, size, "%s/orchfs", home && *home ? home : "");
 }
 
+static int connect_daemon(struct cli *c, struct orch_err *err);
+
+/* status over HTTP: what the API tells of the daemon (its files are not here) */
+static int status_remote(struct cli *c)
+{
+	struct orch_err err = {0};
+	cJSON *tm = NULL;
+	struct buf word = BUF_INIT;
+	int rc = connect_daemon(c, &err);
+	if (!rc)
+		rc = read_json(c, "system/telemetry.json", &tm, &err);
+	if (!rc)
+		rc = client_read(&c->client, "mma/pipeline/status", &word, &err);
+	if (!rc) {
+		char url[300], upt[24];
+		snprintf(url, sizeof url, "http://%s%s%s:%s", strchr(c->client.host, ':') ? "[" : "",
+			 c->client.host, strchr(c->client.host, ':') ? "]" : "", c->client.port);
+		double up = num_of(tm, "uptime_s", -1);
+		char pipeline[32];
+		snprintf(pipeline, sizeof pipeline, "%.*s", (int)strcspn(word.data ? word.data : "?", "\n"),
+			 word.data ? word.data : "?");
+		if (c->json) {
+			cJSON *d = cJSON_CreateObject();
+			cJSON_AddStringToObject(d, "url", url);
+			cJSON_AddNumberToObject(d, "uptime_s", up);
+			cJSON_AddStringToObject(d, "pipeline", pipeline);
+			emit_json(d);
+			cJSON_Delete(d);
+		} else {
+			cli_format_duration(up, upt, sizeof upt);
+			printf("orchfs at %s, up %s\npipeline   %s\n", url, upt, pipeline);
+		}
+	}
+	cJSON_Delete(tm);
+	buf_free(&word);
+	client_close(&c->client);
+	return rc ? fail(&err) : 0;
+}
+
 static int cmd_status(struct cli *c)
 {
 	struct orch_err err = {0};
 	if (c->argc)
 		return usage_error("status takes no argument (%s?)", c->argv[0]);
+	const char *mount_env = getenv("ORCHFS_MOUNT"), *url_env = getenv("ORCHFS_URL");
+	if (c->url || (!c->mount && !c->state_dir && !(mount_env && *mount_env) && url_env && *url_env))
+		return status_remote(c);
 	/* the state directory named, else the one of the daemon serving the
 	 * mount (--mount, $ORCHFS_MOUNT, ~/orchfs), else the default */
 	char *dir = NULL, served[4096], mount[4096];
 	pid_t serving;
 	mount_default(c, mount, sizeof mount);
+	struct statfs sfs;
+	if (!c->state_dir && statfs(mount, &sfs) != 0 && errno == ENOTCONN) {
+		err_set(&err, ENOTCONN, "the daemon serving %s is gone (a stale mount); its state "
+			"directory: orchfs --state-dir DIR status", mount);
+		return fail(&err);
+	}
 	if (c->state_dir)
 		dir = xstrdup(c->state_dir);
 	else if (daemon_serving(mount, &serving, served, sizeof served) && served[0])
@@ -991,7 +1062,7 @@ void cli_top_render(const struct top *t, int64_t now, int cols, int rows, struct
 			   num_of(k, "cost_usd", 0));
 		double budget = num_of(k, "budget_usd", -1);
 		if (budget >= 0)
-			buf_printf(out, " of $%.2f", budget);
+			buf_printf(out, " of $%.4f", budget);
 		buf_putc(out, '\n');
 		lines++;
 	}
@@ -1095,6 +1166,8 @@ static int cmd_top(struct cli *c)
 	struct top t = {0};
 	if (c->argc)
 		return usage_error("top takes no argument (%s?)", c->argv[0]);
+	if (c->json)
+		return usage_error("top is for a terminal: orchfs events -f --json is its stream");
 	struct client_stream *s;
 	/* the stream from the snapshot's seq: no change falls between */
 	if (top_snapshot(c, &t, &err) ||
@@ -1214,11 +1287,15 @@ bool cli_is_command(const char *word)
 
 bool cli_wanted(int argc, char **argv)
 {
-	/* the options that may come before a command: `orchfs --url U ps` */
+	/* the options that may come before a command: `orchfs --url U ps`;
+	 * all but --state-dir are the command's alone, so with one of them
+	 * an unknown word is a mistyped command, not a mount point */
 	static const char *const with_value[] = {"--mount", "--url", "--token-file", "--state-dir"};
+	bool ours = false;
 	int i = 1;
 	while (i < argc) {
 		bool skipped = !strcmp(argv[i], "--json");
+		ours |= skipped || (strncmp(argv[i], "--state-dir", 11) && !strncmp(argv[i], "--", 2));
 		for (size_t k = 0; k < sizeof with_value / sizeof with_value[0] && !skipped; k++) {
 			size_t n = strlen(with_value[k]);
 			if (!strncmp(argv[i], with_value[k], n) && argv[i][n] == '=')
@@ -1230,7 +1307,7 @@ bool cli_wanted(int argc, char **argv)
 			break;
 		i++;
 	}
-	return i < argc && cli_is_command(argv[i]);
+	return i < argc && (cli_is_command(argv[i]) || (ours && argv[i][0] != '-'));
 }
 
 static void cli_usage(FILE *out)
@@ -1271,11 +1348,13 @@ static int connect_daemon(struct cli *c, struct orch_err *err)
 		int rc = 0;
 		if (c->token_file) {
 			rc = auth_load_token(c->token_file, false, token, err);
+			if (rc)   /* no token to show: refused, as a wrong one is */
+				rc = -(err->errnum = EACCES);
 			given = token;
 		} else if (env && *env) {
 			for (const char *p = env; *p && !rc; p++)
 				if (*p <= ' ' || *p > '~')
-					rc = err_set(err, EINVAL, "$ORCHFS_TOKEN holds a character a token has not");
+					rc = err_set(err, EACCES, "$ORCHFS_TOKEN holds a character a token has not");
 			given = env;
 		} else {
 			char *dir = c->state_dir ? xstrdup(c->state_dir) : daemon_default_state_dir();
@@ -1315,7 +1394,8 @@ int cli_main(int argc, char **argv)
 	};
 	struct cli c = {.since = CLIENT_SINCE_NOW};
 	int opt;
-	while ((opt = getopt_long(argc, argv, "afh", longopts, NULL)) != -1) {
+	opterr = 0;   /* said below, the command's way */
+	while ((opt = getopt_long(argc, argv, ":afh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'a': c.all = true; break;
 		case 'f': c.follow = true; break;
@@ -1331,24 +1411,38 @@ int cli_main(int argc, char **argv)
 			break;
 		}
 		case 'c':
-			if (strspn(optarg, "abcdefghijklmnopqrstuvwxyz,") != strlen(optarg))
-				return usage_error("--channels wants names and commas: workers,dag (not \"%s\")",
-						   optarg);
+			if (!channels_known(optarg))
+				return usage_error("--channels %s: a list of workers, dag, pipeline, context, "
+						   "metrics, system, telemetry", optarg);
 			c.channels = optarg;
 			break;
 		case 't': c.task = optarg; break;
 		case 'k': c.track = optarg; break;
 		case 'g': c.grace = optarg; break;
 		case 'M': c.mount = optarg; break;
-		case 'U': c.url = optarg; break;
+		case 'U': {
+			struct client probe;
+			struct orch_err why;
+			if (client_use_url(&probe, optarg, NULL, &why))
+				return usage_error("--url %s", why.message);
+			client_close(&probe);
+			c.url = optarg;
+			break;
+		}
 		case 'T': c.token_file = optarg; break;
 		case 'S': c.state_dir = optarg; break;
 		case 'h': cli_usage(stdout); return 0;
-		default: return EXIT_USAGE;
+		case ':': return usage_error("%s wants a value", argv[optind - 1]);
+		default:
+			if (optopt)
+				return usage_error("unknown option -%c", optopt);
+			return usage_error("unknown option %s", argv[optind - 1]);
 		}
 	}
-	if (optind >= argc || !cli_is_command(argv[optind]))
-		return usage_error("no command (%s?)", optind < argc ? argv[optind] : "ps");
+	if (optind >= argc)
+		return usage_error("no command: orchfs ps, orchfs tracks, ... (orchfs help)");
+	if (!cli_is_command(argv[optind]))
+		return usage_error("unknown command \"%s\"", argv[optind]);
 	const char *cmd = argv[optind];
 	c.argc = argc - optind - 1;
 	c.argv = argv + optind + 1;

@@ -45,19 +45,12 @@ int client_error_of(const char *body, size_t len, int status, struct orch_err *e
 	const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "errno"));
 	const char *message = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "message"));
 	int errnum = name ? err_from_name(name) : 0;
-	if (!errnum)
-		errnum = status == 401 || status == 403 ? EACCES
-		       : status == 404		      ? ENOENT
-		       : status == 409		      ? EBUSY
-		       : status == 413		      ? EFBIG
-		       : status >= 400 && status < 500 ? EINVAL
-						      : EIO;
-	if (message)
-		err_set(err, errnum, "%s", message);
+	if (!cJSON_IsObject(e))   /* no error object: not an orchfs that answered */
+		err_set(err, ENOTCONN, "not an orchfs API (HTTP %d)", status);
 	else
-		err_set(err, errnum, "HTTP %d: %s", status, strerror(errnum));
+		err_set(err, errnum ? errnum : EIO, "%s", message ? message : "an error without a message");
 	cJSON_Delete(root);
-	return -errnum;
+	return -err->errnum;
 }
 
 /* ---- over a mount ---- */
@@ -540,6 +533,8 @@ static int stream_more(struct client_stream *s, struct orch_err *err)
 		n = read(s->fd, chunk, sizeof chunk);
 		if (n < 0 && errno == EINTR)
 			return err_set(err, EINTR, "interrupted");
+		if (n < 0 && (errno == ECONNABORTED || errno == ENOTCONN))
+			return err_set(err, ENOTCONN, "the daemon stopped");
 		if (n < 0) {
 			/* a read fails with the error in last_error (ERANGE: too old a since) */
 			int errnum = errno;

@@ -134,10 +134,27 @@ static bool proc_comm(pid_t pid, char *out, size_t size)
 	return ok;
 }
 
+/* Not a zombie: a daemon killed while nobody reaps it keeps its pid and
+ * its name until it is reaped. */
+static bool proc_running(pid_t pid)
+{
+	char path[64], text[512];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	size_t n = fread(text, 1, sizeof text - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	const char *paren = strrchr(text, ')');
+	return paren && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
+}
+
 int daemon_pid_alive(pid_t pid)
 {
 	char comm[32];
-	return pid > 0 && proc_comm(pid, comm, sizeof comm) && !strcmp(comm, "orchfs");
+	return pid > 0 && proc_comm(pid, comm, sizeof comm) && !strcmp(comm, "orchfs") &&
+	       proc_running(pid);
 }
 
 static char *read_small(const char *dir, const char *name)

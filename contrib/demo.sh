@@ -173,7 +173,9 @@ if [ "$FRESH" -eq 1 ]; then
 fi
 # flaky.sh's mark of a first attempt, from an earlier demo
 rm -f "${TMPDIR:-/tmp}/orchfs-flaky-$(id -u)-demo-flaky-check" 2>/dev/null || true
+PLAN_SHOWN="with the demo plan running"
 if [ -e "$MNT/mma/tracks/demo" ]; then
+	PLAN_SHOWN="with the demo plan of an earlier start (status: $(cat "$MNT/mma/tracks/demo/status"))"
 	echo "demo: the demo track is already loaded (same state directory; $SELF --reset starts afresh)"
 else
 	cat contrib/demo-plan.json >"$MNT/mma/tracks/create"
@@ -190,7 +192,7 @@ fi
 CLI=$BIN
 [ "$MNT" = "$HOME/orchfs" ] || CLI="$BIN --mount $MNT"
 cat <<MSG
-orchfs is mounted on $MNT with the demo plan running.
+orchfs is mounted on $MNT $PLAN_SHOWN.
   mount:  $MNT
   API:    $API
   token:  $TOKEN

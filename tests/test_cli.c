@@ -122,9 +122,9 @@ static void test_tracks_and_tasks_tables(void **state)
 	struct buf out = BUF_INIT;
 	cli_tracks_table(k, &out);
 	assert_string_equal(out.data,
-			    "TRACK  STATUS  PROGRESS  RUNNING  FAILED  COST     BUDGET  TITLE\n"
-			    "demo   active  3/9  33%  2        2       $0.0258  $1.00   Ship it\n"
-			    "x      done    0/0 100%  0        0       $0.0000  -       x\n");
+			    "TRACK  STATUS  PROGRESS  RUNNING  FAILED  COST     BUDGET   TITLE\n"
+			    "demo   active  3/9  33%  2        2       $0.0258  $1.0000  Ship it\n"
+			    "x      done    0/0 100%  0        0       $0.0000  -        x\n");
 	cJSON_Delete(k);
 	cJSON *t = parse("[{\"id\":\"b\",\"track\":\"demo\",\"status\":\"ready\",\"priority\":5,\"worker\":null,"
 			 "\"retries\":2,\"retries_left\":1,\"deps\":[\"a\",\"c\"],"
@@ -170,7 +170,7 @@ static void test_top(void **state)
 	struct buf out = BUF_INIT;
 	cli_top_render(&t, cli_parse_time("2026-12-06T14:00:03.500Z"), 80, 24, &out);
 	assert_non_null(strstr(out.data, "pipeline paused  workers 1/4  cost $0.2500\nticks 9.5/s  cpu 3.2%  seq 10\n"));
-	assert_non_null(strstr(out.data, "demo             active      [########........] 2/4  1 run  $0.5000 of $2.00\n"));
+	assert_non_null(strstr(out.data, "demo             active      [########........] 2/4  1 run  $0.5000 of $2.0000\n"));
 	assert_non_null(strstr(out.data, "7       build                demo                 3.5s      $0.2500\n"));
 	/* a narrow terminal: every line cut to its width, none wraps */
 	buf_reset(&out);
@@ -209,8 +209,10 @@ static void test_client_url_and_errors(void **state)
 	const char *obj = "{\"error\":{\"status\":409,\"errno\":\"ELOOP\",\"message\":\"a cycle\",\"path\":\"p\"}}";
 	assert_int_equal(client_error_of(obj, strlen(obj), 409, &err), -ELOOP);
 	assert_string_equal(err.message, "a cycle");
-	assert_int_equal(client_error_of("<html>", 6, 401, &err), -EACCES);
-	assert_int_equal(client_error_of("", 0, 502, &err), -EIO);
+	assert_int_equal(client_error_of("<html>", 6, 404, &err), -ENOTCONN);
+	assert_string_equal(err.message, "not an orchfs API (HTTP 404)");
+	const char *odd = "{\"error\":{\"errno\":\"EWHAT\"}}";
+	assert_int_equal(client_error_of(odd, strlen(odd), 500, &err), -EIO);
 }
 
 int main(void)

@@ -132,7 +132,7 @@ PLAN
 
 	run_cli tracks
 	check "$via: tracks shows progress and cost against budget" \
-		grep -q "^ok$round  *done  *2/2 100%  *0  *0  *\\\$0.0000  *\\\$2.00  *fine" <<<"$OUT"
+		grep -q "^ok$round  *done  *2/2 100%  *0  *0  *\\\$0.0000  *\\\$2.0000  *fine" <<<"$OUT"
 	run_cli tracks --json
 	check "$via: tracks --json" jq -e --arg id "ok$round" 'any(.[]; .id == $id)' <<<"$OUT"
 	run_cli tasks "bad$round"
@@ -212,6 +212,31 @@ OUT=$("$ORCHFS" --state-dir "$T/empty" status 2>&1) && RC=0 || RC=$?
 expect_eq "status of a state dir no daemon runs on: exit 13" "$RC" 13
 check "... saying so" grep -q "no orchfs runs on $T/empty" <<<"$OUT"
 
+OUT=$("$ORCHFS" --url "$HTTP" --token-file "$S/token" status 2>&1) && RC=0 || RC=$?
+check "status --url asks the API" grep -q "^orchfs at $HTTP, up " <<<"$OUT"
+check "... and tells the pipeline" grep -qx "pipeline  *running" <<<"$OUT"
+
+log "# --- mistakes ---"
+OUT=$("$ORCHFS" --mount "$M" psx 2>&1) && RC=0 || RC=$?
+expect_eq "a mistyped command: exit 2" "$RC" 2
+check "... naming it" grep -q 'unknown command "psx"' <<<"$OUT"
+OUT=$("$ORCHFS" --mount "$M" ps -x 2>&1) && RC=0 || RC=$?
+expect_eq "an unknown option: exit 2" "$RC" 2
+check "... in the command's words" grep -q '^orchfs: unknown option -x' <<<"$OUT"
+OUT=$("$ORCHFS" --url 127.0.0.1:1 ps 2>&1) && RC=0 || RC=$?
+expect_eq "a URL without its scheme: exit 2" "$RC" 2
+OUT=$("$ORCHFS" --url "$HTTP" --token-file "$T/no-such-token" ps 2>&1) && RC=0 || RC=$?
+expect_eq "a token file that is not there: exit 8 (EACCES)" "$RC" 8
+OUT=$("$ORCHFS" --mount "$M" events --channels bogus 2>&1) && RC=0 || RC=$?
+expect_eq "an unknown channel: exit 2" "$RC" 2
+OUT=$("$ORCHFS" --mount "$M" top --json 2>&1) && RC=0 || RC=$?
+expect_eq "top --json: exit 2, top is for a terminal" "$RC" 2
+cat >"$T/j.json" <<PLAN
+{"id": "js", "title": "json", "tasks": [{"id": "js-a", "command": "true"}]}
+PLAN
+OUT=$("$ORCHFS" --mount "$M" --json run "$T/j.json" --wait 2>/dev/null)
+check "run --wait --json prints the track as it ended" jq -e '.id == "js" and .status == "done"' <<<"$OUT"
+
 log "# --- a log's rest over HTTP ---"
 code=$(curl -s -o "$T/rest" -w '%{http_code}' -H "$AUTH" "$HTTP/api/mma/workers/$quoted/log?offset=5")
 expect_eq "GET log?offset=5: 200" "$code" 200
@@ -257,5 +282,18 @@ check "... and tasks" grep -qw ok1-a <<<"$(complete_words orchfs logs '')"
 expect_eq "tasks completes tracks" "$(complete_words orchfs tasks ok)" "ok1 ok2"
 expect_eq "options complete per command" "$(complete_words orchfs run --w)" --wait
 unset ORCHFS_MOUNT
+
+log "# --- a daemon that died ---"
+dead=$DAEMON_PID
+kill -9 "$dead"
+poll 5 eval "! mountpoint -q '$M' || ! ls '$M' >/dev/null 2>&1"
+OUT=$("$ORCHFS" --state-dir "$S" status 2>&1) && RC=0 || RC=$?
+expect_eq "status of a killed daemon (not reaped yet): exit 13" "$RC" 13
+check "... saying its pid is gone" grep -q "pid $dead is gone" <<<"$OUT"
+OUT=$("$ORCHFS" --mount "$M" status 2>&1) && RC=0 || RC=$?
+expect_eq "status on its stale mount: exit 13" "$RC" 13
+check "... saying the mount is stale" grep -q "the daemon serving $M is gone (a stale mount)" <<<"$OUT"
+OUT=$("$ORCHFS" --mount "$M" ps 2>&1) && RC=0 || RC=$?
+expect_eq "ps on the stale mount: exit 13" "$RC" 13
 
 finish
