@@ -291,29 +291,37 @@ static void status_counts(struct buf *b, const size_t *counts, size_t total)
 	jw_i64(b, (int64_t)total);
 }
 
-static void budget_field(struct buf *b, const struct track *k)
+static void budget_field(struct buf *b, int64_t budget_micro)
 {
 	jw_lit(b, "\"budget_usd\":");
-	if (k->budget_micro >= 0)
-		jw_usd(b, k->budget_micro);
+	if (budget_micro >= 0)
+		jw_usd(b, budget_micro);
 	else
 		jw_lit(b, "null");
 }
 
-void render_track(struct orch *o, const struct track *k, bool with_tasks, struct buf *b)
+/* What a track and an archived one both say first: id to created_at. */
+static void track_head(struct buf *b, const char *id, const char *title, enum track_status status,
+		       int64_t budget_micro, int64_t cost_micro, int64_t created_ms)
 {
 	jw_lit(b, "{\"id\":");
-	jw_str(b, k->id);
+	jw_str(b, id);
 	jw_lit(b, ",\"title\":");
-	jw_str(b, k->title);
+	jw_str(b, title);
 	jw_lit(b, ",\"status\":");
-	jw_str(b, track_status_name(k->status));
+	jw_str(b, track_status_name(status));
 	buf_putc(b, ',');
-	budget_field(b, k);
+	budget_field(b, budget_micro);
 	jw_lit(b, ",\"cost_usd\":");
-	jw_usd(b, usage_set_cost(&k->usage, o->prices, o->nprices));
+	jw_usd(b, cost_micro);
 	jw_lit(b, ",\"created_at\":");
-	jw_time(b, k->created_ms);
+	jw_time(b, created_ms);
+}
+
+void render_track(struct orch *o, const struct track *k, bool with_tasks, struct buf *b)
+{
+	track_head(b, k->id, k->title, k->status, k->budget_micro,
+		   usage_set_cost(&k->usage, o->prices, o->nprices), k->created_ms);
 	buf_putc(b, ',');
 	status_counts(b, k->counts, k->ntasks);
 	if (with_tasks) {
@@ -336,21 +344,7 @@ void render_archive(const struct orch *o, struct buf *b)
 		const struct archived_track *a = o->archive[i];
 		if (i)
 			buf_putc(b, ',');
-		jw_lit(b, "{\"id\":");
-		jw_str(b, a->id);
-		jw_lit(b, ",\"title\":");
-		jw_str(b, a->title);
-		jw_lit(b, ",\"status\":");
-		jw_str(b, track_status_name(a->status));
-		jw_lit(b, ",\"budget_usd\":");
-		if (a->budget_micro >= 0)
-			jw_usd(b, a->budget_micro);
-		else
-			jw_lit(b, "null");
-		jw_lit(b, ",\"cost_usd\":");
-		jw_usd(b, a->cost_micro);
-		jw_lit(b, ",\"created_at\":");
-		jw_time(b, a->created_ms);
+		track_head(b, a->id, a->title, a->status, a->budget_micro, a->cost_micro, a->created_ms);
 		jw_lit(b, ",\"archived_at\":");
 		jw_time(b, a->archived_ms);
 		buf_putc(b, ',');
@@ -512,7 +506,7 @@ static bool fragment(struct orch *o, enum section s, size_t pos, struct buf *b)
 		jw_lit(b, ":{");
 		usage_body(o, &k->usage, b);
 		buf_putc(b, ',');
-		budget_field(b, k);
+		budget_field(b, k->budget_micro);
 		jw_lit(b, ",\"status\":");
 		jw_str(b, track_status_name(k->status));
 		buf_putc(b, '}');
