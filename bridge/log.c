@@ -2,8 +2,11 @@
 #include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "json.h"
@@ -65,22 +68,65 @@ void log_format(struct buf *out, int64_t ms, enum orch_log_level level, const ch
 	buf_putc(out, '\n');
 }
 
+void log_use_stderr(struct orch_log *l)
+{
+	struct stat st;
+	if (fstat(STDERR_FILENO, &st) != 0)
+		return;
+	if (S_ISSOCK(st.st_mode)) {   /* journald's: send(2) is told not to wait, each time */
+		l->fd = STDERR_FILENO;
+		l->nonblocking = l->socket = true;
+		return;
+	}
+	if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode))
+		return;   /* a file: a write waits for the disk, as any log's */
+	/* a description of our own: O_NONBLOCK on the shared one would reach
+	 * the shell or the terminal that gave it */
+	int fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd >= 0) {
+		l->fd = fd;
+		l->nonblocking = true;
+	}
+}
+
+/* One line (at most LOG_LINE_MAX bytes, so one atomic write on a pipe):
+ * false when a log that must not block had no room for it. */
+static bool put_line(const struct orch_log *l, const char *line, size_t n)
+{
+	for (size_t done = 0; done < n;) {
+		ssize_t w = l->socket ? send(l->fd, line + done, n - done, MSG_DONTWAIT | MSG_NOSIGNAL)
+				      : write(l->fd, line + done, n - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && done == 0)
+			return false;
+		if (w <= 0)
+			break;   /* a log that cannot be written has nowhere to say so */
+		done += (size_t)w;
+	}
+	return true;
+}
+
 void log_put(const struct orch_log *l, const char *lines, size_t len)
 {
 	if (!l || l->level == ORCH_LOG_OFF)
 		return;
+	unsigned long *dropped = (unsigned long *)&l->dropped;
 	while (len) {
 		const char *nl = memchr(lines, '\n', len);
 		size_t n = nl ? (size_t)(nl - lines) + 1 : len;
-		/* a log that cannot be written has nowhere to say so */
-		for (size_t done = 0; done < n;) {
-			ssize_t w = write(l->fd, lines + done, n - done);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0)
-				break;
-			done += (size_t)w;
+		unsigned long lost = __atomic_load_n(dropped, __ATOMIC_RELAXED);
+		if (lost) {
+			struct buf note = BUF_INIT;
+			char msg[96];
+			int m = snprintf(msg, sizeof msg, "%lu lines dropped: the log's reader was too slow", lost);
+			log_format(&note, time_now_ms(), ORCH_LOG_WARN, msg, (size_t)m);
+			if (put_line(l, note.data, note.len))
+				__atomic_sub_fetch(dropped, lost, __ATOMIC_RELAXED);
+			buf_free(&note);
 		}
+		if (!put_line(l, lines, n))
+			__atomic_add_fetch(dropped, 1, __ATOMIC_RELAXED);
 		lines += n;
 		len -= n;
 	}

@@ -21,6 +21,9 @@ enum orch_log_level { ORCH_LOG_OFF, ORCH_LOG_ERROR, ORCH_LOG_WARN, ORCH_LOG_INFO
 struct orch_log {
 	enum orch_log_level level;   /* lines more detailed than this are dropped */
 	int fd;                      /* where lines go, when level is not OFF */
+	bool nonblocking;            /* a reader's pipe or socket: a line it has no room for is dropped */
+	bool socket;                 /* ... a socket, told not to wait at each send */
+	unsigned long dropped;       /* lines dropped so (atomic: the one counter a const log moves) */
 };
 
 /* Longer messages are cut (on a character), so a line stays one atomic
@@ -41,6 +44,11 @@ void log_write(const struct orch_log *l, enum orch_log_level level, const char *
 	__attribute__((format(printf, 3, 4)));
 void log_vwrite(const struct orch_log *l, enum orch_log_level level, const char *fmt, va_list ap)
 	__attribute__((format(printf, 3, 0)));
+/* With -f the log is stderr, which may be a pipe or a socket nobody
+ * drains: the log gets a descriptor of its own that never blocks (the
+ * file's own mode is left alone: others share it), and a line with no room
+ * is dropped and counted, told in the next line that goes through. */
+void log_use_stderr(struct orch_log *l);
 /* Writes lines made by log_format, one write(2) each. */
 void log_put(const struct orch_log *l, const char *lines, size_t len);
 

@@ -423,6 +423,8 @@ int main(int argc, char **argv)
 		 * too, instead of in /dev/null */
 		dup2(log_fd, STDERR_FILENO);
 		close(log_fd);
+	} else {
+		log_use_stderr(&cfg.log);   /* -f: a stderr nobody reads stalls nothing */
 	}
 	int64_t started_ms = time_now_ms();
 	log_info(&cfg.log, "orchfs %s starting (pid %d, state dir %s)", ORCHFS_VERSION, (int)getpid(),

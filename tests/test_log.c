@@ -164,6 +164,37 @@ static void test_later(void **state)
 	close(p[0]);
 }
 
+/* A log that must not block (a pipe nobody drains) drops what has no room,
+ * counts it, and says so in the next line that goes through. */
+static void test_dropped(void **state)
+{
+	(void)state;
+	int p[2];
+	assert_int_equal(pipe2(p, O_NONBLOCK), 0);
+	struct orch_log l = {.level = ORCH_LOG_INFO, .fd = p[1], .nonblocking = true};
+	int lines = 0;
+	while (l.dropped == 0 && lines < 100000) {
+		log_info(&l, "line %d, long enough to fill a pipe in a few thousand lines", lines);
+		lines++;
+	}
+	assert_true(l.dropped == 1);
+	log_info(&l, "dropped too");
+	assert_true(l.dropped == 2);
+	char sink[65536];
+	while (read(p[0], sink, sizeof sink) > 0)
+		;
+	log_info(&l, "room again");
+	assert_true(l.dropped == 0);
+	ssize_t n = read(p[0], sink, sizeof sink - 1);
+	assert_true(n > 0);
+	sink[n] = '\0';
+	assert_non_null(strstr(sink, " WARN 2 lines dropped: the log's reader was too slow\n"));
+	assert_non_null(strstr(sink, " INFO room again\n"));
+	assert_true(strstr(sink, "WARN 2 lines") < strstr(sink, "room again"));
+	close(p[0]);
+	close(p[1]);
+}
+
 static void test_daemon_json(void **state)
 {
 	char dir[] = "/tmp/orchfs-log-XXXXXX";
@@ -220,6 +251,7 @@ int main(void)
 		cmocka_unit_test(test_cut),
 		cmocka_unit_test(test_levels),
 		cmocka_unit_test(test_later),
+		cmocka_unit_test(test_dropped),
 		cmocka_unit_test(test_daemon_json),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -196,4 +196,30 @@ check "and says what it takes" grep -qF "error, warn, info or debug" <<<"$out"
 
 check "--help lists --log-level" eval '"$ORCHFS" --help | grep -q -- "--log-level LEVEL"'
 
+# -f with a stderr nobody reads (a pipe whose reader sleeps): the log drops
+# what has no room, and the daemon goes on; the next line that gets through
+# says how many were dropped
+mkfifo "$T/stderr.pipe"
+exec 7<>"$T/stderr.pipe"   # a reader that never reads: the pipe fills
+mkdir -p "$T/mnt3"
+"$ORCHFS" -f --state-dir "$T/state3" --http off --ws off --max-workers 8 "$T/mnt3" 2>"$T/stderr.pipe" &
+slow_pid=$!
+echo "$slow_pid" >>"$_WATCHDOG_PIDS"
+_MOUNTS+=("$T/mnt3")   # unmounted at the end whatever happens
+_DAEMONS+=("$slow_pid")
+poll 10 test -r "$T/mnt3/mma/pipeline/status"
+plan=$(jq -cn '{id: "many", tasks: [range(1500) | {id: "m\(.)", command: "true"}]}')
+check "a plan of 1500 tasks with a stalled stderr" write_once "$T/mnt3/mma/tracks/create" "$plan"
+wait_for "its 1500 tasks all end: logging never stalls the scheduler" 120 \
+	grep -qx done "$T/mnt3/mma/tracks/many/status"
+timeout 2 cat <&7 >"$T/stderr.out"   # the reader wakes: room again
+echo 'sleep 0' >"$T/mnt3/mma/workers/spawn"   # a line after the room came back
+sleep 0.5
+timeout 1 cat <&7 >>"$T/stderr.out"
+check "the next line through tells how many were dropped" \
+	grep -qE "$TS WARN [0-9]+ lines dropped: the log's reader was too slow" "$T/stderr.out"
+fusermount3 -u "$T/mnt3"
+wait "$slow_pid"
+exec 7>&-
+
 finish
