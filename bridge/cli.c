@@ -1119,9 +1119,21 @@ static void *top_reader(void *arg)
 	return NULL;
 }
 
+static int top_read_tracks(struct cli *c, struct top *t, struct orch_err *err)
+{
+	cJSON *doc;
+	int rc = read_json(c, "mma/tracks.json", &doc, err);
+	if (!rc) {
+		cJSON_Delete(t->tracks);
+		t->tracks = cJSON_DetachItemFromObjectCaseSensitive(doc, "tracks");
+		cJSON_Delete(doc);
+	}
+	return rc;
+}
+
 static int top_snapshot(struct cli *c, struct top *t, struct orch_err *err)
 {
-	cJSON *workers, *fin, *tracks;
+	cJSON *workers, *fin;
 	uint64_t oldest;
 	/* the seq first: an event that comes while the rest is read is
 	 * replayed; applied twice, it changes nothing, but a usage report's
@@ -1152,12 +1164,7 @@ static int top_snapshot(struct cli *c, struct top *t, struct orch_err *err)
 		t->cost_usd = num_of(cJSON_GetObjectItemCaseSensitive(fin, "total"), "cost_usd", 0);
 		cJSON_Delete(fin);
 	}
-	if (!rc && !(rc = read_json(c, "mma/tracks.json", &tracks, err))) {
-		cJSON_Delete(t->tracks);
-		t->tracks = cJSON_DetachItemFromObjectCaseSensitive(tracks, "tracks");
-		cJSON_Delete(tracks);
-	}
-	return rc;
+	return rc ? rc : top_read_tracks(c, t, err);
 }
 
 static int cmd_top(struct cli *c)
@@ -1213,13 +1220,8 @@ static int cmd_top(struct cli *c)
 		if (stale_tracks && time_now_ms() - tracks_read >= 250) {
 			/* at most four reads a second, however many events came; a
 			 * failed one is tried again at the next event */
-			cJSON *tracks;
 			struct orch_err ignored;
-			if (read_json(c, "mma/tracks.json", &tracks, &ignored) == 0) {
-				cJSON_Delete(t.tracks);
-				t.tracks = cJSON_DetachItemFromObjectCaseSensitive(tracks, "tracks");
-				cJSON_Delete(tracks);
-			}
+			top_read_tracks(c, &t, &ignored);
 			tracks_read = time_now_ms();
 			stale_tracks = false;
 			dirty = true;

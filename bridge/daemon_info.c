@@ -1,6 +1,7 @@
 /* daemon_info: the pid file, daemon.json, and naming who holds a state
  * directory or a mount (daemon_info.h). */
 #include "daemon_info.h"
+#include "runner.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -283,51 +284,6 @@ void daemon_describe_holder(const char *state_dir, struct buf *out)
 			   "daemon is recorded in %s/daemon.json)", state_dir, lock, state_dir);
 }
 
-/* mountinfo's octal escapes (\040 for a space) undone in place */
-static void unescape_octal(char *s)
-{
-	char *w = s;
-	for (char *r = s; *r;) {
-		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
-		    r[3] >= '0' && r[3] <= '7') {
-			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
-			r += 4;
-		} else {
-			*w++ = *r++;
-		}
-	}
-	*w = '\0';
-}
-
-static bool is_orchfs_mount(const char *mount)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return false;
-	char *line = NULL;
-	size_t cap = 0;
-	bool found = false;
-	while (!found && getline(&line, &cap, f) > 0) {
-		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - FSTYPE SOURCE SUPER */
-		char *save, *field = strtok_r(line, " ", &save), *point = NULL;
-		for (int i = 0; field && i < 4; i++) {
-			field = strtok_r(NULL, " ", &save);
-			if (i == 3)
-				point = field;
-		}
-		while (field && strcmp(field, "-"))
-			field = strtok_r(NULL, " ", &save);
-		char *type = field ? strtok_r(NULL, " ", &save) : NULL;
-		if (!point || !type || strcmp(type, "fuse.orchfs"))
-			continue;
-		unescape_octal(point);
-		found = !strcmp(point, mount);
-	}
-	free(line);
-	fclose(f);
-	return found;
-}
-
 struct serving {
 	const char *mount;
 	long pid;
@@ -366,7 +322,8 @@ int daemon_serving(const char *mount, pid_t *pid, char *state_dir, size_t size)
 	*pid = 0;
 	if (size)
 		state_dir[0] = '\0';
-	if (!is_orchfs_mount(mount))
+	char found[PATH_MAX];
+	if (!runner_find_mount("fuse.orchfs", mount, found, sizeof found))
 		return 0;
 	/* each orchfs holds its state directory's lock open: the one whose
 	 * daemon.json names it and this mount serves it */

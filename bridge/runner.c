@@ -101,24 +101,49 @@ struct local {
 
 /* --- cgroups --- */
 
-/* Where cgroup v2 is mounted (the unified hierarchy), from mountinfo. */
-static bool cgroup2_mount(char *out, size_t size)
+/* mountinfo's octal escapes (\040 for a space) undone in place */
+static void unescape_octal(char *s)
+{
+	char *w = s;
+	for (char *r = s; *r;) {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+		    r[3] >= '0' && r[3] <= '7') {
+			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+			r += 4;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+}
+
+bool runner_find_mount(const char *fstype, const char *point, char *out, size_t size)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	if (!f)
 		return false;
-	char line[4096];
+	char *line = NULL;
+	size_t cap = 0;
 	bool found = false;
-	while (!found && fgets(line, sizeof line, f)) {
-		/* id parent major:minor root mountpoint options ... - fstype source ... */
-		char mnt[2048], fstype[64];
-		const char *dash = strstr(line, " - ");
-		if (dash && sscanf(dash, " - %63s", fstype) == 1 && !strcmp(fstype, "cgroup2") &&
-		    sscanf(line, "%*s %*s %*s %*s %2047s", mnt) == 1) {
-			snprintf(out, size, "%s", mnt);
-			found = true;
+	while (!found && getline(&line, &cap, f) > 0) {
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - FSTYPE SOURCE SUPER */
+		char *save, *field = strtok_r(line, " ", &save), *at = NULL;
+		for (int i = 0; field && i < 4; i++) {
+			field = strtok_r(NULL, " ", &save);
+			if (i == 3)
+				at = field;
 		}
+		while (field && strcmp(field, "-"))
+			field = strtok_r(NULL, " ", &save);
+		char *type = field ? strtok_r(NULL, " ", &save) : NULL;
+		if (!at || !type || strcmp(type, fstype))
+			continue;
+		unescape_octal(at);
+		found = !point || !strcmp(at, point);
+		if (found)
+			snprintf(out, size, "%s", at);
 	}
+	free(line);
 	fclose(f);
 	return found;
 }
@@ -1089,7 +1114,7 @@ static const char *cgroup_find(enum runner_isolation want, const char *state_key
 	*dir = -1;
 	if (want == ISOLATION_PGROUP)
 		return "process groups asked for";
-	if (!cgroup2_mount(mnt, sizeof mnt))
+	if (!runner_find_mount("cgroup2", NULL, mnt, sizeof mnt))   /* the unified hierarchy */
 		return "no cgroup v2 hierarchy is mounted";
 	if (!own_cgroup(own, sizeof own))
 		return "the daemon's cgroup v2 is unknown";

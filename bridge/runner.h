@@ -198,4 +198,9 @@ const char *runner_isolation(const struct runner *r);
 /* The path of worker id's cgroup into out; false without one. */
 bool runner_cgroup_path(const struct runner *r, int id, char *out, size_t size);
 
+/* Where a file system of type fstype is mounted (its first mount, point
+ * NULL), or whether point is one, from /proc/self/mountinfo: the mount point
+ * into out. The runner's cgroup2; who serves an orchfs mount (daemon_info). */
+bool runner_find_mount(const char *fstype, const char *point, char *out, size_t size);
+
 #endif
