@@ -502,6 +502,9 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 	}
 }
 
+/* tx_packet_size: a piece (headers and up to CHUNK of body) goes to the
+ * kernel in one send(); at 0 lws would cut it into 4 KiB sends, each its own
+ * syscall and, past the first, its own turn of the service loop. */
 const struct lws_protocols api_http_protocol = {
-	"http", http_callback, sizeof(struct http_pss), 0, 0, NULL, 0,
+	"http", http_callback, sizeof(struct http_pss), 0, 0, NULL, HEADER_ROOM + CHUNK,
 };
