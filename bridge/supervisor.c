@@ -14,6 +14,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -131,10 +132,27 @@ int sv_recv(int sock, struct sv_msg *m, char **payload, int fds[2])
 
 /* --- starting a worker --- */
 
+/* A signal's disposition through the system call: glibc's sigaction()
+ * refuses its own two (32 and 33), which may come ignored from whoever
+ * started orchfs (a posix_spawn parent leaves them so), and a worker must
+ * not inherit that. */
+struct kernel_sigaction {
+	void (*handler)(int);
+	unsigned long flags;
+	void (*restorer)(void);
+	uint64_t mask;
+};
+
+static int disposition(int sig, const struct kernel_sigaction *set, struct kernel_sigaction *old)
+{
+	return (int)syscall(SYS_rt_sigaction, sig, set, old, sizeof(uint64_t));
+}
+
 struct spawn_args {
 	const char *command, *cwd;
 	char *const *envp;
 	int stdin_fd, logfd, procs_fd;
+	uint64_t ignored;          /* what the supervisor ignores: bit sig - 1 */
 	int error;                 /* set by the child when it fails before exec */
 	const char *failed;        /* what failed */
 };
@@ -144,11 +162,14 @@ struct spawn_args {
 static int spawn_child(void *arg)
 {
 	struct spawn_args *a = arg;
-	/* what the supervisor ignores or blocks, the worker must not */
-	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	/* What the supervisor ignores or blocks, the worker must not. It has no
+	 * handlers (exec would reset them, and none can run in the meantime),
+	 * so only the few ignored signals are reset, instead of a sigaction
+	 * per signal (64 system calls a start). */
+	const struct kernel_sigaction dfl = {.handler = SIG_DFL};
 	for (int sig = 1; sig < NSIG; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			sigaction(sig, &dfl, NULL);
+		if (a->ignored >> (sig - 1) & 1)
+			disposition(sig, &dfl, NULL);
 	if (a->procs_fd >= 0 && write(a->procs_fd, "0", 1) != 1) {
 		a->failed = "joining its cgroup";
 		goto fail;
@@ -218,6 +239,7 @@ struct sv {
 	struct sv_worker *workers;
 	size_t nworkers, cap;
 	int last_id;    /* the highest id started */
+	uint64_t ignored;   /* signals set to SIG_IGN, inherited or ours: bit sig - 1 */
 };
 
 static struct sv_worker *worker_by(struct sv *s, int id, pid_t pid)
@@ -268,7 +290,9 @@ static void on_spawn(struct sv *s, const struct sv_msg *m, char *payload, const 
 		pid = -errno;
 		failed = "pipe";
 	} else if (cwd) {
-		struct spawn_args a = {command, cwd, envp, stdin_pipe[0], fds[0], fds[1], 0, NULL};
+		struct spawn_args a = {.command = command, .cwd = cwd, .envp = envp,
+				       .stdin_fd = stdin_pipe[0], .logfd = fds[0],
+				       .procs_fd = fds[1], .ignored = s->ignored};
 		pid = spawn(&a, &failed);
 		close(stdin_pipe[0]);
 	}
@@ -395,6 +419,12 @@ int supervisor_main(int argc, char **argv)
 	char exits_path[4096];
 	snprintf(exits_path, sizeof exits_path, "%s/exits", argv[2]);
 	struct sv s = {.listen_fd = 3, .daemon = -1};
+	/* (a bit mask, not a sigset_t: glibc's sigaddset refuses 32 and 33 too) */
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct kernel_sigaction old;
+		if (disposition(sig, NULL, &old) == 0 && old.handler == SIG_IGN)
+			s.ignored |= UINT64_C(1) << (sig - 1);
+	}
 	fcntl(s.listen_fd, F_SETFD, FD_CLOEXEC);
 	s.exits = open(exits_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	s.sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);

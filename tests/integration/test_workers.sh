@@ -10,7 +10,10 @@
 
 # the daemon's environment holds a secret its workers must not see
 export ORCHFS_TEST_SECRET=hunter2 LC_TESTING=passed
+# and it inherits an ignored signal (as under nohup), which its workers must not
+trap '' USR2
 orchfs_start --max-workers 4
+trap - USR2
 cd "$M" || exit 1
 
 w_status() { cat "mma/workers/$1/status" 2>/dev/null; }
@@ -59,6 +62,12 @@ EOS
 ctl_write mma/tracks/create "{\"id\":\"prio\",\"tasks\":[{\"id\":\"prio1\",\"command\":\"sh $T/prio.sh\"}]}"
 wait_for "the task reporting its priority is done" 5 status_is mma/tasks/prio1/status done
 expect_eq "a task's worker runs at nice 0 with the normal policy" "$(cat mma/tasks/prio1/worker/log)" "0 0"
+# no signal ignored or blocked: neither what the daemon inherited (USR2),
+# nor what the supervisor ignores (PIPE) or blocks (CHLD)
+w=$(spawn 'grep -E "^Sig(Ign|Blk):" /proc/self/status')
+wait_for "the worker printing its signal masks exits" 5 w_is "$w" exited
+expect_eq "a worker ignores and blocks no signal" "$(cat "mma/workers/$w/log")" \
+	"$(printf 'SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000')"
 sched_tid=$(grep -lx orchfs-sched /proc/"$DAEMON_PID"/task/*/comm | head -1)
 if [ "$(id -u)" = 0 ]; then
 	expect_eq "as root the scheduler thread is SCHED_FIFO (1), nice 0" \
