@@ -1,0 +1,292 @@
+# dashboard: the browser half of test_dashboard.sh: drives the page in
+# headless Chromium (cdp.py) against a daemon the shell started, and prints
+# PASS NAME or FAIL NAME: WHY lines, which the shell counts. Modes:
+#   main       the demo plan (pipeline paused): tracks, DAG statuses, a change
+#              through the mount seen within a second, pause/resume clicks, an
+#              action's error shown beside it, a worker's log followed, a kill
+#   wrongtoken a wrong token in the fragment: a clear message, no stream
+#   dag200     a plan of 200 tasks drawn readably (no overlap, edges forward)
+#   scale      10,000 finished workers: first render time, tick p99 with and
+#              without the page (medians of rounds)
+# Environment: HTTP, TOKEN, M (the mount), T (a temp dir), OUT (screenshots).
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+
+from cdp import Browser
+
+HTTP, TOKEN, M, T = os.environ["HTTP"], os.environ["TOKEN"], os.environ["M"], os.environ["T"]
+OUT = os.environ.get("OUT") or T
+URL = HTTP + "/#token=" + TOKEN
+READY = "document.body.dataset.ready === '1' && document.getElementById('conn').dataset.state === 'live'"
+
+
+def check(name, ok, why=""):
+    print(("PASS " if ok else "FAIL ") + name + ("" if ok else ": " + str(why)[:600]), flush=True)
+    return ok
+
+
+def mount_read(rel):
+    with open(os.path.join(M, rel)) as f:
+        return f.read()
+
+
+def mount_json(rel):
+    return json.loads(mount_read(rel))
+
+
+def mount_write(rel, data):
+    fd = os.open(os.path.join(M, rel), os.O_RDWR)
+    try:
+        os.write(fd, data.encode())
+        return os.read(fd, 1 << 20).decode()
+    finally:
+        os.close(fd)
+
+
+def no_errors(b, name, allow=lambda kind, text: False):
+    bad = [e for e in b.errors if not allow(*e)]
+    check(name, not bad, bad)
+
+
+async def page_statuses(b):
+    return await b.eval("Object.fromEntries([...document.querySelectorAll('#dag g.node:not(.ghost)')]"
+                        ".map(g => [g.dataset.task, g.dataset.status]))")
+
+
+async def mode_main():
+    async with Browser(os.path.join(T, "chrome")) as b:
+        await b.goto(URL)
+        check("the page loads, takes its snapshot and goes live", await b.wait(READY, 15),
+              await b.eval("document.body.innerText.slice(0, 300)"))
+        check("the token is taken out of the address bar", await b.eval("location.hash") == "")
+        check("... and kept in the tab's session storage, not a cookie",
+              await b.eval("sessionStorage.getItem('orchfs-token')") == TOKEN and await b.eval("document.cookie") == "")
+
+        # the tracks as the mount has them (the pipeline is paused: nothing moves)
+        tracks = mount_json("mma/tracks.json")["tracks"]
+        for tr in tracks:
+            want = {k: v for k, v in tr["tasks_by_status"].items() if v}
+            got = await b.wait(f"(() => {{ const r = document.querySelector('#tracks tr[data-track=\"{tr['id']}\"] .bar');"
+                               " return r && r.dataset.counts; })()", 5)
+            got = {k: v for k, v in json.loads(got or "{}").items() if v}
+            check(f"track {tr['id']}: its row shows the task counts of mma/tracks.json", got == want, f"{got} != {want}")
+        tasks = {t: mount_read(f"mma/tasks/{t}/status").strip() for t in os.listdir(os.path.join(M, "mma/tasks"))}
+        got = await page_statuses(b)
+        check(f"the DAG draws each of the {len(tasks)} tasks with its status on the mount", got == tasks, f"{got} != {tasks}")
+
+        # a change through the mount, seen in the page within a second
+        t0 = time.monotonic()
+        mount_write("mma/dag/mutate", "hold plan")
+        seen = await b.wait("document.querySelector('#dag g[data-task=\"plan\"]').dataset.status === 'held'", 1.0, 0.01)
+        check(f"hold through the mount: the page's DAG shows it held in {time.monotonic() - t0:.3f} s (< 1 s)", seen)
+
+        # pause and resume from the page; the mount tells
+        mount_write("mma/pipeline/resume", "go")
+        await b.wait("document.getElementById('pipeline-status').textContent === 'running'", 2)
+        await b.click("#btn-pause")
+        end = time.monotonic() + 3
+        while mount_read("mma/pipeline/status").strip() != "paused" and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        check("clicking Pause makes mma/pipeline/status read paused", mount_read("mma/pipeline/status").strip() == "paused")
+        check("... and the page's badge says so", await b.wait("document.getElementById('pipeline-status').textContent === 'paused'", 2))
+
+        # a failed action shows the error object's message beside its control
+        await b.click('#dag g[data-task="plan"]')
+        check("clicking a task shows its info", await b.wait("document.getElementById('task-panel').dataset.status === 'held'", 3))
+        await b.click('#task-panel button[data-op="retry"]')
+        msg = await b.wait("document.getElementById('err-task').textContent", 3)
+        want = mount_json("last_error")["error"]["message"]
+        check("retry of a held task: the error object's message is shown beside the buttons", msg == want, f"{msg!r} != {want!r}")
+        await b.type_into("#max-workers", "0")
+        await b.click("#btn-max-workers")
+        msg = await b.wait("document.getElementById('err-max-workers').textContent", 3)
+        want = mount_json("last_error")["error"]["message"]
+        check("max_workers 0: its message is shown beside the field", msg == want, f"{msg!r} != {want!r}")
+        await b.type_into("#max-workers", "3")
+        await b.click("#btn-max-workers")
+        end = time.monotonic() + 3
+        while mount_read("mma/pipeline/max_workers").strip() != "3" and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        check("max_workers 3 from the page: the mount reads 3", mount_read("mma/pipeline/max_workers").strip() == "3")
+        check("... and the error beside it is gone", await b.eval("document.getElementById('err-max-workers').textContent") == "")
+        await b.click('#task-panel button[data-op="release"]')
+        check("release from the task panel: the task is no longer held",
+              await b.wait("document.querySelector('#dag g[data-task=\"plan\"]').dataset.status !== 'held'", 3))
+        await b.click("#btn-resume")
+        end = time.monotonic() + 3
+        while mount_read("mma/pipeline/status").strip() != "running" and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        check("clicking Resume makes it read running", mount_read("mma/pipeline/status").strip() == "running")
+
+        # a worker's log, followed live, and a kill from the page
+        mark = os.path.join(T, "mark")
+        wid = json.loads(mount_write("mma/workers/spawn", json.dumps({"command":
+            f"echo started; while :; do if [ -f {mark} ]; then cat {mark}; rm -f {mark}; fi; sleep 0.05; done"})))["id"]
+        row = f'#workers-rows .vrow[data-worker="{wid}"]'
+        check(f"worker {wid} appears in the workers table", await b.wait(f"!!document.querySelector('{row}')", 3))
+        await b.click(row)
+        check("its log opens in the log panel", await b.wait("document.getElementById('log').textContent.includes('started')", 5))
+        with open(mark + ".tmp", "w") as f:
+            f.write("a line written after the panel opened\n")
+        os.rename(mark + ".tmp", mark)
+        check("the log panel shows a line written after it opened",
+              await b.wait("document.getElementById('log').textContent.includes('written after the panel opened')", 5))
+        await b.eval("document.getElementById('kill-signal').value = 'TERM'")
+        await b.type_into("#kill-grace", "1")
+        await b.click("#btn-kill")
+        end = time.monotonic() + 6
+        while mount_read(f"mma/workers/{wid}/status").strip() == "running" and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        st = mount_read(f"mma/workers/{wid}/status").strip()
+        check("Kill (TERM, grace 1) from the page ends the worker", st == "killed", st)
+        check("... and its row says so", await b.wait(f"document.querySelector('{row} .st').textContent === 'killed'", 3))
+        check("... and Kill is disabled for an ended worker", await b.eval("document.getElementById('btn-kill').disabled"))
+
+        # context: inject from the page, remove
+        await b.eval("document.getElementById('inject-kind').value = 'text'")
+        await b.type_into("#inject-value", "Prefer small changes.")
+        await b.type_into("#inject-name", "style")
+        await b.click("#btn-inject")
+        check("inject text from the page: the entry is listed with its status",
+              await b.wait("(() => { const r = document.querySelector('#context tr[data-entry=\"style\"]');"
+                           " return r && r.innerText.includes('fresh'); })()", 3))
+        check("... and it is on the mount", os.path.exists(os.path.join(M, "context/files/style")))
+        await b.eval("document.getElementById('inject-kind').value = 'path'")
+        await b.type_into("#inject-value", "/nonexistent/file")
+        await b.click("#btn-inject")
+        msg = await b.wait("document.getElementById('err-inject').textContent", 3)
+        want = mount_json("last_error")["error"]["message"]
+        check("inject of a missing path: its message beside the form", msg == want, f"{msg!r} != {want!r}")
+        await b.click('#context button[data-remove="style"]')
+        check("remove from the page: the entry goes",
+              await b.wait("!document.querySelector('#context tr[data-entry=\"style\"]')", 3))
+
+        # the demo runs on: let it fill the plots, then the screenshot
+        await b.wait("document.querySelectorAll('#dag g.node[data-status=\"done\"]').length >= 3", 15)
+        await b.click('#dag g[data-task="plan"]')
+        await b.wait("document.getElementById('task-panel').dataset.status === 'done'", 3)
+        await asyncio.sleep(0.5)
+        await b.eval("window.scrollTo(0, 0)")
+        await b.screenshot(os.path.join(OUT, "dashboard.png"))
+        await b.screenshot(os.path.join(OUT, "dashboard-full.png"), full_page=True)
+        check("screenshots saved", os.path.getsize(os.path.join(OUT, "dashboard.png")) > 10000)
+        no_errors(b, "no console error, exception or error log entry in the page")
+
+
+async def mode_wrongtoken():
+    async with Browser(os.path.join(T, "chrome-wrong")) as b:
+        await b.goto(HTTP + "/#token=" + "0" * 64)
+        msg = await b.wait("!document.getElementById('auth').hidden && document.getElementById('auth-msg').textContent", 5)
+        check("a wrong token: the page says orchfs refused it", msg and "refused the token" in msg, msg)
+        check("... shows the form for the right one, and the dashboard not",
+              await b.eval("document.getElementById('main').hidden && document.activeElement.id === 'auth-token'"))
+        check("... and opens no stream", await b.eval("window.orchfsDash.connects") == 0)
+        check("... nor keeps the wrong token", await b.eval("sessionStorage.getItem('orchfs-token')") is None)
+        # then the right one, typed in
+        await b.type_into("#auth-token", TOKEN)
+        await b.click("#auth-go")
+        check("the right token typed in: the page goes live", await b.wait(READY, 10))
+        # the browser logs the refused request (401) itself: that one only
+        no_errors(b, "no other console error", lambda kind, text: kind == "log:network" and "401" in text)
+
+
+async def mode_dag200():
+    async with Browser(os.path.join(T, "chrome-dag"), 1280, 900) as b:
+        await b.goto(URL)
+        check("the page loads", await b.wait(READY, 15))
+        await b.eval("(() => { const s = document.getElementById('dag-track'); s.value = 'big';"
+                     " s.dispatchEvent(new Event('change')); })()")
+        n = await b.wait("document.querySelectorAll('#dag g.node').length === 200 && 200", 5)
+        check("200 tasks: 200 nodes drawn", n == 200, await b.eval("document.querySelectorAll('#dag g.node').length"))
+        geo = await b.eval("""(() => {
+            const boxes = [...document.querySelectorAll('#dag g.node')].map(g => {
+                const m = /translate\\(([-\\d.]+),([-\\d.]+)\\)/.exec(g.getAttribute('transform'));
+                return {id: g.dataset.task, x: +m[1], y: +m[2]};
+            });
+            return {boxes, w: +document.querySelector('#dag rect').getAttribute('width'),
+                    h: +document.querySelector('#dag rect').getAttribute('height'),
+                    edges: [...document.querySelectorAll('#dag .edge')].map(p => [p.dataset.from, p.dataset.to])};
+        })()""")
+        boxes = {x["id"]: x for x in geo["boxes"]}
+        overlaps = []
+        by_x = {}
+        for bx in geo["boxes"]:
+            by_x.setdefault(bx["x"], []).append(bx["y"])
+        for x, ys in by_x.items():
+            ys.sort()
+            overlaps += [(x, a, c) for a, c in zip(ys, ys[1:]) if c - a < geo["h"]]
+        check("no two nodes overlap", not overlaps, overlaps[:5])
+        backward = [e for e in geo["edges"] if boxes[e[0]]["x"] >= boxes[e[1]]["x"]]
+        plan = json.load(open(os.path.join(T, "big.json")))
+        want_edges = sum(len(t.get("deps", [])) for t in plan["tasks"])
+        check(f"every one of the {want_edges} deps is an edge drawn forwards (dep left of task)",
+              not backward and len(geo["edges"]) == want_edges, f"{len(geo['edges'])} edges, backward {backward[:5]}")
+        layers = len(by_x)
+        check(f"layered: {layers} columns for a plan {plan['depth']} deep", layers == plan["depth"], layers)
+        tasks = {t["id"]: mount_read(f"mma/tasks/{t['id']}/status").strip() for t in plan["tasks"]}
+        got = await page_statuses(b)
+        check("each node has its task's status", got == tasks)
+        await b.click("#dag-fit")
+        await asyncio.sleep(0.3)
+        await b.eval("document.getElementById('dag-box').scrollIntoView()")
+        r = await b.send("Page.captureScreenshot", {"format": "png"})
+        import base64
+        with open(os.path.join(OUT, "dashboard-dag200.png"), "wb") as f:
+            f.write(base64.b64decode(r["data"]))
+        no_errors(b, "no console error with 200 tasks")
+
+
+def tick():
+    t = mount_json("system/telemetry.json")
+    return t["loop"]["p99_us"], t["loop"]["count"]
+
+
+def burst(name, n):
+    """A plan of n `true` tasks run to its end; the tick p99 after it."""
+    plan = {"id": name, "title": "burst", "tasks": [{"id": f"{name}-{i}", "command": "true"} for i in range(n)]}
+    mount_write("mma/tracks/create", json.dumps(plan))
+    end = time.monotonic() + 60
+    while mount_read(f"mma/tracks/{name}/status").strip() != "done" and time.monotonic() < end:
+        time.sleep(0.05)
+    return tick()
+
+
+async def mode_scale():
+    rounds, n = int(os.environ.get("ROUNDS", "3")), int(os.environ.get("BURST", "600"))
+    first, off, on = [], [], []
+    async with Browser(os.path.join(T, "chrome-scale")) as b:
+        for r in range(rounds):
+            await b.goto("about:blank")
+            await asyncio.sleep(0.3)
+            p99, _ = burst(f"off{r}", n)
+            off.append(p99)
+            await b.goto(URL)
+            ok = await b.wait(READY, 20)
+            if not ok:
+                check(f"round {r}: the page loads", False, await b.eval("document.body.innerText.slice(0, 300)"))
+                return
+            first.append(await b.eval("window.orchfsDash.firstRenderMs"))
+            p99, _ = burst(f"on{r}", n)
+            on.append(p99)
+            seq = mount_json("state.json")["seq"]
+            await b.wait(f"window.orchfsDash.seq >= {seq}", 10)
+            rows = await b.eval("document.querySelectorAll('#workers-rows .vrow').length")
+            print(f"round {r}: first render {first[-1]:.0f} ms, tick p99 without the page {off[-1]:.0f} us, "
+                  f"with it {on[-1]:.0f} us, {rows} worker rows in the DOM", flush=True)
+        total = await b.eval("window.orchfsDash && document.getElementById('workers-count').textContent")
+        no_errors(b, "no console error with 10,000 workers")
+    fr, p_off, p_on = statistics.median(first), statistics.median(off), statistics.median(on)
+    print(f"median first render {fr:.0f} ms; tick p99 without {p_off:.0f} us, with {p_on:.0f} us "
+          f"(x{p_on / p_off:.2f}); workers: {total}", flush=True)
+    check(f"first render with 10,000 finished workers: median {fr:.0f} ms < 2000 ms", fr < 2000, first)
+    check(f"the table renders only what is visible", rows < 60, rows)
+    check(f"tick p99 with the page open within 1.2x of without: {p_on:.0f} vs {p_off:.0f} us",
+          p_on <= 1.2 * p_off, (off, on))
+
+
+if __name__ == "__main__":
+    asyncio.run(globals()["mode_" + sys.argv[1]]())
