@@ -1,8 +1,7 @@
 // app: the dashboard's model and wiring. A snapshot (GET /api/state) and
 // then the WebSocket orchfs.v1 stream from the snapshot's seq keep the model;
-// each event changes it in place (a status, a worker, a cost) and marks what
-// to draw again, once per frame. A change of the graph's shape (a task or a
-// dep added or removed, a track made or removed) takes a new snapshot. The
+// each event changes it in place (a status, a worker, a cost, a task or a dep
+// added or removed) and marks what to draw again, once per frame. The
 // stream reconnects by itself and resumes from the last seq it was sent
 // (after a 1013, or a daemon restart). Actions are POSTs to control files;
 // a failed one shows the error object's message beside its control.
@@ -129,7 +128,7 @@ async function act(control, errEl, fn) {
 // --- formatting ---
 
 const esc = (s) => String(s ?? "");
-const usd = (v) => (v == null ? "–" : "$" + (v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(2) : v.toFixed(4)));
+const usd = (v) => (v == null ? "–" : v === 0 ? "$0" : "$" + (v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(2) : v.toFixed(4)));
 const num = (v) => (v >= 1e6 ? (v / 1e6).toFixed(1) + "M" : v >= 1e4 ? (v / 1e3).toFixed(0) + "k" : String(v ?? 0));
 const bytes = (v) => (v >= 1 << 30 ? (v / (1 << 30)).toFixed(1) + " GiB" : (v / (1 << 20)).toFixed(1) + " MiB");
 function dur(s) {
@@ -230,25 +229,16 @@ function recount() {
   }
 }
 
-let resnapTimer = null, resnapBuf = null;
-// The graph changed shape: a new snapshot (once for a burst); the events that
-// come meanwhile are applied again on top of it when newer than it.
-function resnap() {
-  if (resnapTimer) return;
-  resnapTimer = setTimeout(async () => {
-    resnapTimer = null;
-    resnapBuf = [];
-    try {
-      const st = await http("state");
-      const buf = resnapBuf;
-      resnapBuf = null;
-      loadState(st);
-      for (const ev of buf) if (ev.seq > st.seq) apply(ev);
-    } catch (e) {
-      resnapBuf = null;
-      notice("Could not read the state: " + e.message, "error");
-    }
-  }, 200);
+// A track's budget is not in its track.created event: read once, then
+// track.budget events keep it.
+async function readBudget(id) {
+  try {
+    const v = parseFloat(await api(`mma/tracks/${id}/budget`));
+    const tr = S.tracks.get(id);
+    if (tr && tr.budget_usd === undefined) tr.budget_usd = isFinite(v) ? v : null;
+    dirty.add("tracks");
+    schedule();
+  } catch { /* removed meanwhile */ }
 }
 
 function apply(ev) {
@@ -282,9 +272,42 @@ function apply(ev) {
     break;
   }
   case "track.budget_exhausted": dirty.add("tracks"); break;
-  case "track.created": case "dag.task_added": case "dag.task_removed": case "dag.dep_added":
-  case "dag.dep_removed": case "dag.track_removed": case "dag.track_archived":
-    resnap();
+  // the graph's shape, from the events alone: no document to read again
+  case "track.created":
+    if (!S.tracks.has(d.track)) {
+      S.tracks.set(d.track, { id: d.track, title: d.title, status: "active", cost_usd: 0, created_at: ev.ts, tasks_by_status: {}, task_count: 0, budget_usd: undefined });
+      readBudget(d.track);
+    }
+    dirty.add("tracks").add("dagShape");
+    break;
+  case "dag.task_added":
+    if (!S.tasks.has(d.task)) S.tasks.set(d.task, { id: d.task, track: d.track, status: "blocked", deps: [], workers: [] });
+    dirty.add("tracks").add("dagShape");
+    break;
+  case "dag.task_removed":
+    S.tasks.delete(d.task);
+    if (ui.task === d.task) ui.task = null;
+    dirty.add("tracks").add("dagShape");
+    break;
+  case "dag.dep_added": {
+    const task = S.tasks.get(d.task);
+    if (task && !task.deps.includes(d.dep)) task.deps.push(d.dep);
+    dirty.add("dagShape");
+    if (ui.task === d.task || ui.task === d.dep) dirty.add("task");
+    break;
+  }
+  case "dag.dep_removed": {
+    const task = S.tasks.get(d.task);
+    if (task) task.deps = task.deps.filter((x) => x !== d.dep);
+    dirty.add("dagShape");
+    if (ui.task === d.task || ui.task === d.dep) dirty.add("task");
+    break;
+  }
+  case "dag.track_removed": case "dag.track_archived":
+    S.tracks.delete(d.track);
+    for (const [id, task] of S.tasks) if (task.track === d.track) S.tasks.delete(id);
+    if (ui.trackRows.has(d.track)) { ui.trackRows.get(d.track).tr.remove(); ui.trackRows.delete(d.track); }
+    dirty.add("tracks").add("dagShape");
     break;
   case "pipeline.status": S.pipeline.status = d.to; dirty.add("bar"); break;
   case "pipeline.max_workers": S.pipeline.max_workers = d.to; dirty.add("bar"); break;
@@ -350,7 +373,6 @@ function onEvent(ev) {
   if (ev.seq <= dash.seq) return;   // already had (a resumed stream)
   dash.seq = ev.seq;
   dash.events++;
-  if (resnapBuf) resnapBuf.push(ev);
   apply(ev);
   schedule();
 }
@@ -359,7 +381,7 @@ function onTelemetryData(d, now) {
   S.tel = d;
   const prev = S.lastTel;
   if (!prev || now - prev.t >= 1000) {
-    const seq = d.events ? d.events.seq : 0;
+    const seq = dash.seq;   // what the page was sent: the frames carry no seq
     if (prev) {
       S.eps.push([now, Math.max(0, (seq - prev.seq) / ((now - prev.t) / 1000))]);
       S.p99.push([now, d.loop ? d.loop.p99_us : 0]);
@@ -490,8 +512,8 @@ function renderBar() {
   const mw = $("max-workers");
   if (document.activeElement !== mw && p.max_workers) mw.value = p.max_workers;
   const t = S.tel;
+  $("stat-running").textContent = runningCount();
   if (t) {
-    $("stat-running").textContent = t.workers ? t.workers.running : "–";
     $("stat-tick").textContent = t.loop ? t.loop.rate_hz.toFixed(1) : "–";
     $("stat-p99").textContent = t.loop ? Math.round(t.loop.p99_us) + " µs" : "–";
     $("stat-cpu").textContent = t.process ? t.process.cpu_percent.toFixed(1) + " %" : "–";
@@ -499,6 +521,12 @@ function renderBar() {
   }
   const e = S.eps.length ? S.eps[S.eps.length - 1][1] : 0;
   $("stat-eps").textContent = e.toFixed(e < 10 ? 1 : 0);
+}
+
+function runningCount() {
+  let n = 0;
+  for (const w of S.workers.values()) if (w.status === "running") n++;
+  return n;
 }
 
 function trackDuration(tr) {
@@ -592,11 +620,18 @@ function renderDagShape() {
   const note = $("dag-note");
   note.hidden = total <= DAG_MAX;
   note.textContent = total > DAG_MAX ? `${total} tasks: drawing ${DAG_MAX} of them (those not finished first); pick a track to see fewer.` : "";
-  const key = all.join(",") + "|" + edges.map((e) => e.join(">")).join(",") + "|" + ui.dagZoom;
-  if (key === ui.dagKey) return recolourDag();
+  const key = all.join(",") + "|" + edges.map((e) => e.join(">")).join(",");
+  const g = key === ui.dagKey ? ui.dagGraph : layout(all, edges);
+  const zoomWas = ui.dagZoom;
+  if (!ui.dagZoomed) {
+    // until the user zooms: the whole width when that stays readable
+    const w = $("dag-scroll").clientWidth - 4;
+    ui.dagZoom = w > 0 ? Math.max(0.75, Math.min(1, w / g.width)) : 1;
+  }
+  if (key === ui.dagKey && zoomWas === ui.dagZoom && ui.dagDrawn === ui.dagZoom) return recolourDag();
   ui.dagKey = key;
-  const g = layout(all, edges);
   ui.dagGraph = g;
+  ui.dagDrawn = ui.dagZoom;
   ui.dagNodes = draw($("dag"), g, {
     statusOf: (id) => (S.tasks.get(id) || {}).status || "blocked",
     ghost,
@@ -627,6 +662,7 @@ function fitDag() {
   if (!g) return;
   const w = $("dag-scroll").clientWidth - 4;
   ui.dagZoom = Math.max(0.2, Math.min(1.5, w / g.width));
+  ui.dagZoomed = true;
   dirty.add("dagShape");
   schedule();
 }
@@ -703,8 +739,7 @@ function workerView() {
 let view = [];
 function renderWorkers() {
   view = workerView();
-  const running = S.tel && S.tel.workers ? S.tel.workers.running : [...S.workers.values()].filter((w) => w.status === "running").length;
-  $("workers-count").textContent = `${S.workers.size} (${running} running)`;
+  $("workers-count").textContent = `${S.workers.size} (${runningCount()} running)`;
   $("workers-spacer").style.height = view.length * ROW_H + "px";
   paintRows();
   if (ui.worker !== null) $("btn-kill").disabled = (S.workers.get(ui.worker) || {}).status !== "running";
@@ -814,8 +849,8 @@ function wire() {
   }));
   $("max-workers").addEventListener("keydown", (e) => { if (e.key === "Enter") $("btn-max-workers").click(); });
   $("dag-track").addEventListener("change", (e) => { ui.dagTrack = e.target.value; dirty.add("dagShape"); schedule(); });
-  $("dag-zoom-in").addEventListener("click", () => { ui.dagZoom = Math.min(3, ui.dagZoom * 1.25); dirty.add("dagShape"); schedule(); });
-  $("dag-zoom-out").addEventListener("click", () => { ui.dagZoom = Math.max(0.15, ui.dagZoom / 1.25); dirty.add("dagShape"); schedule(); });
+  $("dag-zoom-in").addEventListener("click", () => { ui.dagZoom = Math.min(3, ui.dagZoom * 1.25); ui.dagZoomed = true; dirty.add("dagShape"); schedule(); });
+  $("dag-zoom-out").addEventListener("click", () => { ui.dagZoom = Math.max(0.15, ui.dagZoom / 1.25); ui.dagZoomed = true; dirty.add("dagShape"); schedule(); });
   $("dag-fit").addEventListener("click", fitDag);
   $("workers-scroll").addEventListener("scroll", () => requestAnimationFrame(paintRows), { passive: true });
   $("workers-rows").addEventListener("click", (e) => {

@@ -7,8 +7,8 @@
 //   const g = layout(["a", "b"], [["a", "b"]]);   // g.nodes.get("b") = {x, y, layer}
 //   draw(svg, g, statusOf, onClick);
 
-export const NODE_W = 150, NODE_H = 24;
-const GAP_X = 56, GAP_Y = 10, PAD = 12;
+export const NODE_W = 128, NODE_H = 24;
+const GAP_X = 44, GAP_Y = 10, PAD = 12;
 
 // ids: the nodes; edges: [from, to] with from a dep of to.
 export function layout(ids, edges) {
@@ -109,6 +109,11 @@ export function layout(ids, edges) {
     for (let l = 1; l < nLayers; l++) place(layers[l], up);
     for (let l = nLayers - 2; l >= 0; l--) place(layers[l], down);
   }
+  // the drawing starts at the top, however the pulls left it
+  let top = Infinity;
+  for (const v of y.values()) top = Math.min(top, v);
+  if (!isFinite(top)) top = 0;
+  for (const [v, yv] of y) y.set(v, yv - top);
   const nodes = new Map();
   let height = 0;
   for (const id of ids) {

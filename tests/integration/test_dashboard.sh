@@ -149,7 +149,6 @@ for l, layer in enumerate(layers):
 json.dump({"id": "big", "title": "200 tasks", "tasks": tasks, "depth": 20}, open(sys.argv[1], "w"))
 EOF
 echo pause >"$M/mma/pipeline/pause"
-jq 'del(.depth)' "$T/big.json" >"$M/mma/tracks/create"
 py dag200
 check "the daemon is up after the browser tests" kill -0 "$DAEMON_PID"
 finish
