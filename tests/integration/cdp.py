@@ -167,6 +167,14 @@ class Browser:
         finally:
             self.handlers["Page.loadEventFired"].remove(done)
 
+    async def blank(self, timeout=10):
+        """Leaves the page (its connections close) for an empty one."""
+        await self.send("Page.navigate", {"url": "about:blank"})
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and await self.eval("location.href") != "about:blank":
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+
     async def eval(self, expr, timeout=20):
         r = await self.send("Runtime.evaluate", {"expression": expr, "returnByValue": True,
                                                  "awaitPromise": True}, timeout)

@@ -32,7 +32,7 @@ workers=$(jq .total "$M/mma/workers.json")
 log "$workers workers in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 check "the daemon holds $N finished workers" test "$workers" -ge "$N"
 
-out=$(cd "$LIB_DIR" && HTTP=$HTTP TOKEN=$TOKEN M=$M T=$T ROUNDS=${ROUNDS:-3} BURST=${BURST:-600} \
+out=$(cd "$LIB_DIR" && HTTP=$HTTP TOKEN=$TOKEN M=$M T=$T ROUNDS=${ROUNDS:-4} BURST=${BURST:-2000} \
 	PYTHONPATH=$LIB_DIR timeout 120 "$PY" "$LIB_DIR/dashboard.py" scale 2>"$T/py.err")
 rc=$?
 while IFS= read -r line; do
