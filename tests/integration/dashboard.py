@@ -245,6 +245,43 @@ async def mode_dag200():
         no_errors(b, "no console error with 200 tasks")
 
 
+async def mode_restart():
+    """The daemon stops and starts again on its state directory: the page
+    says so, reconnects by itself and resumes from its seq (no new snapshot)."""
+    import subprocess
+    async with Browser(os.path.join(T, "chrome-restart")) as b:
+        await b.goto(URL)
+        check("the page loads", await b.wait(READY, 15))
+        subprocess.run(["fusermount3", "-u", M], check=False)
+        end = time.monotonic() + 10
+        while os.path.ismount(M) and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        check("the daemon stopped: the page says the stream is down",
+              await b.wait("document.getElementById('conn').dataset.state === 'down'", 5))
+        await asyncio.sleep(1)   # the page tries meanwhile, and fails
+        log = open(os.path.join(T, "daemon-restarted.log"), "w")
+        subprocess.Popen([os.environ["ORCHFS"], "-f", "--state-dir", os.environ["S"], "--kill-grace", "1",
+                          "--pricing", os.environ["PRICING"], "--http", f"127.0.0.1:{os.environ['HTTP_PORT']}",
+                          "--ws", f"127.0.0.1:{os.environ['WS_PORT']}", "--web-root", os.environ["WEB"], M],
+                         cwd=os.path.join(T, "work"), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                         start_new_session=True)
+        end = time.monotonic() + 10
+        while not os.path.exists(os.path.join(M, "mma/pipeline/status")) and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        check("restarted: the page is live again by itself", await b.wait(READY, 10))
+        check("... having resumed its stream, not taken a new snapshot",
+              await b.eval("window.orchfsDash.connects >= 2 && window.orchfsDash.snapshots === 1"),
+              await b.eval("JSON.stringify(window.orchfsDash)"))
+        t0 = time.monotonic()
+        mount_write("mma/dag/mutate", "hold review")
+        check("a change after the restart is in the page within a second",
+              await b.wait("document.querySelector('#dag g[data-task=\"review\"]').dataset.status === 'held'", 1.0, 0.01),
+              f"{time.monotonic() - t0:.3f} s")
+        # a refused connection is the browser's own message; nothing else
+        no_errors(b, "no console error but the refused connections while it was down",
+                  lambda kind, text: "WebSocket connection to" in text or "ERR_CONNECTION_REFUSED" in text)
+
+
 def tick():
     t = mount_json("system/telemetry.json")
     return t["loop"]["p99_us"], t["loop"]["count"]

@@ -11,10 +11,24 @@
 # in the page within a second, pause/resume/max_workers/release clicks,
 # errors shown beside their control, a worker's log followed and the worker
 # killed, context injected and removed, a wrong token told clearly, a 200-task
-# plan drawn readably. Screenshots go to $OUT (the build directory).
+# plan drawn readably, a daemon restart the page reconnects and resumes after. Screenshots go to $OUT (the build directory).
 # Environment: OUT (where the screenshots go; default the test's temp dir).
 ORCHFS_TEST_TIMEOUT=170
 . "$(dirname "$0")/lib.sh"
+
+# Chromium (started by dashboard.py in a session of its own, with its profile
+# in $T) is ended with the test, however the test ends.
+chromium_kill() {
+	local f
+	[ -n "${T:-}" ] || return 0
+	for f in /proc/[0-9]*/cmdline; do
+		if { tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qF -- "--user-data-dir=$T/chrome"; then
+			f=${f#/proc/}
+			kill -KILL "${f%/cmdline}" 2>/dev/null
+		fi
+	done
+}
+trap '_rc=$?; chromium_kill; (exit $_rc); _cleanup' EXIT
 
 PY=/usr/bin/python3
 SRC_WEB=$(cd "$LIB_DIR/../../contrib/web" && pwd)
@@ -118,7 +132,8 @@ check "... saying why" grep -q -- "--web-root .*nowhere" "$T/bad.out"
 # --- the page, in Chromium ---
 py() {   # MODE: runs one mode of dashboard.py (bounded) and counts its checks
 	local out rc=0 line
-	out=$(cd "$LIB_DIR" && HTTP=$HTTP TOKEN=$TOKEN M=$M T=$T OUT=$OUT PYTHONPATH=$LIB_DIR \
+	out=$(cd "$LIB_DIR" && HTTP=$HTTP TOKEN=$TOKEN M=$M T=$T OUT=$OUT PYTHONPATH=$LIB_DIR S=$S \
+		ORCHFS=$ORCHFS HTTP_PORT=$HTTP_PORT WS_PORT=$WS_PORT WEB=$WEB PRICING=$SRC_WEB/../pricing.json \
 		timeout 90 "$PY" "$LIB_DIR/dashboard.py" "$@" 2>"$T/py.err") || rc=$?
 	while IFS= read -r line; do
 		case $line in
@@ -151,4 +166,5 @@ EOF
 echo pause >"$M/mma/pipeline/pause"
 py dag200
 check "the daemon is up after the browser tests" kill -0 "$DAEMON_PID"
+py restart
 finish

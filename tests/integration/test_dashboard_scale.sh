@@ -10,6 +10,20 @@
 ORCHFS_TEST_TIMEOUT=170
 . "$(dirname "$0")/lib.sh"
 
+# Chromium (started by dashboard.py in a session of its own, with its profile
+# in $T) is ended with the test, however the test ends.
+chromium_kill() {
+	local f
+	[ -n "${T:-}" ] || return 0
+	for f in /proc/[0-9]*/cmdline; do
+		if { tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qF -- "--user-data-dir=$T/chrome"; then
+			f=${f#/proc/}
+			kill -KILL "${f%/cmdline}" 2>/dev/null
+		fi
+	done
+}
+trap '_rc=$?; chromium_kill; (exit $_rc); _cleanup' EXIT
+
 PY=/usr/bin/python3
 if ! [ -x "$PY" ] || ! "$PY" -c 'import websockets' 2>/dev/null; then
 	_skip_or_fail "no $PY with the websockets module"
