@@ -626,7 +626,7 @@ function renderDagShape() {
   if (!ui.dagZoomed) {
     // until the user zooms: the whole width when that stays readable
     const w = $("dag-scroll").clientWidth - 4;
-    ui.dagZoom = w > 0 ? Math.max(0.75, Math.min(1, w / g.width)) : 1;
+    ui.dagZoom = w > 0 ? Math.max(0.8, Math.min(1, w / g.width)) : 1;
   }
   if (key === ui.dagKey && zoomWas === ui.dagZoom && ui.dagDrawn === ui.dagZoom) return recolourDag();
   ui.dagKey = key;

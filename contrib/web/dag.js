@@ -82,8 +82,11 @@ export function layout(ids, edges) {
       layers[l].forEach((v, i) => pos.set(v, i));
     }
   }
-  // heights: stacked in order, then pulled towards the neighbours' average
-  // (a chain runs straight) without overlapping; a dummy is thin
+  // heights: stacked in order, then each layer in turn placed as near as it
+  // can be to its neighbours' average height (a chain runs straight) while
+  // keeping its order and spacing: a least-squares fit under those
+  // constraints (pool adjacent violators), so that no pass drifts the
+  // drawing away from the others
   const step = (v) => (isDummy.has(v) ? 8 : NODE_H + GAP_Y);
   const y = new Map();
   for (const L of layers) {
@@ -91,21 +94,25 @@ export function layout(ids, edges) {
     for (const v of L) { y.set(v, t); t += step(v); }
   }
   const place = (L, nb) => {
-    const want = L.map((v) => {
+    const c = [];
+    let acc = 0;
+    for (const v of L) { c.push(acc); acc += step(v); }
+    const blocks = [];
+    L.forEach((v, i) => {
       const ns = nb.get(v);
-      if (!ns || !ns.length) return y.get(v);
-      let s = 0;
-      for (const n of ns) s += y.get(n);
-      return s / ns.length;
+      let want = y.get(v);
+      if (ns && ns.length) { want = 0; for (const n of ns) want += y.get(n); want /= ns.length; }
+      let b = { sum: want - c[i], n: 1 };
+      while (blocks.length && blocks[blocks.length - 1].sum / blocks[blocks.length - 1].n > b.sum / b.n) {
+        const p = blocks.pop();
+        b = { sum: p.sum + b.sum, n: p.n + b.n };
+      }
+      blocks.push(b);
     });
-    // forwards: no overlap with the one above; backwards: shift up what fits
-    let floor = 0;
-    const out = want.map((w, i) => { const v = Math.max(w, floor); floor = v + step(L[i]); return v; });
-    for (let i = out.length - 2; i >= 0; i--) out[i] = Math.min(out[i], out[i + 1] - step(L[i]));
-    let shift = out.length ? Math.min(0, out[0]) : 0;
-    L.forEach((v, i) => y.set(v, out[i] - shift));
+    let i = 0;
+    for (const b of blocks) for (let k = 0; k < b.n; k++, i++) y.set(L[i], b.sum / b.n + c[i]);
   };
-  for (let pass = 0; pass < 3; pass++) {
+  for (let pass = 0; pass < 4; pass++) {
     for (let l = 1; l < nLayers; l++) place(layers[l], up);
     for (let l = nLayers - 2; l >= 0; l--) place(layers[l], down);
   }

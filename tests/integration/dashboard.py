@@ -235,9 +235,14 @@ async def mode_dag200():
         tasks = {t["id"]: mount_read(f"mma/tasks/{t['id']}/status").strip() for t in plan["tasks"]}
         got = await page_statuses(b)
         check("each node has its task's status", got == tasks)
-        await b.click("#dag-fit")
-        await asyncio.sleep(0.3)
-        await b.eval("document.getElementById('dag-box').scrollIntoView()")
+        height = await b.eval("+document.getElementById('dag').getAttribute('height')")
+        zoom = await b.eval("+document.getElementById('dag').getAttribute('width') / +document.getElementById('dag').viewBox.baseVal.width")
+        check(f"readable: drawn at zoom {zoom:.2f} (>= 0.8), {height} px high for 20 layers of 10", zoom >= 0.8 and height < 20 * 10 * 34 / 2, height)
+        await b.click('#dag g[data-task="b10-3"]')
+        await b.wait("document.getElementById('task-panel').dataset.status", 3)
+        # below the sticky bar
+        await b.eval("window.scrollTo(0, document.getElementById('dag-box').offsetTop - document.getElementById('bar').offsetHeight - 8)")
+        await b.eval("document.getElementById('dag-scroll').scrollLeft = 0")
         r = await b.send("Page.captureScreenshot", {"format": "png"})
         import base64
         with open(os.path.join(OUT, "dashboard-dag200.png"), "wb") as f:
