@@ -113,8 +113,9 @@ static char *listen_url(const char *scheme, const struct api_listen *l)
 
 /* The dashboard's address with the token in its fragment (a browser never
  * sends a fragment), for the person who started orchfs: on stderr only when
- * that is a terminal, before the daemon detaches, so never into orchfs.log
- * nor a journal, where the token must not be (README, "Security"). */
+ * that is a terminal, before the daemon detaches; never when stderr is a
+ * file or a pipe (orchfs.log, a journal, a redirected -f), where the token
+ * must not be (README, "Security"). */
 static void dashboard_tell(const struct api_config *api, const char *http_url, const char *token)
 {
 	if (!http_url || !api->web_root || !isatty(STDERR_FILENO))

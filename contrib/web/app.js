@@ -813,7 +813,7 @@ async function followLog(now) {
 function renderContext() {
   const c = S.context || { entries: [] };
   const body = $("context").tBodies[0];
-  $("context-total").textContent = c.aggregate ? `${c.aggregate.entries} entries · ~${num(c.aggregate.token_estimate)} tokens` : "";
+  $("context-total").textContent = c.aggregate ? `${c.aggregate.entries} ${c.aggregate.entries === 1 ? "entry" : "entries"} · ~${num(c.aggregate.token_estimate)} tokens` : "";
   body.replaceChildren(...c.entries.map((e) => {
     const err = h("span", { class: "err" });
     const rm = h("button", { type: "button", textContent: "Remove", data: { remove: e.name } });
