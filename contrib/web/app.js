@@ -529,18 +529,26 @@ function runningCount() {
   return n;
 }
 
-function trackDuration(tr) {
+// A track that has ended lasted until its last worker's end.
+function trackEnds() {
+  const ends = new Map();
+  if ([...S.tracks.values()].every((t) => t.status === "active")) return ends;
+  for (const w of S.workers.values())
+    if (w.track && w.ended_at) ends.set(w.track, Math.max(ends.get(w.track) || 0, ms(w.ended_at)));
+  return ends;
+}
+
+function trackDuration(tr, ends) {
   const start = ms(tr.created_at);
   if (tr.status === "active") return (Date.now() - start) / 1000;
-  let end = start;
-  for (const w of S.workers.values()) if (w.track === tr.id && w.ended_at) end = Math.max(end, ms(w.ended_at));
-  return (end - start) / 1000;
+  return (Math.max(start, ends.get(tr.id) || start) - start) / 1000;
 }
 
 function renderTracks() {
   const body = $("tracks").tBodies[0];
   $("tracks-empty").hidden = S.tracks.size > 0;
   for (const [id, row] of ui.trackRows) if (!S.tracks.has(id)) { row.tr.remove(); ui.trackRows.delete(id); }
+  const ends = trackEnds();
   for (const tr of S.tracks.values()) {
     let row = ui.trackRows.get(tr.id);
     if (!row) {
@@ -580,7 +588,7 @@ function renderTracks() {
     row.money.firstChild.style.width = frac * 100 + "%";
     row.money.dataset.over = budget && tr.cost_usd >= budget ? "1" : "0";
     if (document.activeElement !== row.input) row.input.value = budget ?? "";
-    row.dur.textContent = dur(trackDuration(tr));
+    row.dur.textContent = dur(trackDuration(tr, ends));
   }
 }
 
