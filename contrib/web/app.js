@@ -452,6 +452,7 @@ function connect() {
     dropPending(`the stream from orchfs closed (code ${e.code}); try again`);
     const slow = e.code === 1013;
     if (slow) {
+      dash.tooSlow = (dash.tooSlow || 0) + 1;
       const m = /last seq sent (\d+)/.exec(e.reason || "");
       if (m) dash.seq = Math.min(dash.seq, Number(m[1])) || dash.seq;
     }

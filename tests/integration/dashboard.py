@@ -6,6 +6,8 @@
 #              action's error shown beside it, a worker's log followed, a kill
 #   wrongtoken a wrong token in the fragment: a clear message, no stream
 #   dag200     a plan of 200 tasks drawn readably (no overlap, edges forward)
+#   restart    the daemon restarted under the page, then a flood that gets the
+#              page closed as too slow (1013): it resumes, missing nothing
 #   scale      10,000 finished workers: first render time, tick p99 with and
 #              without the page (medians of rounds)
 # Environment: HTTP, TOKEN, M (the mount), T (a temp dir), OUT (screenshots).
@@ -267,7 +269,9 @@ async def mode_restart():
         log = open(os.path.join(T, "daemon-restarted.log"), "w")
         subprocess.Popen([os.environ["ORCHFS"], "-f", "--state-dir", os.environ["S"], "--kill-grace", "1",
                           "--pricing", os.environ["PRICING"], "--http", f"127.0.0.1:{os.environ['HTTP_PORT']}",
-                          "--ws", f"127.0.0.1:{os.environ['WS_PORT']}", "--web-root", os.environ["WEB"], M],
+                          "--ws", f"127.0.0.1:{os.environ['WS_PORT']}", "--web-root", os.environ["WEB"],
+                          # a client lagging a few KiB for a second is too slow: the page will be
+                          "--ws-queue-soft", "1024", "--ws-queue-window", "1", "--max-workers", "64", M],
                          cwd=os.path.join(T, "work"), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                          start_new_session=True)
         end = time.monotonic() + 10
@@ -282,6 +286,30 @@ async def mode_restart():
         check("a change after the restart is in the page within a second",
               await b.wait("document.querySelector('#dag g[data-task=\"review\"]').dataset.status === 'held'", 1.0, 0.01),
               f"{time.monotonic() - t0:.3f} s")
+        # closed as too slow (1013) in a burst: it resumes, and misses nothing
+        mount_write("mma/dag/mutate", "release review")
+        mount_write("mma/pipeline/resume", "go")
+        n = 3000
+        mount_write("mma/tracks/create", json.dumps({"id": "flood", "title": "flood", "tasks": [
+            {"id": f"f{i}", "command": "true"} for i in range(n)]}))
+        # the page stops reading for 4 s (its thread busy): the daemon sees it lag
+        await b.eval("(() => { const t = Date.now(); while (Date.now() - t < 4000); })()", 30)
+        end = time.monotonic() + 60
+        while mount_read("mma/tracks/flood/status").strip() != "done" and time.monotonic() < end:
+            await asyncio.sleep(0.1)
+        seq = mount_json("state.json")["seq"]
+        caught = await b.wait(f"window.orchfsDash.seq >= {seq} && document.getElementById('conn').dataset.state === 'live'", 20)
+        info = await b.eval("JSON.stringify(window.orchfsDash)")
+        print(f"after a flood of {n} tasks: {info}", flush=True)
+        check("a flood of events: the page catches up with the daemon's seq", caught, info)
+        slow = await b.eval("window.orchfsDash.tooSlow || 0")
+        check(f"... having been closed as too slow (1013) {slow} time(s), and resumed each time", slow >= 1, info)
+        done = await b.eval("(() => { const r = document.querySelector('#tracks tr[data-track=\"flood\"] .bar');"
+                            " return r && JSON.parse(r.dataset.counts).done; })()")
+        check(f"... and shows all {n} tasks of the flood done", done == n, done)
+        workers = mount_json("mma/workers.json")["total"]
+        shown = await b.eval("document.getElementById('workers-count').textContent")
+        check(f"... and all {workers} workers", shown.startswith(f"{workers} "), shown)
         # a refused connection is the browser's own message; nothing else
         no_errors(b, "no console error but the refused connections while it was down",
                   lambda kind, text: "WebSocket connection to" in text or "ERR_CONNECTION_REFUSED" in text)
