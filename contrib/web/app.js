@@ -208,9 +208,9 @@ function loadState(st) {
   S.wlist = [...S.workers.keys()].sort((a, b) => b - a);
   S.metrics = st.metrics || null;
   S.context = st.context || null;
+  dash.seq = Math.max(dash.seq, st.seq || 0);
   if (st.telemetry) onTelemetryData(st.telemetry, Date.now());
   costHistory(st.workers || []);
-  dash.seq = Math.max(dash.seq, st.seq || 0);
   dash.snapshots++;
   for (const d of ["bar", "tracks", "dag", "dagShape", "workers", "plots", "context", "task"]) dirty.add(d);
   schedule();
@@ -495,7 +495,7 @@ function render() {
   if (dirty.delete("dag")) recolourDag();
   if (dirty.delete("workers")) renderWorkers();
   if (dirty.delete("task")) renderTask();
-  if (dirty.delete("log")) followLog(true);
+  if (dirty.delete("log")) followLog();
   if (dirty.delete("context")) renderContext();
   if (dirty.delete("plots")) renderPlots();
   if (dash.firstRenderMs === null && dash.snapshots > 0) {
@@ -778,7 +778,7 @@ function paintRows() {
 
 // --- a worker's log, followed ---
 
-let logOffset = 0, logTimer = null, logBusy = false;
+let logOffset = 0, logTimer = null, logBusy = false, logAgain = false;
 function selectWorker(id) {
   ui.worker = id;
   logOffset = 0;
@@ -788,15 +788,16 @@ function selectWorker(id) {
   $("btn-kill").disabled = (S.workers.get(id) || {}).status !== "running";
   $("log").dataset.worker = id;
   paintRows();
-  followLog(true);
+  followLog();
 }
 
 // Reads what the log has past what was shown; while the worker runs, again
 // four times a second (logs have no events), as `orchfs logs -f` does.
-async function followLog(now) {
+async function followLog() {
   clearTimeout(logTimer);
+  if (logBusy) { logAgain = true; return; }   // once the read in flight is back
   const id = ui.worker;
-  if (id === null || logBusy) return;
+  if (id === null) return;
   logBusy = true;
   try {
     const { text, next } = await readLog(id, logOffset);
@@ -814,7 +815,12 @@ async function followLog(now) {
   } finally {
     logBusy = false;
   }
-  if (ui.worker === id && (S.workers.get(id) || {}).status === "running") logTimer = setTimeout(() => followLog(false), 250);
+  if (logAgain || ui.worker !== id) {
+    logAgain = false;
+    followLog();   // another worker was picked meanwhile, or it ended
+  } else if ((S.workers.get(id) || {}).status === "running") {
+    logTimer = setTimeout(followLog, 250);
+  }
 }
 
 // --- context ---

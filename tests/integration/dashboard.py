@@ -80,6 +80,26 @@ async def mode_main():
         got = await page_statuses(b)
         check(f"the DAG draws each of the {len(tasks)} tasks with its status on the mount", got == tasks, f"{got} != {tasks}")
 
+        stats = await b.wait("(() => { const v = ['stat-running', 'stat-eps', 'stat-tick', 'stat-p99', 'stat-cpu', 'stat-rss']"
+                             ".map(id => document.getElementById(id).textContent);"
+                             " return v.every(x => x && x !== '–') && v; })()", 3)
+        check("the pipeline bar shows running, events/s, ticks/s, tick p99, CPU and RSS", stats, stats)
+
+        # the budget, edited in the page
+        await b.type_into('#tracks input[data-track="demo"]', "2.5")
+        await b.click('#tracks button[data-budget="demo"]')
+        end = time.monotonic() + 3
+        while mount_read("mma/tracks/demo/budget").strip() not in ("2.5", "2.50", "2.500000") and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        got = mount_read("mma/tracks/demo/budget").strip()
+        check("a budget set in the page: mma/tracks/demo/budget reads it", float(got) == 2.5, got)
+        check("... and the row says so", await b.wait("document.querySelector('#tracks tr[data-track=\"demo\"]').innerText.includes('of $2.50')", 3))
+        await b.type_into('#tracks input[data-track="demo"]', "-1")
+        await b.click('#tracks button[data-budget="demo"]')
+        msg = await b.wait("document.querySelector('#tracks tr[data-track=\"demo\"] .err').textContent", 3)
+        want = mount_json("last_error")["error"]["message"]
+        check("a budget of -1: its message beside the field", msg == want, f"{msg!r} != {want!r}")
+
         # a change through the mount, seen in the page within a second
         t0 = time.monotonic()
         mount_write("mma/dag/mutate", "hold plan")
@@ -118,6 +138,11 @@ async def mode_main():
         await b.click('#task-panel button[data-op="release"]')
         check("release from the task panel: the task is no longer held",
               await b.wait("document.querySelector('#dag g[data-task=\"plan\"]').dataset.status !== 'held'", 3))
+        await b.click("#btn-freeze")
+        end = time.monotonic() + 3
+        while mount_read("mma/pipeline/status").strip() != "frozen" and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        check("clicking Freeze makes it read frozen", mount_read("mma/pipeline/status").strip() == "frozen")
         await b.click("#btn-resume")
         end = time.monotonic() + 3
         while mount_read("mma/pipeline/status").strip() != "running" and time.monotonic() < end:
