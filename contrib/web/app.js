@@ -3,8 +3,9 @@
 // each event changes it in place (a status, a worker, a cost, a task or a dep
 // added or removed) and marks what to draw again, once per frame. The
 // stream reconnects by itself and resumes from the last seq it was sent
-// (after a 1013, or a daemon restart). Actions are POSTs to control files;
-// a failed one shows the error object's message beside its control.
+// (after a 1013, or a daemon restart). Actions are writes to control files
+// (over the stream, else POST); a failed one shows the error object's
+// message beside its control. Text goes into the page as text, never as HTML.
 //   http://127.0.0.1:8999/#token=TOKEN   (the token is then kept in this tab only)
 import { layout, draw } from "./dag.js";
 import { lines, bars } from "./plots.js";
@@ -127,7 +128,7 @@ async function act(control, errEl, fn) {
 
 // --- formatting ---
 
-const esc = (s) => String(s ?? "");
+const str = (s) => String(s ?? "");
 const usd = (v) => (v == null ? "–" : v === 0 ? "$0" : "$" + (v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(2) : v.toFixed(4)));
 const num = (v) => (v >= 1e6 ? (v / 1e6).toFixed(1) + "M" : v >= 1e4 ? (v / 1e3).toFixed(0) + "k" : String(v ?? 0));
 const bytes = (v) => (v >= 1 << 30 ? (v / (1 << 30)).toFixed(1) + " GiB" : (v / (1 << 20)).toFixed(1) + " MiB");
@@ -564,7 +565,7 @@ function renderTracks() {
         row.input.blur();
       }));
       row.tr = h("tr", { data: { track: tr.id } },
-        h("td", {}, h("b", { class: "mono" }, tr.id), h("div", { class: "muted" }, esc(tr.title))),
+        h("td", {}, h("b", { class: "mono" }, tr.id), h("div", { class: "muted" }, str(tr.title))),
         row.status,
         h("td", {}, h("div", { class: "barline" }, row.bar, row.counts)),
         h("td", {}, row.cost, row.money),
@@ -702,7 +703,7 @@ async function renderTask() {
   const t = taskInfo;
   const kv = h("dl", { class: "kv" });
   const row = (k, v) => kv.append(h("dt", {}, k), h("dd", {}, v));
-  row("title", esc(t.title));
+  row("title", str(t.title));
   row("status", badge(t.status));
   row("track", h("span", { class: "mono" }, t.track));
   row("command", h("code", {}, t.command));
@@ -768,7 +769,7 @@ function paintRows() {
     const runtime = w.runtime_s ?? (w.started_at ? ((w.ended_at ? ms(w.ended_at) : now) - ms(w.started_at)) / 1000 : null);
     const exit = w.exit_code != null ? String(w.exit_code) : w.signal ? "SIG" + w.signal : "–";
     const r = h("div", { class: "vrow" + (w.id === ui.worker ? " sel" : ""), data: { worker: w.id } },
-      h("span", { class: "mono" }, "#" + w.id), h("span", { title: w.command || "" }, w.task || h("i", { class: "muted" }, esc(w.command))),
+      h("span", { class: "mono" }, "#" + w.id), h("span", { title: w.command || "" }, w.task || h("i", { class: "muted" }, str(w.command))),
       h("span", {}, badge(w.status)), h("span", { class: "r" }, dur(w.status === "running" ? (now - ms(w.started_at)) / 1000 : runtime)),
       h("span", { class: "r" }, num(u.input_tokens + u.output_tokens)), h("span", { class: "r" }, usd(u.cost_usd)), h("span", { class: "r" }, exit));
     kids.push(r);
