@@ -411,7 +411,7 @@ function refreshContext() {
 
 // --- the stream ---
 
-let ws = null, backoff = 250, subscribed = false;
+let ws = null, backoff = 250, subscribed = false, wsStopped = false;
 const live = () => ws && subscribed && ws.readyState === WebSocket.OPEN;
 function connect() {
   const scheme = cfg.tls ? "wss" : "ws";
@@ -420,7 +420,9 @@ function connect() {
   const sock = new WebSocket(url, "orchfs.v1");
   ws = sock;
   subscribed = false;
+  let opened = false;
   sock.onopen = () => {
+    opened = true;
     dash.connects++;
     sock.send(JSON.stringify({ op: "subscribe", id: "sub", channels: CHANNELS, since: dash.seq }));
   };
@@ -448,7 +450,7 @@ function connect() {
     }
   };
   sock.onclose = (e) => {
-    if (ws !== sock) return;
+    if (ws !== sock || wsStopped) return;
     subscribed = false;
     dropPending(`the stream from orchfs closed (code ${e.code}); try again`);
     const slow = e.code === 1013;
@@ -459,10 +461,26 @@ function connect() {
     }
     setConn("down", slow ? "too slow: resuming" : "reconnecting");
     if (!slow) notice(`The stream from orchfs is closed (code ${e.code}); reconnecting and resuming from seq ${dash.seq}.`);
+    // refused before it opened: a daemon back with another token is told
+    // as such, not retried for ever
+    if (!opened) checkToken();
     const wait = slow ? 100 : backoff;
     backoff = Math.min(5000, backoff * 2);
-    setTimeout(connect, wait);
+    setTimeout(() => { if (!wsStopped && ws === sock) connect(); }, wait);
   };
+}
+
+async function checkToken() {
+  try {
+    await http("mma/pipeline/status");
+  } catch (e) {
+    if (e.status !== 401 && e.status !== 403) return;   // not up yet: the stream tries again
+    wsStopped = true;
+    ws = null;
+    sessionStorage.removeItem("orchfs-token");
+    token = null;
+    askToken(`orchfs refused the token (${e.status}): ${e.message}. Paste the right one (STATE_DIR/token).`);
+  }
 }
 
 async function resync(sock) {
@@ -933,6 +951,8 @@ async function start() {
     cfg = await (await fetch("/config.json", { cache: "no-store" })).json();
     $("auth").hidden = true;
     $("main").hidden = false;
+    wsStopped = false;
+    dash.seq = 0;   // a start afresh: the daemon may be another one
     loadState(await http("state"));
   } catch (e) {
     notice("Could not read the state: " + e.message, "error");

@@ -7,7 +7,8 @@
 #   wrongtoken a wrong token in the fragment: a clear message, no stream
 #   dag200     a plan of 200 tasks drawn readably (no overlap, edges forward)
 #   restart    the daemon restarted under the page, then a flood that gets the
-#              page closed as too slow (1013): it resumes, missing nothing
+#              page closed as too slow (1013): it resumes, missing nothing;
+#              then restarted with another token, which the page asks for
 #   scale      10,000 finished workers: first render time, tick p99 with and
 #              without the page (medians of rounds)
 # Environment: HTTP, TOKEN, M (the mount), T (a temp dir), OUT (screenshots).
@@ -335,9 +336,32 @@ async def mode_restart():
         workers = mount_json("mma/workers.json")["total"]
         shown = await b.eval("document.getElementById('workers-count').textContent")
         check(f"... and all {workers} workers", shown.startswith(f"{workers} "), shown)
-        # a refused connection is the browser's own message; nothing else
+        # back with another token: the page says so, and takes the new one
+        subprocess.run(["fusermount3", "-u", M], check=False)
+        end = time.monotonic() + 10
+        while os.path.ismount(M) and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        await b.wait("document.getElementById('conn').dataset.state === 'down'", 5)
+        new_token = "ab" * 32
+        with open(os.path.join(os.environ["S"], "token"), "w") as f:
+            f.write(new_token + "\n")
+        log = open(os.path.join(T, "daemon-restarted2.log"), "w")
+        subprocess.Popen([os.environ["ORCHFS"], "-f", "--state-dir", os.environ["S"], "--kill-grace", "1",
+                          "--pricing", os.environ["PRICING"], "--http", f"127.0.0.1:{os.environ['HTTP_PORT']}",
+                          "--ws", f"127.0.0.1:{os.environ['WS_PORT']}", "--web-root", os.environ["WEB"], M],
+                         cwd=os.path.join(T, "work"), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                         start_new_session=True)
+        msg = await b.wait("!document.getElementById('auth').hidden && document.getElementById('auth-msg').textContent", 15)
+        check("restarted with another token: the page asks for it, saying the old one was refused",
+              msg and "refused the token" in msg, msg)
+        await b.type_into("#auth-token", new_token)
+        await b.click("#auth-go")
+        check("... and goes live with the new one", await b.wait(READY, 10))
+        # a refused connection is the browser's own message (a refused
+        # upgrade too, and the one request that finds out why); nothing else
         no_errors(b, "no console error but the refused connections while it was down",
-                  lambda kind, text: "WebSocket connection to" in text or "ERR_CONNECTION_REFUSED" in text)
+                  lambda kind, text: "WebSocket connection to" in text or "ERR_CONNECTION_REFUSED" in text
+                  or (kind == "log:network" and "401" in text))
 
 
 def tick():
