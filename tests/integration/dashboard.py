@@ -423,6 +423,18 @@ async def mode_scale():
                           f"{rows} worker rows in the DOM of {total}", flush=True)
                 print(f"round {r} {'with' if page else 'without'} the page: tick p99 (us) "
                       f"{', '.join(f'{x:.0f}' for x in readings)}", flush=True)
+        # scrolled to the end: the oldest worker, drawn within a frame or two
+        await b.blank()
+        await b.goto(URL)
+        await b.wait(READY, 20)
+        t = await b.eval("""new Promise(done => {
+            const sc = document.getElementById('workers-scroll'), t0 = performance.now();
+            sc.scrollTop = sc.scrollHeight;
+            requestAnimationFrame(() => requestAnimationFrame(() => done([performance.now() - t0,
+                [...document.querySelectorAll('#workers-rows .vrow')].map(r => +r.dataset.worker)])));
+        })""")
+        ms_, ids = t
+        check(f"the workers table scrolled to its end shows worker 1 ({ms_:.0f} ms)", 1 in ids and ms_ < 500, (ms_, ids[-5:]))
         no_errors(b, "no console error with 10,000 workers")
     fr, p_off, p_on = statistics.median(first), statistics.median(off), statistics.median(on)
     print(f"median first render {fr:.0f} ms ({', '.join(f'{x:.0f}' for x in first)}); tick p99 without the page "

@@ -3,7 +3,8 @@
 # finished workers (README, "The dashboard"): over interleaved rounds, the
 # page's first render (navigation to the first drawing of the snapshot)
 # has a median under 2 s, the workers table keeps only its visible rows in
-# the DOM, and the scheduler's tick p99 (system/telemetry.json) after a
+# the DOM and shows the oldest worker within a frame or two of a scroll to its
+# end, and the scheduler's tick p99 (system/telemetry.json) after a
 # burst of `true` tasks with the page open is within 1.2x of the same burst
 # without it (medians). Prints the figures. SCALE_WORKERS, ROUNDS and BURST
 # shrink or grow it.
