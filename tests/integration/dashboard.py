@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -278,31 +279,60 @@ async def mode_dag200():
         no_errors(b, "no console error with 200 tasks")
 
 
+def state_free():
+    """No daemon holds the state directory (its lock) any more."""
+    import fcntl
+    try:
+        fd = os.open(os.path.join(os.environ["S"], "orchfs.lock"), os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+async def daemon_stop():
+    """Unmounts, and waits for the daemon to let go of its state directory."""
+    subprocess.run(["fusermount3", "-u", M], check=False)
+    end = time.monotonic() + 15
+    while (os.path.ismount(M) or not state_free()) and time.monotonic() < end:
+        await asyncio.sleep(0.05)
+
+
+async def daemon_start(logname, *extra):
+    """The daemon again on the same state directory and ports; True once its mount answers."""
+    log = open(os.path.join(T, logname), "w")
+    subprocess.Popen([os.environ["ORCHFS"], "-f", "--state-dir", os.environ["S"], "--kill-grace", "1",
+                      "--pricing", os.environ["PRICING"], "--http", f"127.0.0.1:{os.environ['HTTP_PORT']}",
+                      "--ws", f"127.0.0.1:{os.environ['WS_PORT']}", "--web-root", os.environ["WEB"], *extra, M],
+                     cwd=os.path.join(T, "work"), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                     start_new_session=True)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        if os.path.ismount(M) and os.path.exists(os.path.join(M, "mma/pipeline/status")):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 async def mode_restart():
     """The daemon stops and starts again on its state directory: the page
     says so, reconnects by itself and resumes from its seq (no new snapshot)."""
-    import subprocess
     async with Browser(os.path.join(T, "chrome-restart")) as b:
         await b.goto(URL)
         check("the page loads", await b.wait(READY, 15))
-        subprocess.run(["fusermount3", "-u", M], check=False)
-        end = time.monotonic() + 10
-        while os.path.ismount(M) and time.monotonic() < end:
-            await asyncio.sleep(0.05)
+        await daemon_stop()
         check("the daemon stopped: the page says the stream is down",
               await b.wait("document.getElementById('conn').dataset.state === 'down'", 5))
         await asyncio.sleep(1)   # the page tries meanwhile, and fails
-        log = open(os.path.join(T, "daemon-restarted.log"), "w")
-        subprocess.Popen([os.environ["ORCHFS"], "-f", "--state-dir", os.environ["S"], "--kill-grace", "1",
-                          "--pricing", os.environ["PRICING"], "--http", f"127.0.0.1:{os.environ['HTTP_PORT']}",
-                          "--ws", f"127.0.0.1:{os.environ['WS_PORT']}", "--web-root", os.environ["WEB"],
-                          # a client lagging a few KiB for a second is too slow: the page will be
-                          "--ws-queue-soft", "1024", "--ws-queue-window", "1", "--max-workers", "64", M],
-                         cwd=os.path.join(T, "work"), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                         start_new_session=True)
-        end = time.monotonic() + 10
-        while not os.path.exists(os.path.join(M, "mma/pipeline/status")) and time.monotonic() < end:
-            await asyncio.sleep(0.05)
+        # a client lagging a KiB for a second is too slow: the page will be, below
+        check("the daemon starts again on its state directory",
+              await daemon_start("daemon-restarted.log", "--ws-queue-soft", "1024", "--ws-queue-window", "1",
+                                 "--max-workers", "64"))
         check("restarted: the page is live again by itself", await b.wait(READY, 10))
         check("... having resumed its stream, not taken a new snapshot",
               await b.eval("window.orchfsDash.connects >= 2 && window.orchfsDash.snapshots === 1"),
@@ -337,20 +367,12 @@ async def mode_restart():
         shown = await b.eval("document.getElementById('workers-count').textContent")
         check(f"... and all {workers} workers", shown.startswith(f"{workers} "), shown)
         # back with another token: the page says so, and takes the new one
-        subprocess.run(["fusermount3", "-u", M], check=False)
-        end = time.monotonic() + 10
-        while os.path.ismount(M) and time.monotonic() < end:
-            await asyncio.sleep(0.05)
+        await daemon_stop()
         await b.wait("document.getElementById('conn').dataset.state === 'down'", 5)
         new_token = "ab" * 32
         with open(os.path.join(os.environ["S"], "token"), "w") as f:
             f.write(new_token + "\n")
-        log = open(os.path.join(T, "daemon-restarted2.log"), "w")
-        subprocess.Popen([os.environ["ORCHFS"], "-f", "--state-dir", os.environ["S"], "--kill-grace", "1",
-                          "--pricing", os.environ["PRICING"], "--http", f"127.0.0.1:{os.environ['HTTP_PORT']}",
-                          "--ws", f"127.0.0.1:{os.environ['WS_PORT']}", "--web-root", os.environ["WEB"], M],
-                         cwd=os.path.join(T, "work"), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                         start_new_session=True)
+        check("... and again, with another token", await daemon_start("daemon-restarted2.log"))
         msg = await b.wait("!document.getElementById('auth').hidden && document.getElementById('auth-msg').textContent", 15)
         check("restarted with another token: the page asks for it, saying the old one was refused",
               msg and "refused the token" in msg, msg)

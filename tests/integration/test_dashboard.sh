@@ -13,7 +13,8 @@
 # killed, context injected and removed, a wrong token told clearly, a 200-task
 # plan drawn readably, a daemon restart the page reconnects and resumes after,
 # a 1013 (too slow, in a flood while the page was busy) it resumes after
-# without missing an event, and a restart with another token it asks for. Screenshots go to $OUT (the build directory).
+# without missing an event, and a restart with another token it asks for.
+# Screenshots go to $OUT (the build directory).
 # Environment: OUT (where the screenshots go; default the test's temp dir).
 ORCHFS_TEST_TIMEOUT=170
 . "$(dirname "$0")/lib.sh"
@@ -50,7 +51,8 @@ echo inner >"$WEB/sub/inner.txt"
 ln -s /etc/passwd "$WEB/passwd"
 ln -s /etc "$WEB/etc"
 ln -s sub/inner.txt "$WEB/inner-link.txt"
-echo secret >"$WEB.secret"
+echo secret >"$WEB.secret"   # beside the root, not in it
+_TMPDIRS+=("$WEB.secret")
 
 orchfs_start_api --max-workers 2 --web-root "$WEB" --pricing "$LIB_DIR/../../contrib/pricing.json"
 OUT=${OUT:-$T}
