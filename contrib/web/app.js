@@ -372,6 +372,8 @@ function apply(ev) {
 
 function onEvent(ev) {
   if (ev.seq <= dash.seq) return;   // already had (a resumed stream)
+  // seqs come one after the other; a hole would be events this page missed
+  if (dash.seq && ev.seq !== dash.seq + 1) (dash.holes = dash.holes || []).push([dash.seq, ev.seq]);
   dash.seq = ev.seq;
   dash.events++;
   apply(ev);

@@ -360,12 +360,17 @@ async def mode_restart():
         check("a flood of events: the page catches up with the daemon's seq", caught, info)
         slow = await b.eval("window.orchfsDash.tooSlow || 0")
         check(f"... having been closed as too slow (1013) {slow} time(s), and resumed each time", slow >= 1, info)
-        done = await b.eval("(() => { const r = document.querySelector('#tracks tr[data-track=\"flood\"] .bar');"
-                            " return r && JSON.parse(r.dataset.counts).done; })()")
-        check(f"... and shows all {n} tasks of the flood done", done == n, done)
+        # drawn at the next frame after the model has it
+        done = await b.wait(f"(() => {{ const r = document.querySelector('#tracks tr[data-track=\"flood\"] .bar');"
+                            f" return r && JSON.parse(r.dataset.counts).done === {n} && {n}; }})()", 3)
+        counts = await b.eval("document.querySelector('#tracks tr[data-track=\"flood\"] .bar').dataset.counts")
+        check(f"... and shows all {n} tasks of the flood done", done == n, counts)
+        check("... every seq received once, in order (no hole)", not await b.eval("window.orchfsDash.holes"),
+              await b.eval("JSON.stringify(window.orchfsDash.holes)"))
         workers = mount_json("mma/workers.json")["total"]
-        shown = await b.eval("document.getElementById('workers-count').textContent")
-        check(f"... and all {workers} workers", shown.startswith(f"{workers} "), shown)
+        shown = await b.wait(f"(() => {{ const t = document.getElementById('workers-count').textContent;"
+                             f" return t.startsWith('{workers} ') && t; }})()", 3)
+        check(f"... and all {workers} workers", shown, await b.eval("document.getElementById('workers-count').textContent"))
         # back with another token: the page says so, and takes the new one
         await daemon_stop()
         await b.wait("document.getElementById('conn').dataset.state === 'down'", 5)
