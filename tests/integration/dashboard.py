@@ -348,8 +348,9 @@ async def mode_restart():
         n = 3000
         mount_write("mma/tracks/create", json.dumps({"id": "flood", "title": "flood", "tasks": [
             {"id": f"f{i}", "command": "true"} for i in range(n)]}))
-        # the page stops reading for 4 s (its thread busy): the daemon sees it lag
-        await b.eval("(() => { const t = Date.now(); while (Date.now() - t < 4000); })()", 30)
+        # the page stops reading for 8 s (its thread busy; the browser stops reading
+        # its socket once it holds a few MB): the daemon sees it lag past 1 KiB
+        await b.eval("(() => { const t = Date.now(); while (Date.now() - t < 8000); })()", 30)
         end = time.monotonic() + 60
         while mount_read("mma/tracks/flood/status").strip() != "done" and time.monotonic() < end:
             await asyncio.sleep(0.1)
