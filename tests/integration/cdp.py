@@ -113,6 +113,23 @@ class Browser:
                 pass
             self.proc.wait(timeout=10)
 
+    def network_pid(self):
+        """The pid of this browser's network process (it reads the page's
+        sockets), or None."""
+        mark = "--user-data-dir=" + self.profile
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    # a zygote's child sets its title: its arguments joined by spaces
+                    line = f.read().decode(errors="replace").replace("\0", " ") + " "
+            except OSError:
+                continue
+            if mark + " " in line and "network.mojom.NetworkService" in line:
+                return int(pid)
+        return None
+
     # --- the protocol ---
 
     def on(self, method, fn):

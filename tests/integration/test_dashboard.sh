@@ -12,8 +12,9 @@
 # errors shown beside their control, a worker's log followed and the worker
 # killed, context injected and removed, a wrong token told clearly, a 200-task
 # plan drawn readably, a daemon restart the page reconnects and resumes after,
-# a 1013 (too slow, in a flood while the page was busy) it resumes after
-# without missing an event, and a restart with another token it asks for.
+# a close as too slow (1013, in a flood while the browser's network process
+# is stopped) it resumes after without missing an event, and a restart with
+# another token it asks for.
 # Screenshots go to $OUT (the build directory).
 # Environment: OUT (where the screenshots go; default the test's temp dir).
 ORCHFS_TEST_TIMEOUT=170
