@@ -39,6 +39,9 @@ struct api_config {
 	 * them with CORS headers, and their preflights with 204 */
 	const char **allow_origins;
 	size_t n_allow_origins;
+	/* --web-root: the dashboard's files, a realpath from api_web_root (NULL:
+	 * no dashboard, and paths outside /api/ are 404) */
+	const char *web_root;
 };
 
 struct api;
@@ -48,6 +51,9 @@ int api_parse_listen(const char *s, struct api_listen *out, struct orch_err *err
 /* Binds and releases each address, so a port in use is reported before the
  * daemon detaches. */
 int api_check(const struct api_config *cfg, struct orch_err *err);
+/* The dashboard's folder as served: its realpath in *out (the caller frees
+ * it), or an error when it is not there or has no index.html. */
+int api_web_root(const char *dir, char **out, struct orch_err *err);
 int api_start(struct orch *o, const struct api_config *cfg, struct api **out, struct orch_err *err);
 void api_stop(struct api *a);
 

@@ -117,6 +117,36 @@ static void start_sse(struct lws *wsi, struct api *a, struct http_pss *p)
 	lws_callback_on_writable(wsi);
 }
 
+/* A path outside /api/: the dashboard's files (web.c), without the token. */
+static int on_page(struct lws *wsi, struct api *a, struct http_pss *p, const char *uri)
+{
+	char why[300];
+	int refuse = api_admit_page(a, wsi, why, sizeof why);
+	if (refuse) {
+		respond_error(wsi, p, EACCES, refuse, why);
+		return 0;
+	}
+	if (p->method != M_GET) {
+		p->close_after = true;   /* a body, if any, is not read */
+		respond_error(wsi, p, ENOTSUP, 405, "the dashboard's files take GET only");
+		return 0;
+	}
+	if (a->cfg.web_root && strcmp(uri, "/config.json") == 0) {
+		web_config(a, &p->resp);
+		respond(wsi, p, 200, "application/json");
+		return 0;
+	}
+	if (web_open(a->cfg.web_root, uri, &p->doc.fd, &p->doc.len)) {
+		respond_error(wsi, p, ENOENT, 0,
+			      a->cfg.web_root ? "not found (the namespace is under /api/)"
+					      : "not found: the namespace is under /api/ (no dashboard: "
+						"see --web-root)");
+		return 0;
+	}
+	respond(wsi, p, 200, web_content_type(uri[0] && uri[1] ? uri : "/index.html"));
+	return 0;
+}
+
 static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const char *uri)
 {
 	char why[300];
@@ -143,6 +173,8 @@ static int on_http(struct lws *wsi, struct api *a, struct http_pss *p, const cha
 		return 0;
 	}
 
+	if (strncmp(uri, "/api/", 5) != 0 && strcmp(uri, "/api") != 0)
+		return on_page(wsi, a, p, uri);
 	int refuse = api_admit(a, wsi, &a->cfg.http, &p->worker, why, sizeof why);
 	if (refuse) {
 		respond_error(wsi, p, EACCES, refuse, why);

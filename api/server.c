@@ -214,6 +214,22 @@ int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener,
 	return refuse;
 }
 
+int api_admit_page(struct api *a, struct lws *wsi, char *why, size_t whysize)
+{
+	struct req_site site = site_of(a, &a->cfg.http);
+	site.token = NULL;   /* the files hold no secret; what they call needs it */
+	struct req_headers h = {
+		.host = header_dup(wsi, WSI_TOKEN_HOST),
+		.origin = header_dup(wsi, WSI_TOKEN_ORIGIN),
+	};
+	int worker, refuse = req_admit(&site, &h, &worker, why, whysize);
+	if (refuse)
+		log_refused(a, wsi, &a->cfg.http, refuse, why);
+	free((char *)h.host);
+	free((char *)h.origin);
+	return refuse;
+}
+
 /* --- threads --- */
 
 static void telemetry_tick(lws_sorted_usec_list_t *sul)

@@ -4,7 +4,8 @@
 # build/fs/orchfs) or installed (PREFIX/share/orchfs/contrib/demo.sh, with
 # PREFIX/bin/orchfs); the daemon runs from the directory holding contrib/, so
 # the plan's commands (sh contrib/workers/...) resolve in both.
-#   contrib/demo.sh                  # then: cat ~/orchfs/mma/pipeline/status
+#   contrib/demo.sh                  # then: cat ~/orchfs/mma/pipeline/status,
+#                                    # or open the dashboard URL it prints
 #   contrib/demo.sh --reset          # stop it, forget its state, start afresh
 #                                    # (only a state directory the demo made)
 #   contrib/demo.sh --state-dir /var/tmp/demo --http off --ws off
@@ -160,6 +161,15 @@ set -- --pricing contrib/pricing.json
 [ -z "$STATE" ] || set -- "$@" --state-dir "$STATE"
 [ -z "$HTTP" ] || set -- "$@" --http "$HTTP"
 [ -z "$WS" ] || set -- "$@" --ws "$WS"
+# the dashboard's files beside this script: the tree's contrib/web, or
+# PREFIX/share/orchfs/web installed (the installed daemon's default anyway)
+WEB=
+if [ -f "$HERE/web/index.html" ]; then
+	WEB=$HERE/web
+elif [ -f "$TOP/web/index.html" ]; then
+	WEB=$TOP/web
+fi
+[ "$HTTP" = off ] || [ -z "$WEB" ] || set -- "$@" --web-root "$WEB"
 "$BIN" "$@" "$MNT"
 i=0
 until [ -r "$MNT/mma/pipeline/status" ]; do
@@ -189,6 +199,12 @@ else
 	API="HTTP $HTTP_SHOWN, WebSocket $WS_SHOWN"
 	TOKEN=$STATE_SHOWN/token
 fi
+# the page with the token in its fragment, which the browser keeps to itself
+DASHBOARD=
+if [ "$HTTP_SHOWN" != off ] && [ -n "$WEB" ]; then
+	DASHBOARD="http://$HTTP_SHOWN/"
+	[ ! -r "$TOKEN" ] || DASHBOARD="$DASHBOARD#token=$(cat "$TOKEN")"
+fi
 CLI=$BIN
 [ "$MNT" = "$HOME/orchfs" ] || CLI="$BIN --mount $MNT"
 cat <<MSG
@@ -196,7 +212,8 @@ orchfs is mounted on $MNT $PLAN_SHOWN.
   mount:  $MNT
   API:    $API
   token:  $TOKEN
-  state:  $STATE_SHOWN
+  state:  $STATE_SHOWN${DASHBOARD:+
+  dashboard: $DASHBOARD   (open it in a browser)}
 Try:
   $CLI tracks; $CLI ps -a; $CLI top   # tables of the files below
   cat $MNT/mma/pipeline/status

@@ -1,13 +1,13 @@
 #!/bin/sh
 # install-deps: the Debian packages orchfs needs to build, run and test (clang
-# and its runtime for the fuzz targets); with
-# --bench also those the benchmarks compare against (wrk, nginx-light).
+# and its runtime for the fuzz targets, chromium for the dashboard's browser
+# test); with --bench also those the benchmarks compare against (wrk, nginx-light).
 # Idempotent and quiet: runs apt-get update only when something is missing.
 #   sudo contrib/install-deps.sh [--bench]
 set -eu
 PACKAGES="gcc meson ninja-build pkg-config libfuse3-dev fuse3 libcjson-dev libcmocka-dev
 libsqlite3-dev libwebsockets-dev universal-ctags jq inotify-tools curl python3
-python3-websockets graphviz procps psmisc tmux clang libclang-rt-dev
+python3-websockets graphviz procps psmisc tmux clang libclang-rt-dev chromium
 slurmctld slurmd slurm-client munge"
 [ "${1:-}" = "--bench" ] && PACKAGES="$PACKAGES wrk nginx-light"
 

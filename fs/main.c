@@ -47,6 +47,8 @@ static void usage(FILE *out)
 	      "  --allow-origin ORIGIN   a web page of yours (http://localhost:3000) may call\n"
 	      "                          the API (CORS, WebSocket); repeatable\n"
 	      "  --tls-cert FILE --tls-key FILE   serve HTTPS and WSS\n"
+	      "  --web-root DIR|off      the dashboard's files, served at / of --http; default\n"
+	      "                          " ORCHFS_WEB_ROOT "\n"
 	      "  --max-body BYTES        largest request body; default 1048576\n"
 	      "  --ws-queue-max BYTES    a WebSocket client lagging more is closed; default 4194304\n"
 	      "  --ws-queue-soft BYTES   ... or lagging more for --ws-queue-window; default 1048576\n"
@@ -109,6 +111,21 @@ static char *listen_url(const char *scheme, const struct api_listen *l)
 	return buf_steal(&u);
 }
 
+/* The dashboard's address with the token in its fragment (a browser never
+ * sends a fragment), for the person who started orchfs: on stderr only when
+ * that is a terminal, before the daemon detaches; never when stderr is a
+ * file or a pipe (orchfs.log, a journal, a redirected -f), where the token
+ * must not be (README, "Security"). */
+static void dashboard_tell(const struct api_config *api, const char *http_url, const char *token)
+{
+	if (!http_url || !api->web_root || !isatty(STDERR_FILENO))
+		return;
+	if (api->no_auth)
+		fprintf(stderr, "orchfs: dashboard: %s/\n", http_url);
+	else if (token)
+		fprintf(stderr, "orchfs: dashboard: %s/#token=%s\n", http_url, token);
+}
+
 /* Opens the store once to report a locked, corrupt or unwritable state
  * directory while the user can still see the message. A directory open to
  * others is told on stderr here only when the log is a file: with -f the
@@ -166,6 +183,7 @@ static void options_free(struct orch_config *cfg, struct api_config *api)
 	free(cfg->workdir);
 	free(cfg->mount);
 	free(api->allow_origins);
+	free((char *)api->web_root);
 }
 
 int main(int argc, char **argv)
@@ -182,6 +200,7 @@ int main(int argc, char **argv)
 		{"allow-origin", required_argument, NULL, 'O'},
 		{"tls-cert", required_argument, NULL, 'C'},
 		{"tls-key", required_argument, NULL, 'K'},
+		{"web-root", required_argument, NULL, 'r'},
 		{"max-body", required_argument, NULL, 'B'},
 		{"ws-queue-max", required_argument, NULL, 'Q'},
 		{"ws-queue-soft", required_argument, NULL, 'S'},
@@ -221,6 +240,9 @@ int main(int argc, char **argv)
 	    api_parse_listen("127.0.0.1:9000", &api.ws, &err))
 		return 1;
 	bool foreground = false;
+	/* the installed dashboard; a --web-root given must be there */
+	const char *web_dir = ORCHFS_WEB_ROOT;
+	bool web_given = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "fhV", longopts, NULL)) != -1) {
 		switch (c) {
@@ -258,11 +280,18 @@ int main(int argc, char **argv)
 		}
 		case 'C': api.tls_cert = absolute(optarg); break;
 		case 'K': api.tls_key = absolute(optarg); break;
+		case 'r':
+			web_dir = strcmp(optarg, "off") == 0 ? NULL : optarg;
+			web_given = web_dir != NULL;
+			break;
 		case 'B': api.max_body = (size_t)parse_num("--max-body", optarg, 1, 1L << 30); break;
 		case 'Q': api.ws_queue_max = (size_t)parse_num("--ws-queue-max", optarg, 1024, 1L << 32); break;
 		case 'S': api.ws_queue_soft = (size_t)parse_num("--ws-queue-soft", optarg, 1024, 1L << 32); break;
 		case 'w': api.ws_queue_window_s = (int)parse_num("--ws-queue-window", optarg, 1, 3600); break;
-		case 'p': cfg.pricing_file = absolute(optarg); break;
+		case 'p':   /* the last wins, as --state-dir */
+			free(cfg.pricing_file);
+			cfg.pricing_file = absolute(optarg);
+			break;
 		case 'g': cfg.kill_grace_s = (int)parse_num("--kill-grace", optarg, 0, 3600); break;
 		case 'I':
 			if (!strcmp(optarg, "auto") || !strcmp(optarg, "cgroup") ||
@@ -374,6 +403,22 @@ int main(int argc, char **argv)
 	}
 	if (!api.http.off)
 		cfg.api_url = listen_url(api.tls_cert ? "https" : "http", &api.http);
+	/* the dashboard: a --web-root given that cannot be served is an error;
+	 * the installed default that is not there (a build run from its tree)
+	 * only leaves the dashboard off, said in the log */
+	char web_off[PATH_MAX + 64] = "off (--web-root off)";
+	if (!api.http.off && web_dir) {
+		char *web_real = NULL;
+		if (api_web_root(web_dir, &web_real, &err)) {
+			if (web_given) {
+				fprintf(stderr, "orchfs: --web-root %s\n", err.message);
+				options_free(&cfg, &api);
+				return 2;
+			}
+			snprintf(web_off, sizeof web_off, "off (%s)", err.message);
+		}
+		api.web_root = web_real;
+	}
 	/* Opened before the fork, while a failure can still be told. */
 	char *log_path = NULL;
 	int log_fd = -1;
@@ -416,6 +461,7 @@ int main(int argc, char **argv)
 	if (fuse_session_mount(se, cfg.mount) != 0)
 		goto out_signals;
 	signal(SIGPIPE, SIG_IGN);
+	dashboard_tell(&api, cfg.api_url, cfg.api_token);
 	/* Threads are started after the fork of daemonizing, or they would be lost. */
 	fuse_daemonize(foreground);
 	if (log_fd >= 0) {
@@ -457,6 +503,11 @@ int main(int argc, char **argv)
 	const char *token_file = server && !api.no_auth ? cfg.token_file : NULL;
 	log_info(&cfg.log, "http: %s", http_url ? http_url : "off");
 	log_info(&cfg.log, "ws: %s", ws_url ? ws_url : "off");
+	if (http_url && api.web_root)
+		log_info(&cfg.log, "dashboard: %s/ (the token: STATE_DIR/token, or the URL printed at "
+			 "start on a terminal)", http_url);
+	else if (http_url)
+		log_info(&cfg.log, "dashboard: %s", web_off);
 	if (token_file)
 		log_info(&cfg.log, "token file: %s", token_file);
 	else if (server)

@@ -2,12 +2,14 @@
 # test_install: what `meson install` makes (README, "The daemon"), installed
 # with DESTDIR into a temp dir: no test file is installed; the systemd user
 # unit names the installed daemon and passes systemd-analyze verify (when it
-# is there); and the installed contrib/demo.sh, run from elsewhere with no
+# is there); the dashboard goes to PREFIX/share/orchfs/web; and the
+# installed contrib/demo.sh, run from elsewhere with no
 # source tree to lean on, finds the installed daemon and its plan beside
 # itself and runs the demo plan's tasks to their end; -h, --reset (which
 # removes only a state directory the demo made, marked by its file `demo':
 # never a real one, the default one included), and a stale mount healed; and
-# the source tree's demo.sh runs the tree's build/fs/orchfs.
+# the source tree's demo.sh runs the tree's build/fs/orchfs; each serves
+# its own dashboard and prints its URL.
 # Environment: BUILD_ROOT (the build directory to install from).
 . "$(dirname "$0")/lib.sh"
 
@@ -34,6 +36,11 @@ done
 expect_eq "no test file is installed" \
 	"$(find "$DEST" \( -name 'test_*' -o -name '*_test.*' -o -name '*.in' \) -printf '%P\n')" ""
 check "the man page is installed" test -e "$DEST$PREFIX/share/man/man1/orchfs.1"
+for f in index.html app.js app.css dag.js plots.js; do
+	check "the dashboard's $f is installed (PREFIX/share/orchfs/web)" test -f "$DEST$PREFIX/share/orchfs/web/$f"
+done
+check "... not twice (under contrib/)" test ! -e "$DEST$PREFIX/share/orchfs/contrib/web"
+check "the README's screenshot is not installed" test ! -e "$DEST$PREFIX/share/orchfs/contrib/dashboard.png"
 check "the bash completion is installed beside it" \
 	grep -q 'complete -F _orchfs orchfs' "$DEST$PREFIX/share/bash-completion/completions/orchfs"
 
@@ -133,8 +140,11 @@ PID=$(daemon_of)
 _DAEMONS+=("$PID")
 echo "$PID" >>"$_WATCHDOG_PIDS"
 
-# --reset: stops it, waits, removes the state directory, starts afresh
-demo --state-dir "$S" --http off --ws off --reset >"$T/reset.out" 2>&1
+# --reset: stops it, waits, removes the state directory, starts afresh (the
+# API on, this time: the dashboard is the installed one)
+hp=$(free_port)
+wp=$(free_port)
+demo --state-dir "$S" --http "127.0.0.1:$hp" --ws "127.0.0.1:$wp" --reset >"$T/reset.out" 2>&1
 expect_eq "demo.sh --reset: exit 0" "$?" 0
 check "... stopped the daemon on the mount" grep -q "stopping the orchfs on $M (pid $PID)" "$T/reset.out"
 check "... which has exited" eval '! kill -0 $PID 2>/dev/null'
@@ -145,9 +155,14 @@ echo "$NEW" >>"$_WATCHDOG_PIDS"
 check "... a new daemon serves the mount" test -n "$NEW" -a "$NEW" != "$PID"
 check "... with a fresh state: the plan starts over (not all done)" eval '! all_done'
 check "... in a state directory marked as the demo's again" test -s "$S/demo"
+check "... printing the dashboard's URL with the token" \
+	grep -qF "dashboard: http://127.0.0.1:$hp/#token=$(cat "$S/token")" "$T/reset.out"
+check "... which serves the installed dashboard" \
+	cmp -s <(curl -s "http://127.0.0.1:$hp/app.js") "$DEST$PREFIX/share/orchfs/web/app.js"
 wait_for "... and worker ids start again at 1" 20 \
 	jqe '([.workers[] | .id] | min) == 1 and (.workers | length) < 9' "$M/mma/workers.json"
-fusermount3 -u "$M"
+# refused (EBUSY) if it lands in a burst of announcements: again, as the README says
+poll 5 fusermount3 -u "$M"
 poll 30 eval '! kill -0 $NEW 2>/dev/null'
 check "fusermount3 -u stops it" eval '! kill -0 $NEW 2>/dev/null && ! mountpoint -q "$M"'
 
@@ -156,8 +171,9 @@ SRC=$(cd "$(dirname "$0")/../.." && pwd -P)
 if [ -x "$SRC/build/fs/orchfs" ]; then
 	M2=$T/mnt2
 	_MOUNTS+=("$M2")
+	hp=$(free_port)
 	env -u ORCHFS ORCHFS_MOUNT="$M2" TMPDIR="$T" "$SRC/contrib/demo.sh" --state-dir "$T/state2" \
-		--http off --ws off >"$T/src.out" 2>&1
+		--http "127.0.0.1:$hp" --ws off >"$T/src.out" 2>&1
 	expect_eq "the source tree's demo.sh starts: exit 0" "$?" 0
 	M_SAVED=$M
 	M=$M2
@@ -167,6 +183,8 @@ if [ -x "$SRC/build/fs/orchfs" ]; then
 	expect_eq "... running the tree's build/fs/orchfs" "$(readlink "/proc/$PID2/exe")" \
 		"$(readlink -f "$SRC/build/fs/orchfs")"
 	check "... with the demo plan loaded" test -d "$M2/mma/tracks/demo"
+	check "... and the tree's dashboard (contrib/web)" \
+		cmp -s <(curl -s "http://127.0.0.1:$hp/") "$SRC/contrib/web/index.html"
 	poll 5 fusermount3 -u "$M2"
 else
 	log "skip - the source tree's demo.sh: no $SRC/build/fs/orchfs"
