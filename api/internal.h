@@ -50,6 +50,7 @@ void api_cors_origin(struct api *a, struct lws *wsi, char *out, size_t size);
 /* Marks WebSocket clients too slow for closing (1013; api_config says when);
  * fills depths (at most max) with each client's lag in bytes and deepest with
  * the largest, returns how many. */
+size_t api_ws_check_lag(struct api *a, uint64_t *depths, size_t max, uint64_t *deepest);
 /* Like api_admit for the dashboard's files, which need no token: 0, or 403
  * for a Host (or Origin) that is not ours. */
 int api_admit_page(struct api *a, struct lws *wsi, char *why, size_t whysize);
@@ -62,7 +63,5 @@ int web_open(const char *root, const char *uri, int *fd, size_t *len);
 const char *web_content_type(const char *path);
 /* /config.json: where the page finds the WebSocket listener. */
 void web_config(const struct api *a, struct buf *out);
-
-size_t api_ws_check_lag(struct api *a, uint64_t *depths, size_t max, uint64_t *deepest);
 
 #endif
