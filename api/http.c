@@ -25,7 +25,7 @@
 
 #define CHUNK 65536
 #define HEADER_ROOM 1024   /* the headers, in front of the body's first piece */
-#define HTTP_TURN (256 * 1024)
+#define HTTP_TURN CHUNK   /* a response's bytes a turn of the service thread */
 
 enum method { M_OTHER, M_GET, M_POST, M_OPTIONS };
 
@@ -430,7 +430,10 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 	bool last = p->sent == total && p->headers_sent;
 	/* at most HTTP_TURN bytes a turn: a big body takes turns with the
 	 * others instead of filling its socket's buffer (megabytes on loopback)
-	 * while they wait */
+	 * while they wait. Small turns keep it fair: with 256 KiB, 100 clients
+	 * of the 4.5 MB worker list saw a p99 of 0.8 s (nginx 0.2 s), the
+	 * quickest served coming back for more while others waited; with
+	 * 64 KiB, 0.15 s at the same rate. */
 	size_t turn_end = p->sent + HTTP_TURN;
 	while (!last && !lws_send_pipe_choked(wsi) && p->sent < turn_end) {
 		if (p->headers_sent && (from_file || from_doc) && !lws_is_ssl(wsi)) {
