@@ -285,9 +285,11 @@ _cleanup() {
 		mountpoint -q "$mnt" 2>/dev/null && fusermount3 -uz "$mnt" 2>/dev/null
 	done
 	# The workers' supervisors outlive their daemons by design: with nothing
-	# left to run they exit by themselves; what a test left is ended here.
+	# left to run they exit by themselves; what a test left is ended here,
+	# as is a browser it started with its profile in its directory.
 	for i in "${!_TMPDIRS[@]}"; do
 		pkill -KILL -f -- "--supervise ${_TMPDIRS[$i]}/" 2>/dev/null
+		pkill -KILL -f -- "--user-data-dir=${_TMPDIRS[$i]}/" 2>/dev/null
 	done
 	# A sanitizer's report in a daemon's log fails the test, whatever else
 	# passed: it is shown here, before its directory goes.
@@ -437,6 +439,33 @@ daemon_wait_exit() {
 	poll "$timeout" eval "! kill -0 $pid" || return 1
 	DAEMON_RC=0
 	wait "$pid" || DAEMON_RC=$?
+}
+
+# relay_checks [PREFIX] <<<"$out": a Python checker's output as this test's
+# checks: its "PASS name" and "FAIL name why" lines count, any other is logged.
+relay_checks() {
+	local line
+	while IFS= read -r line; do
+		case $line in
+		PASS\ *) pass "${1:+$1: }${line#PASS }" ;;
+		FAIL\ *) fail "${1:+$1: }${line#FAIL }" ;;
+		*) [ -n "$line" ] && log "$line" ;;
+		esac
+	done
+}
+
+# chromium_require: Debian's chromium and a python3 with websockets (the
+# browser tests' DevTools client, cdp.py), or the test is skipped (failed
+# under CI). A browser started with --user-data-dir under $T ends with the
+# test (_cleanup).
+chromium_require() {
+	PY=/usr/bin/python3
+	if ! [ -x "$PY" ] || ! "$PY" -c 'import websockets' 2>/dev/null; then
+		_skip_or_fail "no $PY with the websockets module"
+	fi
+	if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+		_skip_or_fail "chromium is missing (contrib/install-deps.sh installs it)"
+	fi
 }
 
 finish() {

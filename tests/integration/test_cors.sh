@@ -110,12 +110,7 @@ async def main():
 asyncio.run(main())
 EOF
 out=$("$PY" "$T/ws.py" 2>"$T/py.err") || fail "ws.py exited $?" "$(tail -3 "$T/py.err")"
-while IFS= read -r line; do
-	case $line in
-	PASS\ *) pass "${line#PASS }" ;;
-	FAIL\ *) fail "${line#FAIL }" ;;
-	esac
-done <<<"$out"
+relay_checks <<<"$out"
 
 # a malformed --allow-origin: refused before anything starts
 for bad in localhost:3000 http://localhost:3000/ 'http://localhost:3000/app' http://x:0 '*'; do

@@ -20,28 +20,8 @@
 ORCHFS_TEST_TIMEOUT=170
 . "$(dirname "$0")/lib.sh"
 
-# Chromium (started by dashboard.py in a session of its own, with its profile
-# in $T) is ended with the test, however the test ends.
-chromium_kill() {
-	local f
-	[ -n "${T:-}" ] || return 0
-	for f in /proc/[0-9]*/cmdline; do
-		if { tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qF -- "--user-data-dir=$T/chrome"; then
-			f=${f#/proc/}
-			kill -KILL "${f%/cmdline}" 2>/dev/null
-		fi
-	done
-}
-trap '_rc=$?; chromium_kill; (exit $_rc); _cleanup' EXIT
-
-PY=/usr/bin/python3
+chromium_require
 SRC_WEB=$(cd "$LIB_DIR/../../contrib/web" && pwd)
-if ! [ -x "$PY" ] || ! "$PY" -c 'import websockets' 2>/dev/null; then
-	_skip_or_fail "no $PY with the websockets module"
-fi
-if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
-	_skip_or_fail "chromium is missing (contrib/install-deps.sh installs it)"
-fi
 
 # The served root: a copy of the dashboard with traps in it.
 WEB=$(mktemp -d /tmp/orchfs-web.XXXXXX)
@@ -136,17 +116,11 @@ check "... saying why" grep -q -- "--web-root .*nowhere" "$T/bad.out"
 
 # --- the page, in Chromium ---
 py() {   # MODE: runs one mode of dashboard.py (bounded) and counts its checks
-	local out rc=0 line
+	local out rc=0
 	out=$(cd "$LIB_DIR" && HTTP=$HTTP TOKEN=$TOKEN M=$M T=$T OUT=$OUT PYTHONPATH=$LIB_DIR S=$S \
 		ORCHFS=$ORCHFS HTTP_PORT=$HTTP_PORT WS_PORT=$WS_PORT WEB=$WEB PRICING=$SRC_WEB/../pricing.json \
 		timeout 90 "$PY" "$LIB_DIR/dashboard.py" "$@" 2>"$T/py.err") || rc=$?
-	while IFS= read -r line; do
-		case $line in
-		PASS\ *) pass "${line#PASS }" ;;
-		FAIL\ *) fail "${line#FAIL }" ;;
-		*) log "$line" ;;
-		esac
-	done <<<"$out"
+	relay_checks <<<"$out"
 	[ "$rc" -eq 0 ] || fail "dashboard.py $1 exited $rc" "$(tail -5 "$T/py.err" | tr '\n' ' ')"
 }
 

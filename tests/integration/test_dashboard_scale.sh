@@ -11,27 +11,7 @@
 ORCHFS_TEST_TIMEOUT=170
 . "$(dirname "$0")/lib.sh"
 
-# Chromium (started by dashboard.py in a session of its own, with its profile
-# in $T) is ended with the test, however the test ends.
-chromium_kill() {
-	local f
-	[ -n "${T:-}" ] || return 0
-	for f in /proc/[0-9]*/cmdline; do
-		if { tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qF -- "--user-data-dir=$T/chrome"; then
-			f=${f#/proc/}
-			kill -KILL "${f%/cmdline}" 2>/dev/null
-		fi
-	done
-}
-trap '_rc=$?; chromium_kill; (exit $_rc); _cleanup' EXIT
-
-PY=/usr/bin/python3
-if ! [ -x "$PY" ] || ! "$PY" -c 'import websockets' 2>/dev/null; then
-	_skip_or_fail "no $PY with the websockets module"
-fi
-if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
-	_skip_or_fail "chromium is missing (contrib/install-deps.sh installs it)"
-fi
+chromium_require
 N=${SCALE_WORKERS:-10000}
 
 orchfs_start_api --max-workers 64 --web-root "$LIB_DIR/../../contrib/web"
@@ -50,12 +30,6 @@ check "the daemon holds $N finished workers" test "$workers" -ge "$N"
 out=$(cd "$LIB_DIR" && HTTP=$HTTP TOKEN=$TOKEN M=$M T=$T ROUNDS=${ROUNDS:-4} BURST=${BURST:-2000} \
 	PYTHONPATH=$LIB_DIR timeout 120 "$PY" "$LIB_DIR/dashboard.py" scale 2>"$T/py.err")
 rc=$?
-while IFS= read -r line; do
-	case $line in
-	PASS\ *) pass "${line#PASS }" ;;
-	FAIL\ *) fail "${line#FAIL }" ;;
-	*) log "$line" ;;
-	esac
-done <<<"$out"
+relay_checks <<<"$out"
 [ "$rc" -eq 0 ] || fail "dashboard.py scale exited $rc" "$(tail -5 "$T/py.err" | tr '\n' ' ')"
 finish

@@ -677,15 +677,10 @@ EOF
 
 # py MODE [ARGS]: runs one mode of ws.py (bounded) and counts its checks.
 py() {
-	local out rc=0 line
+	local out rc=0
 	out=$(M=$M WSURL=$WSURL TOKEN=$TOKEN HTTP_PORT=$HTTP_PORT WS_PORT=$WS_PORT \
 		timeout 50 "$PY" "$WSPY" "$@" 2>"$T/py.err") || rc=$?
-	while IFS= read -r line; do
-		case $line in
-		PASS\ *) pass "${line#PASS }" ;;
-		FAIL\ *) fail "${line#FAIL }" ;;
-		esac
-	done <<<"$out"
+	relay_checks <<<"$out"
 	[ "$rc" -eq 0 ] || fail "ws.py $1 exited $rc" "$(tail -5 "$T/py.err" | tr '\n' ' ')"
 }
 
