@@ -194,17 +194,23 @@ void api_cors_origin(struct api *a, struct lws *wsi, char *out, size_t size)
 	free((char *)h.origin);
 }
 
-int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, int *worker,
-	      char *why, size_t whysize)
+/* page: the dashboard's files, which hold no secret, so no token is asked
+ * (what they call needs it); Host and Origin are checked all the same. */
+static int admit(struct api *a, struct lws *wsi, const struct api_listen *listener, bool page,
+		 int *worker, char *why, size_t whysize)
 {
 	char tok[128];
 	struct req_site site = site_of(a, listener);
 	struct req_headers h = {
 		.host = header_dup(wsi, WSI_TOKEN_HOST),
 		.origin = header_dup(wsi, WSI_TOKEN_ORIGIN),
-		.authorization = header_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION),
-		.token_arg = lws_get_urlarg_by_name(wsi, "token=", tok, sizeof tok),
 	};
+	if (page) {
+		site.token = NULL;
+	} else {
+		h.authorization = header_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+		h.token_arg = lws_get_urlarg_by_name(wsi, "token=", tok, sizeof tok);
+	}
 	int refuse = req_admit(&site, &h, worker, why, whysize);
 	if (refuse)
 		log_refused(a, wsi, listener, refuse, why);
@@ -214,20 +220,16 @@ int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener,
 	return refuse;
 }
 
+int api_admit(struct api *a, struct lws *wsi, const struct api_listen *listener, int *worker,
+	      char *why, size_t whysize)
+{
+	return admit(a, wsi, listener, false, worker, why, whysize);
+}
+
 int api_admit_page(struct api *a, struct lws *wsi, char *why, size_t whysize)
 {
-	struct req_site site = site_of(a, &a->cfg.http);
-	site.token = NULL;   /* the files hold no secret; what they call needs it */
-	struct req_headers h = {
-		.host = header_dup(wsi, WSI_TOKEN_HOST),
-		.origin = header_dup(wsi, WSI_TOKEN_ORIGIN),
-	};
-	int worker, refuse = req_admit(&site, &h, &worker, why, whysize);
-	if (refuse)
-		log_refused(a, wsi, &a->cfg.http, refuse, why);
-	free((char *)h.host);
-	free((char *)h.origin);
-	return refuse;
+	int worker;
+	return admit(a, wsi, &a->cfg.http, true, &worker, why, whysize);
 }
 
 /* --- threads --- */
