@@ -6,14 +6,16 @@
  * ones it touched before it is acknowledged (fs_drop_cached). Documents are
  * rendered once per open and read from that snapshot; every file is
  * direct_io, so sizes never gate reads and `cat` always sees the whole
- * document. (Not the page cache, even for a one-word status: the notifier's
- * truncate sets the kernel's size of a file to what it is answered with,
- * whatever changed meanwhile, and a reader of pages sized that way would get
- * a status cut short or padded with NULs.) */
+ * document (a control file says FS_CTL_SIZE, whatever it reads). (Not the
+ * page cache, even for a one-word status: the notifier's truncate sets the
+ * kernel's size of a file to what it is answered with, whatever changed
+ * meanwhile, and a reader of pages sized that way would get a status cut
+ * short or padded with NULs.) */
 #include "fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fuse.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +54,7 @@ struct fs_file {
 	char *path;
 	/* The kernel's handle is one reference, each handler at work on the file
 	 * another: a read cut short by a fatal signal lets the kernel release
-	 * the file while its handler still runs. fs.lock guards refs. */
+	 * the file while its handler still runs. Atomic (fs_ref). */
 	int refs;
 	pthread_mutex_t lock;      /* guards data, has_result, result_base */
 	struct buf data;           /* the snapshot, or the last write's result */
@@ -79,29 +81,26 @@ struct fs_dir {
 	 * cookie issued here, the ordinal of the entry to resume at, never a
 	 * byte position: seekdir(3) may hand back any number. */
 	size_t *starts, n, cap;
-	int refs;                  /* as fs_file's, under fs.lock */
+	int refs;                  /* as fs_file's */
 };
 
-/* The references of open files and directories, under fs.lock: n is added,
- * and whether that left none is the answer. */
-static bool fs_ref(struct fs *fs, int *refs, int n)
+/* The references of open files and directories (atomic): n is added, and
+ * whether that left none is the answer. */
+static bool fs_ref(int *refs, int n)
 {
-	pthread_mutex_lock(&fs->lock);
-	bool none = (*refs += n) == 0;
-	pthread_mutex_unlock(&fs->lock);
-	return none;
+	return __atomic_add_fetch(refs, n, __ATOMIC_ACQ_REL) == 0;
 }
 
 static struct fs_dir *fs_dir_hold(struct fs *fs, struct fuse_file_info *fi)
 {
 	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
-	fs_ref(fs, &d->refs, 1);
+	fs_ref(&d->refs, 1);
 	return d;
 }
 
 static void fs_dir_put(struct fs *fs, struct fs_dir *d)
 {
-	if (fs_ref(fs, &d->refs, -1)) {
+	if (fs_ref(&d->refs, -1)) {
 		buf_free(&d->entries);
 		free(d->starts);
 		free(d);
@@ -113,6 +112,9 @@ static void fs_dir_put(struct fs *fs, struct fs_dir *d)
  * (fs_flush), waiting at most FS_ANNOUNCE_WAIT_MS. */
 #define FS_ANNOUNCE_AT_CLOSE 64
 #define FS_ANNOUNCE_WAIT_MS 10000
+/* A control file's size, whatever it reads: a sysfs attribute's, so that a
+ * command (up to this long) never writes past the end (fs_reply_open). */
+#define FS_CTL_SIZE 4096
 
 static __thread bool thread_named;
 
@@ -284,13 +286,13 @@ static void fs_file_free(struct fs *fs, struct fs_file *f, bool release_stream)
 static struct fs_file *fs_file_hold(struct fs *fs, struct fuse_file_info *fi)
 {
 	struct fs_file *f = (struct fs_file *)(uintptr_t)fi->fh;
-	fs_ref(fs, &f->refs, 1);
+	fs_ref(&f->refs, 1);
 	return f;
 }
 
 static void fs_file_put(struct fs *fs, struct fs_file *f)
 {
-	if (fs_ref(fs, &f->refs, -1))
+	if (fs_ref(&f->refs, -1))
 		fs_file_free(fs, f, true);
 }
 
@@ -345,6 +347,8 @@ static int fs_stat(struct fs *fs, fuse_ino_t ino, const struct node *n, struct s
 			st->st_mtim = real.st_mtim;
 		}
 		free(path);
+	} else if (flags & NODE_CTL) {
+		st->st_size = FS_CTL_SIZE;   /* see fs_reply_open */
 	} else if ((flags & NODE_DOC) && !(flags & NODE_VOLATILE) && sized) {
 		struct buf b = BUF_INIT;
 		int rc = node_render_cached(fs->o, n, &b);
@@ -586,6 +590,21 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
+/* fuse_reply_open, and for a control file parallel writes as well: the kernel
+ * otherwise holds the file's lock for the whole of each write, so writers of
+ * one control file would queue there one by one and never meet in the
+ * store's group commit. It lets writes that end within the file's size run
+ * at once, hence FS_CTL_SIZE. libfuse 3.14's fuse_file_info has no bit for
+ * it; the reply is the same 16 bytes fuse_reply_open sends. */
+static void fs_reply_open(fuse_req_t req, const struct fuse_file_info *fi, bool parallel_writes)
+{
+	struct fuse_open_out out = {.fh = fi->fh};
+	out.open_flags = (fi->direct_io ? FOPEN_DIRECT_IO : 0) | (fi->noflush ? FOPEN_NOFLUSH : 0) |
+			 (fi->nonseekable ? FOPEN_NONSEEKABLE : 0) |
+			 (parallel_writes ? FOPEN_PARALLEL_DIRECT_WRITES : 0);
+	fuse_reply_buf(req, (const char *)&out, sizeof out);
+}
+
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	OP_BEGIN(TM_OPEN);
@@ -644,7 +663,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->noflush = acc == O_RDONLY;
 	if (f->stream)
 		fi->nonseekable = 1;
-	fuse_reply_open(req, fi);
+	fs_reply_open(req, fi, flags & NODE_CTL);
 }
 
 static char *caller_cwd(fuse_req_t req)
@@ -740,32 +759,31 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	f = fs_file_hold(fs, fi);
-	char *tmp = NULL;   /* what is replied, copied under the lock: a write may replace it */
-	ssize_t r = 0;
 	pthread_mutex_lock(&f->lock);
 	(void)fs_apply_pending(fs, f, req);   /* its result, or error object, is what is read */
 	if (f->logfd >= 0 && !f->has_result) {
-		tmp = xmalloc(size ? size : 1);
-		r = pread(f->logfd, tmp, size, off);
+		pthread_mutex_unlock(&f->lock);
+		char *tmp = xmalloc(size ? size : 1);
+		ssize_t r = pread(f->logfd, tmp, size, off);
+		OP_END(r < 0);
+		if (r < 0)
+			fuse_reply_err(req, EIO);
+		else
+			fuse_reply_buf(req, tmp, (size_t)r);
+		free(tmp);
 	} else {
 		/* After a write, reads on the same descriptor return its result,
-		 * starting where the write left the file offset. */
+		 * starting where the write left the file offset. Replied from the
+		 * snapshot, under its lock: a write may replace it. */
 		size_t pos = (size_t)off;
 		if (f->has_result)
 			pos = off > f->result_base ? (size_t)(off - f->result_base) : 0;
 		size_t n = pos < f->data.len ? f->data.len - pos : 0;
-		r = (ssize_t)(n < size ? n : size);
-		tmp = xmalloc(r ? (size_t)r : 1);   /* what there is, not what was asked: cat asks 128 KiB */
-		memcpy(tmp, f->data.data ? f->data.data + pos : "", (size_t)r);
+		OP_END(0);
+		fuse_reply_buf(req, n ? f->data.data + pos : NULL, n < size ? n : size);
+		pthread_mutex_unlock(&f->lock);
 	}
-	pthread_mutex_unlock(&f->lock);
 	fs_file_put(fs, f);
-	OP_END(r < 0);
-	if (r < 0)
-		fuse_reply_err(req, EIO);
-	else
-		fuse_reply_buf(req, tmp, (size_t)r);
-	free(tmp);
 }
 
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_pipeline: the scheduler loop and the daemon's life cycle. max_workers
-# (write, read back, and never more running than it allows), pause (nothing
+# (write, read back, 8 writers at once, and never more running than it
+# allows), pause (nothing
 # new starts, running workers go on), resume, freeze (the worker's process
 # group is stopped: state T in /proc/PID/stat, its log does not grow, and
 # after resume it runs again and finishes), then clean shutdown: unmounting
@@ -47,6 +48,20 @@ check "with max_workers 1, never more than 1 runs" test "$most" -le 1
 wait_for "the 3 tasks finish one at a time" 5 status_is mma/tracks/mw/status done
 ctl_write mma/pipeline/max_workers $'3\n'
 expect_eq "max_workers 3 (with a newline) reads back 3" "$(cat mma/pipeline/max_workers)" 3
+expect_eq "a control file says 4096 bytes, as a sysfs attribute does" \
+	"$(stat -c %s mma/pipeline/max_workers)" 4096
+# 8 writers of one control file at once (the kernel lets their writes run
+# together): every write acknowledged, and what stays is one of them
+writers=()
+for i in $(seq 1 8); do
+	(for j in $(seq 1 25); do printf '%d\n' "$i" >mma/pipeline/max_workers || echo "$i" >>"$T/refused"; done) &
+	writers+=($!)
+done
+for p in "${writers[@]}"; do wait "$p"; done
+check "200 concurrent writes, none refused" test ! -e "$T/refused"
+check "max_workers is one of the values written" grep -Eqx '[1-8]' mma/pipeline/max_workers
+check "state.json agrees with it" jqe ".pipeline.max_workers == $(cat mma/pipeline/max_workers)" state.json
+ctl_write mma/pipeline/max_workers 3
 
 # --- pause: nothing new starts; running workers go on ---
 early=$(spawn 'sleep 0.6; echo fine')
