@@ -170,8 +170,9 @@ int journal_replay(struct journal *j, int (*fn)(void *arg, const char *data, siz
 	return rc;
 }
 
-/* durable: zeroes the file ahead of end, so that an append's sync
- * writes its data, and the file's size only once per JOURNAL_GROW */
+/* durable: zeroes the file ahead of end, and syncs that, so that an
+ * append's sync writes its data, and the file's size only once per
+ * JOURNAL_GROW */
 static int grow(struct journal *j, uint64_t need)
 {
 	static const char zeros[65536];
@@ -186,7 +187,12 @@ static int grow(struct journal *j, uint64_t need)
 			return rc;
 		j->allocated += n;
 	}
-	return 0;
+	return fdatasync(j->fd) < 0 ? -errno : 0;
+}
+
+int journal_sync(struct journal *j)
+{
+	return j->durable && fdatasync(j->fd) < 0 ? -errno : 0;
 }
 
 int journal_append(struct journal *j, const void *data, size_t len)
@@ -200,9 +206,7 @@ int journal_append(struct journal *j, const void *data, size_t len)
 	struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)data, len}};
 	size_t total = sizeof hdr + len;
 	while (!rc) {
-		/* durable: the data synced by the write itself (a device can
-		 * do that with one forced-unit-access write, no cache flush) */
-		ssize_t n = pwritev2(j->fd, iov, 2, (off_t)j->end, j->durable ? RWF_DSYNC : 0);
+		ssize_t n = pwritev(j->fd, iov, 2, (off_t)j->end);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)

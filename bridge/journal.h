@@ -1,7 +1,7 @@
 /* journal: the store's append-only log of commits, STATE_DIR/orchfs.journal.
  * A control write is acknowledged once its commit is a record here (one
- * write(2); with --durable, written through to the disk); the store thread copies the
- * records into SQLite behind, and a restart replays what it had not copied.
+ * write(2); with --durable, and synced to the disk); the store thread copies
+ * the records into SQLite behind, and a restart replays what it had not copied.
  * Each record carries the journal's generation and a CRC-32C, so replay stops
  * at a torn tail or at what a reset left behind:
  *   file   = "orchfsj1" u64 generation, then records
@@ -18,9 +18,9 @@
 
 struct journal;
 
-/* Opens (creating) path, mode 0600. durable: every append is written
- * through to the disk (RWF_DSYNC, as fdatasync), and the file grows ahead in
- * zeroed chunks so that a sync writes data, not the file's size as well. */
+/* Opens (creating) path, mode 0600. durable: journal_sync makes what was
+ * appended durable (fdatasync), and the file grows ahead in zeroed chunks so
+ * that a sync writes data, not the file's size as well. */
 int journal_open(const char *path, bool durable, struct journal **out, struct orch_err *err);
 void journal_close(struct journal *j);
 /* Calls fn for each whole record of the current generation, oldest first,
@@ -31,6 +31,9 @@ int journal_replay(struct journal *j, int (*fn)(void *arg, const char *data, siz
 /* Writes one record of len bytes in one call: 0 or -errno (then nothing of
  * it counts, and the next append writes over what it left). */
 int journal_append(struct journal *j, const void *data, size_t len);
+/* durable: every record appended before the call is on the disk once it
+ * returns 0 (-errno else); else 0 at once. Safe beside an append. */
+int journal_sync(struct journal *j);
 /* Starts a new generation: everything in the journal is stored elsewhere now
  * (durably, if the journal is). 0 or -errno. */
 int journal_reset(struct journal *j);

@@ -1010,8 +1010,30 @@ static void log_refusal(struct orch *o, const char *path, int errnum, int status
 		 *path ? path : "/", err_name(errnum), status, message);
 }
 
+/* A write's commit could not be stored (wait's result, 0 or -EIO). */
+static int stored_or_error(struct orch *o, const char *path, int wait, struct buf *result)
+{
+	if (!wait)
+		return 0;
+	return node_write_error(o, path, EIO, "the change was applied but could not be stored",
+				result);
+}
+
 int node_write(struct orch *o, const struct node *n, const char *path, const char *data,
 	       size_t len, const char *cwd, struct buf *result)
+{
+	uint64_t ticket;
+	int rc = node_write_journaled(o, n, path, data, len, cwd, result, &ticket);
+	return rc ? rc : stored_or_error(o, path, orch_wait(o, ticket), result);
+}
+
+int node_write_synced(struct orch *o, const char *path, uint64_t ticket, struct buf *result)
+{
+	return stored_or_error(o, path, orch_wait(o, ticket), result);
+}
+
+int node_write_journaled(struct orch *o, const struct node *n, const char *path, const char *data,
+			 size_t len, const char *cwd, struct buf *result, uint64_t *ticket)
 {
 	struct orch_err err = {0};
 	int rc;
@@ -1029,22 +1051,20 @@ int node_write(struct orch *o, const struct node *n, const char *path, const cha
 		buf_reset(result);
 		err_render(&err, path, result);
 	}
-	/* Acknowledged means stored: the write returns only after the commit. */
+	/* Acknowledged means stored: the write returns only after the commit is
+	 * journaled (and node_write's, with --durable, after the sync). */
 	pthread_mutex_lock(&o->lock);
 	if (rc)
 		orch_set_error(o, result->data, result->len);
-	uint64_t ticket = orch_commit_waited(o);
+	*ticket = orch_commit_waited(o);
 	pthread_mutex_unlock(&o->lock);
-	int stored = orch_wait(o, ticket);
+	int stored = orch_wait_journaled(o, *ticket);
 	if (rc) {
 		events_wake_all(&o->events);   /* the notifier announces last_error */
 		log_refusal(o, path, err.errnum, err_http_status(err.errnum), err.message);
 		return -err.errnum;   /* nothing was changed: its own error, stored or not */
 	}
-	if (stored)
-		return node_write_error(o, path, EIO, "the change was applied but could not be stored",
-					result);
-	return 0;
+	return stored_or_error(o, path, stored, result);
 }
 
 int node_write_error(struct orch *o, const char *path, int errnum, const char *message,

@@ -85,6 +85,14 @@ void node_cache_free(struct orch *o);
  * the writer's working directory for relative paths (NULL: none known). */
 int node_write(struct orch *o, const struct node *n, const char *path, const char *data,
 	       size_t len, const char *cwd, struct buf *result);
+/* The same, returning once the change is in the journal (it survives
+ * kill -9) with its commit's ticket: with --durable, node_write_synced then
+ * waits for the disk (a write through the mount, at close). */
+int node_write_journaled(struct orch *o, const struct node *n, const char *path, const char *data,
+			 size_t len, const char *cwd, struct buf *result, uint64_t *ticket);
+/* Until a journaled write's commit is on the disk: 0, or EIO with the error
+ * object in result and last_error (the change stays applied). */
+int node_write_synced(struct orch *o, const char *path, uint64_t ticket, struct buf *result);
 /* Fails a write that never reached a handler (too big, refused by the
  * transport): renders the error object into result and updates last_error. */
 int node_write_error(struct orch *o, const char *path, int errnum, const char *message,

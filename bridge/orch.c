@@ -152,6 +152,11 @@ int orch_wait(struct orch *o, uint64_t ticket)
 	return o->store && ticket ? store_wait(o->store, ticket) : 0;
 }
 
+int orch_wait_journaled(struct orch *o, uint64_t ticket)
+{
+	return o->store && ticket ? store_wait_journaled(o->store, ticket) : 0;
+}
+
 int orch_start(struct orch *o)
 {
 	int rc = pthread_create(&o->sched_thread, NULL, sched_main, o);

@@ -270,6 +270,9 @@ uint64_t orch_commit_waited(struct orch *o);
 /* Lock NOT held: until the commit of ticket is durable and its events are
  * visible to readers. -EIO when the store failed (the change stays in memory). */
 int orch_wait(struct orch *o, uint64_t ticket);
+/* The same, until it is in the journal: it survives kill -9, and with
+ * --durable orch_wait then waits for the disk (and the events). */
+int orch_wait_journaled(struct orch *o, uint64_t ticket);
 /* A worker's trace: its events, from the store (memory without one). */
 void orch_trace(struct orch *o, int worker, struct buf *out);
 

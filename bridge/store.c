@@ -62,6 +62,13 @@ struct store {
 	struct commit *ahead, *atail;   /* journaled, to apply */
 	struct buf record;         /* the journal writer's */
 	uint64_t queued, done, failed, applied;   /* tickets */
+	/* --durable: a journaled commit is on the disk once synced reaches its
+	 * ticket. The sync is a step of its own (journal_sync), so commits go
+	 * on being journaled while one runs and the next covers them all; a
+	 * write through the mount waits for it at close (fs/ops.c). Its events
+	 * are seen only once synced. One sync at a time: syncing. */
+	bool durable, syncing;
+	uint64_t synced, sync_failed, journaled_seq;
 	pthread_t thread;
 	bool running, stop, writing, idle, wanted;
 	store_hook_fn hook;        /* under qlock */
@@ -238,6 +245,7 @@ int store_open(const char *state_dir, bool durable, struct store **out, struct o
 	}
 	struct store *s = xcalloc(1, sizeof *s);
 	s->lockfd = lockfd;
+	s->durable = durable;
 	pthread_mutex_init(&s->rlock, NULL);
 	mutex_init_pi(&s->qlock);
 	pthread_cond_init(&s->qcond, NULL);
@@ -1044,7 +1052,8 @@ static bool journal_group(struct store *s)
 		for (struct commit *c = group; c && hook; c = c->next)
 			for (size_t i = 0; i < c->nlines; i++)
 				hook(hook_arg, &c->lines[i]);
-		events_commit(s->ev, tail->last_seq);
+		if (!s->durable)
+			events_commit(s->ev, tail->last_seq);   /* else once synced */
 	}
 
 	pthread_mutex_lock(&s->qlock);
@@ -1061,11 +1070,39 @@ static bool journal_group(struct store *s)
 		return false;
 	}
 	s->done = tail->ticket;
+	s->journaled_seq = tail->last_seq;
 	*(s->atail ? &s->atail->next : &s->ahead) = group;
 	s->atail = tail;
 	pthread_cond_broadcast(&s->qdone);
 	wake_thread(s);
 	return true;
+}
+
+/* qlock held, --durable, something journaled and not synced, nobody
+ * syncing: makes it durable (qlock dropped meanwhile), then lets its events
+ * be read and its writers go on. A failed sync fails its writers, and is
+ * tried again with the next commit. */
+static void sync_journaled(struct store *s)
+{
+	uint64_t target = s->done, seq = s->journaled_seq;
+	s->syncing = true;
+	pthread_mutex_unlock(&s->qlock);
+	int rc = journal_sync(s->journal);
+	tm_store_sync(s->tm);
+	if (rc)
+		log_error(s->log, "store: cannot sync the journal: %s", strerror(-rc));
+	else
+		events_commit(s->ev, seq);
+	pthread_mutex_lock(&s->qlock);
+	s->syncing = false;
+	*(rc ? &s->sync_failed : &s->synced) = target;
+	pthread_cond_broadcast(&s->qdone);
+}
+
+/* qlock held: journaled commits wait for a sync that nobody runs */
+static bool sync_due(const struct store *s)
+{
+	return s->durable && !s->syncing && s->synced < s->done && s->sync_failed < s->done;
 }
 
 /* The thread's, qlock held, something journaled: applies every journaled
@@ -1149,6 +1186,10 @@ static void *store_main(void *arg)
 			checkpoint(s);
 			pthread_mutex_lock(&s->qlock);
 		}
+		if (sync_due(s)) {
+			sync_journaled(s);
+			continue;
+		}
 		/* stopping, everything queued is journaled first */
 		if (s->qhead && !s->writing && (s->stop || unled_queued(s)) && !journal_group(s)) {
 			if (s->stop)
@@ -1164,7 +1205,7 @@ static void *store_main(void *arg)
 			store_pause(s, &s->nap, applied ? STORE_APPLY_PAUSE_MS : 1000);
 			continue;
 		}
-		if (s->stop && !s->writing && !s->qhead)
+		if (s->stop && !s->writing && !s->syncing && !s->qhead)
 			break;
 		if (s->wanted)
 			continue;
@@ -1176,19 +1217,41 @@ static void *store_main(void *arg)
 	return NULL;
 }
 
-int store_wait(struct store *s, uint64_t ticket)
+/* synced: with --durable, until it is on the disk as well */
+static int wait_for(struct store *s, uint64_t ticket, bool synced)
 {
 	pthread_mutex_lock(&s->qlock);
-	while (s->done < ticket && s->failed < ticket && s->running) {
-		/* nobody writing and ours still queued: lead, journaling all that is */
-		if (!s->writing && s->qhead && s->qhead->ticket <= ticket && !s->stop)
-			journal_group(s);
-		else
-			pthread_cond_wait(&s->qdone, &s->qlock);
+	synced = synced && s->durable;
+	while (s->running) {
+		if (s->done < ticket) {
+			if (s->failed >= ticket)
+				break;
+			/* nobody writing and ours still queued: lead, journaling all that is */
+			if (!s->writing && s->qhead && s->qhead->ticket <= ticket && !s->stop) {
+				journal_group(s);
+				continue;
+			}
+		} else if (!synced || s->synced >= ticket || s->sync_failed >= ticket) {
+			break;
+		} else if (!s->syncing) {
+			sync_journaled(s);   /* the thread has not got to it: lead */
+			continue;
+		}
+		pthread_cond_wait(&s->qdone, &s->qlock);
 	}
-	int rc = s->done >= ticket ? 0 : -EIO;
+	int rc = s->done >= ticket && (!synced || s->synced >= ticket) ? 0 : -EIO;
 	pthread_mutex_unlock(&s->qlock);
 	return rc;
+}
+
+int store_wait(struct store *s, uint64_t ticket)
+{
+	return wait_for(s, ticket, true);
+}
+
+int store_wait_journaled(struct store *s, uint64_t ticket)
+{
+	return wait_for(s, ticket, false);
 }
 
 void store_set_hook(struct store *s, store_hook_fn fn, void *arg)

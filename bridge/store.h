@@ -8,8 +8,9 @@
  * store thread, several in one record when they queue up (group commit);
  * only then are their events visible and their writers answered. A control
  * write returns after its commit is in the journal (one write(2)), so it
- * survives kill -9; --durable writes each record through to the disk so it also
- * survives power loss. The store thread applies the journal to SQLite
+ * survives kill -9; with --durable a sync of its own (one for all the
+ * records written before it) makes it survive power loss before the write is
+ * acknowledged for good (store_wait) and its events are seen. The store thread applies the journal to SQLite
  * behind, a batch per transaction, and a start replays what it had not. The
  * model lock is never held while the disk is written. */
 #ifndef ORCHFS_STORE_H
@@ -53,10 +54,13 @@ char *store_archived_doc(const struct track *k, const struct archived_track *a);
 /* A worker's trace: the lines of its events, oldest first (any thread; waits
  * until what was acknowledged is applied). */
 void store_trace(struct store *s, int worker, struct buf *out);
-/* Without orch.lock: until the commit of ticket is in the journal (0), or
- * has failed (-EIO; it is tried again with the next commit). When nobody is
- * writing and the commit is still queued, the caller writes the queue
- * itself, in its own thread. */
+/* Without orch.lock: until the commit of ticket is in the journal and, with
+ * --durable, synced to the disk (0), or has failed (-EIO; it is tried again
+ * with the next commit). When nobody is writing and the commit is still
+ * queued, the caller writes the queue itself, in its own thread; so with a
+ * sync due that nobody runs. */
 int store_wait(struct store *s, uint64_t ticket);
+/* The same, until it is in the journal (it survives kill -9), synced or not. */
+int store_wait_journaled(struct store *s, uint64_t ticket);
 
 #endif

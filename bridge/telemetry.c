@@ -23,7 +23,7 @@ struct telemetry {
 	int64_t start_ns;
 	struct ring ticks;
 	struct ring ops[TM_NOPS];
-	uint64_t http_requests, http_errors, store_writes, store_bytes;
+	uint64_t http_requests, http_errors, store_writes, store_bytes, store_syncs;
 	unsigned ws_clients;
 	uint64_t ws_max_queue, ws_sent, ws_dropped;
 	uint64_t ws_depths[TM_WS_DEPTHS];
@@ -128,6 +128,13 @@ void tm_store_write(struct telemetry *tm, uint64_t bytes)
 	pthread_mutex_unlock(&tm->lock);
 }
 
+void tm_store_sync(struct telemetry *tm)
+{
+	pthread_mutex_lock(&tm->lock);
+	tm->store_syncs++;
+	pthread_mutex_unlock(&tm->lock);
+}
+
 static void add_threads(cJSON *obj)
 {
 	cJSON *arr = cJSON_AddArrayToObject(obj, "threads");
@@ -218,6 +225,7 @@ cJSON *tm_json(struct telemetry *tm)
 	cJSON *store = cJSON_AddObjectToObject(r, "store");
 	json_add_i64(store, "writes", (int64_t)tm->store_writes);
 	json_add_i64(store, "bytes", (int64_t)tm->store_bytes);
+	json_add_i64(store, "syncs", (int64_t)tm->store_syncs);
 	pthread_mutex_unlock(&tm->lock);
 	add_threads(proc);
 	return r;

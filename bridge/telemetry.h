@@ -21,6 +21,8 @@ void tm_tick(struct telemetry *tm, int64_t duration_ns);
 void tm_fuse_op(struct telemetry *tm, enum tm_op op, int64_t duration_ns, int failed);
 void tm_http(struct telemetry *tm, int failed);
 void tm_store_write(struct telemetry *tm, uint64_t bytes);
+/* --durable: one sync of the journal, however many commits it made durable. */
+void tm_store_sync(struct telemetry *tm);
 #define TM_WS_DEPTHS 64
 /* The API's WebSocket side: clients now, the deepest client queue in bytes,
  * frames sent, clients dropped for lagging, and each client's queue in bytes

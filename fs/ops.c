@@ -72,6 +72,8 @@ struct fs_file {
 	bool oversize;             /* a command passed the limit: the rest of its
 				    * pieces, and all later writes, are refused too */
 	uint64_t announce_seq;     /* a large change made here ends at this event (0: none) */
+	uint64_t unsynced;         /* --durable: the ticket of the last commit made here
+				    * and not yet known on the disk (0: none), under lock */
 	struct fs_file *prev, *next;   /* fs.files: what is still open at shutdown is freed */
 };
 
@@ -109,7 +111,7 @@ static void fs_dir_put(struct fs *fs, struct fs_dir *d)
 
 #define ENTRY_TIMEOUT 3600.0
 /* A change of more events than this is announced before its close returns
- * (fs_flush), waiting at most FS_ANNOUNCE_WAIT_MS. */
+ * (fs_settle), waiting at most FS_ANNOUNCE_WAIT_MS. */
 #define FS_ANNOUNCE_AT_CLOSE 64
 #define FS_ANNOUNCE_WAIT_MS 10000
 /* A control file's size, whatever it reads: a sysfs attribute's, so that a
@@ -702,13 +704,16 @@ static int fs_apply_pending(struct fs *fs, struct fs_file *f, fuse_req_t req)
 	pthread_mutex_unlock(&f->lock);
 	char *cwd = node_flags(&f->node) & NODE_CWD ? caller_cwd(req) : NULL;
 	uint64_t before = events_seq(&fs->o->events);
-	int rc = node_write(fs->o, &f->node, f->path, command.data ? command.data : "", command.len,
-			    cwd, &result);
+	uint64_t ticket;
+	int rc = node_write_journaled(fs->o, &f->node, f->path, command.data ? command.data : "",
+				      command.len, cwd, &result, &ticket);
 	uint64_t after = events_seq(&fs->o->events);
 	free(cwd);
 	buf_free(&command);
 	pthread_mutex_lock(&f->lock);
 	set_result(f, &result, end);
+	if (ticket > f->unsynced)
+		f->unsynced = ticket;
 	if (after - before > FS_ANNOUNCE_AT_CLOSE)
 		f->announce_seq = after;
 	return rc;
@@ -808,29 +813,54 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 		fuse_reply_write(req, size);
 }
 
-/* close(2): a command still pending is applied now, and its error is close's.
- * A large change (a plan of thousands of tasks) is announced to inotify
- * before close returns: the notifier's calls on the mount would otherwise
- * go on for a moment after, and an unmount in that moment would fail with
- * EBUSY. A small one is announced within a millisecond, and costs no wait. */
-static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* close(2) and fsync(2): a command still pending is applied now, and its
+ * error is theirs. A write(2) returns once its change is in the journal (it
+ * survives kill -9); with --durable they return once it is on the disk too:
+ * writers of one file at once share the store's next sync, each waiting
+ * here rather than in write(2), where they would wait one by one. A large
+ * change (a plan of thousands of tasks) is announced to inotify before close
+ * returns: the notifier's calls on the mount would otherwise go on for a
+ * moment after, and an unmount in that moment would fail with EBUSY. A
+ * small one is announced within a millisecond, and costs no wait. */
+static void fs_settle(fuse_req_t req, struct fuse_file_info *fi)
 {
 	OP_BEGIN(TM_OTHER);
 	struct fs_file *f = fs_file_hold(fs, fi);
 	int rc = 0;
-	uint64_t announce = 0;
+	uint64_t announce = 0, ticket = 0;
 	if (!f->stream) {
 		pthread_mutex_lock(&f->lock);
 		rc = fs_apply_pending(fs, f, req);
 		announce = f->announce_seq;
-		f->announce_seq = 0;
+		ticket = f->unsynced;
+		f->announce_seq = f->unsynced = 0;
 		pthread_mutex_unlock(&f->lock);
 	}
-	if (announce)
+	struct buf result = BUF_INIT;
+	int synced = node_write_synced(fs->o, f->path, ticket, &result);
+	if (synced) {
+		pthread_mutex_lock(&f->lock);
+		set_result(f, &result, f->result_base);   /* what a read of the descriptor says */
+		pthread_mutex_unlock(&f->lock);
+		rc = rc ? rc : synced;
+	} else {
+		buf_free(&result);
+	}
+	if (announce && !synced)
 		notifier_wait(fs->notifier, announce, FS_ANNOUNCE_WAIT_MS);
 	fs_file_put(fs, f);
 	OP_END(rc);
 	fuse_reply_err(req, -rc);
+}
+
+static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fs_settle(req, fi);
+}
+
+static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	fs_settle(req, fi);
 }
 
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -937,6 +967,7 @@ static const struct fuse_lowlevel_ops ops = {
 	/* no flush: libfuse answers ENOSYS once and the kernel stops asking, so a
 	 * close() after the daemon has gone (a reader ended by shutdown) succeeds */
 	.flush = fs_flush,
+	.fsync = fs_fsync,
 	.release = fs_release,
 };
 

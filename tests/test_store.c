@@ -635,6 +635,38 @@ static void test_concurrent_commits(void **state)
 	assert_int_equal(db_int(db_path(d), "SELECT MAX(seq) FROM events"), (int)seq);
 }
 
+/* --durable: a journaled write is acknowledged for good, and its event seen,
+ * only once synced; node_write (HTTP's) waits for the sync itself, the
+ * mount's at close (node_write_synced). Both survive a kill. */
+static void test_durable_sync(void **state)
+{
+	struct dir *d = *state;
+	struct orch_config cfg = config(d);
+	cfg.durable = true;
+	struct orch o;
+	struct orch_err err = {0};
+	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	struct node n;
+	struct buf r = BUF_INIT;
+	const char *path = "mma/pipeline/max_workers";
+	assert_int_equal(node_resolve(&o, path, &n), 0);
+	uint64_t ticket = 0;
+	assert_int_equal(node_write_journaled(&o, &n, path, "3", 1, NULL, &r, &ticket), 0);
+	assert_true(ticket > 0);
+	uint64_t seq = events_seq(&o.events);
+	assert_int_equal(node_write_synced(&o, path, ticket, &r), 0);
+	assert_true(events_committed(&o.events) >= seq);
+	assert_int_equal(node_write(&o, &n, path, "4", 1, NULL, &r), 0);
+	assert_int_equal(events_committed(&o.events), events_seq(&o.events));
+	buf_free(&r);
+	orch_destroy(&o);   /* as after kill -9 */
+	orch_open(d, &o);
+	char *mw = read_node(&o, path);
+	assert_string_equal(mw, "4\n");
+	free(mw);
+	orch_destroy(&o);
+}
+
 int main(int argc, char **argv)
 {
 	/* a worker's start runs this binary again as its supervisor */
@@ -652,6 +684,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_journal_replayed_after_kill, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_journal_records, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_commits, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_durable_sync, dir_setup, dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,9 @@
 # re-adopted (and, once truly gone, as after a reboot, lost and their tasks
 # retried or failed), worker ids and the event seq go on, logs and
 # traces survive; a stale mount is cleaned; a corrupt or busy store is a clear
-# error with a non-zero exit, never a crash or a silent reset.
+# error with a non-zero exit, never a crash or a silent reset; with --durable,
+# writers at once share syncs, fsync works on a control file, and kill -9
+# loses nothing acknowledged.
 . "$(dirname "$0")/lib.sh"
 
 crash() { # kill -9 the daemon and wait for it to be gone
@@ -143,5 +145,34 @@ check "no worker running at the crash is running after it ($running)" \
 	jqe --argjson ids "$running" '[.workers[] | select(.id as $i | $ids | index($i)) | select(.status == "running")] | length == 0' \
 	"$M/mma/workers.json"
 wait_for "the track finishes done after the restart" 30 status_is "$M/mma/tracks/burst/status" done
+
+# --durable: write(2) returns once a change is in the journal, close(2) and
+# fsync(2) once it is on the disk, so that writers at once share a sync.
+S=$T/state3
+M=$T/mnt4
+mkdir -p "$S" "$M"
+orchfs_restart --durable
+syncs() { jq .store.syncs "$M/system/telemetry.json"; }
+syncs_before=$(syncs)
+writers=()
+for i in $(seq 1 8); do
+	(for j in $(seq 1 25); do printf '%d\n' "$i" >"$M/mma/pipeline/max_workers" || echo "$i" >>"$T/refused"; done) &
+	writers+=($!)
+done
+for p in "${writers[@]}"; do wait "$p"; done
+check "--durable: 200 writes from 8 writers at once, none refused" test ! -e "$T/refused"
+synced=$(($(syncs) - syncs_before))
+check "... made durable by fewer syncs than writes ($synced)" test "$synced" -gt 0 -a "$synced" -lt 200
+check "fsync(2) on a control file's descriptor" python3 -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+os.write(fd, b"5\n")
+os.fsync(fd)
+os.close(fd)' "$M/mma/pipeline/max_workers"
+last_seq=$(jq .seq "$M/state.json")
+crash
+orchfs_restart --durable
+expect_eq "--durable: the last write survived kill -9" "$(cat "$M/mma/pipeline/max_workers")" 5
+check "... and the seq went on from where it was seen" test "$(jq .seq "$M/state.json")" -gt "$last_seq"
 
 finish
