@@ -1024,7 +1024,7 @@ int node_write(struct orch *o, const struct node *n, const char *path, const cha
 {
 	uint64_t ticket;
 	int rc = node_write_journaled(o, n, path, data, len, cwd, result, &ticket);
-	return rc ? rc : stored_or_error(o, path, orch_wait(o, ticket), result);
+	return rc ? rc : node_write_synced(o, path, ticket, result);
 }
 
 int node_write_synced(struct orch *o, const char *path, uint64_t ticket, struct buf *result)
