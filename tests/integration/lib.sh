@@ -441,6 +441,20 @@ daemon_wait_exit() {
 	wait "$pid" || DAEMON_RC=$?
 }
 
+# writes_at_once FILE WRITERS EACH: WRITERS shells at once, each writing its
+# number (1..WRITERS) to FILE EACH times with `printf > FILE`; prints how many
+# writes were refused (0: every one acknowledged).
+writes_at_once() {
+	local file=$1 n=$2 each=$3 i p pids=() refused=$T/.refused.$$
+	: >"$refused"
+	for i in $(seq 1 "$n"); do
+		(for _ in $(seq 1 "$each"); do printf '%d\n' "$i" >"$file" || echo >>"$refused"; done) &
+		pids+=($!)
+	done
+	for p in "${pids[@]}"; do wait "$p"; done
+	wc -l <"$refused"
+}
+
 # relay_checks [PREFIX] <<<"$out": a Python checker's output as this test's
 # checks: its "PASS name" and "FAIL name why" lines count, any other is logged.
 relay_checks() {
