@@ -40,9 +40,10 @@ run_plan() {
 	t0=$(now_ms)
 	cat "$tmp/plan.json" >"$M/mma/tracks/create" || return 1
 	for ((i = 0; i < track_wait_s * 100; i++)); do
-		st=$(cat "$M/mma/tracks/$id/status")
+		# no fork per poll: the loop would take CPU from the workers
+		read -r st <"$M/mma/tracks/$id/status"
 		[ "$st" == done ] || [ "$st" == failed ] && break
-		sleep 0.01
+		bench_nap 0.01
 	done
 	t1=$(now_ms)
 	[ "$st" == done ] || { echo "track $id: $st after ${track_wait_s}s" >&2; return 1; }

@@ -31,6 +31,17 @@ bench_tmp() {
 	trap 'exit 143' TERM
 }
 
+# bench_nap SECONDS: sleep without a fork (a read that times out on a FIFO no
+# one writes), for poll loops that must not compete for the CPU with what
+# they wait for; needs bench_tmp first.
+bench_nap() {
+	if [ -z "${bench_nap_fd:-}" ]; then
+		{ [ -p "$tmp/.nap" ] || mkfifo "$tmp/.nap"; } && exec {bench_nap_fd}<>"$tmp/.nap" || return 1
+	fi
+	read -r -t "$1" -u "$bench_nap_fd"
+	return 0
+}
+
 # bench_stop MNT PID: unmount MNT (which ends its daemon's loop), wait for
 # PID to exit, SIGTERM it after stop_wait_s / 2, SIGKILL it after stop_wait_s.
 bench_stop() {
