@@ -1,7 +1,8 @@
 /* test_store: schema migrations, a refused corrupt or locked store, a full
  * round trip of the model through a restart, replays older than memory,
  * commits from many threads at once, and the journal: a failed append,
- * SQLite held up, a replay after kill -9, torn and stale records. */
+ * SQLite held up, a replay after kill -9, torn and stale records, and the
+ * journal starting afresh under --durable. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -667,6 +668,56 @@ static void test_durable_sync(void **state)
 	orch_destroy(&o);
 }
 
+/* The journal's generation: it moves when the journal starts afresh. */
+static uint64_t journal_generation(const struct dir *d)
+{
+	char path[128];
+	snprintf(path, sizeof path, "%s/orchfs.journal", d->path);
+	uint64_t gen = 0;
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &gen, sizeof gen, 8), (ssize_t)sizeof gen);
+	close(fd);
+	return gen;
+}
+
+/* --durable: the journal starts afresh past its limit once SQLite has all
+ * it held, and what it held is in SQLite after a kill. */
+static void test_durable_reset(void **state)
+{
+	struct dir *d = *state;
+	struct orch_config cfg = config(d);
+	cfg.durable = true;
+	struct orch o;
+	struct orch_err err = {0};
+	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	uint64_t gen = journal_generation(d);
+	enum { TEXT = 256 << 10 };
+	char *cmd = malloc(TEXT + 64);
+	int n = 0;
+	for (; n < 40 && journal_generation(d) == gen; n++) {
+		int len = snprintf(cmd, 64, "{\"name\":\"big%d\",\"text\":\"", n);
+		memset(cmd + len, 'a' + n % 26, TEXT);
+		strcpy(cmd + len + TEXT, "\"}");
+		assert_int_equal(write_node(&o, "context/inject", cmd), 0);
+		usleep(20000);   /* the store thread's turn to apply it */
+	}
+	free(cmd);
+	assert_true(journal_generation(d) != gen);
+	orch_destroy(&o);   /* as after kill -9 */
+	orch_open(d, &o);
+	for (int i = 0; i < n; i++) {
+		char path[64];
+		snprintf(path, sizeof path, "context/files/big%d", i);
+		char *text = read_node(&o, path);
+		assert_non_null(text);
+		assert_int_equal(strlen(text), TEXT);
+		assert_int_equal(text[TEXT - 1], 'a' + i % 26);
+		free(text);
+	}
+	orch_destroy(&o);
+}
+
 int main(int argc, char **argv)
 {
 	/* a worker's start runs this binary again as its supervisor */
@@ -685,6 +736,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_journal_records, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_commits, dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(test_durable_sync, dir_setup, dir_teardown),
+		cmocka_unit_test_setup_teardown(test_durable_reset, dir_setup, dir_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
