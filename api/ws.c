@@ -103,6 +103,44 @@ static uint64_t lag_of(struct api *a, struct ws_pss *p)
 	return lag + replies + (uint64_t)unsent;
 }
 
+/* The events waiting for a client go out together, up to this many bytes
+ * of them, in one write: one that fell behind (a burst, a busy moment)
+ * catches up in a few system calls instead of one per event, which is what
+ * kept 100 clients at 1,000 events/s from ever catching up once behind. */
+#define WS_BATCH_BYTES (32 * 1024)
+
+/* Each line of text (lines end in '\n') as an unmasked final text frame
+ * (RFC 6455, 5.2), without its '\n', appended to out; returns how many. */
+static size_t ws_frame_lines(struct buf *out, const char *text, size_t len)
+{
+	size_t n = 0;
+	buf_reserve(out, len + len / 8 + 16);   /* a header is 2 bytes for most events */
+	for (const char *p = text, *end = text + len; p < end; n++) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t size = (size_t)((nl ? nl : end) - p);
+		unsigned char head[10] = {0x81};
+		size_t hlen;
+		if (size < 126) {
+			head[1] = (unsigned char)size;
+			hlen = 2;
+		} else if (size <= 0xffff) {
+			head[1] = 126;
+			head[2] = (unsigned char)(size >> 8);
+			head[3] = (unsigned char)size;
+			hlen = 4;
+		} else {
+			head[1] = 127;
+			for (int i = 0; i < 8; i++)
+				head[2 + i] = (unsigned char)((uint64_t)size >> (56 - 8 * i));
+			hlen = 10;
+		}
+		buf_append(out, head, hlen);
+		buf_append(out, p, size);
+		p += size + (nl != NULL);
+	}
+	return n;
+}
+
 static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
 {
 	if (p->cull)
@@ -127,31 +165,30 @@ static int on_writeable(struct lws *wsi, struct api *a, struct ws_pss *p)
 	/* No lag check here: a socket that is writable is taking what it is
 	 * sent, however far a burst ran ahead of this thread. The tick judges
 	 * lag on choked sockets only (api_ws_check_lag). */
-	struct buf frame = BUF_INIT;
-	buf_reserve(&frame, LWS_PRE + 512);
-	frame.len = LWS_PRE;
+	struct buf lines = BUF_INIT;
 	uint64_t last = p->sub.cursor, oldest;
-	/* one event a frame: max 1 still yields one whole line */
-	if (events_read(&a->o->events, p->sub.cursor, p->sub.mask & EV_ALL_EVENTS, 1, &frame, &last,
-			&oldest) == -ERANGE) {
-		buf_free(&frame);
+	if (events_read(&a->o->events, p->sub.cursor, p->sub.mask & EV_ALL_EVENTS, WS_BATCH_BYTES,
+			&lines, &last, &oldest) == -ERANGE) {
+		buf_free(&lines);
 		return close_lagging(wsi, a, p);
 	}
-	if (frame.len == LWS_PRE && (p->sub.mask & EV_TELEMETRY) && p->telemetry_gen != a->telemetry_gen &&
+	if (!lines.len && (p->sub.mask & EV_TELEMETRY) && p->telemetry_gen != a->telemetry_gen &&
 	    a->telemetry_frame.len) {
 		p->telemetry_gen = a->telemetry_gen;
-		buf_append(&frame, a->telemetry_frame.data, a->telemetry_frame.len);
+		buf_append(&lines, a->telemetry_frame.data, a->telemetry_frame.len);
 	}
 	p->sub.cursor = last;
 	int w = 0;
-	if (frame.len > LWS_PRE) {
-		size_t len = frame.len - LWS_PRE;
-		if (frame.data[frame.len - 1] == '\n')
-			len--;
-		w = lws_write(wsi, (unsigned char *)frame.data + LWS_PRE, len, LWS_WRITE_TEXT);
-		a->ws_sent++;
+	if (lines.len) {
+		struct buf frames = BUF_INIT;
+		size_t n = ws_frame_lines(&frames, lines.data, lines.len);
+		/* framed already: lws sends the bytes as they are (and keeps what
+		 * the socket does not take for its next turn) */
+		w = lws_write(wsi, (unsigned char *)frames.data, frames.len, LWS_WRITE_HTTP);
+		a->ws_sent += n;
+		buf_free(&frames);
 	}
-	buf_free(&frame);
+	buf_free(&lines);
 	if (w < 0)
 		return -1;
 	if (events_committed(&a->o->events) > p->sub.cursor)

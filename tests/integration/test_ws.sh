@@ -4,7 +4,7 @@
 # the handshake (subprotocol, token in a header or ?token=, 401 without one,
 # 403 for a foreign Origin or Host, a matching Origin accepted); subscribe
 # with and without channels, and since=N replays exactly N+1..M (no gap, no
-# duplicate); unsubscribe stops a channel; read and write with request ids
+# duplicate), events of 300 and 70,000 bytes whole; unsubscribe stops a channel; read and write with request ids
 # (echoed; ok true with the result as JSON or a string; ok false with the
 # error object, also in last_error); bad messages answered with EINVAL while
 # the connection stays open; telemetry frames at about --telemetry-hz; and a
@@ -401,6 +401,9 @@ async def subscribe():
         for i in range(3):
             spawn("echo %d" % i)
         mount_write("mma/tracks/create", json.dumps({"id": "st", "tasks": [{"id": "s1", "command": "true"}]}))
+        # events whose frames need a 16-bit and a 64-bit length (RFC 6455 5.2)
+        for k, n in (("mid", 300), ("wide", 70000)):
+            mount_write("mma/tracks/create", json.dumps({"id": k, "title": k[0] * n, "tasks": [{"id": k + "1", "command": "true"}]}))
         mount_write("mma/pipeline/pause", "pause")
         mount_write("mma/pipeline/resume", "resume")
         mount_write("context/inject", json.dumps({"text": "hello", "name": "hi"}))
@@ -413,6 +416,9 @@ async def subscribe():
           seqs(got) == list(range(n + 1, final + 1)), seqs(got))
     check("live: every event has seq, ts, channel, type, data",
           all(set(e) == {"seq", "ts", "channel", "type", "data"} for e in got), got[:2])
+    titles = {e["data"].get("track"): len(e["data"].get("title") or "") for e in got if e["type"] == "track.created"}
+    check("live: a 300-byte title and a 70,000-byte one arrive whole, each in its event",
+          titles.get("mid") == 300 and titles.get("wide") == 70000, titles)
     check("live: events came on workers, dag, pipeline, context and metrics",
           {e["channel"] for e in got} >= {"workers", "dag", "pipeline", "context", "metrics"}, {e["channel"] for e in got})
     rest = await quiet(a, 0.3)
