@@ -271,11 +271,17 @@ static int collect(void *arg, const char *data, size_t len)
 }
 
 /* A daemon's model on d's state, started. */
-static void orch_open(const struct dir *d, struct orch *o)
+static void orch_open_as(const struct dir *d, struct orch *o, bool durable)
 {
 	struct orch_config cfg = config(d);
+	cfg.durable = durable;
 	struct orch_err err = {0};
 	assert_int_equal(orch_init(o, &cfg, &err), 0);
+}
+
+static void orch_open(const struct dir *d, struct orch *o)
+{
+	orch_open_as(d, o, false);
 }
 
 /* last_error, with its time, is the failed write's commit's: a daemon
@@ -642,11 +648,8 @@ static void test_concurrent_commits(void **state)
 static void test_durable_sync(void **state)
 {
 	struct dir *d = *state;
-	struct orch_config cfg = config(d);
-	cfg.durable = true;
 	struct orch o;
-	struct orch_err err = {0};
-	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	orch_open_as(d, &o, true);
 	struct node n;
 	struct buf r = BUF_INIT;
 	const char *path = "mma/pipeline/max_workers";
@@ -686,11 +689,8 @@ static uint64_t journal_generation(const struct dir *d)
 static void test_durable_reset(void **state)
 {
 	struct dir *d = *state;
-	struct orch_config cfg = config(d);
-	cfg.durable = true;
 	struct orch o;
-	struct orch_err err = {0};
-	assert_int_equal(orch_init(&o, &cfg, &err), 0);
+	orch_open_as(d, &o, true);
 	uint64_t gen = journal_generation(d);
 	enum { TEXT = 256 << 10 };
 	char *cmd = malloc(TEXT + 64);
