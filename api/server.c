@@ -309,6 +309,10 @@ static struct lws_vhost *make_vhost(struct api *a, const char *name, const struc
 		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 		info.ssl_cert_filepath = a->cfg.tls_cert;
 		info.ssl_private_key_filepath = a->cfg.tls_key;
+		/* HTTP/1.1 only: the answers are written as HTTP/1.1 (headers and
+		 * body in one write, sendfile), and a client offered h2 (curl, every
+		 * browser) took it and was refused, its request having no Host */
+		info.alpn = "http/1.1";
 	}
 	info.keepalive_timeout = 30;
 	info.timeout_secs = 30;

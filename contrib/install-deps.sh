@@ -7,7 +7,7 @@
 set -eu
 PACKAGES="gcc meson ninja-build pkg-config libfuse3-dev fuse3 libcjson-dev libcmocka-dev
 libsqlite3-dev libwebsockets-dev universal-ctags jq inotify-tools curl python3
-python3-websockets graphviz procps psmisc tmux clang libclang-rt-dev chromium
+python3-websockets graphviz procps psmisc tmux clang libclang-rt-dev chromium openssl
 slurmctld slurmd slurm-client munge"
 [ "${1:-}" = "--bench" ] && PACKAGES="$PACKAGES wrk nginx-light"
 
