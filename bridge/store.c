@@ -1099,6 +1099,8 @@ static bool journal_group(struct store *s)
 		for (struct commit *c = group; c && hook; c = c->next)
 			for (size_t i = 0; i < c->nlines; i++)
 				hook(hook_arg, &c->lines[i]);
+		if (hook)
+			hook(hook_arg, NULL);   /* the group's end */
 		if (!s->durable)
 			events_commit(s->ev, tail->last_seq);   /* else once synced */
 	}

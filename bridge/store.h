@@ -34,8 +34,10 @@ void store_close(struct store *s);
  * and takes over committing its events. */
 int store_load(struct store *s, struct orch *o, struct orch_err *err);
 /* Called by the store's writer for each event it has written, before the event
- * is visible and before its writer is answered (with no lock held): fs/ops.c
- * drops the kernel's copies of what it changed, so nobody reads them stale. */
+ * is visible and before its writer is answered (with no lock held), then
+ * once with NULL when a group's events have all been passed (one writer at
+ * a time): fs/ops.c drops the kernel's copies of what the group changed,
+ * each once, so nobody reads them stale. */
 typedef void (*store_hook_fn)(void *arg, const struct event_rec *rec);
 void store_set_hook(struct store *s, store_hook_fn fn, void *arg);
 /* Where the store tells its failures from now on (a write, a replay). */

@@ -47,6 +47,9 @@ struct fs {
 	struct notifier *notifier;
 	struct fuse_session *se;   /* for the kernel's cache: set while it runs */
 	struct fs_file *files;     /* open files, under lock */
+	/* What the store's group being written touched, each path once: path ->
+	 * (void *)(1 << enum node_touch). Its writer's alone (fs_committed). */
+	struct hashmap *touched;
 };
 
 struct fs_file {
@@ -202,6 +205,7 @@ struct fs *fs_create(struct orch *o)
 	fs->o = o;
 	pthread_mutex_init(&fs->lock, NULL);
 	fs->by_path = hashmap_new();
+	fs->touched = hashmap_new();
 	fs->uid = getuid();
 	fs->gid = getgid();
 	fs_held(fs, fs_intern(fs, ""));   /* FUSE_ROOT_ID == 1: held while mounted */
@@ -211,18 +215,24 @@ struct fs *fs_create(struct orch *o)
 /* The kernel keeps entries and attributes long (fs_timeout); each change
  * drops what it touched. inval_entry for an entry that went (a removed task is
  * gone at once), inval_inode (attributes only: documents are direct_io) for
- * a file whose bytes changed. Only inodes the kernel was ever given can be
- * cached, so a path never interned costs nothing. Runs on the store's writer (its thread, or the FUSE handler whose
- * write leads the commit), which holds no lock a FUSE handler could wait for. */
-static void fs_drop_cached(void *arg, enum node_touch how, const char *path, bool dir)
+ * a file whose bytes changed. Only what the kernel holds now can be cached
+ * (nlookup: counted before a lookup takes the attributes, so a lookup this
+ * passes over sees the change), so a file nobody looked up, or that the
+ * kernel forgot, costs no system call. Runs on the store's writer (its
+ * thread, or the FUSE handler whose write leads the commit), which holds no
+ * lock a FUSE handler could wait for. */
+static void fs_drop_cached(struct fs *fs, enum node_touch how, const char *path)
 {
-	struct fs *fs = arg;
 	if (how == NODE_BORN)
 		return;   /* the kernel keeps no negative entries: nothing to drop */
 	const char *name;
 	pthread_mutex_lock(&fs->lock);
 	fuse_ino_t ino = (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, path);
 	fuse_ino_t parent = how == NODE_GONE && strchr(path, '/') ? parent_of(fs, path, &name) : 0;
+	if (ino && !fs->inodes[ino - 1]->nlookup)
+		ino = 0;
+	if (parent && !fs->inodes[parent - 1]->nlookup)
+		parent = 0;   /* no entry under a directory the kernel does not hold */
 	pthread_mutex_unlock(&fs->lock);
 	if (parent)
 		fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
@@ -240,10 +250,39 @@ void fs_let_go(struct fs *fs, const char *path)
 		fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
 }
 
+static void fs_gather_touched(void *arg, enum node_touch how, const char *path, bool dir)
+{
+	struct fs *fs = arg;
+	uintptr_t hows = (uintptr_t)hashmap_get(fs->touched, path);
+	hashmap_put(fs->touched, path, (void *)(hows | (uintptr_t)1 << how));
+}
+
+static void fs_drop_touched(void *arg, const char *path, void *value)
+{
+	for (unsigned how = 0; how < sizeof(uintptr_t) * 8; how++)
+		if ((uintptr_t)value >> how & 1)
+			fs_drop_cached(arg, (enum node_touch)how, path);
+}
+
+/* A group's events name the same files again and again (state.json, in
+ * each of a task's events): they are gathered, and dropped once at its end
+ * (a task's start and end made 14 calls, now under one). */
 static void fs_committed(void *arg, const struct event_rec *rec)
 {
-	struct node_change c = node_change_of(rec);
-	node_touched(&c, fs_drop_cached, arg);
+	struct fs *fs = arg;
+	if (rec) {
+		struct node_change c = node_change_of(rec);
+		node_touched(&c, fs_gather_touched, fs);
+	} else {
+		/* a map grown by a plan of thousands of tasks is not walked whole
+		 * at each group's end after */
+		bool big = hashmap_size(fs->touched) > 4096;
+		hashmap_clear_each(fs->touched, fs_drop_touched, fs);
+		if (big) {
+			hashmap_free(fs->touched);
+			fs->touched = hashmap_new();
+		}
+	}
 }
 
 void fs_attach(struct fs *fs, struct fuse_session *se, struct stream_hub *hub,
@@ -308,6 +347,7 @@ void fs_destroy(struct fs *fs)
 	}
 	free(fs->inodes);
 	hashmap_free(fs->by_path);
+	hashmap_free(fs->touched);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }

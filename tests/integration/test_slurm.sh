@@ -118,7 +118,8 @@ echo freeze >mma/pipeline/pause
 wait_for "frozen: the hog's job is suspended" 10 jqe '.slurm.state == "SUSPENDED"' "mma/workers/$hog/info.json"
 expect_eq "as squeue says" "$(squeue -h -j "$(jid "$hog")" -o %T)" SUSPENDED
 sleep_pid=$(pgrep -f "^sleep 120$" | head -1)
-check "and its process stopped (T)" test "$(proc_state "$sleep_pid")" = T
+# the stop reaches the process a moment after Slurm says SUSPENDED
+wait_for "and its process stopped (T)" 5 eval 'test "$(proc_state "$sleep_pid")" = T'
 echo >mma/pipeline/resume
 wait_for "resumed" 10 jqe '.slurm.state == "RUNNING"' "mma/workers/$hog/info.json"
 echo "$hog" >mma/workers/kill

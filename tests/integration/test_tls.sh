@@ -37,6 +37,7 @@ expect_eq "... a client that offers h2 is answered over HTTP/1.1" \
 expect_eq "... without the token: 401" \
 	"$(curl -s --cacert "$CERTS/cert.pem" -o /dev/null -w '%{http_code}' "$HTTPS/api/mma/pipeline/status")" 401
 
+echo pause >mma/pipeline/pause   # the track's task waits: its info.json stays as it is
 title=$(head -c 70000 /dev/zero | tr '\0' w)
 printf '{"id":"wide","title":"%s","tasks":[{"id":"w1","command":"true"}]}' "$title" >mma/tracks/create
 check "a track with a 70,000-byte title" test -e mma/tracks/wide/info.json
