@@ -35,6 +35,10 @@
 
 /* Logs grow without events: they are looked at this often. */
 #define NOTIFIER_LOG_POLL_MS 100
+/* Passes start at most this often: a lone change is announced at once, and
+ * the commits of a burst (writers at thousands a second) share a pass, which
+ * costs the hand a call on the mount per file, instead of one pass each. */
+#define NOTIFIER_PASS_GAP_NS 1000000LL
 /* The fragments of the big documents are let go after this long unread. */
 #define DOC_CACHE_IDLE_S 30
 #define NOTIFIER_FUSE_MAGIC 0x65735546   /* statfs f_type of every FUSE mount */
@@ -429,10 +433,14 @@ static void *notifier_main(void *arg)
 	struct orch *o = n->o;
 	pthread_setname_np(pthread_self(), "orchfs-notify");
 	int64_t next_logs = time_mono_ns() + NOTIFIER_LOG_POLL_MS * 1000000LL;
-	int64_t next_trim = next_logs;
+	int64_t next_trim = next_logs, last_pass = 0;
 	while (!notifier_stopping(n)) {
 		if (events_committed(&o->events) > n->seq ||
 		    __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE) != n->errors) {
+			int64_t gap = last_pass + NOTIFIER_PASS_GAP_NS - time_mono_ns();
+			if (gap > 0)
+				nanosleep(&(struct timespec){.tv_nsec = gap}, NULL);
+			last_pass = time_mono_ns();
 			notifier_pass(n);
 		} else {
 			/* until a commit, a failed write (orch_record_error wakes the
