@@ -515,8 +515,9 @@ int sched_set_max_workers(struct orch *o, int n)
 	cJSON_AddNumberToObject(d, "to", n);
 	o->max_workers = n;
 	orch_event(o, NULL, EVK_PIPELINE_MAX_WORKERS, d);
-	/* only room for a ready task gives the scheduler something to do */
-	if (o->nready && o->running < n)
+	/* only room for a ready task gives the scheduler something to do (and
+	 * a paused pipeline starts none: resume wakes it) */
+	if (o->nready && o->running < n && o->pipeline == PIPE_RUNNING)
 		orch_wake(o);
 	return 0;
 }

@@ -253,6 +253,8 @@ void fs_let_go(struct fs *fs, const char *path)
 static void fs_gather_touched(void *arg, enum node_touch how, const char *path, bool dir)
 {
 	struct fs *fs = arg;
+	if (how == NODE_BORN)
+		return;   /* nothing to drop (fs_drop_cached) */
 	uintptr_t hows = (uintptr_t)hashmap_get(fs->touched, path);
 	hashmap_put(fs->touched, path, (void *)(hows | (uintptr_t)1 << how));
 }
@@ -274,9 +276,9 @@ static void fs_committed(void *arg, const struct event_rec *rec)
 		struct node_change c = node_change_of(rec);
 		node_touched(&c, fs_gather_touched, fs);
 	} else {
-		/* a map grown by a plan of thousands of tasks is not walked whole
-		 * at each group's end after */
-		bool big = hashmap_size(fs->touched) > 4096;
+		/* a clear walks the map's whole table: one grown by a big group (a
+		 * plan of thousands of tasks) is not kept for the small ones after */
+		bool big = hashmap_size(fs->touched) > 256;
 		hashmap_clear_each(fs->touched, fs_drop_touched, fs);
 		if (big) {
 			hashmap_free(fs->touched);
