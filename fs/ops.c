@@ -223,8 +223,6 @@ struct fs *fs_create(struct orch *o)
  * lock a FUSE handler could wait for. */
 static void fs_drop_cached(struct fs *fs, enum node_touch how, const char *path)
 {
-	if (how == NODE_BORN)
-		return;   /* the kernel keeps no negative entries: nothing to drop */
 	const char *name;
 	pthread_mutex_lock(&fs->lock);
 	fuse_ino_t ino = (fuse_ino_t)(uintptr_t)hashmap_get(fs->by_path, path);
@@ -254,16 +252,18 @@ static void fs_gather_touched(void *arg, enum node_touch how, const char *path, 
 {
 	struct fs *fs = arg;
 	if (how == NODE_BORN)
-		return;   /* nothing to drop (fs_drop_cached) */
+		return;   /* the kernel keeps no negative entries: nothing to drop */
 	uintptr_t hows = (uintptr_t)hashmap_get(fs->touched, path);
 	hashmap_put(fs->touched, path, (void *)(hows | (uintptr_t)1 << how));
 }
 
 static void fs_drop_touched(void *arg, const char *path, void *value)
 {
-	for (unsigned how = 0; how < sizeof(uintptr_t) * 8; how++)
-		if ((uintptr_t)value >> how & 1)
-			fs_drop_cached(arg, (enum node_touch)how, path);
+	uintptr_t hows = (uintptr_t)value;
+	if (hows & (uintptr_t)1 << NODE_GONE)
+		fs_drop_cached(arg, NODE_GONE, path);
+	if (hows & (uintptr_t)1 << NODE_MODIFIED)
+		fs_drop_cached(arg, NODE_MODIFIED, path);
 }
 
 /* A group's events name the same files again and again (state.json, in
@@ -1006,8 +1006,8 @@ static const struct fuse_lowlevel_ops ops = {
 	.open = fs_open,
 	.read = fs_read,
 	.write = fs_write,
-	/* no flush: libfuse answers ENOSYS once and the kernel stops asking, so a
-	 * close() after the daemon has gone (a reader ended by shutdown) succeeds */
+	/* close(2) and fsync(2) of a descriptor that can write settle its
+	 * commands (fs_settle); a read-only open asks for no flush (noflush) */
 	.flush = fs_flush,
 	.fsync = fs_fsync,
 	.release = fs_release,
