@@ -327,6 +327,13 @@ async def mode_restart():
     async with Browser(os.path.join(T, "chrome-restart")) as b:
         await b.goto(URL)
         check("the page loads", await b.wait(READY, 15))
+        # the demo's own tasks may all have run by now: a task of its track
+        # that waits (the pipeline is paused) is the one to hold after
+        mount_write("mma/dag/mutate", json.dumps([{"op": "add_task", "track": "demo",
+                                                   "task": {"id": "after-restart", "command": "true"}}]))
+        check("a task added to the demo waits, the pipeline paused",
+              mount_read("mma/tasks/after-restart/status").strip() == "ready"
+              and mount_read("mma/pipeline/status").strip() == "paused")
         await daemon_stop()
         check("the daemon stopped: the page says the stream is down",
               await b.wait("document.getElementById('conn').dataset.state === 'down'", 5))
@@ -340,9 +347,9 @@ async def mode_restart():
               await b.eval("window.orchfsDash.connects >= 2 && window.orchfsDash.snapshots === 1"),
               await b.eval("JSON.stringify(window.orchfsDash)"))
         t0 = time.monotonic()
-        mount_write("mma/dag/mutate", "hold review")
+        mount_write("mma/dag/mutate", "hold after-restart")
         check("a change after the restart is in the page within a second",
-              await b.wait("document.querySelector('#dag g[data-task=\"review\"]').dataset.status === 'held'", 1.0, 0.01),
+              await b.wait("document.querySelector('#dag g[data-task=\"after-restart\"]').dataset.status === 'held'", 1.0, 0.01),
               f"{time.monotonic() - t0:.3f} s")
         # closed as too slow in a burst: it resumes, and misses nothing. The
         # browser's network process is stopped, so that the page's socket is
@@ -350,7 +357,7 @@ async def mode_restart():
         # closes it. The kernel first fills the page's receive buffer, which
         # may have grown to megabytes (tcp_rmem) while the page read fast, so
         # a flood of tasks follows another until then (60 s at most).
-        mount_write("mma/dag/mutate", "release review")
+        mount_write("mma/dag/mutate", "release after-restart")
         mount_write("mma/pipeline/resume", "go")
         def clients_dropped():
             return mount_json("system/telemetry.json")["websocket"]["clients_dropped"]
