@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # bench_spawn.sh: tasks per second of orchfs running a plan of BENCH_TASKS
 # tasks of `true` (no deps) at max_workers 8 and 64, from the plan's write to
-# its track's end, against spawnloop (the same number of `sh -c true` with
-# posix_spawn and waitpid, the same number at once), in the same run,
-# alternating. Prints the medians and the ratios; fails only if something
-# breaks.
+# its track's end, against two anchors in the same run, alternating:
+# spawnloop bare (the same number of `sh -c true` with posix_spawn and wait,
+# the same number at once), and spawnloop giving each process what orchfs
+# gives a worker (a log file beside orchfs's state and, where orchfs's
+# isolation is cgroup, a cgroup of its own made, joined and removed), which
+# tells orchfs's own cost from the kernel's cost of a file and a cgroup.
+# Prints the medians and the ratios; fails only if something breaks.
 #   meson test -C build --benchmark spawn -v
 #   tests/bench/bench_spawn.sh ORCHFS SPAWNLOOP
 #   ORCHFS_BENCH_STATE=DIR tests/bench/bench_spawn.sh ...   # orchfs on a copy
@@ -27,6 +30,17 @@ bench_tmp orchfs-sbench
 mkdir -p "$tmp/mnt" "$tmp/state" || exit 1
 bench_orchfs "$tmp/mnt" "$tmp/state" "$tmp/orchfs.log" --max-workers 8 || exit 1
 M=$tmp/mnt
+# the same work as a worker's: its log in orchfs's filesystem, and its cgroup
+# beside orchfs's own when orchfs uses cgroups
+same=(--logs "$tmp/anchor-logs")
+isolation=$(jq -r .pipeline.isolation "$M/state.json") || exit 1
+if [ "$isolation" == cgroup ]; then
+	cg_mount=$(awk '{ for (i = 7; i < NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") print $5; break } }' \
+		/proc/self/mountinfo | head -1)
+	own=$(sed -n 's|^0::/*||p' /proc/self/cgroup)
+	same+=(--cgroup "$cg_mount${own:+/$own}/orchfs-bench-anchor-$$")
+fi
+same_name="spawnloop, a log${same[2]:+ and a cgroup} each"
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
@@ -56,17 +70,25 @@ for ((r = 1; r <= rounds; r++)); do
 		out=$("$spawnloop" "$ntasks" "$cap") || exit 1
 		out=${out#spawns_per_s=}
 		rates[loop.$cap]+="${out%% *} "
+		mkdir -p "$tmp/anchor-logs" || exit 1
+		out2=$("$spawnloop" "$ntasks" "$cap" "${same[@]}") || exit 1
+		out2=${out2#spawns_per_s=}
+		rates[same.$cap]+="${out2%% *} "
 		rate=$(run_plan "b$r-$cap" "$cap") || exit 1
 		rates[orchfs.$cap]+="$rate "
-		echo "round $r max_workers=$cap spawnloop=${out%% *}/s orchfs=$rate tasks/s"
+		echo "round $r max_workers=$cap spawnloop=${out%% *}/s (${same_name#spawnloop, }: ${out2%% *}/s) orchfs=$rate tasks/s"
 	done
 done
-echo "--- medians of $rounds rounds, $ntasks tasks of true"
-printf '%-12s %12s %12s %8s\n' max_workers spawnloop orchfs ratio
+echo "--- medians of $rounds rounds, $ntasks tasks of true, orchfs's isolation: $isolation"
+printf '%-12s %12s %8s %12s %8s %12s\n' max_workers spawnloop ratio "same work" ratio orchfs
 for cap in "${caps[@]}"; do
 	l=$(bench_median %.0f "${rates[loop.$cap]}")
+	w=$(bench_median %.0f "${rates[same.$cap]}")
 	o=$(bench_median %.0f "${rates[orchfs.$cap]}")
-	printf '%-12s %12s %12s %8s\n' "$cap" "$l" "$o" "$(bench_ratio "$o" "$l")"
-	bench_row "true tasks/s, max_workers $cap" "$o" spawnloop "$l" "$(bench_ratio "$o" "$l")" \
-		"$(bench_spread %.0f "${rates[orchfs.$cap]}")"
+	printf '%-12s %12s %8s %12s %8s %12s\n' "$cap" "$l" "$(bench_ratio "$o" "$l")" "$w" \
+		"$(bench_ratio "$o" "$w")" "$o"
+	spread=$(bench_spread %.0f "${rates[orchfs.$cap]}")
+	bench_row "true tasks/s, max_workers $cap" "$o" spawnloop "$l" "$(bench_ratio "$o" "$l")" "$spread"
+	bench_row "true tasks/s, max_workers $cap, same work" "$o" "$same_name" "$w" \
+		"$(bench_ratio "$o" "$w")" "$spread"
 done
