@@ -199,23 +199,15 @@ fail:
 }
 
 /* The worker's process, as clone(CLONE_VM | CLONE_VFORK) makes it (what
- * posix_spawn does): pid, or -errno with what failed in *failed. */
-static pid_t spawn(const struct spawn_args *in, const char **failed)
+ * posix_spawn does), on stack (SPAWN_STACK bytes, reused: the supervisor
+ * waits for each child to exec): pid, or -errno with what failed in *failed. */
+static pid_t spawn(const struct spawn_args *in, char *stack, const char **failed)
 {
 	struct spawn_args a = *in;
-	void *stack = mmap(NULL, SPAWN_STACK, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-	if (stack == MAP_FAILED) {
-		*failed = "mmap";
-		return -errno;
-	}
-	pid_t pid = clone(spawn_child, (char *)stack + SPAWN_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD,
-			  &a);
-	int e = errno;
-	munmap(stack, SPAWN_STACK);
+	pid_t pid = clone(spawn_child, stack + SPAWN_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
 	if (pid < 0) {
 		*failed = "clone";
-		return -e;
+		return -errno;
 	}
 	if (a.error) {
 		/* it failed before exec and has exited: reaped here */
@@ -240,6 +232,7 @@ struct sv {
 	size_t nworkers, cap;
 	int last_id;    /* the highest id started */
 	uint64_t ignored;   /* signals set to SIG_IGN, inherited or ours: bit sig - 1 */
+	char *stack;        /* the children's until they exec */
 };
 
 static struct sv_worker *worker_by(struct sv *s, int id, pid_t pid)
@@ -293,7 +286,7 @@ static void on_spawn(struct sv *s, const struct sv_msg *m, char *payload, const 
 		struct spawn_args a = {.command = command, .cwd = cwd, .envp = envp,
 				       .stdin_fd = stdin_pipe[0], .logfd = fds[0],
 				       .procs_fd = fds[1], .ignored = s->ignored};
-		pid = spawn(&a, &failed);
+		pid = spawn(&a, s->stack, &failed);
 		close(stdin_pipe[0]);
 	}
 	free(envp);
@@ -428,7 +421,9 @@ int supervisor_main(int argc, char **argv)
 	fcntl(s.listen_fd, F_SETFD, FD_CLOEXEC);
 	s.exits = open(exits_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	s.sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (s.exits < 0 || s.sigfd < 0)
+	s.stack = mmap(NULL, SPAWN_STACK, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (s.exits < 0 || s.sigfd < 0 || s.stack == MAP_FAILED)
 		_exit(1);
 	bool served = false;
 	while (s.daemon >= 0 || s.nworkers || !served) {
@@ -449,5 +444,6 @@ int supervisor_main(int argc, char **argv)
 	}
 	/* nothing left: the next daemon starts another */
 	free(s.workers);
+	munmap(s.stack, SPAWN_STACK);
 	return 0;
 }

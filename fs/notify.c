@@ -191,6 +191,7 @@ int notifier_hand_main(const char *mount)
 {
 	/* gone with the daemon, even when it is killed */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	prctl(PR_SET_NAME, "orchfs-hand");   /* not "exe", as /proc/self/exe would have it */
 	dev_t dev = 0;
 	int root = hand_root(mount, &dev);   /* learn the device while surely mounted */
 	if (root >= 0)
