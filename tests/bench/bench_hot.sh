@@ -2,7 +2,8 @@
 # bench_hot.sh: every hot path beside its anchor, in one table: reads and stat
 # of status files (hello_fs), control writes at 1, 8 and 64 writers (hello_fs,
 # and --durable against the default), `true` tasks at max_workers 8 and 64
-# (a posix_spawn loop), GET at -c10 and -c100 (nginx), WebSocket fan-out and a
+# (a posix_spawn loop, bare and with a log file and a cgroup each), GET at
+# -c10 and -c100 (nginx), WebSocket fan-out and a
 # stalled client. It runs each benchmark on a fresh daemon and, given a state
 # directory (the history the scale benchmark copies to SCALE_KEEP_STATE, say),
 # again on a copy of it; then prints the rows they report (bench_row in
@@ -48,6 +49,6 @@ for daemon in fresh ${state:+history}; do
 done
 
 echo "--- medians of $BENCH_ROUNDS rounds; logs in $out"
-awk -F'|' 'BEGIN { printf "%-8s %-40s %12s  %-10s %12s %7s  %s\n", "daemon", "row", "orchfs", "anchor", "", "ratio", "spread" }
-	{ printf "%-8s %-40s %12s  %-10s %12s %7s  %s\n", $1, $2, $3, $4, $5, $6, $7 }' "$rows"
+awk -F'|' 'BEGIN { printf "%-8s %-40s %12s  %-20s %12s %7s  %s\n", "daemon", "row", "orchfs", "anchor", "", "ratio", "spread" }
+	{ printf "%-8s %-40s %12s  %-20s %12s %7s  %s\n", $1, $2, $3, $4, $5, $6, $7 }' "$rows"
 exit "$status"

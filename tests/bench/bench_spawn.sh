@@ -40,7 +40,7 @@ if [ "$isolation" == cgroup ]; then
 	own=$(sed -n 's|^0::/*||p' /proc/self/cgroup)
 	same+=(--cgroup "$cg_mount${own:+/$own}/orchfs-bench-anchor-$$")
 fi
-same_name="spawnloop, a log${same[2]:+ and a cgroup} each"
+same_name="spawnloop+log${same[2]:++cgroup}"
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
@@ -76,7 +76,7 @@ for ((r = 1; r <= rounds; r++)); do
 		rates[same.$cap]+="${out2%% *} "
 		rate=$(run_plan "b$r-$cap" "$cap") || exit 1
 		rates[orchfs.$cap]+="$rate "
-		echo "round $r max_workers=$cap spawnloop=${out%% *}/s (${same_name#spawnloop, }: ${out2%% *}/s) orchfs=$rate tasks/s"
+		echo "round $r max_workers=$cap spawnloop=${out%% *}/s $same_name=${out2%% *}/s orchfs=$rate tasks/s"
 	done
 done
 echo "--- medians of $rounds rounds, $ntasks tasks of true, orchfs's isolation: $isolation"
