@@ -42,6 +42,8 @@
 /* The fragments of the big documents are let go after this long unread. */
 #define DOC_CACHE_IDLE_S 30
 #define NOTIFIER_FUSE_MAGIC 0x65735546   /* statfs f_type of every FUSE mount */
+/* truncates the hand makes in a row before it answers for them all */
+#define HAND_BATCH_MAX 64
 
 /* A running worker's log, watched by size: its bytes reach the file on disk
  * without the daemon seeing them. */
@@ -75,6 +77,9 @@ struct notifier {
 	struct notifier_log *logs;  /* running workers' logs */
 	size_t nlogs, logs_cap;
 	size_t workers_seen;        /* o->workers[0 .. workers_seen) are known */
+	struct buf batch;           /* truncates for the hand, sent together */
+	char *batch_paths[HAND_BATCH_MAX];
+	size_t nbatch;
 };
 
 /* One pass: what the events since the last one touched, each path once. */
@@ -133,12 +138,13 @@ struct hand_request {
 	int dir;
 	int64_t size;
 	uint32_t len;   /* the path (relative to the mount) follows */
+	uint32_t more;  /* more follow: answer for them all after the last */
 };
 
-/* The mount's root, opened only for the length of one call: a descriptor kept
- * open would make a plain `fusermount3 -u` fail with EBUSY. Once the mount is
- * gone the path is the directory underneath, whose device differs: nothing
- * there may be touched. */
+/* The mount's root, opened only for the length of one batch of calls: a
+ * descriptor kept open would make a plain `fusermount3 -u` fail with EBUSY.
+ * Once the mount is gone the path is the directory underneath, whose device
+ * differs: nothing there may be touched. */
 static int hand_root(const char *mount, dev_t *dev)
 {
 	int fd = open(mount, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -198,12 +204,17 @@ int notifier_hand_main(const char *mount)
 		close(root);
 	struct hand_request rq;
 	char path[PATH_MAX];
+	int errs[HAND_BATCH_MAX];
+	size_t nerrs = 0;
+	root = -1;
 	while (read_full(0, &rq, sizeof rq)) {
 		if (rq.len >= sizeof path || !read_full(0, path, rq.len))
 			return 1;
 		path[rq.len] = '\0';
 		int rc = -1, e = ENOTCONN;
-		root = hand_root(mount, &dev);
+		/* opened once for a batch, as it is answered at once */
+		if (root < 0)
+			root = hand_root(mount, &dev);
 		if (root >= 0) {
 			if (rq.intent == NOTIFY_CREATE) {
 				rc = rq.dir ? mkdirat(root, path, 0555)
@@ -217,10 +228,16 @@ int notifier_hand_main(const char *mount)
 				rc = truncate(via, (off_t)rq.size);
 			}
 			e = rc ? errno : 0;
-			close(root);
 		}
-		if (!write_full(1, &e, sizeof e))
+		errs[nerrs++] = e;
+		if (rq.more && nerrs < HAND_BATCH_MAX)
+			continue;
+		if (root >= 0)
+			close(root);
+		root = -1;
+		if (!write_full(1, errs, nerrs * sizeof *errs))
 			return 1;
+		nerrs = 0;
 	}
 	return 0;   /* the daemon closed the pipe: it is stopping */
 }
@@ -258,43 +275,101 @@ static bool hand_start(struct notifier *n)
 	return true;
 }
 
-/* One call on the mount for its inotify side effect; its result is of no use
- * beyond debugging. dir: the entry is a directory (CREATE, DELETE). */
-static void notifier_call(struct notifier *n, enum notify_intent intent, const char *rel,
-			  bool dir)
+static void hand_gone(struct notifier *n)
 {
-	if (notifier_stopping(n) || n->to_hand < 0)
-		return;
-	pthread_mutex_lock(&n->lock);
-	n->intent = intent;
-	snprintf(n->path, sizeof n->path, "%s", rel);
-	pthread_mutex_unlock(&n->lock);
-	/* the size is of no matter: fs/ops.c answers the hand's truncate as a getattr */
-	struct hand_request rq;
-	memset(&rq, 0, sizeof rq);   /* its padding goes down the pipe too */
-	rq.intent = intent;
-	rq.dir = dir;
-	rq.len = (uint32_t)strlen(n->path);
-	int e = EPIPE;
-	bool ok = write_full(n->to_hand, &rq, sizeof rq) && write_full(n->to_hand, n->path, rq.len) &&
-		  read_full(n->from_hand, &e, sizeof e);
-	pthread_mutex_lock(&n->lock);
-	n->intent = NOTIFY_NONE;
-	n->path[0] = '\0';
-	pthread_mutex_unlock(&n->lock);
-	if (!ok) {
-		/* the hand is gone: no more announcements, but nothing else breaks */
-		orch_log(n->o, ORCH_LOG_ERROR, "the notifier's helper stopped; inotify events end here");
-		close(n->to_hand);
-		n->to_hand = -1;
-		return;
-	}
-	/* many fail in the ordinary run of things (a file gone since): told
-	 * only to who asked */
+	/* no more announcements, but nothing else breaks */
+	orch_log(n->o, ORCH_LOG_ERROR, "the notifier's helper stopped; inotify events end here");
+	close(n->to_hand);
+	n->to_hand = -1;
+}
+
+/* Many calls fail in the ordinary run of things (a file gone since): told
+ * only to who asked. */
+static void call_failed(struct notifier *n, enum notify_intent intent, const char *rel, int e)
+{
 	if (e && (n->debug || log_enabled(&n->o->cfg.log, ORCH_LOG_DEBUG)))
 		log_write(&n->o->cfg.log, n->debug ? ORCH_LOG_INFO : ORCH_LOG_DEBUG, "notify %s %s: %s",
 			intent == NOTIFY_CREATE ? "create" : intent == NOTIFY_DELETE ? "delete" : "modify",
 			rel, strerror(e));
+}
+
+static void batch_add(struct buf *b, enum notify_intent intent, const char *rel, bool dir,
+		      bool more)
+{
+	struct hand_request rq;
+	memset(&rq, 0, sizeof rq);   /* its padding goes down the pipe too */
+	rq.intent = intent;
+	rq.dir = dir;
+	rq.len = (uint32_t)strlen(rel);
+	rq.more = more;
+	buf_append(b, &rq, sizeof rq);
+	buf_append(b, rel, rq.len);
+}
+
+/* Sends the calls in n->batch (count of them, the last with more = 0) and
+ * waits for the hand's answers; intent and path are what the FUSE handlers
+ * see meanwhile (notifier_owns). */
+static void hand_send(struct notifier *n, enum notify_intent intent, const char *path,
+		      size_t count, int *errs)
+{
+	pthread_mutex_lock(&n->lock);
+	n->intent = intent;
+	snprintf(n->path, sizeof n->path, "%s", path);
+	pthread_mutex_unlock(&n->lock);
+	bool ok = write_full(n->to_hand, n->batch.data, n->batch.len) &&
+		  read_full(n->from_hand, errs, count * sizeof *errs);
+	pthread_mutex_lock(&n->lock);
+	n->intent = NOTIFY_NONE;
+	n->path[0] = '\0';
+	pthread_mutex_unlock(&n->lock);
+	n->batch.len = 0;
+	if (!ok)
+		hand_gone(n);
+}
+
+/* The truncates gathered so far (IN_MODIFY), made by the hand in a row: one
+ * round trip for them all. Their size is of no matter: fs/ops.c answers the
+ * hand's truncate as a getattr, whatever the path. */
+static void notifier_flush(struct notifier *n)
+{
+	size_t count = n->nbatch;
+	n->nbatch = 0;
+	if (count && !notifier_stopping(n) && n->to_hand >= 0) {
+		n->batch.len = 0;
+		for (size_t i = 0; i < count; i++)
+			batch_add(&n->batch, NOTIFY_MODIFY, n->batch_paths[i], false, i + 1 < count);
+		int errs[HAND_BATCH_MAX];
+		hand_send(n, NOTIFY_MODIFY, "", count, errs);
+		for (size_t i = 0; n->to_hand >= 0 && i < count; i++)
+			call_failed(n, NOTIFY_MODIFY, n->batch_paths[i], errs[i]);
+	}
+	for (size_t i = 0; i < count; i++)
+		free(n->batch_paths[i]);
+}
+
+/* IN_MODIFY on rel, made with the next flush. */
+static void notifier_modify(struct notifier *n, const char *rel)
+{
+	n->batch_paths[n->nbatch++] = xstrdup(rel);
+	if (n->nbatch == HAND_BATCH_MAX)
+		notifier_flush(n);
+}
+
+/* An entry's IN_CREATE or IN_DELETE, made at once (after the truncates
+ * gathered before it): the FUSE handlers must know which entry the hand's
+ * lookup is for. dir: the entry is a directory. */
+static void notifier_call(struct notifier *n, enum notify_intent intent, const char *rel,
+			  bool dir)
+{
+	notifier_flush(n);
+	if (notifier_stopping(n) || n->to_hand < 0)
+		return;
+	n->batch.len = 0;
+	batch_add(&n->batch, intent, rel, dir, false);
+	int e = EPIPE;
+	hand_send(n, intent, rel, 1, &e);
+	if (n->to_hand >= 0)
+		call_failed(n, intent, rel, e);
 }
 
 /* --- one pass --- */
@@ -352,11 +427,12 @@ static void notifier_pass(struct notifier *n)
 				fs_let_go(n->fs, it->path);
 			} else if (how == NODE_MODIFIED) {
 				if (!pass_in_new_dir(&p, it->path))
-					notifier_call(n, NOTIFY_MODIFY, it->path, false);
+					notifier_modify(n, it->path);
 			} else {
 				notifier_call(n, NOTIFY_DELETE, it->path, it->dir);
 			}
 		}
+	notifier_flush(n);
 	n->seq = seq;
 	n->errors = errors;
 	pthread_mutex_lock(&n->lock);
@@ -414,7 +490,7 @@ static void notifier_poll_logs(struct notifier *n)
 			snprintf(path, sizeof path, "mma/workers/%d/log", l->id);
 			l->size = st.st_size;
 			if (fs_kernel_may_watch(n->fs, path))
-				notifier_call(n, NOTIFY_MODIFY, path, false);
+				notifier_modify(n, path);
 		}
 		/* looked at once more after its writer ended: its last lines */
 		if (running[i])
@@ -424,6 +500,7 @@ static void notifier_poll_logs(struct notifier *n)
 	}
 	n->nlogs = keep;
 	free(running);
+	notifier_flush(n);
 }
 
 /* --- the thread --- */
@@ -551,6 +628,9 @@ void notifier_stop(struct notifier *n)
 	for (size_t i = 0; i < n->nlogs; i++)
 		free(n->logs[i].path);
 	free(n->logs);
+	for (size_t i = 0; i < n->nbatch; i++)
+		free(n->batch_paths[i]);
+	buf_free(&n->batch);
 	pthread_cond_destroy(&n->announced_cond);
 	pthread_mutex_destroy(&n->lock);
 	free(n->mount);
