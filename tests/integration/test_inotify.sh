@@ -167,6 +167,26 @@ wait_for "a lone change after the burst wakes the reader, which reads it" 5 woke
 kill "$(cat "$T/reader.pid")" 2>/dev/null
 wait "$reader" 2>/dev/null
 
+# --- one change touching more files than the hand takes at once (64) ---
+# 100 waiting tasks held in one mutation: each task's directory, watched,
+# hears the MODIFY of its status, whichever batch of the pass it is in.
+echo >mma/pipeline/pause
+tasks="" holds="" dirs=()
+for i in $(seq 0 99); do
+	tasks+="${tasks:+,}{\"id\":\"m$i\",\"command\":\"true\"}"
+	holds+="${holds:+; }hold m$i"
+	dirs+=("mma/tasks/m$i")
+done
+ctl_write mma/tracks/create "{\"id\":\"many\",\"tasks\":[$tasks]}"
+check "a track of 100 waiting tasks" jqe '.id == "many"' <<<"$RESULT"
+watch_start many -e modify "${dirs[@]}"
+ctl_write mma/dag/mutate "$holds"
+expect_eq "100 tasks held in one mutation" "$(cat mma/tasks/m*/status | grep -cx held)" 100
+wait_for "each of the 100 task directories hears MODIFY status" 5 at_least many "MODIFY status" 100
+watch_stop many
+check "... once each" test "$(count_event many "MODIFY status")" -eq 100
+echo >mma/pipeline/resume
+
 # --- latency from a write to its MODIFY ---
 if command -v python3 >/dev/null; then
 	python3 - "$M" >"$T/latency" 2>&1 <<'EOF'
