@@ -17,6 +17,7 @@
 #include "cmd.h"
 #include "dag.h"
 #include "orch.h"
+#include "runner.h"
 
 struct fixture {
 	struct orch o;
@@ -42,6 +43,15 @@ static inline int fixture_setup(void **state)
 static inline int fixture_teardown(void **state)
 {
 	struct fixture *f = *state;
+	/* No scheduler reaps what a test started: it goes now, with its
+	 * cgroup, which the state directory's removal would leave behind. */
+	for (size_t i = 0; i < f->o.nworkers; i++) {
+		struct worker *w = f->o.workers[i];
+		if (w->job) {
+			runner_release(orch_runner(&f->o, w->runner), w->job, NULL);
+			w->job = NULL;
+		}
+	}
 	orch_destroy(&f->o);
 	char cmd[128];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);

@@ -261,6 +261,32 @@ _skip_or_fail() {
 	exit 77
 }
 
+# The cgroups a daemon killed with -9 left (README, "Workers": the next
+# start on its state directory sweeps them, but the state goes with the
+# test): orchfs-KEY beside the test's own cgroup, KEY the first 12 hex of the
+# state directory's SHA-256, for each state directory under the test's.
+_cgroup_sweep() {
+	local root own lock state cg w
+	root=$(awk '{ for (i = 7; i < NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") print $5; break } }' \
+		/proc/self/mountinfo | head -1)
+	[ -n "$root" ] || return 0
+	own=$(sed -n 's|^0::/*||p' /proc/self/cgroup)
+	for lock in "${_TMPDIRS[@]/%//*/orchfs.lock}"; do
+		for state in $lock; do
+			[ -e "$state" ] || continue
+			state=${state%/orchfs.lock}
+			cg=$root${own:+/$own}/orchfs-$(printf '%s' "$state" | sha256sum | cut -c1-12)
+			[ -d "$cg" ] || continue
+			for w in "$cg"/w*/; do
+				[ -d "$w" ] || continue
+				echo 1 >"$w/cgroup.kill" 2>/dev/null
+				poll 2 rmdir "$w"
+			done
+			rmdir "$cg" 2>/dev/null
+		done
+	done
+}
+
 _cleanup() {
 	local rc=$? i
 	trap - EXIT INT TERM
@@ -291,6 +317,7 @@ _cleanup() {
 		pkill -KILL -f -- "--supervise ${_TMPDIRS[$i]}/" 2>/dev/null
 		pkill -KILL -f -- "--user-data-dir=${_TMPDIRS[$i]}/" 2>/dev/null
 	done
+	_cgroup_sweep
 	# A sanitizer's report in a daemon's log fails the test, whatever else
 	# passed: it is shown here, before its directory goes.
 	for i in "${!_TMPDIRS[@]}"; do
