@@ -261,8 +261,8 @@ _skip_or_fail() {
 	exit 77
 }
 
-# The cgroups a daemon killed with -9 left (README, "Workers": the next
-# start on its state directory sweeps them, but the state goes with the
+# The cgroups a daemon killed with -9 left (README, "The daemon": the next
+# start on its state directory removes them, but the state goes with the
 # test): orchfs-KEY beside the test's own cgroup, KEY the first 12 hex of the
 # state directory's SHA-256, for each state directory under the test's.
 _cgroup_sweep() {
