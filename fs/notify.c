@@ -77,7 +77,7 @@ struct notifier {
 	struct notifier_log *logs;  /* running workers' logs */
 	size_t nlogs, logs_cap;
 	size_t workers_seen;        /* o->workers[0 .. workers_seen) are known */
-	struct buf batch;           /* truncates for the hand, sent together */
+	struct buf batch;           /* requests for the hand: empty but while hand_send sends them */
 	char *batch_paths[HAND_BATCH_MAX];
 	size_t nbatch;
 };
@@ -335,7 +335,6 @@ static void notifier_flush(struct notifier *n)
 	size_t count = n->nbatch;
 	n->nbatch = 0;
 	if (count && !notifier_stopping(n) && n->to_hand >= 0) {
-		n->batch.len = 0;
 		for (size_t i = 0; i < count; i++)
 			batch_add(&n->batch, NOTIFY_MODIFY, n->batch_paths[i], false, i + 1 < count);
 		int errs[HAND_BATCH_MAX];
@@ -364,7 +363,6 @@ static void notifier_call(struct notifier *n, enum notify_intent intent, const c
 	notifier_flush(n);
 	if (notifier_stopping(n) || n->to_hand < 0)
 		return;
-	n->batch.len = 0;
 	batch_add(&n->batch, intent, rel, dir, false);
 	int e = EPIPE;
 	hand_send(n, intent, rel, 1, &e);
