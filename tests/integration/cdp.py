@@ -58,7 +58,9 @@ class Browser:
              "--user-data-dir=" + self.profile, f"--window-size={self.width},{self.height}",
              "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.profile, "chromium.log"), "w"), start_new_session=True)
+            stderr=open(os.path.join(self.profile, "chromium.log"), "w"), start_new_session=True,
+            # its singleton socket's directory goes with the profile, not in /tmp
+            env={**os.environ, "TMPDIR": self.profile})
         # Chromium writes the port it took into the profile
         port_file = os.path.join(self.profile, "DevToolsActivePort")
         end = time.time() + 30
