@@ -58,7 +58,6 @@ struct store {
 	pthread_cond_t qcond;      /* the idle thread is wanted: work, or stop */
 	pthread_cond_t qdone;      /* applied moved */
 	struct store_waiter *waiters;   /* in wait_for */
-	pthread_cond_t nap;        /* the thread's pause between batches: stop cuts it */
 	struct commit *qhead, *qtail;   /* queued */
 	struct commit *ahead, *atail;   /* journaled, to apply */
 	struct buf record;         /* the journal writer's */
@@ -72,6 +71,10 @@ struct store {
 	uint64_t synced, sync_failed, journaled_seq;
 	pthread_t thread;
 	bool running, stop, writing, idle, wanted;
+	bool apply_now;            /* a reader waits for SQLite: no gap */
+	/* monotonic ns: when the thread may next journal and apply, and when,
+	 * idle, it wakes by itself (INT64_MAX: only when woken) */
+	int64_t journal_after, apply_after, wake_at;
 	store_hook_fn hook;        /* under qlock */
 	void *hook_arg;
 };
@@ -152,11 +155,20 @@ static int migrate(sqlite3 *db, const char *path, struct orch_err *err)
 #define STORE_WAL_MAX_PAGES 4096
 
 /* The journal starts afresh once everything in it is applied and it holds
- * this much; the thread pauses this long between batches it applies, so that
- * writes arriving meanwhile share a transaction; the journal writer keeps a
- * record buffer up to this size for the next. */
+ * this much. The thread's own steps are spaced, so that under a steady stream
+ * of changes (a task a millisecond) each carries many of them; a lone change
+ * after a quiet spell goes at once. It journals the commits nobody waits for
+ * (the scheduler's) at most every STORE_JOURNAL_GAP_NS: one write and one
+ * round of cache invalidations for all of them. It applies to SQLite at most
+ * every STORE_APPLY_GAP_NS: a transaction's commit writes the same index
+ * pages again whatever it carries, and nothing waits for it (an acknowledged
+ * change is in the journal; a reader of SQLite asks for the batch at once).
+ * A step that failed is tried again after STORE_RETRY_NS. The journal writer
+ * keeps a record buffer up to STORE_RECORD_KEEP for the next. */
 #define STORE_JOURNAL_RESET (4u << 20)
-#define STORE_APPLY_PAUSE_MS 1
+#define STORE_JOURNAL_GAP_NS 1000000LL
+#define STORE_APPLY_GAP_NS 10000000LL
+#define STORE_RETRY_NS 1000000000LL
 #define STORE_RECORD_KEEP (1u << 20)
 #define STORE_TRACE_WAIT_MS 2000
 
@@ -249,9 +261,8 @@ int store_open(const char *state_dir, bool durable, struct store **out, struct o
 	s->durable = durable;
 	pthread_mutex_init(&s->rlock, NULL);
 	mutex_init_pi(&s->qlock);
-	pthread_cond_init(&s->qcond, NULL);
+	cond_init_mono(&s->qcond);
 	cond_init_mono(&s->qdone);
-	cond_init_mono(&s->nap);
 	int rc;
 	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 						  SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
@@ -849,12 +860,12 @@ static void waiters_wake(struct store *s)
 	}
 }
 
-/* qlock held: there is work for the thread (it is woken only when idle:
- * between batches it pauses, and takes what came meanwhile after) */
-static void wake_thread(struct store *s)
+/* qlock held: there is work for the thread, due at the monotonic time due
+ * (0: now). It is woken only when idle, and only if it would sleep past due. */
+static void wake_thread(struct store *s, int64_t due)
 {
 	s->wanted = true;
-	if (s->idle)
+	if (s->idle && due < s->wake_at)
 		pthread_cond_signal(&s->qcond);
 }
 
@@ -951,7 +962,7 @@ uint64_t store_queue(struct store *s, struct orch *o, bool waited)
 	*(s->qtail ? &s->qtail->next : &s->qhead) = c;
 	s->qtail = c;
 	if (!waited)
-		wake_thread(s);
+		wake_thread(s, s->journal_after);
 	pthread_mutex_unlock(&s->qlock);
 	return ticket;
 }
@@ -1115,7 +1126,7 @@ static bool journal_group(struct store *s)
 			s->qtail = tail;
 		s->qhead = group;
 		waiters_wake(s);
-		wake_thread(s);   /* stopping: the thread journals what is left */
+		wake_thread(s, 0);   /* stopping: the thread journals what is left */
 		return false;
 	}
 	s->done = tail->ticket;
@@ -1123,7 +1134,7 @@ static bool journal_group(struct store *s)
 	*(s->atail ? &s->atail->next : &s->ahead) = group;
 	s->atail = tail;
 	waiters_wake(s);
-	wake_thread(s);
+	wake_thread(s, s->durable ? 0 : s->apply_after);   /* to apply; a sync is urgent */
 	return true;
 }
 
@@ -1214,14 +1225,6 @@ static bool unled_queued(const struct store *s)
 	return false;
 }
 
-/* qlock held: waits on cond until ms pass or stop */
-static void store_pause(struct store *s, pthread_cond_t *cond, int ms)
-{
-	struct timespec until = time_mono_deadline(ms);
-	if (!s->stop)
-		pthread_cond_timedwait(cond, &s->qlock, &until);
-}
-
 static void *store_main(void *arg)
 {
 	struct store *s = arg;
@@ -1239,27 +1242,44 @@ static void *store_main(void *arg)
 			sync_journaled(s);
 			continue;
 		}
+		int64_t now = time_mono_ns(), wake_at = INT64_MAX;
 		/* stopping, everything queued is journaled first */
-		if (s->qhead && !s->writing && (s->stop || unled_queued(s)) && !journal_group(s)) {
-			if (s->stop)
-				break;
-			store_pause(s, &s->nap, 1000);   /* not in a tight loop */
-			continue;
+		if (s->qhead && !s->writing && (s->stop || unled_queued(s))) {
+			if (s->stop || now >= s->journal_after) {
+				bool journaled = journal_group(s);
+				if (!journaled && s->stop)
+					break;
+				s->journal_after = time_mono_ns() + (journaled ? STORE_JOURNAL_GAP_NS
+									     : STORE_RETRY_NS);
+				continue;
+			}
+			wake_at = s->journal_after;
 		}
 		if (s->ahead) {
-			bool applied = apply_journaled(s);
-			if (!applied && s->stop)
-				break;   /* the journal keeps it: the next start applies it */
-			/* a pause between batches, so that they are batches */
-			store_pause(s, &s->nap, applied ? STORE_APPLY_PAUSE_MS : 1000);
-			continue;
+			if (s->stop || s->apply_now || now >= s->apply_after) {
+				s->apply_now = false;
+				bool applied = apply_journaled(s);
+				if (!applied && s->stop)
+					break;   /* the journal keeps it: the next start applies it */
+				s->apply_after = time_mono_ns() + (applied ? STORE_APPLY_GAP_NS
+									   : STORE_RETRY_NS);
+				continue;
+			}
+			if (s->apply_after < wake_at)
+				wake_at = s->apply_after;
 		}
 		if (s->stop && !s->writing && !s->syncing && !s->qhead)
 			break;
 		if (s->wanted)
 			continue;
 		s->idle = true;
-		pthread_cond_wait(&s->qcond, &s->qlock);
+		s->wake_at = wake_at;
+		if (wake_at == INT64_MAX) {
+			pthread_cond_wait(&s->qcond, &s->qlock);
+		} else {
+			struct timespec until = {wake_at / 1000000000, wake_at % 1000000000};
+			pthread_cond_timedwait(&s->qcond, &s->qlock, &until);
+		}
 		s->idle = false;
 	}
 	pthread_mutex_unlock(&s->qlock);
@@ -1334,7 +1354,6 @@ void store_close(struct store *s)
 		pthread_mutex_lock(&s->qlock);
 		s->stop = true;
 		pthread_cond_broadcast(&s->qcond);
-		pthread_cond_broadcast(&s->nap);
 		pthread_mutex_unlock(&s->qlock);
 		pthread_join(s->thread, NULL);
 		s->running = false;
@@ -1360,17 +1379,20 @@ void store_close(struct store *s)
 	pthread_mutex_destroy(&s->qlock);
 	pthread_cond_destroy(&s->qcond);
 	pthread_cond_destroy(&s->qdone);
-	pthread_cond_destroy(&s->nap);
 	close(s->lockfd);
 	free(s);
 }
 
 void store_trace(struct store *s, int worker, struct buf *out)
 {
-	/* what was acknowledged before is in SQLite first (a batch, a
-	 * millisecond or so; bounded, should SQLite be failing) */
+	/* what was acknowledged before is in SQLite first (the thread applies
+	 * it at once, not after the gap; bounded, should SQLite be failing) */
 	pthread_mutex_lock(&s->qlock);
 	uint64_t acknowledged = s->done;
+	if (s->applied < acknowledged) {
+		s->apply_now = true;
+		wake_thread(s, 0);
+	}
 	struct timespec until = time_mono_deadline(STORE_TRACE_WAIT_MS);
 	while (s->applied < acknowledged && s->running &&
 	       pthread_cond_timedwait(&s->qdone, &s->qlock, &until) != ETIMEDOUT)
