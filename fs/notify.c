@@ -35,10 +35,15 @@
 
 /* Logs grow without events: they are looked at this often. */
 #define NOTIFIER_LOG_POLL_MS 100
-/* Passes start at most this often: a lone change is announced at once, and
- * the commits of a burst (writers at thousands a second) share a pass, which
- * costs the hand a call on the mount per file, instead of one pass each. */
-#define NOTIFIER_PASS_GAP_NS 1000000LL
+/* A pass starts at least a gap after the last one started, so that the
+ * commits of a stream (writers at thousands a second, workers ending every
+ * few milliseconds) share a pass, which costs the hand a call on the mount
+ * per file, instead of one pass each. A change after 8 ms of quiet is
+ * announced at once; each pass that follows its predecessor within 8 ms
+ * doubles the gap, from 1 ms up to 8 ms: a steady stream is announced in
+ * passes 8 ms apart, each change at most 8 ms late. */
+#define NOTIFIER_PASS_GAP_MIN_NS 1000000LL
+#define NOTIFIER_PASS_GAP_MAX_NS 8000000LL
 /* The fragments of the big documents are let go after this long unread. */
 #define DOC_CACHE_IDLE_S 30
 #define NOTIFIER_FUSE_MAGIC 0x65735546   /* statfs f_type of every FUSE mount */
@@ -509,13 +514,18 @@ static void *notifier_main(void *arg)
 	struct orch *o = n->o;
 	pthread_setname_np(pthread_self(), "orchfs-notify");
 	int64_t next_logs = time_mono_ns() + NOTIFIER_LOG_POLL_MS * 1000000LL;
-	int64_t next_trim = next_logs, last_pass = 0;
+	int64_t next_trim = next_logs, last_pass = 0, gap = NOTIFIER_PASS_GAP_MIN_NS;
 	while (!notifier_stopping(n)) {
 		if (events_committed(&o->events) > n->seq ||
 		    __atomic_load_n(&o->errors, __ATOMIC_ACQUIRE) != n->errors) {
-			int64_t gap = last_pass + NOTIFIER_PASS_GAP_NS - time_mono_ns();
-			if (gap > 0)
-				nanosleep(&(struct timespec){.tv_nsec = gap}, NULL);
+			int64_t since = time_mono_ns() - last_pass;
+			if (since < NOTIFIER_PASS_GAP_MAX_NS) {
+				gap = gap * 2 < NOTIFIER_PASS_GAP_MAX_NS ? gap * 2 : NOTIFIER_PASS_GAP_MAX_NS;
+				if (gap > since)
+					nanosleep(&(struct timespec){.tv_nsec = gap - since}, NULL);
+			} else {
+				gap = NOTIFIER_PASS_GAP_MIN_NS;
+			}
 			last_pass = time_mono_ns();
 			notifier_pass(n);
 		} else {
