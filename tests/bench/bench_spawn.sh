@@ -30,9 +30,11 @@ bench_tmp orchfs-sbench
 mkdir -p "$tmp/mnt" "$tmp/state" || exit 1
 bench_orchfs "$tmp/mnt" "$tmp/state" "$tmp/orchfs.log" --max-workers 8 || exit 1
 M=$tmp/mnt
-# the same work as a worker's: its log in orchfs's filesystem, and its cgroup
+# the same work as a worker's: a new log file in orchfs's filesystem (a new
+# directory each run: a file opened again costs no inode, a new one may cost
+# much more, as on ext4 without a journal after many deletes), and its cgroup
 # beside orchfs's own when orchfs uses cgroups
-same=(--logs "$tmp/anchor-logs")
+same=(--logs "")
 isolation=$(jq -r .pipeline.isolation "$M/state.json") || exit 1
 if [ "$isolation" == cgroup ]; then
 	cg_mount=$(awk '{ for (i = 7; i < NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") print $5; break } }' \
@@ -70,7 +72,8 @@ for ((r = 1; r <= rounds; r++)); do
 		out=$("$spawnloop" "$ntasks" "$cap") || exit 1
 		out=${out#spawns_per_s=}
 		rates[loop.$cap]+="${out%% *} "
-		mkdir -p "$tmp/anchor-logs" || exit 1
+		same[1]=$tmp/anchor-logs-$r-$cap
+		mkdir -p "${same[1]}" || exit 1
 		out2=$("$spawnloop" "$ntasks" "$cap" "${same[@]}") || exit 1
 		out2=${out2#spawns_per_s=}
 		rates[same.$cap]+="${out2%% *} "
