@@ -412,6 +412,8 @@ static void *reader_main(void *arg)
 {
 	struct local *r = arg;
 	pthread_setname_np(pthread_self(), "orchfs-reader");
+	/* between an exit and the next start, as the scheduler is */
+	runner_raise_priority();
 	for (;;) {
 		struct sv_msg m;
 		char *text;

@@ -100,7 +100,8 @@ enum runner_kind { RUNNER_DEFAULT, RUNNER_LOCAL, RUNNER_SLURM };
 /* "local", "slurm"; NULL for RUNNER_DEFAULT */
 const char *runner_kind_name(enum runner_kind k);
 
-/* The calling thread above the workers (the scheduler's, the supervisor):
+/* The calling thread above the workers (the scheduler's, the supervisor and
+ * the thread that reads its answers):
  * real-time priority 1 where allowed (root), else nice -5 where allowed,
  * else as it is; their work is bounded, so this cannot starve the machine.
  * What they start does not inherit it (reset on fork). */
