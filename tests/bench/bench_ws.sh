@@ -13,7 +13,7 @@
 #   tests/bench/bench_ws.sh ORCHFS WSFAN
 #   ORCHFS_BENCH_STATE=DIR ...   # orchfs on a copy of DIR as its state (tests/bench/lib.sh)
 # Knobs: WS_CLIENTS (100), WS_RATE (1000 a second), WS_SECONDS (3, the
-# plain run), WS_ROUNDS (3), WS_WINDOW (the daemon's --ws-queue-window, 5;
+# plain run), WS_ROUNDS (BENCH_ROUNDS, else 3), WS_WINDOW (the daemon's --ws-queue-window, 5;
 # the stalled run lasts the window and 5 s more).
 set -u -o pipefail
 [ $# -eq 2 ] || { echo "usage: $0 ORCHFS WSFAN" >&2; exit 2; }
@@ -24,7 +24,7 @@ here=$(cd "$(dirname "$0")" && pwd) || exit 1
 clients=${WS_CLIENTS:-100}
 rate=${WS_RATE:-1000}
 secs=${WS_SECONDS:-3}
-rounds=${WS_ROUNDS:-3}
+rounds=${WS_ROUNDS:-${BENCH_ROUNDS:-3}}
 window=${WS_WINDOW:-5}
 mount_wait_s=10
 stop_wait_s=10
