@@ -41,7 +41,7 @@
  * per file, instead of one pass each. A change after 8 ms of quiet is
  * announced at once; each pass that follows its predecessor within 8 ms
  * doubles the gap, from 1 ms up to 8 ms: a steady stream is announced in
- * passes 8 ms apart, each change at most 8 ms late. */
+ * passes 8 ms apart, and a pass waits at most 8 ms. */
 #define NOTIFIER_PASS_GAP_MIN_NS 1000000LL
 #define NOTIFIER_PASS_GAP_MAX_NS 8000000LL
 /* The fragments of the big documents are let go after this long unread. */
