@@ -1,5 +1,6 @@
-/* scheduler: the scheduler loop and the life of workers. One thread polls the
- * workers' pidfds and an eventfd; each tick it reaps, enforces timeouts and
+/* scheduler: the scheduler loop and the life of workers. One thread polls its
+ * wake eventfd and each runner's (raised when workers end: the supervisor
+ * reaps local ones); each tick it collects the ends, enforces timeouts and
  * kill graces, and starts ready tasks (priority, then creation order) while
  * fewer than max_workers run. Every function here expects orch.lock held. */
 #ifndef ORCHFS_SCHEDULER_H
