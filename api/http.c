@@ -26,6 +26,9 @@
 #define CHUNK 65536
 #define HEADER_ROOM 1024   /* the headers, in front of the body's first piece */
 #define HTTP_TURN CHUNK   /* a response's bytes a turn of the service thread */
+/* A response's client that takes nothing for this long is dropped (nginx's
+ * send_timeout); one that takes it slowly gets all of it, however long. */
+#define HTTP_SEND_STALL_S 60
 
 enum method { M_OTHER, M_GET, M_POST, M_OPTIONS };
 
@@ -434,7 +437,7 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 	 * of the 4.5 MB worker list saw a p99 of 0.8 s (nginx 0.2 s), the
 	 * quickest served coming back for more while others waited; with
 	 * 64 KiB, 0.15 s at the same rate. */
-	size_t turn_end = p->sent + HTTP_TURN;
+	size_t turn_end = p->sent + HTTP_TURN, was_sent = p->sent;
 	while (!last && !lws_send_pipe_choked(wsi) && p->sent < turn_end) {
 		if (p->headers_sent && (from_file || from_doc) && !lws_is_ssl(wsi)) {
 			/* past the first piece, on a plain socket with nothing of
@@ -467,6 +470,10 @@ static int on_writeable(struct lws *wsi, struct api *a, struct http_pss *p)
 		p->sent += n;
 	}
 	if (!last) {
+		/* lws's own timeout for the transaction (5 s) cut slow clients
+		 * of a big log or document short: what counts is progress */
+		if (p->sent != was_sent)
+			lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, HTTP_SEND_STALL_S);
 		lws_callback_on_writable(wsi);
 		return 0;
 	}

@@ -12,7 +12,9 @@
 # comes after ~10 s of silence, a closed stream is let go); --no-auth is
 # refused on a non-loopback address and serves without a token on loopback;
 # the token file (0600, 64 hex digits) and --token-file; --max-body refuses
-# a body before reading it.
+# a body before reading it; requests kept alive and pipelined on one
+# connection, and a 30 MB log read slowly arriving whole while other clients
+# are answered (http_streams.py).
 . "$(dirname "$0")/lib.sh"
 
 command -v curl >/dev/null || _skip_or_fail "curl is missing"
@@ -440,6 +442,15 @@ if ! grep -q libasan "/proc/$DAEMON_PID/maps"; then
 		test $((rss1 - rss0)) -lt 8192
 fi
 rm -f "$T/resp.body"
+
+# --- one connection's requests, kept alive and pipelined; the big log read
+# slowly (past libwebsockets' 5 s for a transaction) while others are answered
+out=$(timeout 60 "$PY" "$LIB_DIR/http_streams.py" "$HTTP_PORT" "$TOKEN" "$M" "$wbig")
+rc=$?
+while read -r verdict what; do
+	check "$what" test "$verdict" == ok
+done <<<"$out"
+check "http_streams.py ran to its end" test "$rc" -eq 0
 
 # ==== the same bytes on both transports, while nothing changes ====
 # The pipeline is paused and every worker has ended.
