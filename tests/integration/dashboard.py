@@ -101,7 +101,7 @@ async def mode_main():
         await b.type_into('#tracks input[data-track="demo"]', "-1")
         await b.click('#tracks button[data-budget="demo"]')
         msg = await b.wait("document.querySelector('#tracks tr[data-track=\"demo\"] .err').textContent", 3)
-        want = mount_json("last_error")["error"]["message"]
+        want = (mount_json("last_error")["error"] or {}).get("message")
         check("a budget of -1: its message beside the field", msg == want, f"{msg!r} != {want!r}")
 
         # a change through the mount, seen in the page within a second
@@ -298,10 +298,14 @@ def state_free():
 
 
 async def daemon_stop():
-    """Unmounts, and waits for the daemon to let go of its state directory."""
-    subprocess.run(["fusermount3", "-u", M], check=False)
+    """Unmounts, and waits for the daemon to let go of its state directory.
+    An unmount refused while the notifier is announcing a change (EBUSY,
+    README "The daemon") is made again, as a user would."""
     end = time.monotonic() + 15
-    while (os.path.ismount(M) or not state_free()) and time.monotonic() < end:
+    while os.path.ismount(M) and time.monotonic() < end:
+        subprocess.run(["fusermount3", "-u", M], check=False, stderr=subprocess.DEVNULL)
+        await asyncio.sleep(0.2)
+    while not state_free() and time.monotonic() < end:
         await asyncio.sleep(0.05)
 
 
